@@ -1,0 +1,22 @@
+//! Command-line definitions (clap) and the dispatch to each subcommand's handler.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Conduit: syncs Dynamics 365 and Adobe Campaign Standard through sandboxed Wasm plugins.
+#[derive(Debug, Parser)]
+#[command(name = "conduit", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+}
+
+/// Runs the chosen subcommand and maps its result to an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {}
+}

@@ -1,0 +1,11 @@
+//! Conduit: an integration host that keeps Microsoft Dynamics 365 and Adobe Campaign Standard in
+//! sync through three workflows (Ingress, Egress, Opt-in/out) whose mapping logic runs as
+//! sandboxed WebAssembly components.
+//!
+//! Data flows one way: [`connector`] (read) -> [`plugin`] (map) -> [`store`] (durable queue)
+//! -> [`connector`] (write), driven by [`workflow`] and configured by [`config`].
+
+pub mod connector;
+pub mod model;
+pub mod plugin;
+pub mod sim;

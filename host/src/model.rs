@@ -1,0 +1,214 @@
+//! The data model the host's stages pass between each other: source records, email events,
+//! opt-out states, plugin outcomes and queued writes.
+//!
+//! These mirror the WIT types in `wit/conduit-plugin.wit` (the plugin runtime converts between
+//! the two) but know nothing of Wasm, HTTP or redb.
+
+use serde::{Deserialize, Serialize};
+
+/// One field value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value", rename_all = "kebab-case")]
+pub enum Value {
+    /// No value.
+    Null,
+    /// A two-options field.
+    Boolean(bool),
+    /// A whole number.
+    Integer(i64),
+    /// A decimal, double or money value.
+    Decimal(f64),
+    /// A string or memo.
+    Text(String),
+    /// A date or date-time as RFC 3339 text.
+    Datetime(String),
+    /// A picklist choice with its label when known.
+    Picklist {
+        /// The technical option value.
+        value: i64,
+        /// The display label.
+        label: Option<String>,
+    },
+    /// A unique identifier.
+    Guid(String),
+    /// A reference to a row of another table.
+    Lookup {
+        /// The referenced table's logical name.
+        table: String,
+        /// The referenced row's key.
+        id: String,
+    },
+}
+
+/// Create/update or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    /// Create or update.
+    Upsert,
+    /// Delete.
+    Delete,
+}
+
+/// One source record; `values[i]` belongs to the batch's `columns[i]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    /// The record's primary key at the source.
+    pub key: String,
+    /// What happened to it.
+    pub op: Operation,
+    /// One value per batch column.
+    pub values: Vec<Value>,
+    /// When the record last changed at the source.
+    pub modified_at: Option<String>,
+}
+
+/// A page of source records of one table sharing one column list.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RecordBatch {
+    /// The source table's logical name.
+    pub table: String,
+    /// The column names the rows' values line up with.
+    pub columns: Vec<String>,
+    /// The records in source order.
+    pub rows: Vec<Row>,
+}
+
+/// Which pass over the source a batch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The first full load.
+    Initial,
+    /// Changes since the previous read.
+    Incremental,
+    /// An operator-requested full re-read.
+    Replay,
+}
+
+/// The two systems Conduit connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum System {
+    /// Microsoft Dynamics 365 (Dataverse).
+    Dynamics,
+    /// Adobe Campaign Standard.
+    Campaign,
+}
+
+/// Where a write goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// The receiving system.
+    pub system: System,
+    /// The destination table (Campaign resource or Dataverse entity set).
+    pub table: String,
+    /// The destination field holding the key.
+    pub key_field: String,
+}
+
+/// One write for a destination, self-contained so that it can sit in the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRecord {
+    /// Where it goes.
+    pub target: Target,
+    /// The value of the target's key field.
+    pub key: String,
+    /// Upsert or delete.
+    pub op: Operation,
+    /// The fields to set, by destination field name.
+    pub fields: Vec<(String, Value)>,
+}
+
+/// The decision for one plugin input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Write these records.
+    Write {
+        /// The writes, in order.
+        records: Vec<WriteRecord>,
+    },
+    /// Deliberately not propagated.
+    Skip {
+        /// Why.
+        reason: String,
+    },
+    /// Cannot be mapped: goes to the dead letters.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The kind of an email event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmailEventKind {
+    /// Sent.
+    Send,
+    /// Opened.
+    Open,
+    /// A link was clicked.
+    Click,
+    /// Bounced.
+    Bounce,
+}
+
+/// Why an email bounced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BounceDetail {
+    /// True for a hard bounce.
+    pub hard: bool,
+    /// Campaign's reason text.
+    pub reason: String,
+}
+
+/// One email event from Campaign's event journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailEvent {
+    /// The event's unique id (GUID).
+    pub id: String,
+    /// What happened.
+    pub kind: EmailEventKind,
+    /// The contact's key (`contactid`, the profile's CRM ID).
+    pub contact_key: String,
+    /// The campaign's id.
+    pub campaign_id: String,
+    /// The campaign's name.
+    pub campaign_name: String,
+    /// The delivery's id.
+    pub delivery_id: String,
+    /// The delivery's name.
+    pub delivery_name: String,
+    /// When it happened (RFC 3339).
+    pub timestamp: String,
+    /// The clicked URL.
+    pub url: Option<String>,
+    /// The email's mirror page URL.
+    pub mirror_page_url: Option<String>,
+    /// Bounce details.
+    pub bounce: Option<BounceDetail>,
+}
+
+/// One opt-out attribute's value on one side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptOutValue {
+    /// The attribute name.
+    pub attribute: String,
+    /// True when opted out.
+    pub value: bool,
+    /// When it last changed on its side (RFC 3339).
+    pub changed_at: Option<String>,
+}
+
+/// Both sides' opt-out states of one contact.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContactOptOut {
+    /// The `contactid` (the profile's CRM ID).
+    pub contact_key: String,
+    /// Dynamics 365 attributes (record-level change times).
+    pub dynamics: Vec<OptOutValue>,
+    /// Campaign attributes (attribute-level change times).
+    pub campaign: Vec<OptOutValue>,
+}
