@@ -40,12 +40,14 @@ pub enum Value {
     },
 }
 
-/// Create/update or delete.
+/// Create/update, update only, or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
-    /// Create or update.
+    /// Create, or update when it exists.
     Upsert,
+    /// Update only when it exists; never create.
+    Update,
     /// Delete.
     Delete,
 }
