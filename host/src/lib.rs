@@ -5,7 +5,9 @@
 //! Data flows one way: [`connector`] (read) -> [`plugin`] (map) -> [`store`] (durable queue)
 //! -> [`connector`] (write), driven by [`workflow`] and configured by [`config`].
 
+pub mod config;
 pub mod connector;
 pub mod model;
 pub mod plugin;
 pub mod sim;
+pub mod store;

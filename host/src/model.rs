@@ -214,3 +214,63 @@ pub struct ContactOptOut {
     /// Campaign attributes (attribute-level change times).
     pub campaign: Vec<OptOutValue>,
 }
+
+/// The three workflows a host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowId {
+    /// Dynamics 365 to Campaign: contacts and custom entities.
+    Ingress,
+    /// Campaign to Dynamics 365: email events.
+    Egress,
+    /// Opt-in/out flags, in the configured direction.
+    OptInOut,
+}
+
+impl WorkflowId {
+    /// All workflows, in display order.
+    pub const ALL: [WorkflowId; 3] = [
+        WorkflowId::Ingress,
+        WorkflowId::Egress,
+        WorkflowId::OptInOut,
+    ];
+
+    /// The short name used in config sections, the CLI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowId::Ingress => "ingress",
+            WorkflowId::Egress => "egress",
+            WorkflowId::OptInOut => "optinout",
+        }
+    }
+
+    /// The name the Workflows page shows.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            WorkflowId::Ingress => "Microsoft Dynamics 365 to Campaign",
+            WorkflowId::Egress => "Campaign to Microsoft Dynamics 365",
+            WorkflowId::OptInOut => "Opt In/Out",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkflowId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ingress" => Ok(WorkflowId::Ingress),
+            "egress" => Ok(WorkflowId::Egress),
+            "optinout" | "opt-in-out" | "optin-out" => Ok(WorkflowId::OptInOut),
+            other => Err(format!(
+                "unknown workflow '{other}': expected ingress, egress or optinout"
+            )),
+        }
+    }
+}

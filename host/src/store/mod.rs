@@ -1,0 +1,244 @@
+//! The durable store (redb): each workflow's queue between its reader and writer, the cursor
+//! per source, dead letters, workflow state and counters.
+//!
+//! Every change a stage makes is one write transaction: the reader's outputs, dead letters,
+//! counters and new cursor commit together, and so do the writer's removals and dead letters.
+//! Counters live in the same transactions as the data they count, so the backlog is exact and
+//! O(1) to read. This module knows redb and serde; it knows nothing of HTTP or plugins.
+
+mod dead_letters;
+mod queue;
+mod state;
+mod tables;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase};
+
+pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
+pub use queue::{QueuedRecord, ReadCommit, WriteCommit};
+pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
+
+use tables::{META, META_FORMAT_VERSION};
+
+/// The on-disk format this build writes and understands.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database.
+    #[error(
+        "the data file {path} is in use by another Conduit host; stop that host or give this one another --data-dir"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file was written by a newer Conduit.
+    #[error(
+        "the data file {path} has format version {found}, but this build understands up to {supported}; run a newer conduit (the file is left untouched)"
+    )]
+    NewerFormat {
+        /// The database file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build understands.
+        supported: u32,
+    },
+    /// The disk refused a write (full, read-only, I/O error). Nothing of the transaction was kept.
+    #[error(
+        "the data store could not commit: {0}; nothing of this step was kept, it will be retried"
+    )]
+    Commit(String),
+    /// Opening or reading failed.
+    #[error("the data store failed: {0}")]
+    Storage(String),
+    /// A stored value could not be decoded.
+    #[error("a stored {what} could not be decoded: {detail}")]
+    Corrupt {
+        /// What kind of value.
+        what: &'static str,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// A requested item does not exist.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(error: redb::TransactionError) -> Self {
+        StoreError::Storage(error.to_string())
+    }
+}
+
+impl From<redb::TableError> for StoreError {
+    fn from(error: redb::TableError) -> Self {
+        StoreError::Storage(error.to_string())
+    }
+}
+
+impl From<redb::StorageError> for StoreError {
+    fn from(error: redb::StorageError) -> Self {
+        StoreError::Storage(error.to_string())
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(error: redb::CommitError) -> Self {
+        StoreError::Commit(error.to_string())
+    }
+}
+
+/// The durable store of one host. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, recovering from a crash if needed, and checks
+    /// its format version. A second host on the same file is refused.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|error| {
+                StoreError::Storage(format!("cannot create {}: {error}", parent.display()))
+            })?;
+        }
+        let db = Database::create(path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_path_buf(),
+            },
+            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        };
+        store.check_format_version()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check_format_version(&self) -> Result<(), StoreError> {
+        let found = {
+            let read = self.db.begin_read()?;
+            match read.open_table(META) {
+                Ok(table) => table
+                    .get(META_FORMAT_VERSION)?
+                    .map(|bytes| decode_u32(bytes.value())),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(other) => return Err(other.into()),
+            }
+        };
+        match found {
+            Some(Some(version)) if version > FORMAT_VERSION => Err(StoreError::NewerFormat {
+                path: self.path.clone(),
+                found: version,
+                supported: FORMAT_VERSION,
+            }),
+            Some(Some(_)) => Ok(()),
+            Some(None) => Err(StoreError::Corrupt {
+                what: "format version",
+                detail: "not a 4-byte number".into(),
+            }),
+            None => {
+                let write = self.db.begin_write()?;
+                {
+                    let mut meta = write.open_table(META)?;
+                    meta.insert(META_FORMAT_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    tables::create_all(&write)?;
+                }
+                write.commit()?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn decode_u32(bytes: &[u8]) -> Option<u32> {
+    let array: [u8; 4] = bytes.try_into().ok()?;
+    Some(u32::from_le_bytes(array))
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain data types to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        what,
+        detail: error.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        let _first = Store::open(&path).unwrap();
+        let second = Store::open(&path).unwrap_err();
+        assert!(matches!(second, StoreError::InUse { .. }), "{second}");
+        assert!(
+            second
+                .to_string()
+                .contains("in use by another Conduit host")
+        );
+    }
+
+    #[test]
+    fn a_file_from_a_newer_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let write = db.begin_write().unwrap();
+            {
+                let mut meta = write.open_table(META).unwrap();
+                meta.insert(META_FORMAT_VERSION, 99u32.to_le_bytes().as_slice())
+                    .unwrap();
+            }
+            write.commit().unwrap();
+        }
+        let error = Store::open(&path).unwrap_err();
+        assert!(
+            matches!(error, StoreError::NewerFormat { found: 99, .. }),
+            "{error}"
+        );
+        let db = Database::create(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        let version = meta.get(META_FORMAT_VERSION).unwrap().unwrap();
+        assert_eq!(decode_u32(version.value()), Some(99));
+    }
+
+    #[test]
+    fn reopening_keeps_the_format_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        drop(Store::open(&path).unwrap());
+        Store::open(&path).unwrap();
+    }
+}

@@ -1,0 +1,487 @@
+//! The queue between a workflow's reader and writer: the reader's atomic commit (outputs, dead
+//! letters, cursor, counters) and the writer's atomic commit (removals, dead letters, retries).
+
+use std::collections::HashSet;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::dead_letters::{self, NewDeadLetter};
+use super::state::{CursorState, OptOutSnapshot};
+use super::tables::{CURSORS, DEAD_LETTERS, OPT_OUT_STATE, QUEUE, counter};
+use super::{Store, StoreError, decode_json, encode_json};
+use crate::model::{WorkflowId, WriteRecord};
+
+/// A write waiting in a workflow's queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedRecord {
+    /// Its position in the queue.
+    #[serde(skip)]
+    pub seq: u64,
+    /// What to write.
+    pub record: WriteRecord,
+    /// Where it came from (the table mapping's name, `events`, `opt-out`).
+    pub origin: String,
+    /// Failed write attempts so far.
+    pub attempts: u32,
+    /// When it was queued (milliseconds since the Unix epoch).
+    pub queued_at_ms: i64,
+}
+
+/// Everything one reader step produced, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct ReadCommit {
+    /// The source whose cursor advances (a table mapping, `events`, ...).
+    pub source: String,
+    /// The new cursor; `None` leaves it unchanged.
+    pub cursor: Option<CursorState>,
+    /// The writes to queue: origin and record.
+    pub records: Vec<(String, WriteRecord)>,
+    /// Inputs the plugin rejected or could not map.
+    pub dead_letters: Vec<NewDeadLetter>,
+    /// Source records consumed by this step.
+    pub read: u64,
+    /// Source records deliberately not propagated.
+    pub skipped: u64,
+    /// New last-known opt-out states by contact key.
+    pub opt_out_states: Vec<(String, OptOutSnapshot)>,
+    /// Dead letters this step re-processed successfully (a retry): removed.
+    pub retired_dead_letters: Vec<u64>,
+}
+
+/// The outcome of one writer step, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct WriteCommit {
+    /// Records the destination accepted: removed from the queue.
+    pub written: Vec<u64>,
+    /// Records the destination refused for good: moved to the dead letters with the reason.
+    pub refused: Vec<(QueuedRecord, String)>,
+    /// Records that failed transiently: they stay queued with one more attempt counted.
+    pub failed_transiently: Vec<u64>,
+}
+
+impl Store {
+    /// Commits a reader step: queues outputs, stores dead letters, opt-out states and the new
+    /// cursor, and updates the counters, all or nothing.
+    pub fn commit_read(&self, workflow: WorkflowId, commit: ReadCommit) -> Result<(), StoreError> {
+        let wf = workflow.as_str();
+        let now = now_ms();
+        let write = self.db.begin_write()?;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
+            let queued = commit.records.len() as u64;
+            for (origin, record) in commit.records {
+                let body = QueuedRecord {
+                    seq,
+                    record,
+                    origin,
+                    attempts: 0,
+                    queued_at_ms: now,
+                };
+                queue.insert((wf, seq), encode_json(&body).as_slice())?;
+                seq += 1;
+            }
+            counter_set(&write, wf, counter::NEXT_SEQ, seq)?;
+            counter_add(&write, wf, counter::QUEUED, queued as i64)?;
+            counter_add(&write, wf, counter::READ, commit.read as i64)?;
+            counter_add(&write, wf, counter::SKIPPED, commit.skipped as i64)?;
+
+            dead_letters::insert_all(&write, workflow, commit.dead_letters, now)?;
+            if !commit.retired_dead_letters.is_empty() {
+                let mut table = write.open_table(DEAD_LETTERS)?;
+                let mut removed = 0i64;
+                for id in commit.retired_dead_letters {
+                    if table.remove((wf, id))?.is_some() {
+                        removed += 1;
+                    }
+                }
+                drop(table);
+                counter_add(&write, wf, counter::DEAD_LETTERS, -removed)?;
+            }
+
+            if !commit.opt_out_states.is_empty() {
+                let mut states = write.open_table(OPT_OUT_STATE)?;
+                for (key, snapshot) in commit.opt_out_states {
+                    states.insert(key.as_str(), encode_json(&snapshot).as_slice())?;
+                }
+            }
+
+            if let Some(cursor) = commit.cursor {
+                let mut cursors = write.open_table(CURSORS)?;
+                cursors.insert(
+                    (wf, commit.source.as_str()),
+                    encode_json(&cursor).as_slice(),
+                )?;
+            }
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The oldest queued records, at most `max` of them and at most one per destination key,
+    /// so that a batch never holds two writes of one record and per-key order is kept even
+    /// when a write fails and stays queued. Scans at most `max * 4` entries.
+    pub fn next_batch(
+        &self,
+        workflow: WorkflowId,
+        max: usize,
+    ) -> Result<Vec<QueuedRecord>, StoreError> {
+        let wf = workflow.as_str();
+        let read = self.db.begin_read()?;
+        let queue = read.open_table(QUEUE)?;
+        let mut batch = Vec::new();
+        let mut keys = HashSet::new();
+        let mut blocked = HashSet::new();
+        for (scanned, entry) in queue.range((wf, 0)..=(wf, u64::MAX))?.enumerate() {
+            if batch.len() >= max || scanned >= max.saturating_mul(4) {
+                break;
+            }
+            let (key, value) = entry?;
+            let mut record: QueuedRecord = decode_json("queued record", value.value())?;
+            record.seq = key.value().1;
+            let identity = (record.record.target.clone(), record.record.key.clone());
+            if keys.contains(&identity) || blocked.contains(&identity) {
+                // A later write of a key already in the batch waits for the next batch.
+                blocked.insert(identity);
+                continue;
+            }
+            keys.insert(identity);
+            batch.push(record);
+        }
+        Ok(batch)
+    }
+
+    /// Commits a writer step: removes what was written, dead-letters what was refused and
+    /// counts an attempt on what failed transiently, all or nothing.
+    pub fn commit_write(
+        &self,
+        workflow: WorkflowId,
+        commit: WriteCommit,
+    ) -> Result<(), StoreError> {
+        let wf = workflow.as_str();
+        let now = now_ms();
+        let write = self.db.begin_write()?;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut removed = 0i64;
+            for seq in &commit.written {
+                if queue.remove((wf, *seq))?.is_some() {
+                    removed += 1;
+                }
+            }
+            let written = removed;
+            let mut refused = Vec::new();
+            for (record, reason) in commit.refused {
+                if queue.remove((wf, record.seq))?.is_some() {
+                    removed += 1;
+                    refused.push(NewDeadLetter::write_refused(record, reason));
+                }
+            }
+            for seq in &commit.failed_transiently {
+                let existing = queue.get((wf, *seq))?.map(|bytes| bytes.value().to_vec());
+                if let Some(bytes) = existing {
+                    let mut record: QueuedRecord = decode_json("queued record", &bytes)?;
+                    record.attempts = record.attempts.saturating_add(1);
+                    queue.insert((wf, *seq), encode_json(&record).as_slice())?;
+                }
+            }
+            drop(queue);
+            counter_add(&write, wf, counter::QUEUED, -removed)?;
+            counter_add(&write, wf, counter::WRITTEN, written)?;
+            dead_letters::insert_all(&write, workflow, refused, now)?;
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// Records waiting in a workflow's queue (the backlog), read from its counter.
+    pub fn backlog(&self, workflow: WorkflowId) -> Result<u64, StoreError> {
+        Ok(self.counters(workflow)?.queued)
+    }
+
+    /// Counts the queue's entries one by one (for checks; `backlog` is the O(1) way).
+    pub fn queue_len_by_scan(&self, workflow: WorkflowId) -> Result<u64, StoreError> {
+        let wf = workflow.as_str();
+        let read = self.db.begin_read()?;
+        let queue = read.open_table(QUEUE)?;
+        let mut count = 0;
+        for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Removes every queued record of a workflow whose origin matches (used when a mapping is
+    /// deleted from the config); returns how many.
+    pub fn purge_origin(&self, workflow: WorkflowId, origin: &str) -> Result<u64, StoreError> {
+        let wf = workflow.as_str();
+        let write = self.db.begin_write()?;
+        let removed;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut doomed = Vec::new();
+            for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+                let (key, value) = entry?;
+                let record: QueuedRecord = decode_json("queued record", value.value())?;
+                if record.origin == origin {
+                    doomed.push(key.value().1);
+                }
+            }
+            for seq in &doomed {
+                queue.remove((wf, *seq))?;
+            }
+            removed = doomed.len() as u64;
+            drop(queue);
+            counter_add(&write, wf, counter::QUEUED, -(removed as i64))?;
+        }
+        write.commit()?;
+        Ok(removed)
+    }
+}
+
+pub(super) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(super) fn counter_get(
+    write: &WriteTransaction,
+    wf: &str,
+    name: &str,
+) -> Result<u64, StoreError> {
+    let table = write.open_table(super::tables::COUNTERS)?;
+    let value = table.get((wf, name))?.map(|v| v.value()).unwrap_or(0);
+    Ok(value)
+}
+
+pub(super) fn counter_set(
+    write: &WriteTransaction,
+    wf: &str,
+    name: &str,
+    value: u64,
+) -> Result<(), StoreError> {
+    let mut table = write.open_table(super::tables::COUNTERS)?;
+    table.insert((wf, name), value)?;
+    Ok(())
+}
+
+pub(super) fn counter_add(
+    write: &WriteTransaction,
+    wf: &str,
+    name: &str,
+    delta: i64,
+) -> Result<(), StoreError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let current = counter_get(write, wf, name)?;
+    counter_set(write, wf, name, current.saturating_add_signed(delta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Operation, System, Target, Value};
+
+    fn record(key: &str, name: &str) -> WriteRecord {
+        WriteRecord {
+            target: Target {
+                system: System::Campaign,
+                table: "profile".into(),
+                key_field: "externalId".into(),
+            },
+            key: key.into(),
+            op: Operation::Upsert,
+            fields: vec![("firstName".into(), Value::Text(name.into()))],
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn enqueue(store: &Store, records: Vec<WriteRecord>) {
+        store
+            .commit_read(
+                WorkflowId::Ingress,
+                ReadCommit {
+                    source: "contacts".into(),
+                    read: records.len() as u64,
+                    records: records
+                        .into_iter()
+                        .map(|r| ("contacts".into(), r))
+                        .collect(),
+                    ..ReadCommit::default()
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn reader_commit_queues_records_in_order_and_counts_them() {
+        let (_dir, store) = store();
+        enqueue(&store, vec![record("a", "Ann"), record("b", "Bob")]);
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 2);
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        let keys: Vec<_> = batch.iter().map(|r| r.record.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(store.backlog(WorkflowId::Egress).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_batch_holds_one_write_per_key_and_later_writes_wait() {
+        let (_dir, store) = store();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        let seen: Vec<_> = batch
+            .iter()
+            .map(|r| (r.record.key.clone(), r.record.fields[0].1.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), Value::Text("v1".into())),
+                ("b".to_string(), Value::Text("v1".into())),
+                ("c".to_string(), Value::Text("v1".into()))
+            ]
+        );
+        // a transient failure of a/v1 keeps a/v2 behind it
+        let first = batch[0].seq;
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![batch[1].seq, batch[2].seq],
+                    failed_transiently: vec![first],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        let next = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].seq, first);
+        assert_eq!(next[0].attempts, 1);
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 2);
+    }
+
+    #[test]
+    fn refused_writes_move_to_dead_letters_with_the_reason() {
+        let (_dir, store) = store();
+        enqueue(&store, vec![record("a", "Ann")]);
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    refused: vec![(batch[0].clone(), "400 firstName too long".into())],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 0);
+        let letters = store
+            .dead_letters(WorkflowId::Ingress, &Default::default())
+            .unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, "400 firstName too long");
+        let counters = store.counters(WorkflowId::Ingress).unwrap();
+        assert_eq!(counters.dead_letters, 1);
+        assert_eq!(counters.dead_lettered, 1);
+    }
+
+    #[test]
+    fn cursor_commits_with_the_records_it_produced() {
+        let (_dir, store) = store();
+        let cursor = CursorState::incremental("https://x/delta?$deltatoken=1".into());
+        store
+            .commit_read(
+                WorkflowId::Ingress,
+                ReadCommit {
+                    source: "contacts".into(),
+                    cursor: Some(cursor.clone()),
+                    records: vec![("contacts".into(), record("a", "Ann"))],
+                    read: 1,
+                    ..ReadCommit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.cursor(WorkflowId::Ingress, "contacts").unwrap(),
+            Some(cursor)
+        );
+        assert_eq!(store.counters(WorkflowId::Ingress).unwrap().read, 1);
+    }
+
+    mod backlog_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Enqueue(Vec<u8>),
+            Write {
+                take: usize,
+                refuse_every: usize,
+                fail_every: usize,
+            },
+            Purge,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => proptest::collection::vec(0u8..6, 0..20).prop_map(Op::Enqueue),
+                4 => (0usize..25, 1usize..5, 1usize..5)
+                    .prop_map(|(take, refuse_every, fail_every)| Op::Write { take, refuse_every, fail_every }),
+                1 => Just(Op::Purge),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 48, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+            #[test]
+            fn backlog_counter_always_equals_the_queue_length(ops in proptest::collection::vec(op(), 1..25)) {
+                let (_dir, store) = store();
+                for op in ops {
+                    match op {
+                        Op::Enqueue(keys) => enqueue(
+                            &store,
+                            keys.iter().map(|k| record(&k.to_string(), "x")).collect(),
+                        ),
+                        Op::Write { take, refuse_every, fail_every } => {
+                            let batch = store.next_batch(WorkflowId::Ingress, take).unwrap();
+                            let mut commit = WriteCommit::default();
+                            for (i, queued) in batch.into_iter().enumerate() {
+                                if i % refuse_every == 0 {
+                                    commit.refused.push((queued, "refused".into()));
+                                } else if i % fail_every == 0 {
+                                    commit.failed_transiently.push(queued.seq);
+                                } else {
+                                    commit.written.push(queued.seq);
+                                }
+                            }
+                            store.commit_write(WorkflowId::Ingress, commit).unwrap();
+                        }
+                        Op::Purge => {
+                            store.purge_origin(WorkflowId::Ingress, "contacts").unwrap();
+                        }
+                    }
+                    prop_assert_eq!(
+                        store.backlog(WorkflowId::Ingress).unwrap(),
+                        store.queue_len_by_scan(WorkflowId::Ingress).unwrap()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The redb table definitions: the one place that names the store's tables and key shapes.
+
+use redb::{TableDefinition, WriteTransaction};
+
+/// Store-wide metadata, e.g. the format version.
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// The key of the format version in [`META`].
+pub(super) const META_FORMAT_VERSION: &str = "format_version";
+
+/// Queued writes: (workflow, sequence) -> JSON of a `QueuedRecord` body.
+pub(super) const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+
+/// Dead letters: (workflow, id) -> JSON of a `DeadLetter` body.
+pub(super) const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("dead_letters");
+
+/// Cursors: (workflow, source) -> JSON of a `CursorState`.
+pub(super) const CURSORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("cursors");
+
+/// Counters: (workflow, counter name) -> value.
+pub(super) const COUNTERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("counters");
+
+/// Workflow state: workflow -> JSON of a `WorkflowRecord`.
+pub(super) const WORKFLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new("workflows");
+
+/// Last known opt-out values per contact: contact key -> JSON of an `OptOutSnapshot`.
+pub(super) const OPT_OUT_STATE: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("opt_out_state");
+
+/// Counter names.
+pub(super) mod counter {
+    /// Records in the queue (the backlog).
+    pub const QUEUED: &str = "queued";
+    /// The next queue sequence number.
+    pub const NEXT_SEQ: &str = "next_seq";
+    /// Source records read, all time.
+    pub const READ: &str = "read";
+    /// Records written to the destination, all time.
+    pub const WRITTEN: &str = "written";
+    /// Records skipped by the plugin (filtered out, switched off), all time.
+    pub const SKIPPED: &str = "skipped";
+    /// Records dead-lettered, all time.
+    pub const DEAD_LETTERED: &str = "dead_lettered";
+    /// Dead letters currently held.
+    pub const DEAD_LETTERS: &str = "dead_letters";
+    /// The next dead-letter id.
+    pub const NEXT_DEAD_LETTER: &str = "next_dead_letter";
+}
+
+/// Creates every table so that read transactions never meet a missing one.
+pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableError> {
+    write.open_table(QUEUE)?;
+    write.open_table(DEAD_LETTERS)?;
+    write.open_table(CURSORS)?;
+    write.open_table(COUNTERS)?;
+    write.open_table(WORKFLOWS)?;
+    write.open_table(OPT_OUT_STATE)?;
+    Ok(())
+}
