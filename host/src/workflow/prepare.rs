@@ -1,0 +1,344 @@
+//! STARTING: from a validated config snapshot, build the connectors, check credentials, load
+//! and configure the plugin, check source and destination schemas, take pending replays, and
+//! assemble the reader and writer stages. Every failure is a message naming what is wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, TableMapping};
+use crate::connector::ChangeRequest;
+use crate::model::{Outcome, Phase, System, WorkflowId};
+use crate::store::{CursorState, DeadLetter, DeadLetterPayload};
+
+use super::drift::DriftGuard;
+use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
+use super::services::Services;
+use super::writer::Writer;
+use super::Environment;
+
+/// The stages of a workflow ready to run.
+pub(super) struct Prepared {
+    pub(super) reader: Reader,
+    pub(super) writer: Writer,
+    pub(super) plugin_fingerprint: String,
+}
+
+/// Runs STARTING for one workflow.
+pub(super) async fn prepare(
+    env: &Environment,
+    config: &Config,
+    id: WorkflowId,
+) -> Result<Prepared, String> {
+    let services = env.connect.connect(config)?;
+    services
+        .dynamics_sink
+        .check()
+        .await
+        .map_err(|error| format!("Dynamics 365 credentials or URL: {error}"))?;
+    services
+        .campaign_sink
+        .check()
+        .await
+        .map_err(|error| format!("Campaign credentials or URL: {error}"))?;
+    let limits = config.limits(id);
+    let pacing = config.pacing(id);
+    let plugin = config
+        .plugin(id)
+        .ok_or_else(|| format!("the {id} workflow is not configured"))?;
+    let reader_pacing = ReaderPacing {
+        page_size: pacing.page_size,
+        poll_interval: Duration::from_millis(pacing.poll_interval_ms),
+        max_backlog: limits.replay_max_rows.max(1),
+        failure_threshold: limits.failure_threshold.max(1),
+    };
+    let (kind, needed, fingerprint) = match id {
+        WorkflowId::Ingress => {
+            let section = config.file.ingress.as_ref().ok_or("ingress is not configured")?;
+            let mut readers = Vec::new();
+            let mut needed = Vec::new();
+            let mut fingerprint = String::new();
+            for mapping in &section.mappings {
+                check_source_fields(&services, mapping).await?;
+                let settings = mapping_settings(mapping)?;
+                let loaded = env
+                    .plugins
+                    .record_mapper(plugin, &settings, &limits)
+                    .map_err(|error| {
+                        format!("mapping '{}': {error}", mapping.name.get_ref())
+                    })?;
+                fingerprint = loaded.fingerprint;
+                readers.push(MappingReader {
+                    name: mapping.name.get_ref().clone(),
+                    request: change_request(mapping, pacing.page_size),
+                    mapper: Some(loaded.plugin),
+                });
+                let mut fields = vec![mapping.key.destination.get_ref().clone()];
+                fields.extend(mapping.fields.iter().map(|f| f.destination.get_ref().clone()));
+                needed.push((System::Campaign, mapping.destination.get_ref().clone(), fields));
+            }
+            take_pending_replays(env, config)?;
+            (ReaderKind::Ingress(readers), needed, fingerprint)
+        }
+        WorkflowId::Egress => {
+            let section = config.file.egress.as_ref().ok_or("egress is not configured")?;
+            let settings = egress_settings(section);
+            let loaded = env.plugins.event_mapper(plugin, &settings, &limits)?;
+            (ReaderKind::Egress(Some(loaded.plugin)), Vec::new(), loaded.fingerprint)
+        }
+        WorkflowId::OptInOut => {
+            let section = config
+                .file
+                .optinout
+                .as_ref()
+                .ok_or("optinout is not configured")?;
+            let settings = opt_out_settings(section);
+            let loaded = env.plugins.opt_out_resolver(plugin, &settings, &limits)?;
+            let direction = section.direction.get_ref().as_str();
+            let active = direction != "disabled";
+            let mut columns: Vec<String> =
+                section.pairs.iter().map(|p| p.dynamics.get_ref().clone()).collect();
+            columns.push("modifiedon".into());
+            let contacts = active.then(|| ChangeRequest {
+                table: "contact".into(),
+                columns,
+                page_size: pacing.page_size,
+            });
+            let read_exports = direction == "campaign-to-dynamics" || direction == "bidirectional";
+            if read_exports && services.opt_out_exports.is_none() {
+                return Err("the opt-out direction reads Campaign's exports, but campaign.opt_out_exports is not set".into());
+            }
+            let campaign_fields: Vec<String> =
+                section.pairs.iter().map(|p| p.campaign.get_ref().clone()).collect();
+            let needed = if active && !campaign_fields.is_empty() {
+                vec![(System::Campaign, "profile".to_string(), campaign_fields)]
+            } else {
+                Vec::new()
+            };
+            (
+                ReaderKind::OptInOut {
+                    resolver: Some(loaded.plugin),
+                    contacts,
+                    read_exports,
+                },
+                needed,
+                loaded.fingerprint,
+            )
+        }
+    };
+    let drift = DriftGuard::baseline(&services, &needed)
+        .await
+        .map_err(|reason| format!("schema drift: {reason}"))?;
+    let reader = Reader {
+        workflow: id,
+        store: env.store.clone(),
+        services: services.clone(),
+        pacing: reader_pacing,
+        kind,
+        failing_batches: 0,
+    };
+    let writer = Writer {
+        workflow: id,
+        store: env.store.clone(),
+        services,
+        batch_size: pacing.write_batch.max(1),
+        drift: Arc::new(drift),
+    };
+    Ok(Prepared {
+        reader,
+        writer,
+        plugin_fingerprint: fingerprint,
+    })
+}
+
+/// Maps a read-stage dead letter again with the plugin as configured now.
+pub(super) async fn remap(
+    env: &Environment,
+    config: &Config,
+    id: WorkflowId,
+    dead: &DeadLetter,
+) -> Result<Outcome, String> {
+    let plugin = config
+        .plugin(id)
+        .ok_or_else(|| format!("the {id} workflow is not configured"))?
+        .to_string();
+    let limits = config.limits(id);
+    match &dead.payload {
+        DeadLetterPayload::SourceRecord { batch, phase } => {
+            let section = config.file.ingress.as_ref().ok_or("ingress is not configured")?;
+            let mapping = section
+                .mappings
+                .iter()
+                .find(|m| *m.name.get_ref() == dead.origin)
+                .ok_or_else(|| format!("the mapping '{}' is no longer in the config", dead.origin))?;
+            let settings = mapping_settings(mapping)?;
+            let mut loaded = env.plugins.record_mapper(&plugin, &settings, &limits)?;
+            let (batch, phase) = (batch.clone(), *phase);
+            tokio::task::spawn_blocking(move || {
+                super::reader::remap_one(loaded.plugin.as_mut(), &batch, phase)
+            })
+            .await
+            .map_err(|error| error.to_string())?
+        }
+        DeadLetterPayload::Event { event } => {
+            let section = config.file.egress.as_ref().ok_or("egress is not configured")?;
+            let mut loaded = env
+                .plugins
+                .event_mapper(&plugin, &egress_settings(section), &limits)?;
+            let event = event.clone();
+            tokio::task::spawn_blocking(move || {
+                super::reader::remap_event(loaded.plugin.as_mut(), &event)
+            })
+            .await
+            .map_err(|error| error.to_string())?
+        }
+        DeadLetterPayload::OptOut { contact } => {
+            let section = config
+                .file
+                .optinout
+                .as_ref()
+                .ok_or("optinout is not configured")?;
+            let mut loaded = env
+                .plugins
+                .opt_out_resolver(&plugin, &opt_out_settings(section), &limits)?;
+            let contact = contact.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut outcomes = loaded
+                    .plugin
+                    .resolve(std::slice::from_ref(&contact))
+                    .map_err(|error| error.to_string())?;
+                if outcomes.len() == 1 {
+                    Ok(outcomes.remove(0))
+                } else {
+                    Err(format!("the plugin returned {} outcomes for one contact", outcomes.len()))
+                }
+            })
+            .await
+            .map_err(|error| error.to_string())?
+        }
+        DeadLetterPayload::Write { .. } => Err("a refused write is requeued, not remapped".into()),
+    }
+}
+
+/// The plugin settings of a table mapping: the mapping's section as JSON.
+pub(super) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Value, String> {
+    let mut value = serde_json::to_value(mapping)
+        .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
+    // Extra settings for custom plugins sit beside the standard ones.
+    if let Some(object) = value.as_object_mut()
+        && let Some(serde_json::Value::Object(extra)) = object.remove("settings")
+    {
+        for (key, extra_value) in extra {
+            object.entry(key).or_insert(extra_value);
+        }
+    }
+    Ok(value)
+}
+
+/// The plugin settings of Egress.
+pub(super) fn egress_settings(section: &crate::config::EgressSection) -> serde_json::Value {
+    let mut settings = serde_json::json!({
+        "send": section.send,
+        "open": section.open,
+        "click": section.click,
+        "bounce": section.bounce,
+    });
+    merge_extra(&mut settings, &section.settings);
+    settings
+}
+
+/// The plugin settings of Opt-in/out.
+pub(super) fn opt_out_settings(section: &crate::config::OptInOutSection) -> serde_json::Value {
+    let mut settings = serde_json::json!({
+        "direction": section.direction.get_ref(),
+        "pairs": section.pairs.iter().map(|p| serde_json::json!({
+            "dynamics": p.dynamics.get_ref(),
+            "campaign": p.campaign.get_ref(),
+        })).collect::<Vec<_>>(),
+    });
+    merge_extra(&mut settings, &section.settings);
+    settings
+}
+
+fn merge_extra(
+    settings: &mut serde_json::Value,
+    extra: &std::collections::BTreeMap<String, toml::Value>,
+) {
+    if let Some(object) = settings.as_object_mut() {
+        for (key, value) in extra {
+            if let Ok(json) = serde_json::to_value(value) {
+                object.entry(key.clone()).or_insert(json);
+            }
+        }
+    }
+}
+
+/// The columns a table mapping reads: the key, the mapped fields, the filtered fields and
+/// the change time.
+fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
+    let mut columns = vec![mapping.key.source.get_ref().clone()];
+    columns.extend(mapping.fields.iter().map(|f| f.source.get_ref().clone()));
+    if let Some(filters) = &mapping.filters {
+        columns.extend(filters.rules.iter().map(|r| r.field.get_ref().clone()));
+    }
+    columns.push("modifiedon".into());
+    let mut seen = std::collections::HashSet::new();
+    columns.retain(|c| seen.insert(c.clone()));
+    ChangeRequest {
+        table: mapping.source.get_ref().clone(),
+        columns,
+        page_size,
+    }
+}
+
+async fn check_source_fields(services: &Services, mapping: &TableMapping) -> Result<(), String> {
+    let table = mapping.source.get_ref();
+    let fields = services
+        .dynamics_source
+        .describe(table)
+        .await
+        .map_err(|error| format!("cannot read the metadata of the Dynamics 365 table '{table}': {error}"))?;
+    let known: std::collections::HashSet<_> = fields.iter().map(|f| f.name.as_str()).collect();
+    let mut used = vec![mapping.key.source.get_ref()];
+    used.extend(mapping.fields.iter().map(|f| f.source.get_ref()));
+    for field in used {
+        if !known.contains(field.as_str()) {
+            return Err(format!(
+                "schema drift: the field '{field}' of the Dynamics 365 table '{table}' does not exist (mapping '{}')",
+                mapping.name.get_ref()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Pending replays restart their mappings' cursors in the replay phase.
+fn take_pending_replays(env: &Environment, config: &Config) -> Result<(), String> {
+    let record = env
+        .store
+        .workflow(WorkflowId::Ingress)
+        .map_err(|error| error.to_string())?;
+    if record.pending_replays.is_empty() {
+        return Ok(());
+    }
+    let known: Vec<String> = config
+        .file
+        .ingress
+        .iter()
+        .flat_map(|s| s.mappings.iter().map(|m| m.name.get_ref().clone()))
+        .collect();
+    for mapping in &record.pending_replays {
+        if known.contains(mapping) {
+            env.store
+                .set_cursor(
+                    WorkflowId::Ingress,
+                    mapping,
+                    &CursorState::new(None, Phase::Replay),
+                )
+                .map_err(|error| error.to_string())?;
+        }
+    }
+    env.store
+        .update_workflow(WorkflowId::Ingress, |record| record.pending_replays.clear())
+        .map_err(|error| error.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,595 @@
+//! The reader stages: fetch a page after the stored cursor, run the plugin on it, and commit
+//! outputs, dead letters and the new cursor in one transaction. A crash before the commit
+//! re-reads the page; after it, nothing is read twice. When the plugin fails on a batch, the
+//! batch is mapped again record by record so that only the poison records are dead-lettered.
+
+use std::time::Duration;
+
+use crate::connector::{ChangeRequest, ConnectorError};
+use crate::model::{
+    ContactOptOut, EmailEvent, Operation, OptOutValue, Outcome, Phase, RecordBatch, Value,
+    WorkflowId,
+};
+use crate::store::{
+    CursorState, DeadLetterPayload, NewDeadLetter, OptOutSnapshot, ReadCommit, Stage, Store,
+};
+
+use super::backoff::Backoff;
+use super::services::{EventMapping, MappingFailed, OptOutResolution, RecordMapping, Services};
+use super::stage::{StageContext, StageError};
+
+/// How a reader paces itself.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReaderPacing {
+    pub(super) page_size: u32,
+    pub(super) poll_interval: Duration,
+    /// The reader pauses while the backlog is at least this large, so a dead destination
+    /// cannot fill the disk without bound.
+    pub(super) max_backlog: u64,
+    /// Batches on which the plugin fails for every record before the stage gives up.
+    pub(super) failure_threshold: u32,
+}
+
+/// One Ingress table mapping being read.
+pub(super) struct MappingReader {
+    pub(super) name: String,
+    pub(super) request: ChangeRequest,
+    pub(super) mapper: Option<Box<dyn RecordMapping>>,
+}
+
+/// What a reader reads and how it maps it.
+pub(super) enum ReaderKind {
+    /// Dynamics 365 tables, each through its table mapping.
+    Ingress(Vec<MappingReader>),
+    /// Campaign's email event journal.
+    Egress(Option<Box<dyn EventMapping>>),
+    /// Both sides' opt-out changes.
+    OptInOut {
+        resolver: Option<Box<dyn OptOutResolution>>,
+        contacts: Option<ChangeRequest>,
+        read_exports: bool,
+    },
+}
+
+/// The reader of one workflow.
+pub(super) struct Reader {
+    pub(super) workflow: WorkflowId,
+    pub(super) store: Store,
+    pub(super) services: Services,
+    pub(super) pacing: ReaderPacing,
+    pub(super) kind: ReaderKind,
+    pub(super) failing_batches: u32,
+}
+
+/// The source name of the email events cursor.
+pub(super) const EVENTS_SOURCE: &str = "events";
+/// The source name of the opt-out contacts cursor.
+pub(super) const OPT_OUT_CONTACTS_SOURCE: &str = "contacts";
+/// The source name of the opt-out exports cursor.
+pub(super) const OPT_OUT_EXPORTS_SOURCE: &str = "exports";
+const OPT_OUT_ORIGIN: &str = "opt-out";
+
+impl Reader {
+    /// Reads until stopped; returns an error for the supervisor when the stage cannot go on.
+    pub(super) async fn read_until_stopped(&mut self, ctx: &StageContext) -> Result<(), StageError> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+        while !ctx.stop_requested() {
+            if self.store.backlog(self.workflow)? >= self.pacing.max_backlog {
+                ctx.live.set_warning(Some(format!(
+                    "reading paused: the backlog reached {}",
+                    self.pacing.max_backlog
+                )));
+                ctx.sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            let step = match &mut self.kind {
+                ReaderKind::Ingress(_) => self.step_ingress(ctx).await,
+                ReaderKind::Egress(_) => self.step_egress(ctx).await,
+                ReaderKind::OptInOut { .. } => self.step_opt_out(ctx).await,
+            };
+            match step {
+                Ok(true) => {
+                    backoff.reset();
+                    ctx.live.set_warning(None);
+                }
+                Ok(false) => ctx.sleep(self.pacing.poll_interval).await,
+                Err(StepError::Transient { message, retry_after }) => {
+                    let delay = backoff.next_delay(retry_after);
+                    ctx.live.set_warning(Some(format!(
+                        "{message}; retrying in {:.1}s",
+                        delay.as_secs_f64()
+                    )));
+                    ctx.sleep(delay).await;
+                }
+                Err(StepError::Stage(error)) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// One page of each table mapping; true when any mapping had work.
+    async fn step_ingress(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
+        let mut mappings = match std::mem::replace(&mut self.kind, ReaderKind::Ingress(Vec::new())) {
+            ReaderKind::Ingress(mappings) => mappings,
+            other => {
+                self.kind = other;
+                return Ok(false);
+            }
+        };
+        let result = self.step_mappings(ctx, &mut mappings).await;
+        self.kind = ReaderKind::Ingress(mappings);
+        result
+    }
+
+    async fn step_mappings(
+        &mut self,
+        ctx: &StageContext,
+        mappings: &mut [MappingReader],
+    ) -> Result<bool, StepError> {
+        let mut worked = false;
+        for mapping in mappings.iter_mut() {
+            if ctx.stop_requested() {
+                break;
+            }
+            let stored = self.store.cursor(self.workflow, &mapping.name)?;
+            let phase = stored.as_ref().map_or(Phase::Initial, |c| c.phase);
+            let cursor = stored.and_then(|c| c.cursor);
+            let page = match self
+                .services
+                .dynamics_source
+                .read_changes(&mapping.request, cursor.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(ConnectorError::CursorExpired { message }) => {
+                    tracing::warn!(mapping = %mapping.name, %message, "change tracking token expired; starting a full resync");
+                    self.store.set_cursor(
+                        self.workflow,
+                        &mapping.name,
+                        &CursorState::new(None, Phase::Initial),
+                    )?;
+                    worked = true;
+                    continue;
+                }
+                Err(error) => return Err(StepError::from_source(&mapping.name, error)),
+            };
+            let rows = page.batch.rows.len();
+            let mut mapper = mapping.mapper.take().ok_or_else(|| {
+                StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
+            })?;
+            let batch = page.batch;
+            let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
+                let results = map_rows(mapper.as_mut(), phase, &batch);
+                (mapper, batch, results)
+            })
+            .await
+            .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+            mapping.mapper = Some(mapper);
+
+            let next_phase = if page.caught_up { Phase::Incremental } else { phase };
+            let mut commit = ReadCommit {
+                source: mapping.name.clone(),
+                cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
+                read: rows as u64,
+                ..ReadCommit::default()
+            };
+            let all_failed = collect(&mut commit, &mapping.name, results, |index| {
+                DeadLetterPayload::SourceRecord {
+                    batch: RecordBatch {
+                        table: batch.table.clone(),
+                        columns: batch.columns.clone(),
+                        rows: vec![batch.rows[index].clone()],
+                    },
+                    phase,
+                }
+            });
+            self.commit(ctx, commit, all_failed).await?;
+            worked |= rows > 0 || !page.caught_up;
+        }
+        Ok(worked)
+    }
+
+    async fn step_egress(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
+        let cursor = self
+            .store
+            .cursor(self.workflow, EVENTS_SOURCE)?
+            .and_then(|c| c.cursor);
+        let page = self
+            .services
+            .events
+            .read_events(cursor.as_deref(), self.pacing.page_size)
+            .await
+            .map_err(|error| StepError::from_source(EVENTS_SOURCE, error))?;
+        if page.events.is_empty() {
+            return Ok(false);
+        }
+        let ReaderKind::Egress(slot) = &mut self.kind else {
+            return Ok(false);
+        };
+        let mut mapper = slot.take().ok_or_else(|| {
+            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
+        })?;
+        let events = page.events;
+        let (mapper, events, results) = tokio::task::spawn_blocking(move || {
+            let results = isolate(&events, |items| mapper.map(items));
+            (mapper, events, results)
+        })
+        .await
+        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        *slot = Some(mapper);
+        let mut commit = ReadCommit {
+            source: EVENTS_SOURCE.into(),
+            cursor: page
+                .cursor
+                .map(|c| CursorState::new(Some(c), Phase::Incremental)),
+            read: events.len() as u64,
+            ..ReadCommit::default()
+        };
+        let all_failed = collect(&mut commit, EVENTS_SOURCE, results, |index| {
+            DeadLetterPayload::Event {
+                event: events[index].clone(),
+            }
+        });
+        self.commit(ctx, commit, all_failed).await?;
+        Ok(true)
+    }
+
+    async fn step_opt_out(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
+        let ReaderKind::OptInOut {
+            contacts,
+            read_exports,
+            ..
+        } = &self.kind
+        else {
+            return Ok(false);
+        };
+        let (contacts, read_exports) = (contacts.clone(), *read_exports);
+        let mut worked = false;
+        if let Some(request) = contacts {
+            worked |= self.step_opt_out_contacts(ctx, &request).await?;
+        }
+        if read_exports {
+            worked |= self.step_opt_out_exports(ctx).await?;
+        }
+        Ok(worked)
+    }
+
+    /// Dynamics 365 side: the first pass records each contact's values as the baseline;
+    /// later changes are resolved against Campaign's last known values.
+    async fn step_opt_out_contacts(
+        &mut self,
+        ctx: &StageContext,
+        request: &ChangeRequest,
+    ) -> Result<bool, StepError> {
+        let stored = self.store.cursor(self.workflow, OPT_OUT_CONTACTS_SOURCE)?;
+        let phase = stored.as_ref().map_or(Phase::Initial, |c| c.phase);
+        let cursor = stored.and_then(|c| c.cursor);
+        let page = match self
+            .services
+            .dynamics_source
+            .read_changes(request, cursor.as_deref())
+            .await
+        {
+            Ok(page) => page,
+            Err(ConnectorError::CursorExpired { .. }) => {
+                self.store.set_cursor(
+                    self.workflow,
+                    OPT_OUT_CONTACTS_SOURCE,
+                    &CursorState::new(None, Phase::Initial),
+                )?;
+                return Ok(true);
+            }
+            Err(error) => return Err(StepError::from_source(OPT_OUT_CONTACTS_SOURCE, error)),
+        };
+        let batch = page.batch;
+        let modified_column = batch.columns.iter().position(|c| c == "modifiedon");
+        let mut contacts = Vec::new();
+        let mut states = Vec::new();
+        for row in &batch.rows {
+            if row.op == Operation::Delete {
+                continue;
+            }
+            let changed_at = row.modified_at.clone().or_else(|| {
+                modified_column.and_then(|i| match &row.values[i] {
+                    Value::Datetime(at) => Some(at.clone()),
+                    _ => None,
+                })
+            });
+            let dynamics: Vec<OptOutValue> = batch
+                .columns
+                .iter()
+                .zip(&row.values)
+                .filter_map(|(column, value)| match value {
+                    Value::Boolean(flag) => Some(OptOutValue {
+                        attribute: column.clone(),
+                        value: *flag,
+                        changed_at: changed_at.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let mut snapshot = self.store.opt_out_snapshot(&row.key)?.unwrap_or_default();
+            snapshot.dynamics = dynamics.clone();
+            contacts.push(ContactOptOut {
+                contact_key: row.key.clone(),
+                dynamics,
+                campaign: snapshot.campaign.clone(),
+            });
+            states.push((row.key.clone(), snapshot));
+        }
+        let next_phase = if page.caught_up { Phase::Incremental } else { phase };
+        let mut commit = ReadCommit {
+            source: OPT_OUT_CONTACTS_SOURCE.into(),
+            cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
+            read: batch.rows.len() as u64,
+            opt_out_states: states,
+            ..ReadCommit::default()
+        };
+        let rows = batch.rows.len();
+        if phase == Phase::Incremental && !contacts.is_empty() {
+            let all_failed = self.resolve_into(&mut commit, contacts).await?;
+            self.commit(ctx, commit, all_failed).await?;
+        } else {
+            commit.skipped = contacts.len() as u64;
+            self.commit(ctx, commit, false).await?;
+        }
+        Ok(rows > 0 || !page.caught_up)
+    }
+
+    /// Campaign side: each export file's changes update Campaign's known values and are
+    /// resolved against Dynamics 365's.
+    async fn step_opt_out_exports(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
+        let Some(exports) = self.services.opt_out_exports.clone() else {
+            return Ok(false);
+        };
+        let cursor = self
+            .store
+            .cursor(self.workflow, OPT_OUT_EXPORTS_SOURCE)?
+            .and_then(|c| c.cursor);
+        let page = exports
+            .read_next_export(cursor.as_deref())
+            .await
+            .map_err(|error| StepError::from_source(OPT_OUT_EXPORTS_SOURCE, error))?;
+        let Some(next_cursor) = page.cursor else {
+            return Ok(false);
+        };
+        let mut by_contact: Vec<(String, OptOutSnapshot)> = Vec::new();
+        for change in &page.changes {
+            let position = match by_contact.iter().position(|(k, _)| *k == change.contact_key) {
+                Some(position) => position,
+                None => {
+                    let snapshot = self
+                        .store
+                        .opt_out_snapshot(&change.contact_key)?
+                        .unwrap_or_default();
+                    by_contact.push((change.contact_key.clone(), snapshot));
+                    by_contact.len() - 1
+                }
+            };
+            let snapshot = &mut by_contact[position].1;
+            snapshot.campaign.retain(|v| v.attribute != change.attribute);
+            snapshot.campaign.push(OptOutValue {
+                attribute: change.attribute.clone(),
+                value: change.value,
+                changed_at: Some(change.changed_at.clone()),
+            });
+        }
+        let contacts: Vec<ContactOptOut> = by_contact
+            .iter()
+            .map(|(key, snapshot)| ContactOptOut {
+                contact_key: key.clone(),
+                dynamics: snapshot.dynamics.clone(),
+                campaign: snapshot.campaign.clone(),
+            })
+            .collect();
+        let mut commit = ReadCommit {
+            source: OPT_OUT_EXPORTS_SOURCE.into(),
+            cursor: Some(CursorState::new(Some(next_cursor), Phase::Incremental)),
+            read: page.changes.len() as u64,
+            opt_out_states: by_contact,
+            ..ReadCommit::default()
+        };
+        let all_failed = if contacts.is_empty() {
+            false
+        } else {
+            self.resolve_into(&mut commit, contacts).await?
+        };
+        self.commit(ctx, commit, all_failed).await?;
+        Ok(true)
+    }
+
+    async fn resolve_into(
+        &mut self,
+        commit: &mut ReadCommit,
+        contacts: Vec<ContactOptOut>,
+    ) -> Result<bool, StepError> {
+        let ReaderKind::OptInOut { resolver, .. } = &mut self.kind else {
+            return Ok(false);
+        };
+        let mut plugin = resolver.take().ok_or_else(|| {
+            StepError::Stage(StageError::Internal("resolver lost after a panic".into()))
+        })?;
+        let (plugin, contacts, results) = tokio::task::spawn_blocking(move || {
+            let results = isolate(&contacts, |items| plugin.resolve(items));
+            (plugin, contacts, results)
+        })
+        .await
+        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        *resolver = Some(plugin);
+        Ok(collect(commit, OPT_OUT_ORIGIN, results, |index| {
+            DeadLetterPayload::OptOut {
+                contact: contacts[index].clone(),
+            }
+        }))
+    }
+
+    /// Commits a step and tracks batches on which the plugin failed for every record.
+    async fn commit(
+        &mut self,
+        ctx: &StageContext,
+        commit: ReadCommit,
+        all_failed: bool,
+    ) -> Result<(), StepError> {
+        let store = self.store.clone();
+        let workflow = self.workflow;
+        let first_reason = commit.dead_letters.first().map(|d| d.reason.clone());
+        tokio::task::spawn_blocking(move || store.commit_read(workflow, commit))
+            .await
+            .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?
+            .map_err(StageError::from)?;
+        ctx.notify_progress();
+        if all_failed {
+            self.failing_batches += 1;
+            if self.failing_batches >= self.pacing.failure_threshold {
+                return Err(StepError::Stage(StageError::Plugin(
+                    first_reason.unwrap_or_else(|| "every record was rejected".into()),
+                )));
+            }
+        } else {
+            self.failing_batches = 0;
+        }
+        Ok(())
+    }
+}
+
+/// A failed reader step: retried in place, or handed to the supervisor.
+enum StepError {
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    Stage(StageError),
+}
+
+impl StepError {
+    fn from_source(source: &str, error: ConnectorError) -> StepError {
+        match error {
+            ConnectorError::Transient {
+                message,
+                retry_after,
+            } => StepError::Transient {
+                message: format!("reading {source}: {message}"),
+                retry_after,
+            },
+            ConnectorError::Auth { message } => StepError::Stage(StageError::Auth(message)),
+            other => StepError::Stage(StageError::Source(format!("{source}: {other}"))),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for StepError {
+    fn from(error: crate::store::StoreError) -> Self {
+        StepError::Stage(StageError::Store(error))
+    }
+}
+
+impl From<StageError> for StepError {
+    fn from(error: StageError) -> Self {
+        StepError::Stage(error)
+    }
+}
+
+/// Maps a page of rows, falling back to one row at a time when the batch fails.
+fn map_rows(
+    mapper: &mut dyn RecordMapping,
+    phase: Phase,
+    batch: &RecordBatch,
+) -> Vec<Result<Outcome, String>> {
+    if let Ok(outcomes) = mapper.map(phase, batch)
+        && outcomes.len() == batch.rows.len()
+    {
+        return outcomes.into_iter().map(Ok).collect();
+    }
+    batch
+        .rows
+        .iter()
+        .map(|row| {
+            let single = RecordBatch {
+                table: batch.table.clone(),
+                columns: batch.columns.clone(),
+                rows: vec![row.clone()],
+            };
+            single_outcome(mapper.map(phase, &single))
+        })
+        .collect()
+}
+
+/// Calls a plugin on a batch, falling back to one item at a time when the batch fails.
+fn isolate<T: Clone>(
+    items: &[T],
+    mut call: impl FnMut(&[T]) -> Result<Vec<Outcome>, MappingFailed>,
+) -> Vec<Result<Outcome, String>> {
+    if let Ok(outcomes) = call(items)
+        && outcomes.len() == items.len()
+    {
+        return outcomes.into_iter().map(Ok).collect();
+    }
+    items
+        .iter()
+        .map(|item| single_outcome(call(std::slice::from_ref(item))))
+        .collect()
+}
+
+fn single_outcome(result: Result<Vec<Outcome>, MappingFailed>) -> Result<Outcome, String> {
+    match result {
+        Ok(mut outcomes) if outcomes.len() == 1 => Ok(outcomes.remove(0)),
+        Ok(outcomes) => Err(format!(
+            "the plugin returned {} outcomes for one input",
+            outcomes.len()
+        )),
+        Err(MappingFailed(message)) => Err(format!("the plugin failed on this record: {message}")),
+    }
+}
+
+/// Turns outcomes into queued writes, skips and dead letters; true when every input failed.
+fn collect(
+    commit: &mut ReadCommit,
+    origin: &str,
+    results: Vec<Result<Outcome, String>>,
+    payload: impl Fn(usize) -> DeadLetterPayload,
+) -> bool {
+    let total = results.len();
+    let mut failed = 0;
+    for (index, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(Outcome::Write { records }) => {
+                commit
+                    .records
+                    .extend(records.into_iter().map(|r| (origin.to_string(), r)));
+            }
+            Ok(Outcome::Skip { .. }) => commit.skipped += 1,
+            Ok(Outcome::Reject { reason }) => commit.dead_letters.push(NewDeadLetter {
+                stage: Stage::Read,
+                origin: origin.to_string(),
+                reason: format!("rejected by the plugin: {reason}"),
+                payload: payload(index),
+                attempts: 1,
+            }),
+            Err(reason) => {
+                failed += 1;
+                commit.dead_letters.push(NewDeadLetter {
+                    stage: Stage::Read,
+                    origin: origin.to_string(),
+                    reason,
+                    payload: payload(index),
+                    attempts: 1,
+                });
+            }
+        }
+    }
+    total > 0 && failed == total
+}
+
+/// Exposed for the supervisor's dead-letter retry: maps one source record again.
+pub(super) fn remap_one(
+    mapper: &mut dyn RecordMapping,
+    batch: &RecordBatch,
+    phase: Phase,
+) -> Result<Outcome, String> {
+    single_outcome(mapper.map(phase, batch))
+}
+
+/// Exposed for the dead-letter retry of events.
+pub(super) fn remap_event(mapper: &mut dyn EventMapping, event: &EmailEvent) -> Result<Outcome, String> {
+    single_outcome(mapper.map(std::slice::from_ref(event)))
+}
