@@ -56,7 +56,10 @@ mod tests {
             backoff.next_delay(None);
         }
         let late = backoff.next_delay(None);
-        assert!(late >= Duration::from_secs(1) && late <= Duration::from_secs(2), "{late:?}");
+        assert!(
+            late >= Duration::from_secs(1) && late <= Duration::from_secs(2),
+            "{late:?}"
+        );
     }
 
     #[test]

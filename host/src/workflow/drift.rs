@@ -45,7 +45,12 @@ impl DriftGuard {
     }
 
     /// Re-describes a destination table and returns the drift found, if any.
-    pub(super) async fn check(&self, services: &Services, system: System, table: &str) -> Option<String> {
+    pub(super) async fn check(
+        &self,
+        services: &Services,
+        system: System,
+        table: &str,
+    ) -> Option<String> {
         let expected = self.expected.get(&(system, table.to_string()))?;
         let described = describe(services.sink(system).as_ref(), table).await.ok()?;
         let mut names: Vec<_> = expected.keys().collect();
@@ -72,7 +77,10 @@ impl DriftGuard {
     }
 }
 
-async fn describe(sink: &dyn RecordSink, table: &str) -> Result<HashMap<String, FieldKind>, String> {
+async fn describe(
+    sink: &dyn RecordSink,
+    table: &str,
+) -> Result<HashMap<String, FieldKind>, String> {
     let fields = sink
         .describe(table)
         .await

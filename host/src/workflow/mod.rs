@@ -10,17 +10,17 @@ mod drift;
 mod lifecycle;
 mod prepare;
 mod reader;
+pub mod services;
 mod stage;
 mod view;
 mod writer;
-pub mod services;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, Problem};
@@ -263,7 +263,11 @@ impl Supervisor {
             .iter()
             .find(|m| m.name.get_ref() == mapping)
         else {
-            let names: Vec<_> = section.mappings.iter().map(|m| m.name.get_ref().clone()).collect();
+            let names: Vec<_> = section
+                .mappings
+                .iter()
+                .map(|m| m.name.get_ref().clone())
+                .collect();
             return Err(EngineError::Refused(format!(
                 "no table mapping named '{mapping}'; the mappings are: {}",
                 names.join(", ")
@@ -314,7 +318,11 @@ impl Supervisor {
 
     /// Retries a dead letter: a refused write goes back to the queue; a record the plugin
     /// rejected is mapped again by the plugin as configured now, and its result is queued.
-    pub async fn retry_dead_letter(&self, id: WorkflowId, letter: u64) -> Result<String, EngineError> {
+    pub async fn retry_dead_letter(
+        &self,
+        id: WorkflowId,
+        letter: u64,
+    ) -> Result<String, EngineError> {
         let dead = self.store().dead_letter(id, letter)?;
         if matches!(dead.payload, DeadLetterPayload::Write { .. }) {
             self.store().requeue_dead_letter(id, letter)?;
@@ -337,7 +345,9 @@ impl Supervisor {
                         ..ReadCommit::default()
                     },
                 )?;
-                return Ok(format!("dead letter {letter} was skipped by the plugin now: {reason}"));
+                return Ok(format!(
+                    "dead letter {letter} was skipped by the plugin now: {reason}"
+                ));
             }
             crate::model::Outcome::Reject { reason } => {
                 return Err(EngineError::Refused(format!(
@@ -350,13 +360,18 @@ impl Supervisor {
             id,
             ReadCommit {
                 source: dead.origin.clone(),
-                records: records.into_iter().map(|r| (dead.origin.clone(), r)).collect(),
+                records: records
+                    .into_iter()
+                    .map(|r| (dead.origin.clone(), r))
+                    .collect(),
                 retired_dead_letters: vec![letter],
                 ..ReadCommit::default()
             },
         )?;
         self.wake(id);
-        Ok(format!("dead letter {letter} mapped again: {count} write(s) queued"))
+        Ok(format!(
+            "dead letter {letter} mapped again: {count} write(s) queued"
+        ))
     }
 
     /// Re-reads the config file if it changed; an invalid edit is recorded (and logged) and
@@ -390,7 +405,9 @@ impl Supervisor {
                     }
                     Err(problems) => {
                         for problem in &problems {
-                            tracing::warn!("invalid config edit, running workflows are unaffected: {problem}");
+                            tracing::warn!(
+                                "invalid config edit, running workflows are unaffected: {problem}"
+                            );
                         }
                         watch.problems = problems;
                     }
@@ -549,13 +566,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn slot_mut(slots: &mut HashMap<WorkflowId, Slot>, id: WorkflowId) -> &mut Slot {
-    slots
-        .entry(id)
-        .or_insert_with(|| Slot {
-            live: Arc::new(LiveState::default()),
-            snapshot: None,
-            stop: None,
-            task: None,
-            rate: view::RateMeter::default(),
-        })
+    slots.entry(id).or_insert_with(|| Slot {
+        live: Arc::new(LiveState::default()),
+        snapshot: None,
+        stop: None,
+        task: None,
+        rate: view::RateMeter::default(),
+    })
 }
+
+#[cfg(test)]
+mod tests;

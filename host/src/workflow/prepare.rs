@@ -10,11 +10,11 @@ use crate::connector::ChangeRequest;
 use crate::model::{Outcome, Phase, System, WorkflowId};
 use crate::store::{CursorState, DeadLetter, DeadLetterPayload};
 
+use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
 use super::services::Services;
 use super::writer::Writer;
-use super::Environment;
 
 /// The stages of a workflow ready to run.
 pub(super) struct Prepared {
@@ -53,7 +53,11 @@ pub(super) async fn prepare(
     };
     let (kind, needed, fingerprint) = match id {
         WorkflowId::Ingress => {
-            let section = config.file.ingress.as_ref().ok_or("ingress is not configured")?;
+            let section = config
+                .file
+                .ingress
+                .as_ref()
+                .ok_or("ingress is not configured")?;
             let mut readers = Vec::new();
             let mut needed = Vec::new();
             let mut fingerprint = String::new();
@@ -63,9 +67,7 @@ pub(super) async fn prepare(
                 let loaded = env
                     .plugins
                     .record_mapper(plugin, &settings, &limits)
-                    .map_err(|error| {
-                        format!("mapping '{}': {error}", mapping.name.get_ref())
-                    })?;
+                    .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
                 fingerprint = loaded.fingerprint;
                 readers.push(MappingReader {
                     name: mapping.name.get_ref().clone(),
@@ -73,17 +75,34 @@ pub(super) async fn prepare(
                     mapper: Some(loaded.plugin),
                 });
                 let mut fields = vec![mapping.key.destination.get_ref().clone()];
-                fields.extend(mapping.fields.iter().map(|f| f.destination.get_ref().clone()));
-                needed.push((System::Campaign, mapping.destination.get_ref().clone(), fields));
+                fields.extend(
+                    mapping
+                        .fields
+                        .iter()
+                        .map(|f| f.destination.get_ref().clone()),
+                );
+                needed.push((
+                    System::Campaign,
+                    mapping.destination.get_ref().clone(),
+                    fields,
+                ));
             }
             take_pending_replays(env, config)?;
             (ReaderKind::Ingress(readers), needed, fingerprint)
         }
         WorkflowId::Egress => {
-            let section = config.file.egress.as_ref().ok_or("egress is not configured")?;
+            let section = config
+                .file
+                .egress
+                .as_ref()
+                .ok_or("egress is not configured")?;
             let settings = egress_settings(section);
             let loaded = env.plugins.event_mapper(plugin, &settings, &limits)?;
-            (ReaderKind::Egress(Some(loaded.plugin)), Vec::new(), loaded.fingerprint)
+            (
+                ReaderKind::Egress(Some(loaded.plugin)),
+                Vec::new(),
+                loaded.fingerprint,
+            )
         }
         WorkflowId::OptInOut => {
             let section = config
@@ -95,8 +114,11 @@ pub(super) async fn prepare(
             let loaded = env.plugins.opt_out_resolver(plugin, &settings, &limits)?;
             let direction = section.direction.get_ref().as_str();
             let active = direction != "disabled";
-            let mut columns: Vec<String> =
-                section.pairs.iter().map(|p| p.dynamics.get_ref().clone()).collect();
+            let mut columns: Vec<String> = section
+                .pairs
+                .iter()
+                .map(|p| p.dynamics.get_ref().clone())
+                .collect();
             columns.push("modifiedon".into());
             let contacts = active.then(|| ChangeRequest {
                 table: "contact".into(),
@@ -107,8 +129,11 @@ pub(super) async fn prepare(
             if read_exports && services.opt_out_exports.is_none() {
                 return Err("the opt-out direction reads Campaign's exports, but campaign.opt_out_exports is not set".into());
             }
-            let campaign_fields: Vec<String> =
-                section.pairs.iter().map(|p| p.campaign.get_ref().clone()).collect();
+            let campaign_fields: Vec<String> = section
+                .pairs
+                .iter()
+                .map(|p| p.campaign.get_ref().clone())
+                .collect();
             let needed = if active && !campaign_fields.is_empty() {
                 vec![(System::Campaign, "profile".to_string(), campaign_fields)]
             } else {
@@ -164,12 +189,18 @@ pub(super) async fn remap(
     let limits = config.limits(id);
     match &dead.payload {
         DeadLetterPayload::SourceRecord { batch, phase } => {
-            let section = config.file.ingress.as_ref().ok_or("ingress is not configured")?;
+            let section = config
+                .file
+                .ingress
+                .as_ref()
+                .ok_or("ingress is not configured")?;
             let mapping = section
                 .mappings
                 .iter()
                 .find(|m| *m.name.get_ref() == dead.origin)
-                .ok_or_else(|| format!("the mapping '{}' is no longer in the config", dead.origin))?;
+                .ok_or_else(|| {
+                    format!("the mapping '{}' is no longer in the config", dead.origin)
+                })?;
             let settings = mapping_settings(mapping)?;
             let mut loaded = env.plugins.record_mapper(&plugin, &settings, &limits)?;
             let (batch, phase) = (batch.clone(), *phase);
@@ -180,10 +211,14 @@ pub(super) async fn remap(
             .map_err(|error| error.to_string())?
         }
         DeadLetterPayload::Event { event } => {
-            let section = config.file.egress.as_ref().ok_or("egress is not configured")?;
-            let mut loaded = env
-                .plugins
-                .event_mapper(&plugin, &egress_settings(section), &limits)?;
+            let section = config
+                .file
+                .egress
+                .as_ref()
+                .ok_or("egress is not configured")?;
+            let mut loaded =
+                env.plugins
+                    .event_mapper(&plugin, &egress_settings(section), &limits)?;
             let event = event.clone();
             tokio::task::spawn_blocking(move || {
                 super::reader::remap_event(loaded.plugin.as_mut(), &event)
@@ -197,9 +232,9 @@ pub(super) async fn remap(
                 .optinout
                 .as_ref()
                 .ok_or("optinout is not configured")?;
-            let mut loaded = env
-                .plugins
-                .opt_out_resolver(&plugin, &opt_out_settings(section), &limits)?;
+            let mut loaded =
+                env.plugins
+                    .opt_out_resolver(&plugin, &opt_out_settings(section), &limits)?;
             let contact = contact.clone();
             tokio::task::spawn_blocking(move || {
                 let mut outcomes = loaded
@@ -209,7 +244,10 @@ pub(super) async fn remap(
                 if outcomes.len() == 1 {
                     Ok(outcomes.remove(0))
                 } else {
-                    Err(format!("the plugin returned {} outcomes for one contact", outcomes.len()))
+                    Err(format!(
+                        "the plugin returned {} outcomes for one contact",
+                        outcomes.len()
+                    ))
                 }
             })
             .await
@@ -296,7 +334,9 @@ async fn check_source_fields(services: &Services, mapping: &TableMapping) -> Res
         .dynamics_source
         .describe(table)
         .await
-        .map_err(|error| format!("cannot read the metadata of the Dynamics 365 table '{table}': {error}"))?;
+        .map_err(|error| {
+            format!("cannot read the metadata of the Dynamics 365 table '{table}': {error}")
+        })?;
     let known: std::collections::HashSet<_> = fields.iter().map(|f| f.name.as_str()).collect();
     let mut used = vec![mapping.key.source.get_ref()];
     used.extend(mapping.fields.iter().map(|f| f.source.get_ref()));

@@ -71,7 +71,10 @@ const OPT_OUT_ORIGIN: &str = "opt-out";
 
 impl Reader {
     /// Reads until stopped; returns an error for the supervisor when the stage cannot go on.
-    pub(super) async fn read_until_stopped(&mut self, ctx: &StageContext) -> Result<(), StageError> {
+    pub(super) async fn read_until_stopped(
+        &mut self,
+        ctx: &StageContext,
+    ) -> Result<(), StageError> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         while !ctx.stop_requested() {
             if self.store.backlog(self.workflow)? >= self.pacing.max_backlog {
@@ -93,7 +96,10 @@ impl Reader {
                     ctx.live.set_warning(None);
                 }
                 Ok(false) => ctx.sleep(self.pacing.poll_interval).await,
-                Err(StepError::Transient { message, retry_after }) => {
+                Err(StepError::Transient {
+                    message,
+                    retry_after,
+                }) => {
                     let delay = backoff.next_delay(retry_after);
                     ctx.live.set_warning(Some(format!(
                         "{message}; retrying in {:.1}s",
@@ -109,7 +115,8 @@ impl Reader {
 
     /// One page of each table mapping; true when any mapping had work.
     async fn step_ingress(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
-        let mut mappings = match std::mem::replace(&mut self.kind, ReaderKind::Ingress(Vec::new())) {
+        let mut mappings = match std::mem::replace(&mut self.kind, ReaderKind::Ingress(Vec::new()))
+        {
             ReaderKind::Ingress(mappings) => mappings,
             other => {
                 self.kind = other;
@@ -166,7 +173,11 @@ impl Reader {
             .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
             mapping.mapper = Some(mapper);
 
-            let next_phase = if page.caught_up { Phase::Incremental } else { phase };
+            let next_phase = if page.caught_up {
+                Phase::Incremental
+            } else {
+                phase
+            };
             let mut commit = ReadCommit {
                 source: mapping.name.clone(),
                 cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
@@ -317,7 +328,11 @@ impl Reader {
             });
             states.push((row.key.clone(), snapshot));
         }
-        let next_phase = if page.caught_up { Phase::Incremental } else { phase };
+        let next_phase = if page.caught_up {
+            Phase::Incremental
+        } else {
+            phase
+        };
         let mut commit = ReadCommit {
             source: OPT_OUT_CONTACTS_SOURCE.into(),
             cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
@@ -355,7 +370,10 @@ impl Reader {
         };
         let mut by_contact: Vec<(String, OptOutSnapshot)> = Vec::new();
         for change in &page.changes {
-            let position = match by_contact.iter().position(|(k, _)| *k == change.contact_key) {
+            let position = match by_contact
+                .iter()
+                .position(|(k, _)| *k == change.contact_key)
+            {
                 Some(position) => position,
                 None => {
                     let snapshot = self
@@ -367,7 +385,9 @@ impl Reader {
                 }
             };
             let snapshot = &mut by_contact[position].1;
-            snapshot.campaign.retain(|v| v.attribute != change.attribute);
+            snapshot
+                .campaign
+                .retain(|v| v.attribute != change.attribute);
             snapshot.campaign.push(OptOutValue {
                 attribute: change.attribute.clone(),
                 value: change.value,
@@ -590,6 +610,9 @@ pub(super) fn remap_one(
 }
 
 /// Exposed for the dead-letter retry of events.
-pub(super) fn remap_event(mapper: &mut dyn EventMapping, event: &EmailEvent) -> Result<Outcome, String> {
+pub(super) fn remap_event(
+    mapper: &mut dyn EventMapping,
+    event: &EmailEvent,
+) -> Result<Outcome, String> {
     single_outcome(mapper.map(std::slice::from_ref(event)))
 }

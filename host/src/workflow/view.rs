@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{lock, Supervisor};
+use super::{Supervisor, lock};
 use crate::config::Problem;
 use crate::model::{Phase, WorkflowId};
 use crate::store::{Counters, StoreError};
@@ -169,7 +169,9 @@ impl Supervisor {
             pending_summary,
             pending_replays: record.pending_replays,
             cursors,
-            plugin: latest.as_ref().and_then(|c| c.plugin(id).map(str::to_string)),
+            plugin: latest
+                .as_ref()
+                .and_then(|c| c.plugin(id).map(str::to_string)),
             configured: latest.as_ref().is_some_and(|c| c.has_workflow(id)),
         })
     }
@@ -247,6 +249,12 @@ mod tests {
         let before = serde_json::json!({"send": true, "click": false, "pacing": {"page_size": 10}});
         let after = serde_json::json!({"send": true, "click": true, "pacing": {"page_size": 20}});
         let changes = diff_sections(Some(before), Some(after), "egress");
-        assert_eq!(changes, ["egress.click: false -> true", "egress.pacing.page_size: 10 -> 20"]);
+        assert_eq!(
+            changes,
+            [
+                "egress.click: false -> true",
+                "egress.pacing.page_size: 10 -> 20"
+            ]
+        );
     }
 }

@@ -27,7 +27,10 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Writes until stopped; returns an error for the supervisor when the stage cannot go on.
-    pub(super) async fn write_until_stopped(&mut self, ctx: &StageContext) -> Result<(), StageError> {
+    pub(super) async fn write_until_stopped(
+        &mut self,
+        ctx: &StageContext,
+    ) -> Result<(), StageError> {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         while !ctx.stop_requested() {
             let store = self.store.clone();

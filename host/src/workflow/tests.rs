@@ -1,0 +1,493 @@
+//! Engine tests with in-memory connectors and a native mapper: lifecycle, delivery, stop and
+//! resume, poison records, transient failures and schema drift.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::services::*;
+use super::*;
+use crate::config::EffectiveLimits;
+use crate::connector::*;
+use crate::model::*;
+
+const CONFIG: &str = r#"
+[host]
+data_dir = "data"
+[dynamics]
+url = "http://127.0.0.1:1/"
+token_url = "http://127.0.0.1:1/t/oauth2/v2.0/token"
+client_id = "app"
+client_secret_env = "UNUSED_SECRET"
+[campaign]
+url = "http://127.0.0.1:1/acme/campaign"
+client_id = "key"
+client_secret_env = "UNUSED_SECRET"
+journal_url = "http://127.0.0.1:1/journal"
+[ingress]
+pacing = { page_size = 7, write_batch = 5, poll_interval_ms = 50 }
+limits = { failure_threshold = 2 }
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [{ source = "firstname", destination = "firstName" }]
+"#;
+
+#[derive(Default)]
+struct FakeDynamics {
+    rows: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl ChangeSource for FakeDynamics {
+    async fn read_changes(
+        &self,
+        request: &ChangeRequest,
+        cursor: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
+        let rows = self.rows.lock().unwrap().clone();
+        let start: usize = cursor.map_or(0, |c| c.parse().unwrap());
+        let end = (start + request.page_size as usize).min(rows.len());
+        let batch = RecordBatch {
+            table: request.table.clone(),
+            columns: vec!["contactid".into(), "firstname".into()],
+            rows: rows[start..end]
+                .iter()
+                .map(|(key, name)| Row {
+                    key: key.clone(),
+                    op: Operation::Upsert,
+                    values: vec![Value::Guid(key.clone()), Value::Text(name.clone())],
+                    modified_at: None,
+                })
+                .collect(),
+        };
+        Ok(ChangePage {
+            batch,
+            cursor: end.to_string(),
+            caught_up: end == rows.len(),
+        })
+    }
+
+    async fn count_rows(&self, _table: &str) -> Result<u64, ConnectorError> {
+        Ok(self.rows.lock().unwrap().len() as u64)
+    }
+
+    async fn describe(&self, _table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        Ok(["contactid", "firstname", "modifiedon"]
+            .map(|name| FieldInfo {
+                name: name.into(),
+                kind: FieldKind::Text,
+            })
+            .to_vec())
+    }
+}
+
+#[derive(Default)]
+struct FakeCampaign {
+    profiles: Mutex<HashMap<String, Vec<(String, Value)>>>,
+    fail_next: AtomicUsize,
+    fields: Mutex<Vec<(String, FieldKind)>>,
+}
+
+#[async_trait]
+impl RecordSink for FakeCampaign {
+    async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        records
+            .iter()
+            .map(|record| {
+                if self.fail_next.load(Ordering::SeqCst) > 0 {
+                    self.fail_next.fetch_sub(1, Ordering::SeqCst);
+                    return WriteOutcome::Failed(ConnectorError::Transient {
+                        message: "503".into(),
+                        retry_after: None,
+                    });
+                }
+                if record.key == "refused" {
+                    return WriteOutcome::Failed(ConnectorError::Permanent {
+                        message: "400 bad".into(),
+                    });
+                }
+                self.profiles
+                    .lock()
+                    .unwrap()
+                    .insert(record.key.clone(), record.fields.clone());
+                WriteOutcome::Written
+            })
+            .collect()
+    }
+
+    async fn describe(&self, _table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        Ok(self
+            .fields
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, kind)| FieldInfo {
+                name: name.clone(),
+                kind: kind.clone(),
+            })
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+struct NoEvents;
+
+#[async_trait]
+impl EventSource for NoEvents {
+    async fn read_events(
+        &self,
+        cursor: Option<&str>,
+        _limit: u32,
+    ) -> Result<EventPage, ConnectorError> {
+        Ok(EventPage {
+            events: vec![],
+            cursor: cursor.map(str::to_string),
+        })
+    }
+}
+
+struct FakeConnect {
+    dynamics: Arc<FakeDynamics>,
+    campaign: Arc<FakeCampaign>,
+}
+
+impl Connect for FakeConnect {
+    fn connect(&self, _config: &Config) -> Result<Services, String> {
+        Ok(Services {
+            dynamics_source: self.dynamics.clone(),
+            dynamics_sink: self.campaign.clone(),
+            campaign_sink: self.campaign.clone(),
+            events: Arc::new(NoEvents),
+            opt_out_exports: None,
+        })
+    }
+}
+
+/// Maps firstname onto firstName; fails the whole batch when a row is named "poison".
+struct NativeMapper;
+
+impl RecordMapping for NativeMapper {
+    fn map(&mut self, _phase: Phase, batch: &RecordBatch) -> Result<Vec<Outcome>, MappingFailed> {
+        batch
+            .rows
+            .iter()
+            .map(|row| match &row.values[1] {
+                Value::Text(name) if name == "poison" => {
+                    Err(MappingFailed("trap: unreachable".into()))
+                }
+                value => Ok(Outcome::Write {
+                    records: vec![WriteRecord {
+                        target: Target {
+                            system: System::Campaign,
+                            table: "profile".into(),
+                            key_field: "externalId".into(),
+                        },
+                        key: row.key.clone(),
+                        op: Operation::Upsert,
+                        fields: vec![("firstName".into(), value.clone())],
+                    }],
+                }),
+            })
+            .collect()
+    }
+}
+
+struct NativePlugins;
+
+impl PluginFactory for NativePlugins {
+    fn record_mapper(
+        &self,
+        _plugin: &str,
+        _settings: &serde_json::Value,
+        _limits: &EffectiveLimits,
+    ) -> Result<Loaded<Box<dyn RecordMapping>>, String> {
+        Ok(Loaded {
+            plugin: Box::new(NativeMapper),
+            fingerprint: "native".into(),
+        })
+    }
+
+    fn event_mapper(
+        &self,
+        _plugin: &str,
+        _settings: &serde_json::Value,
+        _limits: &EffectiveLimits,
+    ) -> Result<Loaded<Box<dyn EventMapping>>, String> {
+        Err("not used".into())
+    }
+
+    fn opt_out_resolver(
+        &self,
+        _plugin: &str,
+        _settings: &serde_json::Value,
+        _limits: &EffectiveLimits,
+    ) -> Result<Loaded<Box<dyn OptOutResolution>>, String> {
+        Err("not used".into())
+    }
+
+    fn current_fingerprint(&self, _plugin: &str) -> Option<String> {
+        Some("native".into())
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    config_path: PathBuf,
+    supervisor: Supervisor,
+    dynamics: Arc<FakeDynamics>,
+    campaign: Arc<FakeCampaign>,
+}
+
+fn harness(rows: usize) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("conduit.toml");
+    std::fs::write(&config_path, CONFIG).unwrap();
+    let dynamics = Arc::new(FakeDynamics::default());
+    *dynamics.rows.lock().unwrap() = (0..rows)
+        .map(|i| (format!("c{i}"), format!("name{i}")))
+        .collect();
+    let campaign = Arc::new(FakeCampaign::default());
+    *campaign.fields.lock().unwrap() = vec![
+        ("externalId".into(), FieldKind::Text),
+        ("firstName".into(), FieldKind::Text),
+    ];
+    let store = Store::open(&dir.path().join("data/conduit.redb")).unwrap();
+    let supervisor = Supervisor::new(Environment {
+        store,
+        connect: Arc::new(FakeConnect {
+            dynamics: dynamics.clone(),
+            campaign: campaign.clone(),
+        }),
+        plugins: Arc::new(NativePlugins),
+        config_path: config_path.clone(),
+    });
+    Harness {
+        _dir: dir,
+        config_path,
+        supervisor,
+        dynamics,
+        campaign,
+    }
+}
+
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn status(h: &Harness) -> WorkflowView {
+    h.supervisor.workflow_view(WorkflowId::Ingress).unwrap()
+}
+
+#[tokio::test]
+async fn start_delivers_every_record_and_reaches_running() {
+    let h = harness(40);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("all written", || {
+        h.campaign.profiles.lock().unwrap().len() == 40
+    })
+    .await;
+    wait_for("backlog drained", || status(&h).backlog == 0).await;
+    let view = status(&h);
+    assert_eq!(view.counters.read, 40);
+    assert_eq!(view.counters.written, 40);
+    assert_eq!(view.cursors[0].phase, Phase::Incremental);
+}
+
+#[tokio::test]
+async fn stop_keeps_backlog_and_resumes_after_start() {
+    let h = harness(30);
+    h.campaign.fail_next.store(usize::MAX / 2, Ordering::SeqCst);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("everything queued", || status(&h).backlog == 30).await;
+    h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
+    assert_eq!(status(&h).status, "STOPPED");
+    assert_eq!(status(&h).backlog, 30);
+    assert!(h.campaign.profiles.lock().unwrap().is_empty());
+    h.campaign.fail_next.store(0, Ordering::SeqCst);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("drained after restart", || status(&h).backlog == 0).await;
+    assert_eq!(h.campaign.profiles.lock().unwrap().len(), 30);
+}
+
+#[tokio::test]
+async fn a_poison_record_is_dead_lettered_alone_and_the_rest_flows() {
+    let h = harness(10);
+    h.dynamics.rows.lock().unwrap()[4].1 = "poison".into();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("nine written", || {
+        h.campaign.profiles.lock().unwrap().len() == 9
+    })
+    .await;
+    let letters = h
+        .supervisor
+        .store()
+        .dead_letters(WorkflowId::Ingress, &Default::default())
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("trap: unreachable"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(status(&h).status, "RUNNING");
+}
+
+#[tokio::test]
+async fn transient_write_failures_are_retried_until_written() {
+    let h = harness(12);
+    h.campaign.fail_next.store(8, Ordering::SeqCst);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("all written", || {
+        h.campaign.profiles.lock().unwrap().len() == 12
+    })
+    .await;
+    assert!(
+        h.supervisor
+            .store()
+            .dead_letters(WorkflowId::Ingress, &Default::default())
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_destination_field_at_start_is_an_error_naming_it() {
+    let h = harness(3);
+    h.campaign
+        .fields
+        .lock()
+        .unwrap()
+        .retain(|(name, _)| name != "firstName");
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("error", || status(&h).status == "ERROR").await;
+    let reason = status(&h).reason.unwrap();
+    assert!(reason.contains("firstName"), "{reason}");
+    assert!(h.campaign.profiles.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_config_is_refused_at_start_with_its_problems() {
+    let h = harness(3);
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("name = \"contacts\"", "nmae = \"contacts\""),
+    )
+    .unwrap();
+    let error = h.supervisor.start(WorkflowId::Ingress).await.unwrap_err();
+    assert!(error.to_string().contains("nmae"), "{error}");
+    assert_eq!(status(&h).status, "STOPPED");
+}
+
+#[tokio::test]
+async fn an_edit_marks_only_the_running_workflow_as_pending_until_restart() {
+    let h = harness(3);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("running", || status(&h).status == "RUNNING").await;
+    assert!(!status(&h).pending_changes);
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("page_size = 7", "page_size = 9"),
+    )
+    .unwrap();
+    let host = h.supervisor.view().unwrap();
+    let ingress = &host.workflows[0];
+    assert!(ingress.pending_changes);
+    assert_eq!(
+        ingress.pending_summary,
+        ["ingress.pacing.page_size: 7 -> 9"]
+    );
+    // an invalid edit is reported and disturbs nothing
+    std::fs::write(&h.config_path, "this is = = not toml").unwrap();
+    let host = h.supervisor.view().unwrap();
+    assert!(!host.config_problems.is_empty());
+    assert_eq!(status(&h).status, "RUNNING");
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("page_size = 7", "page_size = 9"),
+    )
+    .unwrap();
+    h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("running again", || status(&h).status == "RUNNING").await;
+    assert!(!status(&h).pending_changes);
+}
+
+#[tokio::test]
+async fn the_desired_state_is_restored_when_the_host_starts() {
+    let h = harness(5);
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("running", || status(&h).status == "RUNNING").await;
+    h.supervisor.shutdown().await;
+    let store = h.supervisor.store().clone();
+    let restored = Supervisor::new(Environment {
+        store,
+        connect: Arc::new(FakeConnect {
+            dynamics: h.dynamics.clone(),
+            campaign: h.campaign.clone(),
+        }),
+        plugins: Arc::new(NativePlugins),
+        config_path: h.config_path.clone(),
+    });
+    assert!(restored.restore().await.is_empty());
+    wait_for("running after restore", || {
+        restored.workflow_view(WorkflowId::Ingress).unwrap().status == "RUNNING"
+    })
+    .await;
+    assert_eq!(
+        restored.workflow_view(WorkflowId::Egress).unwrap().status,
+        "STOPPED"
+    );
+}
+
+#[tokio::test]
+async fn replay_is_refused_over_the_row_limit_and_taken_at_the_next_start() {
+    let h = harness(5);
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace(
+            "limits = { failure_threshold = 2 }",
+            "limits = { failure_threshold = 2, replay_max_rows = 5 }",
+        ),
+    )
+    .unwrap();
+    let refused = h
+        .supervisor
+        .replay(WorkflowId::Ingress, "contacts")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("holds 5 rows"), "{refused}");
+    std::fs::write(&h.config_path, CONFIG).unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("written", || status(&h).counters.written == 5).await;
+    h.supervisor
+        .replay(WorkflowId::Ingress, "contacts")
+        .await
+        .unwrap();
+    assert_eq!(status(&h).pending_replays, ["contacts"]);
+    let again = h
+        .supervisor
+        .replay(WorkflowId::Ingress, "contacts")
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already pending"));
+    h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("replayed", || status(&h).counters.written == 10).await;
+    assert!(status(&h).pending_replays.is_empty());
+}
