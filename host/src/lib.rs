@@ -5,10 +5,12 @@
 //! Data flows one way: [`connector`] (read) -> [`plugin`] (map) -> [`store`] (durable queue)
 //! -> [`connector`] (write), driven by [`workflow`] and configured by [`config`].
 
+pub mod admin;
 pub mod config;
 pub mod connector;
 pub mod model;
 pub mod plugin;
 pub mod sim;
 pub mod store;
+pub mod telemetry;
 pub mod workflow;

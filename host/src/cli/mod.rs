@@ -1,21 +1,167 @@
-//! Command-line definitions (clap) and the dispatch to each subcommand's handler.
+//! Command-line definitions (clap) and the dispatch to each subcommand's handler. Exit codes:
+//! 0 success, 1 failure, 2 usage error, 3 refused by the host, 4 invalid config, 5 host
+//! unreachable, 6 not found.
 
+mod client;
+mod ops;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use client::{AdminClient, CallError, exit};
 
 /// Conduit: syncs Dynamics 365 and Adobe Campaign Standard through sandboxed Wasm plugins.
 #[derive(Debug, Parser)]
 #[command(name = "conduit", version, about)]
 pub struct Cli {
+    /// The config file.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUIT_CONFIG",
+        default_value = "conduit.toml"
+    )]
+    config: PathBuf,
+    /// The admin API of the running host (default: host.admin_listen from the config).
+    #[arg(long, global = true, env = "CONDUIT_ADMIN_URL")]
+    admin_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Show the workflows: status, backlog, dead letters, rates, pending changes.
+    Status(ops::StatusArgs),
+    /// Start a workflow (ingress, egress or optinout).
+    Start {
+        /// The workflow.
+        workflow: String,
+    },
+    /// Stop a workflow gracefully; its backlog stays queued.
+    Stop {
+        /// The workflow.
+        workflow: String,
+    },
+    /// Ask for a replay of an Ingress table mapping (taken at the next start).
+    Replay {
+        /// The workflow (ingress).
+        workflow: String,
+        /// The table mapping's name.
+        mapping: String,
+    },
+    /// Dead letters: list, show, retry, drop.
+    #[command(subcommand)]
+    Dlq(ops::DlqCommand),
+    /// Config tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the config file and report every problem with its position.
+    Check,
+}
 
 /// Runs the chosen subcommand and maps its result to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error.message);
+            ExitCode::from(error.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CallError> {
+    match &cli.command {
+        Command::Config(ConfigCommand::Check) => check_config(&cli.config),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "conduit",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Status(args) => ops::status(&admin(&cli)?, args).await,
+        Command::Start { workflow } => {
+            let answer = admin(&cli)?
+                .post(&format!("/api/workflows/{workflow}/start"))
+                .await?;
+            println!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Stop { workflow } => {
+            let answer = admin(&cli)?
+                .post(&format!("/api/workflows/{workflow}/stop"))
+                .await?;
+            println!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Replay { workflow, mapping } => {
+            let answer = admin(&cli)?
+                .post(&format!("/api/workflows/{workflow}/replay/{mapping}"))
+                .await?;
+            println!("{}", answer["message"].as_str().unwrap_or("accepted"));
+            Ok(())
+        }
+        Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
+    }
+}
+
+/// The admin client: `--admin-url`, else the config's `host.admin_listen`, else the default.
+fn admin(cli: &Cli) -> Result<AdminClient, CallError> {
+    let base = match &cli.admin_url {
+        Some(url) => url.clone(),
+        None => {
+            let listen = conduit::config::Config::load(&cli.config)
+                .map(|config| config.file.host.admin_listen)
+                .unwrap_or_else(|_| "127.0.0.1:7878".into());
+            format!("http://{listen}")
+        }
+    };
+    AdminClient::new(&base).map_err(|error| CallError {
+        code: 1,
+        message: error.to_string(),
+    })
+}
+
+fn check_config(path: &std::path::Path) -> Result<(), CallError> {
+    match conduit::config::Config::load(path) {
+        Ok(_) => {
+            println!("{}: the config is valid", path.display());
+            Ok(())
+        }
+        Err(conduit::config::ConfigError::Invalid(problems)) => {
+            for problem in &problems {
+                println!("{problem}");
+            }
+            Err(CallError {
+                code: exit::INVALID_CONFIG,
+                message: format!("{} problem(s) in {}", problems.len(), path.display()),
+            })
+        }
+        Err(other) => Err(CallError {
+            code: exit::INVALID_CONFIG,
+            message: other.to_string(),
+        }),
+    }
 }

@@ -429,6 +429,14 @@ impl Supervisor {
         })
     }
 
+    /// A workflow's section of the latest valid config, as JSON (for the read-only view).
+    pub fn config_section(&self, id: WorkflowId) -> Option<serde_json::Value> {
+        lock(&self.inner.watch)
+            .latest_valid
+            .as_ref()
+            .and_then(|config| config.workflow_section_json(id))
+    }
+
     fn load_config(&self) -> Result<Config, EngineError> {
         self.refresh_config();
         let watch = lock(&self.inner.watch);

@@ -165,6 +165,7 @@ impl Reader {
                 StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
             })?;
             let batch = page.batch;
+            let started = std::time::Instant::now();
             let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
                 let results = map_rows(mapper.as_mut(), phase, &batch);
                 (mapper, batch, results)
@@ -172,6 +173,7 @@ impl Reader {
             .await
             .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
             mapping.mapper = Some(mapper);
+            crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
 
             let next_phase = if page.caught_up {
                 Phase::Incremental
@@ -221,6 +223,7 @@ impl Reader {
             StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
         })?;
         let events = page.events;
+        let started = std::time::Instant::now();
         let (mapper, events, results) = tokio::task::spawn_blocking(move || {
             let results = isolate(&events, |items| mapper.map(items));
             (mapper, events, results)
@@ -228,6 +231,7 @@ impl Reader {
         .await
         .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
         *slot = Some(mapper);
+        crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         let mut commit = ReadCommit {
             source: EVENTS_SOURCE.into(),
             cursor: page
@@ -429,6 +433,7 @@ impl Reader {
         let mut plugin = resolver.take().ok_or_else(|| {
             StepError::Stage(StageError::Internal("resolver lost after a panic".into()))
         })?;
+        let started = std::time::Instant::now();
         let (plugin, contacts, results) = tokio::task::spawn_blocking(move || {
             let results = isolate(&contacts, |items| plugin.resolve(items));
             (plugin, contacts, results)
@@ -436,6 +441,7 @@ impl Reader {
         .await
         .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
         *resolver = Some(plugin);
+        crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         Ok(collect(commit, OPT_OUT_ORIGIN, results, |index| {
             DeadLetterPayload::OptOut {
                 contact: contacts[index].clone(),
@@ -453,10 +459,12 @@ impl Reader {
         let store = self.store.clone();
         let workflow = self.workflow;
         let first_reason = commit.dead_letters.first().map(|d| d.reason.clone());
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || store.commit_read(workflow, commit))
             .await
             .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?
             .map_err(StageError::from)?;
+        crate::telemetry::record_commit(workflow.as_str(), "read", started.elapsed());
         ctx.notify_progress();
         if all_failed {
             self.failing_batches += 1;

@@ -47,9 +47,11 @@ impl Writer {
             let transient = !commit.failed_transiently.is_empty();
             let progressed = !commit.written.is_empty() || !commit.refused.is_empty();
             let store = self.store.clone();
+            let started = std::time::Instant::now();
             tokio::task::spawn_blocking(move || store.commit_write(workflow, commit))
                 .await
                 .map_err(|error| StageError::Internal(error.to_string()))??;
+            crate::telemetry::record_commit(workflow.as_str(), "write", started.elapsed());
             ctx.notify_progress();
             if let Some(message) = auth_failure {
                 return Err(StageError::Auth(message));

@@ -1,0 +1,238 @@
+//! Operator commands against a running host: status (table, JSON, watch), start, stop,
+//! replay, and the dead-letter tools.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::client::{AdminClient, CallError};
+
+/// `conduit status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Refresh every second until interrupted.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `conduit dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List a workflow's dead letters.
+    List {
+        /// ingress, egress or optinout.
+        workflow: String,
+        /// Only this stage: read or write.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only this origin (mapping name, events, opt-out).
+        #[arg(long)]
+        origin: Option<String>,
+        /// Only reasons containing this text.
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter in full.
+    Show {
+        /// The workflow.
+        workflow: String,
+        /// The dead letter's id.
+        id: u64,
+    },
+    /// Retry a dead letter (a refused write is queued again; a rejected record is mapped
+    /// again by the current plugin).
+    Retry {
+        /// The workflow.
+        workflow: String,
+        /// The dead letter's id.
+        id: u64,
+    },
+    /// Delete a dead letter for good.
+    Drop {
+        /// The workflow.
+        workflow: String,
+        /// The dead letter's id.
+        id: u64,
+    },
+}
+
+/// Prints the workflows table (or JSON), once or every second.
+pub async fn status(client: &AdminClient, args: &StatusArgs) -> Result<(), CallError> {
+    loop {
+        let view = client.get("/api/workflows").await?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        } else {
+            render_table(&view)
+        };
+        if args.watch {
+            print!("\x1b[2J\x1b[H{text}\n");
+            let _ = std::io::stdout().flush();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            println!("{text}");
+            return Ok(());
+        }
+    }
+}
+
+/// The status table: one row per workflow, plus progress and problems.
+pub fn render_table(view: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<10} {:<9} {:>9} {:>8} {:>9} {:>9} {:>10}  {}\n",
+        "WORKFLOW", "STATUS", "BACKLOG", "DEAD", "READ/S", "WRITE/S", "ETA", "PENDING"
+    );
+    let empty = Vec::new();
+    for workflow in view["workflows"].as_array().unwrap_or(&empty) {
+        let pending = if workflow["pending_changes"].as_bool().unwrap_or(false) {
+            "changes pending restart"
+        } else {
+            ""
+        };
+        let eta = workflow["eta_seconds"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), format_duration);
+        out.push_str(&format!(
+            "{:<10} {:<9} {:>9} {:>8} {:>9.1} {:>9.1} {:>10}  {}\n",
+            workflow["id"].as_str().unwrap_or("?"),
+            workflow["status"].as_str().unwrap_or("?"),
+            workflow["backlog"].as_u64().unwrap_or(0),
+            workflow["counters"]["dead_letters"].as_u64().unwrap_or(0),
+            workflow["read_rate"].as_f64().unwrap_or(0.0),
+            workflow["write_rate"].as_f64().unwrap_or(0.0),
+            eta,
+            pending
+        ));
+        if let Some(reason) = workflow["reason"].as_str() {
+            out.push_str(&format!("           error: {reason}\n"));
+        }
+        if let Some(warning) = workflow["warning"].as_str() {
+            out.push_str(&format!("           warning: {warning}\n"));
+        }
+        for change in workflow["pending_summary"].as_array().unwrap_or(&empty) {
+            out.push_str(&format!(
+                "           changed: {}\n",
+                change.as_str().unwrap_or("")
+            ));
+        }
+        for cursor in workflow["cursors"].as_array().unwrap_or(&empty) {
+            let phase = cursor["phase"].as_str().unwrap_or("");
+            if phase != "incremental" {
+                out.push_str(&format!(
+                    "           {} load of {}: {} read, {} written\n",
+                    phase,
+                    cursor["source"].as_str().unwrap_or(""),
+                    workflow["counters"]["read"].as_u64().unwrap_or(0),
+                    workflow["counters"]["written"].as_u64().unwrap_or(0),
+                ));
+            }
+        }
+    }
+    for problem in view["config_problems"].as_array().unwrap_or(&empty) {
+        out.push_str(&format!(
+            "config problem (running workflows are unaffected): {}\n",
+            super::client::describe_problem(problem)
+        ));
+    }
+    out
+}
+
+fn format_duration(seconds: f64) -> String {
+    let total = seconds.round() as u64;
+    if total >= 3600 {
+        format!("{}h{:02}m", total / 3600, (total % 3600) / 60)
+    } else if total >= 60 {
+        format!("{}m{:02}s", total / 60, total % 60)
+    } else {
+        format!("{total}s")
+    }
+}
+
+/// Runs a dead-letter command.
+pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallError> {
+    match command {
+        DlqCommand::List {
+            workflow,
+            stage,
+            origin,
+            reason,
+            limit,
+            json,
+        } => {
+            let mut query = vec![format!("limit={limit}")];
+            for (key, value) in [("stage", stage), ("origin", origin), ("reason", reason)] {
+                if let Some(value) = value {
+                    query.push(format!("{key}={}", url_encode(value)));
+                }
+            }
+            let letters = client
+                .get(&format!(
+                    "/api/workflows/{workflow}/dead-letters?{}",
+                    query.join("&")
+                ))
+                .await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&letters).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:>6}  {:<6} {:<14} {:>8}  REASON",
+                "ID", "STAGE", "ORIGIN", "ATTEMPTS"
+            );
+            for letter in letters.as_array().unwrap_or(&Vec::new()) {
+                println!(
+                    "{:>6}  {:<6} {:<14} {:>8}  {}",
+                    letter["id"],
+                    letter["stage"].as_str().unwrap_or(""),
+                    letter["origin"].as_str().unwrap_or(""),
+                    letter["attempts"],
+                    letter["reason"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+        DlqCommand::Show { workflow, id } => {
+            let letter = client
+                .get(&format!("/api/workflows/{workflow}/dead-letters/{id}"))
+                .await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&letter).unwrap_or_default()
+            );
+            Ok(())
+        }
+        DlqCommand::Retry { workflow, id } => {
+            let answer = client
+                .post(&format!(
+                    "/api/workflows/{workflow}/dead-letters/{id}/retry"
+                ))
+                .await?;
+            println!("{}", answer["message"].as_str().unwrap_or("retried"));
+            Ok(())
+        }
+        DlqCommand::Drop { workflow, id } => {
+            let answer = client
+                .post(&format!("/api/workflows/{workflow}/dead-letters/{id}/drop"))
+                .await?;
+            println!("{}", answer["message"].as_str().unwrap_or("dropped"));
+            Ok(())
+        }
+    }
+}
+
+fn url_encode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
