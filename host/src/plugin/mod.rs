@@ -1,1 +1,26 @@
-//! The sandboxed plugin runtime: one wasmtime engine, typed bindings for the three worlds, limits and a compiled-component cache.
+//! The sandboxed plugin runtime: one wasmtime engine, typed bindings for the three worlds,
+//! limits and a compiled-component cache.
+//!
+//! The workflow engine loads a plugin once ([`PluginHost::load`]), configures it into a
+//! mapper per workflow ([`LoadedPlugin::record_mapper`] and friends) and calls the mapper once
+//! per page of input from `spawn_blocking`. Each call runs in a fresh instance with its own
+//! deadline and memory cap, and everything the plugin returns is validated before the host
+//! trusts it. This module knows the data model and WIT, not HTTP, redb or workflows.
+
+mod bindings;
+mod builtin;
+mod cache;
+mod convert;
+mod error;
+mod host;
+mod limits;
+mod mappers;
+mod reference;
+mod sandbox;
+
+pub use builtin::BUILTIN_NAMES;
+pub use error::PluginError;
+pub use host::{LoadedPlugin, PluginHost};
+pub use limits::Limits;
+pub use mappers::{EventMapper, OptOutResolver, RecordMapper};
+pub use reference::{PluginRef, World};

@@ -1,0 +1,332 @@
+//! Conversions between the host data model and the WIT types, and the validation of
+//! everything a plugin returns before the host trusts it: outcome count, index ranges, key
+//! presence, string sizes and output record counts.
+
+use crate::model;
+
+use super::Limits;
+use super::bindings::wit;
+
+/// The WIT form of a model value.
+pub(super) fn value_to_wit(value: &model::Value) -> wit::Value {
+    match value {
+        model::Value::Null => wit::Value::Null,
+        model::Value::Boolean(flag) => wit::Value::Boolean(*flag),
+        model::Value::Integer(number) => wit::Value::Integer(*number),
+        model::Value::Decimal(number) => wit::Value::Decimal(*number),
+        model::Value::Text(text) => wit::Value::Text(text.clone()),
+        model::Value::Datetime(text) => wit::Value::Datetime(text.clone()),
+        model::Value::Picklist { value, label } => wit::Value::Picklist(wit::Picklist {
+            value: *value,
+            label: label.clone(),
+        }),
+        model::Value::Guid(text) => wit::Value::Guid(text.clone()),
+        model::Value::Lookup { table, id } => wit::Value::Lookup(wit::Lookup {
+            table: table.clone(),
+            id: id.clone(),
+        }),
+    }
+}
+
+fn value_from_wit(value: wit::Value) -> model::Value {
+    match value {
+        wit::Value::Null => model::Value::Null,
+        wit::Value::Boolean(flag) => model::Value::Boolean(flag),
+        wit::Value::Integer(number) => model::Value::Integer(number),
+        wit::Value::Decimal(number) => model::Value::Decimal(number),
+        wit::Value::Text(text) => model::Value::Text(text),
+        wit::Value::Datetime(text) => model::Value::Datetime(text),
+        wit::Value::Picklist(picklist) => model::Value::Picklist {
+            value: picklist.value,
+            label: picklist.label,
+        },
+        wit::Value::Guid(text) => model::Value::Guid(text),
+        wit::Value::Lookup(lookup) => model::Value::Lookup {
+            table: lookup.table,
+            id: lookup.id,
+        },
+    }
+}
+
+fn operation_to_wit(op: model::Operation) -> wit::Operation {
+    match op {
+        model::Operation::Upsert => wit::Operation::Upsert,
+        model::Operation::Update => wit::Operation::Update,
+        model::Operation::Delete => wit::Operation::Delete,
+    }
+}
+
+fn operation_from_wit(op: wit::Operation) -> model::Operation {
+    match op {
+        wit::Operation::Upsert => model::Operation::Upsert,
+        wit::Operation::Update => model::Operation::Update,
+        wit::Operation::Delete => model::Operation::Delete,
+    }
+}
+
+/// The WIT form of a phase.
+pub(super) fn phase_to_wit(phase: model::Phase) -> wit::Phase {
+    match phase {
+        model::Phase::Initial => wit::Phase::Initial,
+        model::Phase::Incremental => wit::Phase::Incremental,
+        model::Phase::Replay => wit::Phase::Replay,
+    }
+}
+
+/// The WIT form of a record batch.
+pub(super) fn batch_to_wit(batch: &model::RecordBatch) -> wit::RecordBatch {
+    wit::RecordBatch {
+        table: batch.table.clone(),
+        columns: batch.columns.clone(),
+        rows: batch
+            .rows
+            .iter()
+            .map(|row| wit::Row {
+                key: row.key.clone(),
+                op: operation_to_wit(row.op),
+                values: row.values.iter().map(value_to_wit).collect(),
+                modified_at: row.modified_at.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The WIT form of an email event.
+pub(super) fn event_to_wit(event: &model::EmailEvent) -> wit::EmailEvent {
+    wit::EmailEvent {
+        id: event.id.clone(),
+        kind: match event.kind {
+            model::EmailEventKind::Send => wit::EmailEventKind::Send,
+            model::EmailEventKind::Open => wit::EmailEventKind::Open,
+            model::EmailEventKind::Click => wit::EmailEventKind::Click,
+            model::EmailEventKind::Bounce => wit::EmailEventKind::Bounce,
+        },
+        contact_key: event.contact_key.clone(),
+        campaign_id: event.campaign_id.clone(),
+        campaign_name: event.campaign_name.clone(),
+        delivery_id: event.delivery_id.clone(),
+        delivery_name: event.delivery_name.clone(),
+        timestamp: event.timestamp.clone(),
+        url: event.url.clone(),
+        mirror_page_url: event.mirror_page_url.clone(),
+        bounce: event.bounce.as_ref().map(|bounce| wit::BounceDetail {
+            hard: bounce.hard,
+            reason: bounce.reason.clone(),
+        }),
+    }
+}
+
+/// The WIT form of one contact's opt-out states.
+pub(super) fn contact_to_wit(contact: &model::ContactOptOut) -> wit::ContactOptOut {
+    let side = |values: &[model::OptOutValue]| {
+        values
+            .iter()
+            .map(|value| wit::OptOutValue {
+                attribute: value.attribute.clone(),
+                value: value.value,
+                changed_at: value.changed_at.clone(),
+            })
+            .collect()
+    };
+    wit::ContactOptOut {
+        contact_key: contact.contact_key.clone(),
+        dynamics: side(&contact.dynamics),
+        campaign: side(&contact.campaign),
+    }
+}
+
+/// Checks a plugin's result against `inputs` and `limits` and resolves its index tables into
+/// self-contained outcomes; the error says what was wrong.
+pub(super) fn outcomes_from_wit(
+    batch: wit::MappedBatch,
+    inputs: usize,
+    limits: &Limits,
+) -> Result<Vec<model::Outcome>, String> {
+    if batch.outcomes.len() != inputs {
+        return Err(format!(
+            "{} outcomes for {inputs} inputs; exactly one per input is required",
+            batch.outcomes.len()
+        ));
+    }
+    let check_text = |what: &str, text: &str| -> Result<(), String> {
+        if text.len() > limits.max_string_bytes {
+            return Err(format!(
+                "{what} is {} bytes long, above the limit of {} bytes",
+                text.len(),
+                limits.max_string_bytes
+            ));
+        }
+        Ok(())
+    };
+    let mut targets = Vec::with_capacity(batch.targets.len());
+    for (index, target) in batch.targets.into_iter().enumerate() {
+        if target.table.is_empty() || target.key_field.is_empty() {
+            return Err(format!("target {index} has an empty table or key field"));
+        }
+        check_text(&format!("target {index}'s table"), &target.table)?;
+        check_text(&format!("target {index}'s key field"), &target.key_field)?;
+        targets.push(model::Target {
+            system: match target.system {
+                wit::System::Dynamics => model::System::Dynamics,
+                wit::System::Campaign => model::System::Campaign,
+            },
+            table: target.table,
+            key_field: target.key_field,
+        });
+    }
+    for (index, column) in batch.columns.iter().enumerate() {
+        if column.is_empty() {
+            return Err(format!("column {index} has an empty name"));
+        }
+        check_text(&format!("column {index}'s name"), column)?;
+    }
+    let mut outcomes = Vec::with_capacity(inputs);
+    for (input, outcome) in batch.outcomes.into_iter().enumerate() {
+        outcomes.push(match outcome {
+            wit::Outcome::Skip(reason) => {
+                check_text(&format!("the skip reason of input {input}"), &reason)?;
+                model::Outcome::Skip { reason }
+            }
+            wit::Outcome::Reject(reason) => {
+                check_text(&format!("the reject reason of input {input}"), &reason)?;
+                model::Outcome::Reject { reason }
+            }
+            wit::Outcome::Write(records) => {
+                if records.len() > limits.max_output_records_per_input {
+                    return Err(format!(
+                        "input {input} produced {} output records, above the limit of {} per input",
+                        records.len(),
+                        limits.max_output_records_per_input
+                    ));
+                }
+                let records = records
+                    .into_iter()
+                    .map(|record| write_record(record, input, &targets, &batch.columns, limits))
+                    .collect::<Result<_, _>>()?;
+                model::Outcome::Write { records }
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+fn write_record(
+    record: wit::OutputRecord,
+    input: usize,
+    targets: &[model::Target],
+    columns: &[String],
+    limits: &Limits,
+) -> Result<model::WriteRecord, String> {
+    let target = targets.get(record.target as usize).ok_or_else(|| {
+        format!(
+            "input {input} writes to target {}, but there are only {} targets",
+            record.target,
+            targets.len()
+        )
+    })?;
+    if record.key.is_empty() {
+        return Err(format!("input {input} writes a record with an empty key"));
+    }
+    if record.key.len() > limits.max_string_bytes {
+        return Err(format!(
+            "input {input} writes a key of {} bytes, above the limit of {} bytes",
+            record.key.len(),
+            limits.max_string_bytes
+        ));
+    }
+    let mut fields = Vec::with_capacity(record.fields.len());
+    for (column, value) in record.fields {
+        let name = columns.get(column as usize).ok_or_else(|| {
+            format!(
+                "input {input} sets column {column}, but there are only {} columns",
+                columns.len()
+            )
+        })?;
+        let longest = match &value {
+            wit::Value::Text(text) | wit::Value::Datetime(text) | wit::Value::Guid(text) => {
+                text.len()
+            }
+            wit::Value::Picklist(picklist) => picklist.label.as_ref().map_or(0, String::len),
+            wit::Value::Lookup(lookup) => lookup.table.len().max(lookup.id.len()),
+            _ => 0,
+        };
+        if longest > limits.max_string_bytes {
+            return Err(format!(
+                "input {input} sets `{name}` to a value of {longest} bytes, above the limit of {} bytes",
+                limits.max_string_bytes
+            ));
+        }
+        fields.push((name.clone(), value_from_wit(value)));
+    }
+    Ok(model::WriteRecord {
+        target: target.clone(),
+        key: record.key,
+        op: operation_from_wit(record.op),
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(outcomes: Vec<wit::Outcome>) -> wit::MappedBatch {
+        wit::MappedBatch {
+            targets: vec![wit::Target {
+                system: wit::System::Campaign,
+                table: "profile".into(),
+                key_field: "externalId".into(),
+            }],
+            columns: vec!["email".into()],
+            outcomes,
+        }
+    }
+
+    fn record(target: u32, key: &str, column: u32) -> wit::OutputRecord {
+        wit::OutputRecord {
+            target,
+            key: key.into(),
+            op: wit::Operation::Upsert,
+            fields: vec![(column, wit::Value::Text("a@b.c".into()))],
+        }
+    }
+
+    #[test]
+    fn valid_output_resolves_targets_and_column_names() {
+        let outcomes = outcomes_from_wit(
+            mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 0)])]),
+            1,
+            &Limits::default(),
+        )
+        .unwrap();
+        let model::Outcome::Write { records } = &outcomes[0] else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(records[0].target.table, "profile");
+        assert_eq!(records[0].fields[0].0, "email");
+    }
+
+    #[test]
+    fn invalid_output_is_refused_with_the_reason() {
+        let limits = Limits {
+            max_string_bytes: 10,
+            max_output_records_per_input: 1,
+            ..Limits::default()
+        };
+        let cases = [
+            (mapped(vec![]), "0 outcomes for 1 inputs"),
+            (mapped(vec![wit::Outcome::Write(vec![record(3, "c1", 0)])]), "target 3"),
+            (mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 9)])]), "column 9"),
+            (mapped(vec![wit::Outcome::Write(vec![record(0, "", 0)])]), "empty key"),
+            (
+                mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 0), record(0, "c2", 0)])]),
+                "2 output records",
+            ),
+            (mapped(vec![wit::Outcome::Skip("far too long".into())]), "skip reason"),
+        ];
+        for (batch, expected) in cases {
+            let problem = outcomes_from_wit(batch, 1, &limits).unwrap_err();
+            assert!(problem.contains(expected), "{problem} lacks {expected}");
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The process-wide plugin host: the engine (pooling allocator, epoch interruption, component
+//! model), the linker, the epoch ticker thread and the compiled-component cache; and
+//! [`LoadedPlugin`], a compiled and linked component checked against its world.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+use super::bindings::{event_mapper, opt_out_resolver, record_mapper};
+use super::builtin::builtin;
+use super::cache::CompiledCache;
+use super::limits::MAX_MEMORY_BYTES;
+use super::sandbox::{self, EPOCH_TICK, StoreState};
+use super::{PluginError, PluginRef, World};
+
+/// Instances alive at once across all workflows (one per in-flight batch).
+const MAX_LIVE_INSTANCES: u32 = 64;
+
+/// The plugin runtime of one process. Cheap to clone; shares one engine.
+#[derive(Clone)]
+pub struct PluginHost {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    cache: Option<CompiledCache>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for PluginHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginHost")
+            .field("cache", &self.inner.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine configuration every plugin runs under.
+fn engine_config() -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    // A Rust wasip2 component has a handful of core instances, one memory and a few tables.
+    pool.total_component_instances(MAX_LIVE_INSTANCES)
+        .total_core_instances(MAX_LIVE_INSTANCES * 8)
+        .total_memories(MAX_LIVE_INSTANCES * 2)
+        .total_tables(MAX_LIVE_INSTANCES * 8)
+        .total_stacks(MAX_LIVE_INSTANCES)
+        .max_memory_size(MAX_MEMORY_BYTES);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
+impl PluginHost {
+    /// Starts the engine and its epoch ticker; `cache_dir` keeps compiled components across
+    /// restarts (none: compile on every load).
+    pub fn new(cache_dir: Option<&Path>) -> Result<PluginHost, PluginError> {
+        let engine =
+            Engine::new(&engine_config()).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+        let linker =
+            sandbox::linker(&engine).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+        let cache = cache_dir
+            .map(|dir| CompiledCache::open(dir, &engine))
+            .transpose()
+            .map_err(PluginError::Engine)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let stop = Arc::clone(&ticker_stop);
+        thread::Builder::new()
+            .name("plugin-epoch".to_owned())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|error| PluginError::Engine(format!("cannot start the epoch ticker: {error}")))?;
+        Ok(PluginHost {
+            inner: Arc::new(HostInner {
+                engine,
+                linker,
+                cache,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// Reads, compiles (or takes from the cache) and links `plugin`, checking that it is a
+    /// component implementing `world` and importing nothing but WASI and `log`.
+    pub fn load(&self, plugin: &PluginRef, world: World) -> Result<LoadedPlugin, PluginError> {
+        let name = plugin.to_string();
+        let load_error = |message: String| PluginError::Load {
+            plugin: name.clone(),
+            message,
+        };
+        let bytes: std::borrow::Cow<'static, [u8]> = match plugin {
+            PluginRef::Builtin(builtin_name) => match builtin(builtin_name) {
+                Some((bytes, _)) => bytes.into(),
+                None => return Err(load_error(format!("there is no builtin plugin `{builtin_name}`"))),
+            },
+            PluginRef::Path(path) => std::fs::read(path)
+                .map_err(|error| load_error(format!("cannot read {}: {error}", path.display())))?
+                .into(),
+        };
+        check_is_component(&bytes).map_err(load_error)?;
+        let fingerprint = hex::encode(Sha256::digest(&bytes));
+        let engine = &self.inner.engine;
+        let cached = self
+            .inner
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(engine, &fingerprint));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(engine, &bytes)
+                    .map_err(|error| load_error(format!("cannot compile: {error:#}")))?;
+                if let Some(cache) = &self.inner.cache {
+                    cache.store(&fingerprint, &component);
+                }
+                component
+            }
+        };
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|error| {
+            load_error(format!(
+                "it imports something the host does not provide (plugins may import only WASI and conduit:plugin/log): {error:#}"
+            ))
+        })?;
+        let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
+            plugin: name.clone(),
+            expected: world,
+            message: format!("{error:#}"),
+        };
+        let pre = match world {
+            World::RecordMapper => WorldPre::Record(
+                record_mapper::RecordMapperPre::new(instance_pre).map_err(wrong_world)?,
+            ),
+            World::EventMapper => WorldPre::Event(
+                event_mapper::EventMapperPre::new(instance_pre).map_err(wrong_world)?,
+            ),
+            World::OptOutResolver => WorldPre::OptOut(
+                opt_out_resolver::OptOutResolverPre::new(instance_pre).map_err(wrong_world)?,
+            ),
+        };
+        Ok(LoadedPlugin {
+            inner: Arc::new(LoadedInner {
+                host: self.clone(),
+                name: Arc::from(plugin.display_name()),
+                reference: name,
+                fingerprint,
+                world,
+                from_cache,
+                pre,
+            }),
+        })
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+}
+
+/// Refuses anything but a component binary with a message saying what it is instead.
+fn check_is_component(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err("not a WebAssembly file".to_owned());
+    }
+    // Bytes 4..8: a 16-bit version and a 16-bit layer; layer 0 is a core module.
+    if bytes[6..8] == [0, 0] {
+        return Err(
+            "a core WebAssembly module, not a component; build the plugin for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// The pre-linked instance factory for the world the plugin was loaded as.
+pub(super) enum WorldPre {
+    /// A record mapper.
+    Record(record_mapper::RecordMapperPre<StoreState>),
+    /// An event mapper.
+    Event(event_mapper::EventMapperPre<StoreState>),
+    /// An opt-out resolver.
+    OptOut(opt_out_resolver::OptOutResolverPre<StoreState>),
+}
+
+/// A compiled, linked plugin checked against its world; configure it into a mapper.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub(super) inner: Arc<LoadedInner>,
+}
+
+pub(super) struct LoadedInner {
+    pub(super) host: PluginHost,
+    /// Short name for logs.
+    pub(super) name: Arc<str>,
+    /// `builtin:...` or the path, for errors.
+    pub(super) reference: String,
+    fingerprint: String,
+    world: World,
+    from_cache: bool,
+    pub(super) pre: WorldPre,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("plugin", &self.inner.reference)
+            .field("world", &self.inner.world)
+            .field("fingerprint", &self.inner.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// The sha256 (hex) of the component bytes.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    /// The world the plugin was loaded as.
+    pub fn world(&self) -> World {
+        self.inner.world
+    }
+
+    /// True when the compiled code came from the on-disk cache rather than a compile.
+    pub fn from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_modules_and_other_files_are_told_apart_from_components() {
+        let core = b"\0asm\x01\0\0\0";
+        assert!(check_is_component(core).unwrap_err().contains("core WebAssembly module"));
+        assert!(check_is_component(b"PK\x03\x04 zip").unwrap_err().contains("not a WebAssembly"));
+        assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -1,0 +1,275 @@
+//! Configured plugins, one per workflow: [`RecordMapper`], [`EventMapper`] and
+//! [`OptOutResolver`]. Every call gets a fresh store and instance (so a trap never poisons
+//! the next batch), the settings are applied with `configure`, the deadline is re-armed for
+//! the batch itself, and the result is validated before it is returned.
+
+use wasmtime::{Store, Trap};
+
+use crate::model;
+
+use super::convert;
+use super::host::{LoadedInner, LoadedPlugin, WorldPre};
+use super::sandbox::{self, StoreState};
+use super::{Limits, PluginError, World};
+
+/// Maps Dynamics 365 row batches (Ingress).
+#[derive(Debug, Clone)]
+pub struct RecordMapper {
+    configured: Configured,
+}
+
+/// Maps Campaign email events (Egress).
+#[derive(Debug, Clone)]
+pub struct EventMapper {
+    configured: Configured,
+}
+
+/// Resolves opt-out states (Opt-in/out).
+#[derive(Debug, Clone)]
+pub struct OptOutResolver {
+    configured: Configured,
+}
+
+/// A loaded plugin with settings the plugin accepted and the limits to run it under.
+#[derive(Debug, Clone)]
+struct Configured {
+    plugin: LoadedPlugin,
+    settings: String,
+    limits: Limits,
+}
+
+/// Why `configure` did not succeed.
+enum ConfigureFailure {
+    /// The plugin returned an error about its settings.
+    Rejected(String),
+    /// The call itself failed (deadline, trap, memory).
+    Failed(PluginError),
+}
+
+impl LoadedPlugin {
+    /// Configures a record mapper with `settings` (its config section as JSON) on a fresh
+    /// instance; bad settings give [`PluginError::Configure`] with the plugin's message.
+    pub fn record_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<RecordMapper, PluginError> {
+        let configured = self.configure(World::RecordMapper, settings, limits)?;
+        Ok(RecordMapper { configured })
+    }
+
+    /// Configures an event mapper; see [`LoadedPlugin::record_mapper`].
+    pub fn event_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<EventMapper, PluginError> {
+        let configured = self.configure(World::EventMapper, settings, limits)?;
+        Ok(EventMapper { configured })
+    }
+
+    /// Configures an opt-out resolver; see [`LoadedPlugin::record_mapper`].
+    pub fn opt_out_resolver(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<OptOutResolver, PluginError> {
+        let configured = self.configure(World::OptOutResolver, settings, limits)?;
+        Ok(OptOutResolver { configured })
+    }
+
+    fn configure(
+        &self,
+        world: World,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<Configured, PluginError> {
+        limits.validate()?;
+        if self.world() != world {
+            return Err(PluginError::WrongWorld {
+                plugin: self.inner.reference.clone(),
+                expected: world,
+                message: format!("it was loaded as a {} plugin", self.world()),
+            });
+        }
+        let configured = Configured {
+            plugin: self.clone(),
+            settings: settings.to_string(),
+            limits,
+        };
+        // Configure once up front so bad settings fail the workflow's start, not its batches.
+        let probe = match &self.inner.pre {
+            WorldPre::Record(pre) => configured
+                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .map(drop),
+            WorldPre::Event(pre) => configured
+                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .map(drop),
+            WorldPre::OptOut(pre) => configured
+                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .map(drop),
+        };
+        match probe {
+            Ok(()) => Ok(configured),
+            Err(ConfigureFailure::Rejected(message)) => Err(PluginError::Configure {
+                plugin: self.inner.reference.clone(),
+                message,
+            }),
+            Err(ConfigureFailure::Failed(error)) => Err(error),
+        }
+    }
+}
+
+impl Configured {
+    fn inner(&self) -> &LoadedInner {
+        &self.plugin.inner
+    }
+
+    /// A fresh store and instance with `configure` applied and the deadline re-armed.
+    fn start<I>(
+        &self,
+        instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<I>,
+        configure: impl FnOnce(&I, &mut Store<StoreState>, &str) -> wasmtime::Result<Result<(), String>>,
+    ) -> Result<(Store<StoreState>, I), ConfigureFailure> {
+        let inner = self.inner();
+        let mut store = sandbox::new_store(inner.host.engine(), &inner.name, &self.limits);
+        let instance = instantiate(&mut store)
+            .map_err(|error| ConfigureFailure::Failed(self.classify(&store, error)))?;
+        match configure(&instance, &mut store, &self.settings) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(ConfigureFailure::Rejected(message)),
+            Err(error) => return Err(ConfigureFailure::Failed(self.classify(&store, error))),
+        }
+        sandbox::arm_deadline(&mut store, self.limits.deadline);
+        Ok((store, instance))
+    }
+
+    /// `start` for a batch call: a settings rejection now (they were accepted before) fails
+    /// the batch.
+    fn start_batch<I>(
+        &self,
+        instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<I>,
+        configure: impl FnOnce(&I, &mut Store<StoreState>, &str) -> wasmtime::Result<Result<(), String>>,
+    ) -> Result<(Store<StoreState>, I), PluginError> {
+        self.start(instantiate, configure).map_err(|failure| match failure {
+            ConfigureFailure::Rejected(message) => PluginError::Batch {
+                plugin: self.inner().reference.clone(),
+                message: format!("settings accepted earlier were rejected on a fresh instance: {message}"),
+            },
+            ConfigureFailure::Failed(error) => error,
+        })
+    }
+
+    /// Tells a deadline and a memory overrun apart from any other trap.
+    fn classify(&self, store: &Store<StoreState>, error: wasmtime::Error) -> PluginError {
+        let plugin = self.inner().reference.clone();
+        if store.data().memory.refused {
+            return PluginError::MemoryLimit {
+                plugin,
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PluginError::DeadlineExceeded {
+                plugin,
+                deadline: self.limits.deadline,
+            };
+        }
+        let stderr = store.data().stderr_text();
+        let message = if stderr.is_empty() {
+            format!("{error:#}")
+        } else {
+            format!("{error:#}; the plugin wrote: {stderr}")
+        };
+        PluginError::Trap { plugin, message }
+    }
+
+    /// Turns a call's result into validated outcomes.
+    fn finish(
+        &self,
+        store: &Store<StoreState>,
+        result: wasmtime::Result<Result<super::bindings::wit::MappedBatch, String>>,
+        inputs: usize,
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let plugin = || self.inner().reference.clone();
+        let mapped = result
+            .map_err(|error| self.classify(store, error))?
+            .map_err(|message| PluginError::Batch {
+                plugin: plugin(),
+                message,
+            })?;
+        convert::outcomes_from_wit(mapped, inputs, &self.limits).map_err(|problem| {
+            PluginError::InvalidOutput {
+                plugin: plugin(),
+                problem,
+            }
+        })
+    }
+
+    fn wrong_pre(&self, world: World) -> PluginError {
+        PluginError::WrongWorld {
+            plugin: self.inner().reference.clone(),
+            expected: world,
+            message: format!("it was loaded as a {} plugin", self.plugin.world()),
+        }
+    }
+}
+
+impl RecordMapper {
+    /// Maps one batch: one outcome per row, in row order; write records carry their resolved
+    /// target and field names.
+    pub fn map(
+        &mut self,
+        phase: model::Phase,
+        batch: &model::RecordBatch,
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::Record(pre) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::RecordMapper));
+        };
+        let (mut store, instance) = configured.start_batch(
+            |store| pre.instantiate(store),
+            |i, s, json| i.call_configure(s, json),
+        )?;
+        let input = convert::batch_to_wit(batch);
+        let result = instance.call_map(&mut store, convert::phase_to_wit(phase), &input);
+        configured.finish(&store, result, batch.rows.len())
+    }
+}
+
+impl EventMapper {
+    /// Maps one page of email events: one outcome per event, in order.
+    pub fn map(&mut self, events: &[model::EmailEvent]) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::Event(pre) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::EventMapper));
+        };
+        let (mut store, instance) = configured.start_batch(
+            |store| pre.instantiate(store),
+            |i, s, json| i.call_configure(s, json),
+        )?;
+        let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
+        let result = instance.call_map(&mut store, &input);
+        configured.finish(&store, result, events.len())
+    }
+}
+
+impl OptOutResolver {
+    /// Resolves one batch of contacts: one outcome per contact, in order.
+    pub fn resolve(
+        &mut self,
+        contacts: &[model::ContactOptOut],
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::OptOut(pre) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::OptOutResolver));
+        };
+        let (mut store, instance) = configured.start_batch(
+            |store| pre.instantiate(store),
+            |i, s, json| i.call_configure(s, json),
+        )?;
+        let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
+        let result = instance.call_resolve(&mut store, &input);
+        configured.finish(&store, result, contacts.len())
+    }
+}

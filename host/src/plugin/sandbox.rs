@@ -1,0 +1,232 @@
+//! The per-instance sandbox: a `Store` whose WASI context grants nothing (no files, env,
+//! args, sockets or name lookup; stdout discarded, stderr kept only as a bounded buffer for
+//! panic messages), a memory cap, an epoch deadline, and the rate-limited `log` import.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::Limits;
+use super::bindings::{log, wit};
+
+/// How often the host's ticker bumps the engine epoch; deadlines are rounded up to it.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Bytes of a plugin's stderr kept for error messages (a panic message fits easily).
+const STDERR_CAPTURE_BYTES: usize = 4096;
+
+/// The data of one plugin instance's `Store`.
+pub(super) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(super) memory: MemoryCap,
+    log: LogBucket,
+    stderr: MemoryOutputPipe,
+}
+
+impl StoreState {
+    /// What the plugin wrote to stderr (e.g. a panic message), lossily decoded.
+    pub(super) fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_owned()
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Refuses linear-memory growth past the cap, remembering that it did so the host can tell
+/// a memory overrun from any other trap.
+pub(super) struct MemoryCap {
+    limit_bytes: usize,
+    /// True once a growth request was refused.
+    pub(super) refused: bool,
+}
+
+/// Table growth is not what the memory cap is about, but it must not be unbounded either.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit_bytes {
+            self.refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// A token bucket per instance, so a chatty plugin cannot flood the host's log.
+struct LogBucket {
+    plugin: Arc<str>,
+    tokens: f64,
+    burst: f64,
+    per_second: f64,
+    refilled_at: Instant,
+    max_line_bytes: usize,
+    dropped: u64,
+}
+
+impl LogBucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.refilled_at).as_secs_f64();
+        self.refilled_at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+impl Drop for LogBucket {
+    fn drop(&mut self) {
+        if self.dropped > 0 {
+            tracing::warn!(
+                plugin = %self.plugin,
+                dropped = self.dropped,
+                "plugin log lines dropped by the rate limit"
+            );
+        }
+    }
+}
+
+impl log::Host for StoreState {
+    fn log(&mut self, level: wit::LogLevel, message: String) {
+        if !self.log.take() {
+            return;
+        }
+        let line = sanitize(&message, self.log.max_line_bytes);
+        let plugin = &*self.log.plugin;
+        match level {
+            wit::LogLevel::Debug => tracing::debug!(plugin, "{line}"),
+            wit::LogLevel::Info => tracing::info!(plugin, "{line}"),
+            wit::LogLevel::Warn => tracing::warn!(plugin, "{line}"),
+            wit::LogLevel::Error => tracing::error!(plugin, "{line}"),
+        }
+    }
+}
+
+/// One line of at most `max_bytes` (cut on a character boundary), with control characters
+/// replaced so a plugin cannot forge extra log lines.
+fn sanitize(message: &str, max_bytes: usize) -> String {
+    let mut end = message.len().min(max_bytes);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut line: String = message[..end]
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if end < message.len() {
+        line.push_str(" [truncated]");
+    }
+    line
+}
+
+/// Links WASI p2 (granting nothing, see [`new_store`]) and the `log` import.
+pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    log::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
+    Ok(linker)
+}
+
+/// A fresh store for one call: nothing granted, memory capped, deadline armed.
+pub(super) fn new_store(engine: &Engine, plugin: &Arc<str>, limits: &Limits) -> Store<StoreState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    // The builder's defaults grant nothing: no preopened dirs, env or args, every socket
+    // address denied, name lookup off, stdin closed and stdout a sink.
+    let wasi = WasiCtx::builder()
+        .stderr(stderr.clone())
+        .allow_ip_name_lookup(false)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .build();
+    let state = StoreState {
+        wasi,
+        table: ResourceTable::new(),
+        memory: MemoryCap {
+            limit_bytes: limits.memory_bytes,
+            refused: false,
+        },
+        log: LogBucket {
+            plugin: Arc::clone(plugin),
+            tokens: f64::from(limits.log_burst),
+            burst: f64::from(limits.log_burst),
+            per_second: f64::from(limits.log_lines_per_second),
+            refilled_at: Instant::now(),
+            max_line_bytes: limits.max_log_line_bytes,
+            dropped: 0,
+        },
+        stderr,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.memory);
+    arm_deadline(&mut store, limits.deadline);
+    store
+}
+
+/// Arms the epoch deadline for the next call, counted from now.
+pub(super) fn arm_deadline(store: &mut Store<StoreState>, deadline: Duration) {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    store.epoch_deadline_trap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_cut_on_a_char_boundary_and_stripped_of_control_characters() {
+        let line = sanitize("héllo\nforged line", 2);
+        assert_eq!(line, "h [truncated]");
+        assert_eq!(sanitize("a\nb", 100), "a b");
+    }
+
+    #[test]
+    fn log_bucket_drops_lines_past_the_burst() {
+        let mut bucket = LogBucket {
+            plugin: Arc::from("test"),
+            tokens: 3.0,
+            burst: 3.0,
+            per_second: 0.0,
+            refilled_at: Instant::now(),
+            max_line_bytes: 10,
+            dropped: 0,
+        };
+        let allowed = (0..10).filter(|_| bucket.take()).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(bucket.dropped, 7);
+    }
+}

@@ -1,0 +1,98 @@
+//! Filter rule evaluation: numbers compare as numbers, datetimes as instants, text ignoring
+//! case like Dataverse does; a missing value (null) only satisfies `null` and `ne`.
+
+use std::cmp::Ordering;
+
+use conduit_plugin_sdk::{Value, datetime};
+
+use crate::settings::{Op, Rule};
+
+/// Whether `value` satisfies `rule`; an error when the two cannot be compared (e.g. `gt` on
+/// a boolean, or a number column against a non-numeric rule value).
+pub fn matches(rule: &Rule, value: &Value) -> Result<bool, String> {
+    match (rule.op, value) {
+        (Op::Null, value) => return Ok(*value == Value::Null),
+        (Op::Notnull, value) => return Ok(*value != Value::Null),
+        (op, Value::Null) => return Ok(op == Op::Ne),
+        (Op::Contains | Op::Startswith | Op::Endswith, value) => {
+            let text = text_form(value).to_lowercase();
+            return Ok(match rule.op {
+                Op::Contains => text.contains(&rule.text),
+                Op::Startswith => text.starts_with(&rule.text),
+                _ => text.ends_with(&rule.text),
+            });
+        }
+        _ => {}
+    }
+    let ordering = match value {
+        Value::Integer(number) => compare_number(rule, *number as f64)?,
+        Value::Decimal(number) => compare_number(rule, *number)?,
+        Value::Picklist { value, label } => match (rule.number, label) {
+            (Some(_), _) => compare_number(rule, *value as f64)?,
+            // A picklist can also be filtered by its label, e.g. `eq "Preferred Customer"`.
+            (None, Some(label)) => label.to_lowercase().as_str().cmp(rule.text.as_str()),
+            (None, None) => return Err(not_comparable(rule, "a picklist without a label")),
+        },
+        Value::Boolean(flag) => {
+            if !matches!(rule.op, Op::Eq | Op::Ne) {
+                return Err(format!(
+                    "filter `{}`: a boolean column only supports eq and ne",
+                    rule.description
+                ));
+            }
+            match rule.boolean {
+                Some(wanted) => flag.cmp(&wanted),
+                None => return Err(not_comparable(rule, "a boolean")),
+            }
+        }
+        Value::Datetime(text) => {
+            let instant = datetime::parse(text).map_err(|error| error.to_string())?;
+            match rule.instant {
+                Some(wanted) => instant.cmp(&wanted),
+                None => return Err(not_comparable(rule, "a datetime")),
+            }
+        }
+        Value::Text(text) | Value::Guid(text) | Value::Lookup { id: text, .. } => {
+            text.to_lowercase().as_str().cmp(rule.text.as_str())
+        }
+        Value::Null => Ordering::Less,
+    };
+    Ok(match rule.op {
+        Op::Eq => ordering == Ordering::Equal,
+        Op::Ne => ordering != Ordering::Equal,
+        Op::Gt => ordering == Ordering::Greater,
+        Op::Ge => ordering != Ordering::Less,
+        Op::Lt => ordering == Ordering::Less,
+        Op::Le => ordering != Ordering::Greater,
+        _ => false,
+    })
+}
+
+fn compare_number(rule: &Rule, number: f64) -> Result<Ordering, String> {
+    let wanted = rule
+        .number
+        .ok_or_else(|| not_comparable(rule, "a number"))?;
+    number
+        .partial_cmp(&wanted)
+        .ok_or_else(|| format!("filter `{}`: {number} is not comparable", rule.description))
+}
+
+fn not_comparable(rule: &Rule, column_kind: &str) -> String {
+    format!(
+        "filter `{}`: column `{}` holds {column_kind} and `{}` is not one",
+        rule.description, rule.field, rule.text
+    )
+}
+
+/// The text a value is matched against by replacements and text operators.
+pub fn text_form(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::Boolean(flag) => flag.to_string(),
+        Value::Integer(number) => number.to_string(),
+        Value::Decimal(number) => number.to_string(),
+        Value::Text(text) | Value::Datetime(text) | Value::Guid(text) => text.clone(),
+        Value::Picklist { value, label } => label.clone().unwrap_or_else(|| value.to_string()),
+        Value::Lookup { id, .. } => id.clone(),
+    }
+}
