@@ -10,6 +10,7 @@ pub mod config;
 pub mod connector;
 pub mod model;
 pub mod plugin;
+pub mod runtime;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
