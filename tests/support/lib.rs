@@ -1,1 +1,185 @@
-//! Shared helpers for the end-to-end scenarios: start the real binary and the simulators.
+//! Shared helpers for the end-to-end scenarios: find and run the real `conduit` binary, talk
+//! to its admin API, and kill it the hard way.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `conduit` binary built by this workspace (built on demand when missing).
+pub fn conduit_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>/conduit
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let binary = profile_dir.join("conduit");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "conduit", "--bin", "conduit"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the conduit binary failed");
+    }
+    binary
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `conduit run` process.
+pub struct HostProcess {
+    child: Child,
+    /// The admin API's base URL.
+    pub admin: String,
+    http: reqwest::Client,
+    log: PathBuf,
+}
+
+impl HostProcess {
+    /// Runs `conduit run --config <config>`; `admin_port` must match the config's
+    /// `host.admin_listen`. Output goes to `<config dir>/host-<n>.log`.
+    pub fn spawn(config: &Path, admin_port: u16, env: &[(&str, &str)]) -> HostProcess {
+        let dir = config.parent().expect("config in a folder");
+        let mut n = 0;
+        let log = loop {
+            let candidate = dir.join(format!("host-{n}.log"));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(conduit_binary());
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("conduit starts");
+        HostProcess {
+            child,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            http: reqwest::Client::new(),
+            log,
+        }
+    }
+
+    /// Everything the host printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `/healthz` answers.
+    pub async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the host exited with {status}:\n{}", self.output());
+            }
+            if let Ok(response) = self.http.get(format!("{}/healthz", self.admin)).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the host did not become healthy:\n{}", self.output());
+    }
+
+    /// GETs an admin API path.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin API reachable")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// POSTs to an admin API path; returns the status and body.
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .header("x-conduit-request", "1")
+            .send()
+            .await
+            .expect("admin API reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// One workflow's view.
+    pub async fn workflow(&self, id: &str) -> Value {
+        self.get(&format!("/api/workflows/{id}")).await
+    }
+
+    /// Waits until `check` holds for a workflow's view.
+    pub async fn wait_workflow(&mut self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the host exited with {status} while waiting for {what}:\n{}", self.output());
+            }
+            let view = self.workflow(id).await;
+            if check(&view) {
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last view: {view:#}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits for it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                self.kill_hard();
+                panic!("the host did not stop on SIGTERM:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
