@@ -194,3 +194,11 @@ fn whitespace_and_comments_do_not_change_fingerprints() {
         after.workflow_fingerprint(WorkflowId::Egress)
     );
 }
+
+#[test]
+fn the_annotated_example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conduit.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = parse(&text).unwrap();
+    assert_eq!(config.file.ingress.unwrap().mappings.len(), 2);
+}
