@@ -1,5 +1,7 @@
 //! Command-line definitions (clap) and the dispatch to each subcommand's handler.
 
+mod sim;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,9 +16,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a simulator of Dynamics 365 or Campaign Standard.
+    Sim(sim::Args),
 }
 
 /// Runs the chosen subcommand and maps its result to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Sim(args) => runtime.block_on(sim::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
