@@ -602,12 +602,15 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
         for change in changes {
             match change {
                 Change::Upsert(_, row) => {
-                    let rendered = render_row(store, table, row, &render_options);
+                    // The filter sees every column, not only the selected ones.
                     let keep = filter.as_ref().is_none_or(|filter| {
-                        rendered.as_object().is_some_and(|object| matches_filter(object, filter))
+                        let everything = RenderOptions { select: None, formatted: false, lookup_annotations: false };
+                        render_row(store, table, row, &everything)
+                            .as_object()
+                            .is_some_and(|object| matches_filter(object, filter))
                     });
                     if keep {
-                        value.push(rendered);
+                        value.push(render_row(store, table, row, &render_options));
                     }
                 }
                 Change::Delete(id) => value.push(json!({
