@@ -19,10 +19,16 @@ async fn run(command: &mut Command, what: &str) -> String {
     let output = tokio::time::timeout(Duration::from_secs(300), command.output())
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within 5 minutes"))
-        .unwrap_or_else(|error| panic!("{what} could not start (is Node 20 with npm installed?): {error}"));
+        .unwrap_or_else(|error| {
+            panic!("{what} could not start (is Node 20 with npm installed?): {error}")
+        });
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{what} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
     stdout
 }
 
@@ -31,7 +37,9 @@ async fn dynamics_web_api_client_works_against_the_simulator() {
     let dir = script_dir();
     if !dir.join("node_modules/dynamics-web-api").exists() {
         run(
-            Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir),
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
             "npm ci in tests/node/dynamics",
         )
         .await;
@@ -41,7 +49,10 @@ async fn dynamics_web_api_client_works_against_the_simulator() {
         seed_vehicles: 10,
         ..Default::default()
     });
-    let server = sim.serve("127.0.0.1:0".parse().expect("addr")).await.expect("serves");
+    let server = sim
+        .serve("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("serves");
     let stdout = run(
         Command::new("node")
             .arg("fidelity.mjs")

@@ -41,10 +41,19 @@ struct DynamicsArgs {
     #[arg(long)]
     seed_vehicles: Option<usize>,
     /// The client id the token endpoint accepts.
-    #[arg(long, env = "CONDUIT_SIM_D365_CLIENT_ID", default_value = "conduit-sim-client")]
+    #[arg(
+        long,
+        env = "CONDUIT_SIM_D365_CLIENT_ID",
+        default_value = "conduit-sim-client"
+    )]
     client_id: String,
     /// The client secret the token endpoint accepts.
-    #[arg(long, env = "CONDUIT_SIM_D365_CLIENT_SECRET", default_value = "conduit-sim-secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CONDUIT_SIM_D365_CLIENT_SECRET",
+        default_value = "conduit-sim-secret",
+        hide_env_values = true
+    )]
     client_secret: String,
 }
 

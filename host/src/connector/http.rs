@@ -143,7 +143,10 @@ pub fn classify_status(
     body: &[u8],
     what: &str,
 ) -> ConnectorError {
-    let message = format!("{what} failed with {status}: {}", service_error_message(body));
+    let message = format!(
+        "{what} failed with {status}: {}",
+        service_error_message(body)
+    );
     if status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error()
@@ -446,9 +449,11 @@ impl TokenCache {
             });
         }
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+        // A margin longer than a short-lived token would refetch on every call: cap it at half.
+        let margin = self.margin.min(lifetime / 2);
         Ok(CachedToken {
             token: Secret::new(parsed.access_token),
-            refresh_at: Instant::now() + lifetime.saturating_sub(self.margin),
+            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
         })
     }
 }
@@ -470,12 +475,21 @@ impl HttpResponse {
         if self.status.is_success() {
             Ok(self)
         } else {
-            Err(classify_status(self.status, &self.headers, &self.body, what))
+            Err(classify_status(
+                self.status,
+                &self.headers,
+                &self.body,
+                what,
+            ))
         }
     }
 
     /// Parses the body as JSON, naming `url` and `expected` when it is not.
-    pub fn json<T: DeserializeOwned>(&self, url: &str, expected: &str) -> Result<T, ConnectorError> {
+    pub fn json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        expected: &str,
+    ) -> Result<T, ConnectorError> {
         parse_json(&self.body, url, expected)
     }
 }
@@ -734,10 +748,140 @@ mod tests {
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
+    /// A fake identity provider and API counting their calls; the API answers `api_status`.
+    async fn fake_service(
+        expires_in: u64,
+        api_status: u16,
+    ) -> (
+        String,
+        std::sync::Arc<std::sync::atomic::AtomicU32>,
+        std::sync::Arc<std::sync::atomic::AtomicU32>,
+    ) {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let token_calls = Arc::new(AtomicU32::new(0));
+        let api_calls = Arc::new(AtomicU32::new(0));
+        let (tokens, apis) = (Arc::clone(&token_calls), Arc::clone(&api_calls));
+        let router = axum::Router::new()
+            .route(
+                "/token",
+                axum::routing::post(move || {
+                    let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
+                    async move {
+                        axum::Json(serde_json::json!({
+                            "token_type": "Bearer", "expires_in": expires_in, "access_token": format!("token-{n}")
+                        }))
+                    }
+                }),
+            )
+            .route(
+                "/api",
+                axum::routing::get(move || {
+                    apis.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        (
+                            axum::http::StatusCode::from_u16(api_status).unwrap_or_default(),
+                            "{}",
+                        )
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        (format!("http://{addr}"), token_calls, api_calls)
+    }
+
+    fn cache(base: &str, margin: Duration) -> TokenCache {
+        TokenCache::new(
+            reqwest::Client::new(),
+            ClientCredentials {
+                token_url: format!("{base}/token"),
+                client_id: "id".to_string(),
+                client_secret: Secret::new("s"),
+                scope: "x/.default".to_string(),
+            },
+            margin,
+        )
+    }
+
+    #[tokio::test]
+    async fn token_is_cached_and_a_stale_refresh_reuses_the_newer_token() {
+        use std::sync::atomic::Ordering;
+        let (base, token_calls, _) = fake_service(3599, 200).await;
+        let tokens = cache(&base, Duration::from_secs(300));
+        let first = tokens.token().await.expect("token");
+        assert_eq!(tokens.token().await.expect("cached"), first);
+        assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+        let second = tokens.refresh(&first).await.expect("refreshed");
+        assert_ne!(second, first);
+        // Another task reporting the same old token gets the new one without a fetch.
+        assert_eq!(tokens.refresh(&first).await.expect("reused"), second);
+        assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn token_close_to_expiry_is_refetched() {
+        use std::sync::atomic::Ordering;
+        let (base, token_calls, _) = fake_service(0, 200).await;
+        let tokens = cache(&base, Duration::from_secs(300));
+        tokens.token().await.expect("token");
+        tokens.token().await.expect("token");
+        assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn persistent_401_refreshes_exactly_once_then_fails_with_auth() {
+        use std::sync::atomic::Ordering;
+        let (base, token_calls, api_calls) = fake_service(3599, 401).await;
+        let client = ApiClient::new(
+            reqwest::Client::new(),
+            cache(&base, Duration::from_secs(300)),
+            Pacer::new(2),
+            RetryPolicy::default(),
+        );
+        let error = client
+            .execute(Method::GET, &format!("{base}/api"), |request| request)
+            .await
+            .expect_err("always 401");
+        assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+        assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+        assert_eq!(api_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn transient_statuses_are_retried_within_the_attempt_budget() {
+        use std::sync::atomic::Ordering;
+        let (base, _, api_calls) = fake_service(3599, 503).await;
+        let client = ApiClient::new(
+            reqwest::Client::new(),
+            cache(&base, Duration::from_secs(300)),
+            Pacer::new(2),
+            RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+            },
+        );
+        let error = client
+            .execute(Method::GET, &format!("{base}/api"), |request| request)
+            .await
+            .expect_err("always 503");
+        assert!(error.is_transient(), "{error:?}");
+        assert_eq!(api_calls.load(Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn invalid_extra_ca_is_a_clear_error() {
         let error = build_client(Duration::from_secs(5), Some(b"not a certificate"))
             .expect_err("garbage is not a CA");
-        assert!(error.to_string().contains("extra CA certificate"), "{error}");
+        assert!(
+            error.to_string().contains("extra CA certificate"),
+            "{error}"
+        );
     }
 }

@@ -62,7 +62,10 @@ impl Drop for ServerHandle {
 }
 
 /// Serves `router` on `addr` in a background task.
-pub async fn serve_router(router: axum::Router, addr: SocketAddr) -> Result<ServerHandle, SimError> {
+pub async fn serve_router(
+    router: axum::Router,
+    addr: SocketAddr,
+) -> Result<ServerHandle, SimError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| SimError::Bind { addr, source })?;

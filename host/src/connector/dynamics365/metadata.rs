@@ -56,7 +56,10 @@ pub struct AttributeMeta {
 impl AttributeMeta {
     /// True for lookups (including customer and owner lookups).
     pub fn is_lookup(&self) -> bool {
-        matches!(self.attribute_type.as_str(), "Lookup" | "Customer" | "Owner")
+        matches!(
+            self.attribute_type.as_str(),
+            "Lookup" | "Customer" | "Owner"
+        )
     }
 
     /// The key of the attribute's value in entity bodies (`_x_value` for lookups).
@@ -151,7 +154,8 @@ pub fn check_identifier(name: &str, what: &str) -> Result<(), ConnectorError> {
     }
 }
 
-const TABLE_SELECT: &str = "$select=LogicalName,EntitySetName,PrimaryIdAttribute,ChangeTrackingEnabled";
+const TABLE_SELECT: &str =
+    "$select=LogicalName,EntitySetName,PrimaryIdAttribute,ChangeTrackingEnabled";
 
 impl Shared {
     /// The table `name` (logical name or entity set), from the cache or the service.
@@ -198,9 +202,18 @@ impl Shared {
             "{attributes_root}/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=LogicalName,Format"
         ));
         let (attributes, lookups, dates) = tokio::join!(
-            self.get_json::<Listing<AttributeDefinition>>(&attributes_url, "a list of attribute definitions"),
-            self.get_json::<Listing<LookupDefinition>>(&lookups_url, "a list of lookup attribute definitions"),
-            self.get_json::<Listing<DateTimeDefinition>>(&dates_url, "a list of date-time attribute definitions"),
+            self.get_json::<Listing<AttributeDefinition>>(
+                &attributes_url,
+                "a list of attribute definitions"
+            ),
+            self.get_json::<Listing<LookupDefinition>>(
+                &lookups_url,
+                "a list of lookup attribute definitions"
+            ),
+            self.get_json::<Listing<DateTimeDefinition>>(
+                &dates_url,
+                "a list of date-time attribute definitions"
+            ),
         );
         let mut targets: HashMap<String, Vec<String>> = lookups?
             .value
@@ -244,7 +257,9 @@ impl Shared {
     }
 
     async fn entity_definition(&self, name: &str) -> Result<EntityDefinition, ConnectorError> {
-        let by_logical = self.url(&format!("EntityDefinitions(LogicalName='{name}')?{TABLE_SELECT}"));
+        let by_logical = self.url(&format!(
+            "EntityDefinitions(LogicalName='{name}')?{TABLE_SELECT}"
+        ));
         let response = self.get(&by_logical, None).await?;
         if response.status.is_success() {
             return response.json(&by_logical, "an entity definition");
@@ -261,8 +276,9 @@ impl Shared {
         let by_set = self.url(&format!(
             "EntityDefinitions?{TABLE_SELECT}&$filter=EntitySetName%20eq%20'{name}'"
         ));
-        let listing: Listing<EntityDefinition> =
-            self.get_json(&by_set, "a list of entity definitions").await?;
+        let listing: Listing<EntityDefinition> = self
+            .get_json(&by_set, "a list of entity definitions")
+            .await?;
         listing
             .value
             .into_iter()
@@ -287,7 +303,10 @@ impl Shared {
             .get(attribute)
             .map(|attribute| attribute.attribute_type.clone())
             .ok_or_else(|| ConnectorError::Permanent {
-                message: format!("the table '{}' has no attribute '{attribute}'", meta.logical_name),
+                message: format!(
+                    "the table '{}' has no attribute '{attribute}'",
+                    meta.logical_name
+                ),
             })?;
         let class = match kind.as_str() {
             "Picklist" => "PicklistAttributeMetadata",
@@ -306,7 +325,9 @@ impl Shared {
             "EntityDefinitions(LogicalName='{}')/Attributes(LogicalName='{attribute}')/Microsoft.Dynamics.CRM.{class}?$select=LogicalName&$expand=OptionSet",
             meta.logical_name
         ));
-        let body: Json = self.get_json(&url, "a picklist attribute with its option set").await?;
+        let body: Json = self
+            .get_json(&url, "a picklist attribute with its option set")
+            .await?;
         let options = body
             .pointer("/OptionSet/Options")
             .and_then(Json::as_array)

@@ -23,7 +23,9 @@ use serde::de::DeserializeOwned;
 use self::metadata::{PicklistOption, TableMeta};
 pub use self::settings::Dynamics365Settings;
 use super::http::{ApiClient, ClientCredentials, HttpResponse, Pacer, TokenCache, build_client};
-use super::{ChangePage, ChangeRequest, ChangeSource, ConnectorError, FieldInfo, RecordSink, WriteOutcome};
+use super::{
+    ChangePage, ChangeRequest, ChangeSource, ConnectorError, FieldInfo, RecordSink, WriteOutcome,
+};
 use crate::model::WriteRecord;
 
 /// The Web API path under the organization URL.
@@ -75,7 +77,11 @@ impl Shared {
     }
 
     /// GETs `url` and parses a successful JSON body.
-    async fn get_json<T: DeserializeOwned>(&self, url: &str, expected: &str) -> Result<T, ConnectorError> {
+    async fn get_json<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        expected: &str,
+    ) -> Result<T, ConnectorError> {
         self.get(url, None)
             .await?
             .into_success(&format!("GET {url}"))?
@@ -88,9 +94,14 @@ impl Dynamics365Connector {
     pub fn new(settings: Dynamics365Settings) -> Result<Dynamics365Connector, ConnectorError> {
         settings.validate()?;
         let base = settings.normalized_base()?;
-        let root = base.join(API_PATH).map_err(|error| ConnectorError::Permanent {
-            message: format!("cannot build the API URL from '{}': {error}", settings.base_url),
-        })?;
+        let root = base
+            .join(API_PATH)
+            .map_err(|error| ConnectorError::Permanent {
+                message: format!(
+                    "cannot build the API URL from '{}': {error}",
+                    settings.base_url
+                ),
+            })?;
         let client = build_client(settings.request_timeout, settings.extra_ca_pem.as_deref())?;
         let tokens = TokenCache::new(
             client.clone(),
@@ -130,14 +141,22 @@ impl Dynamics365Connector {
     }
 
     /// The options (value and label) of a picklist, state or status attribute.
-    pub async fn picklist_options(&self, table: &str, attribute: &str) -> Result<Vec<PicklistOption>, ConnectorError> {
+    pub async fn picklist_options(
+        &self,
+        table: &str,
+        attribute: &str,
+    ) -> Result<Vec<PicklistOption>, ConnectorError> {
         self.shared.picklist_options(table, attribute).await
     }
 }
 
 #[async_trait]
 impl ChangeSource for Dynamics365Connector {
-    async fn read_changes(&self, request: &ChangeRequest, cursor: Option<&str>) -> Result<ChangePage, ConnectorError> {
+    async fn read_changes(
+        &self,
+        request: &ChangeRequest,
+        cursor: Option<&str>,
+    ) -> Result<ChangePage, ConnectorError> {
         self.shared.read_changes(request, cursor).await
     }
 
@@ -163,9 +182,15 @@ impl RecordSink for Dynamics365Connector {
     async fn check(&self) -> Result<(), ConnectorError> {
         let url = self.shared.url("WhoAmI");
         let body: serde_json::Value = self.shared.get_json(&url, "a WhoAmI response").await?;
-        if body.get("UserId").and_then(serde_json::Value::as_str).is_none() {
+        if body
+            .get("UserId")
+            .and_then(serde_json::Value::as_str)
+            .is_none()
+        {
             return Err(ConnectorError::Permanent {
-                message: format!("the response of {url} has no UserId: is this a Dataverse Web API?"),
+                message: format!(
+                    "the response of {url} has no UserId: is this a Dataverse Web API?"
+                ),
             });
         }
         Ok(())

@@ -104,7 +104,10 @@ impl Shared {
     }
 
     fn initial_url(&self, meta: &TableMeta, columns: &[Column<'_>]) -> String {
-        let mut select: Vec<&str> = columns.iter().map(|column| column.wire_name.as_str()).collect();
+        let mut select: Vec<&str> = columns
+            .iter()
+            .map(|column| column.wire_name.as_str())
+            .collect();
         if meta.attributes.contains_key("modifiedon") && !select.contains(&"modifiedon") {
             select.push("modifiedon");
         }
@@ -120,7 +123,9 @@ impl Shared {
             "RetrieveTotalRecordCount(EntityNames=@p1)?@p1=%5B%22{}%22%5D",
             meta.logical_name
         ));
-        let body: Json = self.get_json(&url, "a RetrieveTotalRecordCount response").await?;
+        let body: Json = self
+            .get_json(&url, "a RetrieveTotalRecordCount response")
+            .await?;
         body.pointer("/EntityRecordCountCollection/Values/0")
             .and_then(Json::as_u64)
             .ok_or_else(|| ConnectorError::Permanent {
@@ -155,11 +160,15 @@ impl ServiceError {
     fn means_expired_token(&self) -> bool {
         let message = self.message.to_ascii_lowercase();
         self.code.eq_ignore_ascii_case(EXPIRED_TOKEN_CODE)
-            || (message.contains("expired") && (message.contains("token") || message.contains("version")))
+            || (message.contains("expired")
+                && (message.contains("token") || message.contains("version")))
     }
 }
 
-fn resolve_columns<'a>(meta: &'a TableMeta, columns: &[String]) -> Result<Vec<Column<'a>>, ConnectorError> {
+fn resolve_columns<'a>(
+    meta: &'a TableMeta,
+    columns: &[String],
+) -> Result<Vec<Column<'a>>, ConnectorError> {
     columns
         .iter()
         .map(|column| {
@@ -188,12 +197,11 @@ fn convert_page(
     let mut deletes = Vec::new();
     for entry in entries {
         if is_deleted_entity(&entry) {
-            let key = entry
-                .get("id")
-                .and_then(Json::as_str)
-                .ok_or_else(|| ConnectorError::Permanent {
+            let key = entry.get("id").and_then(Json::as_str).ok_or_else(|| {
+                ConnectorError::Permanent {
                     message: format!("a $deletedEntity row in the response of {url} has no 'id'"),
-                })?;
+                }
+            })?;
             deletes.push(Row {
                 key: key.to_string(),
                 op: Operation::Delete,
@@ -241,10 +249,15 @@ fn is_deleted_entity(entry: &Map<String, Json>) -> bool {
         .get("@odata.context")
         .and_then(Json::as_str)
         .is_some_and(|context| context.ends_with("$deletedEntity"))
-        || (entry.get("reason").and_then(Json::as_str) == Some("deleted") && entry.contains_key("id"))
+        || (entry.get("reason").and_then(Json::as_str) == Some("deleted")
+            && entry.contains_key("id"))
 }
 
-fn convert_value(entry: &Map<String, Json>, column: &Column<'_>, url: &str) -> Result<Value, ConnectorError> {
+fn convert_value(
+    entry: &Map<String, Json>,
+    column: &Column<'_>,
+    url: &str,
+) -> Result<Value, ConnectorError> {
     let raw = entry.get(&column.wire_name).unwrap_or(&Json::Null);
     if raw.is_null() {
         return Ok(Value::Null);
@@ -327,7 +340,11 @@ mod tests {
     #[test]
     fn rows_convert_by_attribute_type_and_deletes_come_last() {
         let meta = meta();
-        let names = vec!["new_year".to_string(), "statecode".to_string(), "new_contactid".to_string()];
+        let names = vec![
+            "new_year".to_string(),
+            "statecode".to_string(),
+            "new_contactid".to_string(),
+        ];
         let columns = resolve_columns(&meta, &names).expect("known columns");
         let entries = page(json!([
             {"@odata.context": "x/$metadata#new_vehicles/$deletedEntity", "id": "gone", "reason": "deleted"},
@@ -341,11 +358,20 @@ mod tests {
             batch.rows[0].values,
             vec![
                 Value::Integer(2020),
-                Value::Picklist { value: 1, label: Some("Inactive".to_string()) },
-                Value::Lookup { table: "contact".to_string(), id: "c1".to_string() },
+                Value::Picklist {
+                    value: 1,
+                    label: Some("Inactive".to_string())
+                },
+                Value::Lookup {
+                    table: "contact".to_string(),
+                    id: "c1".to_string()
+                },
             ]
         );
-        assert_eq!(batch.rows[0].modified_at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            batch.rows[0].modified_at.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
         assert_eq!(batch.rows[1].op, Operation::Delete);
         assert_eq!(batch.rows[1].key, "gone");
     }
@@ -363,7 +389,9 @@ mod tests {
     #[test]
     fn unknown_columns_are_refused_before_any_request() {
         let meta = meta();
-        let error = resolve_columns(&meta, &["nosuch".to_string()]).err().expect("unknown");
+        let error = resolve_columns(&meta, &["nosuch".to_string()])
+            .err()
+            .expect("unknown");
         assert!(error.to_string().contains("nosuch"));
     }
 

@@ -15,7 +15,9 @@ use serde_json::{Map, Value as Json};
 
 use super::Shared;
 use super::metadata::TableMeta;
-use super::multipart::{HttpMessage, boundary_of, parse_http_message, split_parts, write_end, write_http_part};
+use super::multipart::{
+    HttpMessage, boundary_of, parse_http_message, split_parts, write_end, write_http_part,
+};
 use crate::connector::http::{classify_status, service_error_message};
 use crate::connector::{ConnectorError, WriteOutcome};
 use crate::model::{Operation, Value, WriteRecord};
@@ -53,7 +55,9 @@ impl Shared {
             let mut failed_keys: HashMap<(String, String, String), ConnectorError> = HashMap::new();
             for (index, record) in records.iter().enumerate() {
                 if let Some(WriteOutcome::Failed(error)) = &outcomes[index] {
-                    failed_keys.entry(record_key(record)).or_insert_with(|| error.clone());
+                    failed_keys
+                        .entry(record_key(record))
+                        .or_insert_with(|| error.clone());
                 }
             }
             for index in later {
@@ -79,7 +83,11 @@ impl Shared {
     }
 
     /// Builds the `$batch` part of one record.
-    async fn prepare(&self, index: usize, record: &WriteRecord) -> Result<PreparedPart, ConnectorError> {
+    async fn prepare(
+        &self,
+        index: usize,
+        record: &WriteRecord,
+    ) -> Result<PreparedPart, ConnectorError> {
         let meta = self.table(&record.target.table).await?;
         let address = address(&meta, &record.target.key_field, &record.key)?;
         let url = format!("{}{address}", self.root_path);
@@ -91,7 +99,10 @@ impl Shared {
                 if record.op == Operation::Update {
                     headers.push(("If-Match".to_string(), "*".to_string()));
                 }
-                headers.push(("Content-Type".to_string(), "application/json; type=entry".to_string()));
+                headers.push((
+                    "Content-Type".to_string(),
+                    "application/json; type=entry".to_string(),
+                ));
                 (
                     "PATCH",
                     Json::Object(self.body(&meta, record).await?).to_string(),
@@ -111,7 +122,11 @@ impl Shared {
     }
 
     /// The JSON body of an upsert or update.
-    async fn body(&self, meta: &TableMeta, record: &WriteRecord) -> Result<Map<String, Json>, ConnectorError> {
+    async fn body(
+        &self,
+        meta: &TableMeta,
+        record: &WriteRecord,
+    ) -> Result<Map<String, Json>, ConnectorError> {
         let mut body = Map::new();
         for (field, value) in &record.fields {
             let json = match value {
@@ -121,9 +136,14 @@ impl Shared {
                 Value::Decimal(number) => serde_json::Number::from_f64(*number)
                     .map(Json::Number)
                     .ok_or_else(|| ConnectorError::Permanent {
-                        message: format!("the value of '{field}' for {}({}) is not a finite number", meta.entity_set, record.key),
-                    })?,
-                Value::Text(text) | Value::Datetime(text) | Value::Guid(text) => Json::String(text.clone()),
+                    message: format!(
+                        "the value of '{field}' for {}({}) is not a finite number",
+                        meta.entity_set, record.key
+                    ),
+                })?,
+                Value::Text(text) | Value::Datetime(text) | Value::Guid(text) => {
+                    Json::String(text.clone())
+                }
                 Value::Picklist { value, .. } => Json::from(*value),
                 Value::Lookup { table, id } => {
                     let target = self.table(table).await?;
@@ -168,7 +188,8 @@ impl Shared {
                 outcomes.push((
                     index,
                     WriteOutcome::Failed(ConnectorError::Transient {
-                        message: "the $batch request carrying this write ended abnormally".to_string(),
+                        message: "the $batch request carrying this write ended abnormally"
+                            .to_string(),
                         retry_after: None,
                     }),
                 ));
@@ -234,7 +255,10 @@ impl Shared {
     }
 
     fn outcome_of(&self, part: &PreparedPart, message: &HttpMessage) -> WriteOutcome {
-        let Some(status) = message.status().and_then(|code| reqwest::StatusCode::from_u16(code).ok()) else {
+        let Some(status) = message
+            .status()
+            .and_then(|code| reqwest::StatusCode::from_u16(code).ok())
+        else {
             return WriteOutcome::Failed(ConnectorError::Permanent {
                 message: format!(
                     "the $batch result for {} has no HTTP status line: '{}'",
@@ -273,9 +297,17 @@ impl Shared {
             status,
             &headers,
             message.body.as_bytes(),
-            &format!("{} {}", part.message.start_line.split(' ').next().unwrap_or("write"), part.description),
+            &format!(
+                "{} {}",
+                part.message.start_line.split(' ').next().unwrap_or("write"),
+                part.description
+            ),
         );
-        if let ConnectorError::Transient { retry_after: Some(wait), .. } = &error {
+        if let ConnectorError::Transient {
+            retry_after: Some(wait),
+            ..
+        } = &error
+        {
             self.api.pacer().pause_for(*wait);
         }
         WriteOutcome::Failed(error)
@@ -318,15 +350,25 @@ fn address(meta: &TableMeta, key_field: &str, key: &str) -> Result<String, Conne
         return Ok(format!("{}({id})", meta.entity_set));
     }
     super::metadata::check_identifier(key_field, "key field")?;
-    let attribute = meta.attributes.get(key_field).ok_or_else(|| ConnectorError::Permanent {
-        message: format!("the table '{}' has no key field '{key_field}'", meta.logical_name),
-    })?;
+    let attribute = meta
+        .attributes
+        .get(key_field)
+        .ok_or_else(|| ConnectorError::Permanent {
+            message: format!(
+                "the table '{}' has no key field '{key_field}'",
+                meta.logical_name
+            ),
+        })?;
     let literal = match attribute.attribute_type.as_str() {
-        "Integer" | "BigInt" | "Decimal" | "Double" | "Money" => key.parse::<f64>().map(|_| key.to_string()).map_err(|_| {
-            ConnectorError::Permanent {
-                message: format!("the key '{key}' of {} is not a number, but '{key_field}' is numeric", meta.entity_set),
-            }
-        })?,
+        "Integer" | "BigInt" | "Decimal" | "Double" | "Money" => key
+            .parse::<f64>()
+            .map(|_| key.to_string())
+            .map_err(|_| ConnectorError::Permanent {
+                message: format!(
+                    "the key '{key}' of {} is not a number, but '{key_field}' is numeric",
+                    meta.entity_set
+                ),
+            })?,
         _ => format!("'{}'", encode_key(&key.replace('\'', "''"))),
     };
     Ok(format!("{}({key_field}={literal})", meta.entity_set))
@@ -352,14 +394,19 @@ fn read_batch_response(
     url: &str,
 ) -> Result<Vec<HttpMessage>, ConnectorError> {
     let malformed = |why: String| ConnectorError::Permanent {
-        message: format!("the $batch response of {url} is not a readable multipart/mixed body: {why}"),
+        message: format!(
+            "the $batch response of {url} is not a readable multipart/mixed body: {why}"
+        ),
     };
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let boundary = boundary_of(content_type)
-        .ok_or_else(|| malformed(format!("the content type '{content_type}' has no multipart boundary")))?;
+    let boundary = boundary_of(content_type).ok_or_else(|| {
+        malformed(format!(
+            "the content type '{content_type}' has no multipart boundary"
+        ))
+    })?;
     let text = std::str::from_utf8(body).map_err(|error| malformed(error.to_string()))?;
     let mut messages = Vec::new();
     for part in split_parts(text, &boundary).map_err(malformed)? {
@@ -437,8 +484,12 @@ mod tests {
 
     #[test]
     fn non_multipart_batch_response_is_a_clear_error() {
-        let error = read_batch_response(&reqwest::header::HeaderMap::new(), b"{}", "https://x/$batch")
-            .expect_err("not multipart");
+        let error = read_batch_response(
+            &reqwest::header::HeaderMap::new(),
+            b"{}",
+            "https://x/$batch",
+        )
+        .expect_err("not multipart");
         assert!(error.to_string().contains("https://x/$batch"), "{error}");
     }
 }

@@ -6,8 +6,8 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::odata::{
-    ApiError, EntityKey, Preferences, QueryOptions, matches_filter, parse_entity_key,
-    parse_filter, percent_decode, percent_encode,
+    ApiError, EntityKey, Preferences, QueryOptions, matches_filter, parse_entity_key, parse_filter,
+    percent_decode, percent_encode,
 };
 use super::schema::{AttributeType, TableDef};
 use super::store::{Change, ListPosition, Store, StoredRow, TableState, WriteMode};
@@ -141,7 +141,10 @@ fn route(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiErro
         (None, None, "GET") => list(store, &logical, request),
         (None, None, "POST") => create(store, &logical, request),
         (None, Some("$count"), "GET") => {
-            let count = store.table(&logical).map_or(0, |t| t.rows.len()).min(MAX_PAGE_SIZE);
+            let count = store
+                .table(&logical)
+                .map_or(0, |t| t.rows.len())
+                .min(MAX_PAGE_SIZE);
             Ok(ApiResponse {
                 status: 200,
                 headers: vec![
@@ -226,12 +229,17 @@ fn retrieve_total_record_count(
     } else {
         argument.to_string()
     };
-    let names: Vec<String> = serde_json::from_str(&list_text.replace('\'', "\"")).map_err(|_| {
-        ApiError::bad_request(format!("EntityNames must be a list of strings, got {list_text}"))
-    })?;
+    let names: Vec<String> =
+        serde_json::from_str(&list_text.replace('\'', "\"")).map_err(|_| {
+            ApiError::bad_request(format!(
+                "EntityNames must be a list of strings, got {list_text}"
+            ))
+        })?;
     let mut values = Vec::new();
     for name in &names {
-        let table = store.table(name).ok_or_else(|| super::store::unknown_table(name))?;
+        let table = store
+            .table(name)
+            .ok_or_else(|| super::store::unknown_table(name))?;
         values.push(table.rows.len());
     }
     Ok(ApiResponse::json(
@@ -270,7 +278,9 @@ fn logical_name_argument(segment: &str, prefix: &str) -> Result<Option<String>, 
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('('))
         .and_then(|rest| rest.strip_suffix(')'))
-        .ok_or_else(|| ApiError::bad_request(format!("Bad Request - Error in query syntax: '{segment}'.")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("Bad Request - Error in query syntax: '{segment}'."))
+        })?;
     match parse_entity_key(inner)? {
         EntityKey::Alternate(pairs) if pairs.len() == 1 && pairs[0].0 == "LogicalName" => {
             Ok(pairs[0].1.as_str().map(str::to_string))
@@ -281,14 +291,20 @@ fn logical_name_argument(segment: &str, prefix: &str) -> Result<Option<String>, 
     }
 }
 
-fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<ApiResponse, ApiError> {
+fn metadata(
+    store: &Store,
+    request: &ApiRequest,
+    segments: &[String],
+) -> Result<ApiResponse, ApiError> {
     let options = QueryOptions::parse(&request.query);
     let select = options.select();
     let root = &request.api_root;
     let table_name = logical_name_argument(&segments[0], "EntityDefinitions")?;
     let Some(table_name) = table_name else {
         if segments.len() > 1 {
-            return Err(ApiError::bad_request("Address a table as EntityDefinitions(LogicalName='...')"));
+            return Err(ApiError::bad_request(
+                "Address a table as EntityDefinitions(LogicalName='...')",
+            ));
         }
         let filter = options.get("$filter").map(parse_filter).transpose()?;
         let value: Vec<Json> = store
@@ -296,7 +312,9 @@ fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<
             .map(|table| table.def.metadata())
             .filter(|entry| {
                 filter.as_ref().is_none_or(|filter| {
-                    entry.as_object().is_some_and(|object| matches_filter(object, filter))
+                    entry
+                        .as_object()
+                        .is_some_and(|object| matches_filter(object, filter))
                 })
             })
             .map(|entry| select_properties(entry, select.as_deref()))
@@ -325,14 +343,19 @@ fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<
         .map(|cast| {
             cast.strip_prefix("Microsoft.Dynamics.CRM.")
                 .map(str::to_string)
-                .ok_or_else(|| ApiError::bad_request(format!("'{cast}' is not a metadata type cast")))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("'{cast}' is not a metadata type cast"))
+                })
         })
         .transpose()?;
     let expand_option_set = options
         .get("$expand")
         .is_some_and(|expand| expand.split(',').any(|e| e.trim() == "OptionSet"));
     let render = |attribute: &super::schema::AttributeDef| {
-        let mut entry = select_properties(attribute.metadata(&table.def.logical_name), select.as_deref());
+        let mut entry = select_properties(
+            attribute.metadata(&table.def.logical_name),
+            select.as_deref(),
+        );
         if expand_option_set
             && let (Some(option_set), Some(map)) = (attribute.option_set(), entry.as_object_mut())
         {
@@ -346,7 +369,13 @@ fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<
     };
     match attribute_name {
         None => {
-            let value: Vec<Json> = table.def.attributes.iter().filter(fits_cast).map(render).collect();
+            let value: Vec<Json> = table
+                .def
+                .attributes
+                .iter()
+                .filter(fits_cast)
+                .map(render)
+                .collect();
             Ok(ApiResponse::json(
                 200,
                 &json!({
@@ -356,16 +385,16 @@ fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<
             ))
         }
         Some(name) => {
-            let attribute = table
-                .def
-                .attribute(&name)
-                .ok_or_else(|| {
-                    ApiError::new(
-                        404,
-                        "0x80040217",
-                        format!("Could not find attribute '{name}' on entity '{}'.", table.def.logical_name),
-                    )
-                })?;
+            let attribute = table.def.attribute(&name).ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "0x80040217",
+                    format!(
+                        "Could not find attribute '{name}' on entity '{}'.",
+                        table.def.logical_name
+                    ),
+                )
+            })?;
             if !fits_cast(&attribute) {
                 return Err(ApiError::bad_request(format!(
                     "The attribute '{name}' is a {} and cannot be cast to {}.",
@@ -377,7 +406,10 @@ fn metadata(store: &Store, request: &ApiRequest, segments: &[String]) -> Result<
             if let Some(map) = entry.as_object_mut() {
                 map.insert(
                     "@odata.context".to_string(),
-                    json!(format!("{root}$metadata#EntityDefinitions('{}')/Attributes/$entity", table.def.logical_name)),
+                    json!(format!(
+                        "{root}$metadata#EntityDefinitions('{}')/Attributes/$entity",
+                        table.def.logical_name
+                    )),
                 );
             }
             Ok(ApiResponse::json(200, &entry))
@@ -401,26 +433,42 @@ fn check_select(table: &TableDef, select: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn render_row(store: &Store, table: &TableState, row: &StoredRow, options: &RenderOptions<'_>) -> Json {
+fn render_row(
+    store: &Store,
+    table: &TableState,
+    row: &StoredRow,
+    options: &RenderOptions<'_>,
+) -> Json {
     let mut body = Map::new();
-    body.insert("@odata.etag".to_string(), json!(format!("W/\"{}\"", row.version)));
+    body.insert(
+        "@odata.etag".to_string(),
+        json!(format!("W/\"{}\"", row.version)),
+    );
     for attribute in &table.def.attributes {
         let wire = attribute.wire_name();
         let selected = attribute.logical_name == table.def.primary_id
-            || options.select.is_none_or(|select| select.iter().any(|c| *c == wire));
+            || options.select.is_none_or(|select| select.contains(&wire));
         if !selected {
             continue;
         }
-        let value = row.fields.get(&attribute.logical_name).cloned().unwrap_or(Json::Null);
+        let value = row
+            .fields
+            .get(&attribute.logical_name)
+            .cloned()
+            .unwrap_or(Json::Null);
         if options.formatted && !value.is_null() {
             let formatted = match attribute.kind {
                 AttributeType::Picklist | AttributeType::State | AttributeType::Status => value
                     .as_i64()
                     .and_then(|option| attribute.option_label(option))
                     .map(str::to_string),
-                AttributeType::Boolean => attribute.boolean_labels.as_ref().and_then(|(no, yes)| {
-                    value.as_bool().map(|flag| if flag { yes.clone() } else { no.clone() })
-                }),
+                AttributeType::Boolean => {
+                    attribute.boolean_labels.as_ref().and_then(|(no, yes)| {
+                        value
+                            .as_bool()
+                            .map(|flag| if flag { yes.clone() } else { no.clone() })
+                    })
+                }
                 AttributeType::Money => value.as_f64().map(|amount| format!("${amount:.2}")),
                 AttributeType::Lookup => lookup_name(store, attribute.target.as_deref(), &value),
                 _ => None,
@@ -432,7 +480,8 @@ fn render_row(store: &Store, table: &TableState, row: &StoredRow, options: &Rend
                 );
             }
         }
-        if options.lookup_annotations && attribute.kind == AttributeType::Lookup && !value.is_null() {
+        if options.lookup_annotations && attribute.kind == AttributeType::Lookup && !value.is_null()
+        {
             body.insert(
                 format!("{wire}@Microsoft.Dynamics.CRM.associatednavigationproperty"),
                 json!(attribute.navigation),
@@ -457,7 +506,10 @@ pub fn all_rows(store: &Store, logical: &str) -> Vec<Json> {
         formatted: false,
         lookup_annotations: false,
     };
-    let start = ListPosition { in_deletes: false, after: 0 };
+    let start = ListPosition {
+        in_deletes: false,
+        after: 0,
+    };
     let (changes, _) = table.changes(0, table.version, start, false, usize::MAX);
     changes
         .into_iter()
@@ -507,7 +559,9 @@ impl Cookie {
             let end = text[start..].find('"')? + start;
             Some(&text[start..end])
         };
-        let page: u64 = attribute("pagenumber").and_then(|p| p.parse().ok()).ok_or_else(invalid)?;
+        let page: u64 = attribute("pagenumber")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(invalid)?;
         let inner = attribute("pagingcookie").ok_or_else(invalid)?;
         let mut fields = std::collections::HashMap::new();
         for pair in inner.split(';') {
@@ -515,7 +569,10 @@ impl Cookie {
             fields.insert(key, value);
         }
         let number = |key: &str| -> Result<u64, ApiError> {
-            fields.get(key).and_then(|v| v.parse().ok()).ok_or_else(invalid)
+            fields
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(invalid)
         };
         Ok(Cookie {
             page,
@@ -545,7 +602,9 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
                 return Err(ApiError::new(
                     400,
                     "0x80060888",
-                    format!("The \"${option}\" query parameter isn't supported when Change Tracking is enabled."),
+                    format!(
+                        "The \"${option}\" query parameter isn't supported when Change Tracking is enabled."
+                    ),
                 ));
             }
         }
@@ -564,9 +623,13 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     }
     let filter = options.get("$filter").map(parse_filter).transpose()?;
     let asked_page_size = preferences.max_page_size;
-    let page_size = asked_page_size.unwrap_or(MAX_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
+    let page_size = asked_page_size
+        .unwrap_or(MAX_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
     let top = if asked_page_size.is_none() {
-        options.get("$top").and_then(|top| top.parse::<usize>().ok())
+        options
+            .get("$top")
+            .and_then(|top| top.parse::<usize>().ok())
     } else {
         None
     };
@@ -582,7 +645,10 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
                 page: 1,
                 since,
                 upto: table.version,
-                position: ListPosition { in_deletes: false, after: 0 },
+                position: ListPosition {
+                    in_deletes: false,
+                    after: 0,
+                },
                 delta: delta_token.is_some(),
             }
         }
@@ -598,7 +664,13 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     let mut next;
     // A filter may drop rows, so keep reading until the page is full or the listing ends.
     loop {
-        let (changes, more) = table.changes(cookie.since, cookie.upto, position, cookie.delta, limit - value.len());
+        let (changes, more) = table.changes(
+            cookie.since,
+            cookie.upto,
+            position,
+            cookie.delta,
+            limit - value.len(),
+        );
         for change in changes {
             match change {
                 Change::Upsert(_, row) => {
@@ -643,20 +715,33 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     let mut body = Map::new();
     body.insert("@odata.context".to_string(), json!(context));
     if options.get("$count").is_some_and(|count| count == "true") {
-        body.insert("@odata.count".to_string(), json!(value.len().min(MAX_PAGE_SIZE)));
+        body.insert(
+            "@odata.count".to_string(),
+            json!(value.len().min(MAX_PAGE_SIZE)),
+        );
     }
     body.insert("value".to_string(), Json::Array(value));
     let base_query = options.encoded_without(&["$skiptoken", "$deltatoken"]);
     let link = |extra: String| {
         let separator = if base_query.is_empty() { "" } else { "&" };
-        format!("{}{}?{base_query}{separator}{extra}", request.api_root, table.def.entity_set)
+        format!(
+            "{}{}?{base_query}{separator}{extra}",
+            request.api_root, table.def.entity_set
+        )
     };
     match next {
         Some(position) => {
-            let next_cookie = Cookie { page: cookie.page + 1, position, ..cookie };
+            let next_cookie = Cookie {
+                page: cookie.page + 1,
+                position,
+                ..cookie
+            };
             body.insert(
                 "@odata.nextLink".to_string(),
-                json!(link(format!("$skiptoken={}", percent_encode(&next_cookie.encode())))),
+                json!(link(format!(
+                    "$skiptoken={}",
+                    percent_encode(&next_cookie.encode())
+                ))),
             );
         }
         None if tracking => {
@@ -674,7 +759,10 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
         applied.push("odata.track-changes".to_string());
     }
     if let Some(asked) = asked_page_size {
-        applied.push(format!("odata.maxpagesize={}", asked.clamp(1, MAX_PAGE_SIZE)));
+        applied.push(format!(
+            "odata.maxpagesize={}",
+            asked.clamp(1, MAX_PAGE_SIZE)
+        ));
     }
     if let Some(annotations) = &preferences.include_annotations {
         applied.push(format!("odata.include-annotations=\"{annotations}\""));
@@ -685,8 +773,15 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     Ok(response)
 }
 
-fn retrieve(store: &Store, logical: &str, key: &EntityKey, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
-    let table = store.table(logical).ok_or_else(|| super::store::unknown_table(logical))?;
+fn retrieve(
+    store: &Store,
+    logical: &str,
+    key: &EntityKey,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
+    let table = store
+        .table(logical)
+        .ok_or_else(|| super::store::unknown_table(logical))?;
     let id = table
         .resolve_key(key)?
         .ok_or_else(|| ApiError::row_not_found(logical, &describe_key(key)))?;
@@ -699,7 +794,9 @@ fn retrieve(store: &Store, logical: &str, key: &EntityKey, request: &ApiRequest)
     let row = &table.rows[&id];
     let etag = format!("W/\"{}\"", row.version);
     if !preferences.wants_formatted_values()
-        && request.header("If-None-Match").is_some_and(|tag| tag == etag)
+        && request
+            .header("If-None-Match")
+            .is_some_and(|tag| tag == etag)
     {
         return Ok(ApiResponse::empty(304));
     }
@@ -716,12 +813,18 @@ fn retrieve(store: &Store, logical: &str, key: &EntityKey, request: &ApiRequest)
     if let Some(map) = body.as_object_mut() {
         map.insert(
             "@odata.context".to_string(),
-            json!(format!("{}$metadata#{}/$entity", request.api_root, table.def.entity_set)),
+            json!(format!(
+                "{}$metadata#{}/$entity",
+                request.api_root, table.def.entity_set
+            )),
         );
     }
     let mut response = ApiResponse::json(200, &body).with_header("ETag", etag);
     if let Some(annotations) = &preferences.include_annotations {
-        response = response.with_header("Preference-Applied", format!("odata.include-annotations=\"{annotations}\""));
+        response = response.with_header(
+            "Preference-Applied",
+            format!("odata.include-annotations=\"{annotations}\""),
+        );
     }
     Ok(response)
 }
@@ -740,7 +843,9 @@ fn describe_key(key: &EntityKey) -> String {
 fn body_object(request: &ApiRequest) -> Result<Map<String, Json>, ApiError> {
     match serde_json::from_str::<Json>(&request.body) {
         Ok(Json::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("The request body must be a JSON object.")),
+        Ok(_) => Err(ApiError::bad_request(
+            "The request body must be a JSON object.",
+        )),
         Err(error) => Err(ApiError::bad_request(format!(
             "The request body is not valid JSON: {error}"
         ))),
@@ -759,7 +864,9 @@ fn written_response(
     request: &ApiRequest,
     is_post: bool,
 ) -> Result<ApiResponse, ApiError> {
-    let table = store.table(logical).ok_or_else(|| super::store::unknown_table(logical))?;
+    let table = store
+        .table(logical)
+        .ok_or_else(|| super::store::unknown_table(logical))?;
     let url = entity_url(request, &table.def, id);
     let preferences = request.preferences();
     let response = if preferences.return_representation {
@@ -778,7 +885,10 @@ fn written_response(
         if let Some(map) = body.as_object_mut() {
             map.insert(
                 "@odata.context".to_string(),
-                json!(format!("{}$metadata#{}/$entity", request.api_root, table.def.entity_set)),
+                json!(format!(
+                    "{}$metadata#{}/$entity",
+                    request.api_root, table.def.entity_set
+                )),
             );
         }
         let status = if is_post || created { 201 } else { 200 };
@@ -787,7 +897,11 @@ fn written_response(
         ApiResponse::empty(204)
     };
     let response = response.with_header("OData-EntityId", url.clone());
-    Ok(if is_post { response.with_header("Location", url) } else { response })
+    Ok(if is_post {
+        response.with_header("Location", url)
+    } else {
+        response
+    })
 }
 
 fn create(store: &mut Store, logical: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
@@ -798,10 +912,14 @@ fn create(store: &mut Store, logical: &str, request: &ApiRequest) -> Result<ApiR
         .unwrap_or_default();
     let id = match input.get(&primary) {
         Some(Json::String(given)) => uuid::Uuid::parse_str(given)
-            .map_err(|_| ApiError::bad_request(format!("'{primary}' must be a GUID, got '{given}'.")))?
+            .map_err(|_| {
+                ApiError::bad_request(format!("'{primary}' must be a GUID, got '{given}'."))
+            })?
             .to_string(),
         Some(other) => {
-            return Err(ApiError::bad_request(format!("'{primary}' must be a GUID, got {other}.")));
+            return Err(ApiError::bad_request(format!(
+                "'{primary}' must be a GUID, got {other}."
+            )));
         }
         None => uuid::Uuid::new_v4().to_string(),
     };
@@ -809,9 +927,16 @@ fn create(store: &mut Store, logical: &str, request: &ApiRequest) -> Result<ApiR
     written_response(store, logical, &id, created, request, true)
 }
 
-fn upsert(store: &mut Store, logical: &str, key: &EntityKey, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+fn upsert(
+    store: &mut Store,
+    logical: &str,
+    key: &EntityKey,
+    request: &ApiRequest,
+) -> Result<ApiResponse, ApiError> {
     let mut input = body_object(request)?;
-    let table = store.table(logical).ok_or_else(|| super::store::unknown_table(logical))?;
+    let table = store
+        .table(logical)
+        .ok_or_else(|| super::store::unknown_table(logical))?;
     let existing = table.resolve_key(key)?;
     let id = match (key, existing) {
         (EntityKey::Id(id), _) => id.clone(),
@@ -825,7 +950,9 @@ fn upsert(store: &mut Store, logical: &str, key: &EntityKey, request: &ApiReques
         }
     };
     let if_match = request.header("If-Match");
-    let if_none_match = request.header("If-None-Match").filter(|value| *value != "null");
+    let if_none_match = request
+        .header("If-None-Match")
+        .filter(|value| *value != "null");
     let (mode, expected) = match (if_match, if_none_match) {
         (Some("*"), _) => (WriteMode::UpdateOnly, None),
         (Some(tag), _) => {
@@ -833,7 +960,9 @@ fn upsert(store: &mut Store, logical: &str, key: &EntityKey, request: &ApiReques
                 .trim_start_matches("W/")
                 .trim_matches('"')
                 .parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("The If-Match value '{tag}' is not an ETag.")))?;
+                .map_err(|_| {
+                    ApiError::bad_request(format!("The If-Match value '{tag}' is not an ETag."))
+                })?;
             (WriteMode::UpdateOnly, Some(version))
         }
         (None, Some("*")) => (WriteMode::CreateOnly, None),
@@ -844,7 +973,9 @@ fn upsert(store: &mut Store, logical: &str, key: &EntityKey, request: &ApiReques
 }
 
 fn delete(store: &mut Store, logical: &str, key: &EntityKey) -> Result<ApiResponse, ApiError> {
-    let table = store.table(logical).ok_or_else(|| super::store::unknown_table(logical))?;
+    let table = store
+        .table(logical)
+        .ok_or_else(|| super::store::unknown_table(logical))?;
     let id = table
         .resolve_key(key)?
         .ok_or_else(|| ApiError::row_not_found(logical, &describe_key(key)))?;
@@ -862,7 +993,10 @@ mod tests {
             page: 3,
             since: 10,
             upto: 99,
-            position: ListPosition { in_deletes: true, after: 42 },
+            position: ListPosition {
+                in_deletes: true,
+                after: 42,
+            },
             delta: true,
         };
         assert_eq!(Cookie::decode(&cookie.encode()), Ok(cookie));

@@ -46,7 +46,9 @@ impl Tokens {
         else {
             return false;
         };
-        self.lock().get(token.trim()).is_some_and(|expires| now < *expires)
+        self.lock()
+            .get(token.trim())
+            .is_some_and(|expires| now < *expires)
     }
 
     /// Forgets every token.
@@ -92,7 +94,10 @@ pub async fn token_endpoint(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             70003,
-            format!("The app requested an unsupported grant type '{}'.", field("grant_type")),
+            format!(
+                "The app requested an unsupported grant type '{}'.",
+                field("grant_type")
+            ),
         );
     }
     let scope = field("scope");
@@ -109,7 +114,9 @@ pub async fn token_endpoint(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
             1002012,
-            format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+            format!(
+                "The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."
+            ),
         );
     }
     if field("client_id") != sim.inner.client_id {
@@ -132,7 +139,8 @@ pub async fn token_endpoint(
         );
     }
     let lifetime = sim.inner.token_lifetime;
-    let expires = sim.now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
+    let expires =
+        sim.now() + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::hours(1));
     let token = sim.inner.tokens.issue(expires);
     axum::Json(json!({
         "token_type": "Bearer",

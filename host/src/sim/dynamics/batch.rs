@@ -65,7 +65,13 @@ fn run(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiError>
                     .iter()
                     .position(|item| item.changeset != Some(changeset))
                     .map_or(items.len(), |offset| index + offset);
-                let failure = run_changeset(store, request, &items[index..end], &response_boundary, &mut body)?;
+                let failure = run_changeset(
+                    store,
+                    request,
+                    &items[index..end],
+                    &response_boundary,
+                    &mut body,
+                )?;
                 index = end;
                 failure
             }
@@ -104,7 +110,9 @@ fn run_changeset(
     let mut responses = Vec::new();
     for item in items {
         if item.message.start_line.starts_with("GET ") {
-            return Err(ApiError::bad_request("GET requests are not allowed inside a change set."));
+            return Err(ApiError::bad_request(
+                "GET requests are not allowed inside a change set.",
+            ));
         }
         let response = dispatch(store, request, &item.message, &references)?;
         if response.status >= 400 {
@@ -113,7 +121,10 @@ fn run_changeset(
             write_http_part(body, response_boundary, &[], &to_message(&response));
             return Ok(Some(response.status));
         }
-        if let (Some(content_id), Some(url)) = (&item.content_id, response_header(&response, "OData-EntityId")) {
+        if let (Some(content_id), Some(url)) = (
+            &item.content_id,
+            response_header(&response, "OData-EntityId"),
+        ) {
             references.push((format!("${content_id}"), url.to_string()));
         }
         responses.push((item.content_id.clone(), response));
@@ -125,7 +136,12 @@ fn run_changeset(
             .as_deref()
             .map(|id| vec![("Content-ID", id)])
             .unwrap_or_default();
-        write_http_part(&mut inner, &changeset_boundary, &headers, &to_message(response));
+        write_http_part(
+            &mut inner,
+            &changeset_boundary,
+            &headers,
+            &to_message(response),
+        );
     }
     write_end(&mut inner, &changeset_boundary);
     body.push_str(&format!(
@@ -143,9 +159,14 @@ fn response_header<'a>(response: &'a ApiResponse, name: &str) -> Option<&'a str>
 }
 
 fn read_items(body: &str, boundary: &str) -> Result<Vec<BatchItem>, ApiError> {
-    let invalid = |what: String| ApiError::bad_request(format!("The $batch body is malformed: {what}"));
+    let invalid =
+        |what: String| ApiError::bad_request(format!("The $batch body is malformed: {what}"));
     let mut items = Vec::new();
-    for (changeset_index, part) in split_parts(body, boundary).map_err(invalid)?.into_iter().enumerate() {
+    for (changeset_index, part) in split_parts(body, boundary)
+        .map_err(invalid)?
+        .into_iter()
+        .enumerate()
+    {
         let part_type = part.header("Content-Type").unwrap_or_default();
         if let Some(inner_boundary) = boundary_of(part_type) {
             for inner in split_parts(&part.content, &inner_boundary).map_err(invalid)? {
@@ -201,7 +222,9 @@ fn dispatch(
         api_root: outer.api_root.clone(),
     };
     if inner.path == "$batch" {
-        return Err(ApiError::bad_request("Nested $batch requests are not supported."));
+        return Err(ApiError::bad_request(
+            "Nested $batch requests are not supported.",
+        ));
     }
     Ok(handle(store, &inner))
 }
@@ -210,7 +233,10 @@ fn resolve_reference(target: &str, references: &[(String, String)]) -> Result<St
     let Some(rest) = target.strip_prefix('$') else {
         return Ok(target.to_string());
     };
-    let (id, tail) = rest.split_at(rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len()));
+    let (id, tail) = rest.split_at(
+        rest.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len()),
+    );
     if id.is_empty() {
         return Ok(target.to_string());
     }
@@ -218,7 +244,11 @@ fn resolve_reference(target: &str, references: &[(String, String)]) -> Result<St
         .iter()
         .find(|(reference, _)| *reference == format!("${id}"))
         .map(|(_, url)| format!("{url}{tail}"))
-        .ok_or_else(|| ApiError::bad_request(format!("Content-ID Reference: '${id}' does not exist in the batch context.")))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Content-ID Reference: '${id}' does not exist in the batch context."
+            ))
+        })
 }
 
 fn to_message(response: &ApiResponse) -> HttpMessage {

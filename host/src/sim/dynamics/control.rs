@@ -31,8 +31,14 @@ pub fn routes() -> axum::Router<DynamicsSim> {
     axum::Router::new()
         .route("/_sim/tables/{table}/rows", get(list_rows))
         .route("/_sim/tables/{table}/count", get(count_rows))
-        .route("/_sim/tables/{table}/rows/{id}", put(upsert_row).delete(delete_row))
-        .route("/_sim/tables/{table}/attributes/{attribute}", post(change_attribute))
+        .route(
+            "/_sim/tables/{table}/rows/{id}",
+            put(upsert_row).delete(delete_row),
+        )
+        .route(
+            "/_sim/tables/{table}/attributes/{attribute}",
+            post(change_attribute),
+        )
         .route("/_sim/faults", get(get_faults).put(set_faults))
         .route("/_sim/faults/stats", get(fault_stats))
         .route("/_sim/clock/advance", post(advance_clock))
@@ -40,7 +46,11 @@ pub fn routes() -> axum::Router<DynamicsSim> {
 }
 
 fn refused(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({"error": {"code": "", "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": "", "message": message}})),
+    )
+        .into_response()
 }
 
 fn outcome(result: Result<(), SimError>) -> Response {
@@ -50,23 +60,27 @@ fn outcome(result: Result<(), SimError>) -> Response {
     }
 }
 
-fn known_table(sim: &DynamicsSim, table: &str) -> Result<(), Response> {
+/// The 404 for a table the simulator does not have, or `None` when it exists.
+fn unknown_table(sim: &DynamicsSim, table: &str) -> Option<Response> {
     if sim.store().table(table).is_some() {
-        Ok(())
+        None
     } else {
-        Err(refused(StatusCode::NOT_FOUND, format!("the simulator has no table '{table}'")))
+        Some(refused(
+            StatusCode::NOT_FOUND,
+            format!("the simulator has no table '{table}'"),
+        ))
     }
 }
 
 async fn list_rows(State(sim): State<DynamicsSim>, Path(table): Path<String>) -> Response {
-    if let Err(response) = known_table(&sim, &table) {
+    if let Some(response) = unknown_table(&sim, &table) {
         return response;
     }
     Json(sim.rows(&table)).into_response()
 }
 
 async fn count_rows(State(sim): State<DynamicsSim>, Path(table): Path<String>) -> Response {
-    if let Err(response) = known_table(&sim, &table) {
+    if let Some(response) = unknown_table(&sim, &table) {
         return response;
     }
     Json(json!({"count": sim.count(&table)})).into_response()
@@ -80,7 +94,10 @@ async fn upsert_row(
     outcome(sim.upsert(&table, &id, fields))
 }
 
-async fn delete_row(State(sim): State<DynamicsSim>, Path((table, id)): Path<(String, String)>) -> Response {
+async fn delete_row(
+    State(sim): State<DynamicsSim>,
+    Path((table, id)): Path<(String, String)>,
+) -> Response {
     outcome(sim.delete(&table, &id))
 }
 

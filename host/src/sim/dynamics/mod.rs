@@ -173,7 +173,10 @@ impl DynamicsSim {
         let api = Router::new()
             .route("/api/data/v9.2/{*rest}", any(serve_api))
             .route_layer(axum::middleware::from_fn_with_state(
-                (self.inner.faults.clone(), render_rejection as fn(&Rejection) -> Response),
+                (
+                    self.inner.faults.clone(),
+                    render_rejection as fn(&Rejection) -> Response,
+                ),
                 fault_middleware,
             ))
             .with_state(self.clone());
@@ -207,7 +210,9 @@ impl DynamicsSim {
 
     /// The number of rows of `table` (0 for an unknown table).
     pub fn count(&self, table: &str) -> usize {
-        self.store().table(table).map_or(0, |state| state.rows.len())
+        self.store()
+            .table(table)
+            .map_or(0, |state| state.rows.len())
     }
 
     /// The fault injector of the Web API routes.
@@ -226,7 +231,12 @@ impl DynamicsSim {
     }
 
     /// Changes the schema (schema drift): retype or remove `attribute` of `table`.
-    pub fn change_attribute(&self, table: &str, attribute: &str, change: AttributeChange) -> Result<(), SimError> {
+    pub fn change_attribute(
+        &self,
+        table: &str,
+        attribute: &str,
+        change: AttributeChange,
+    ) -> Result<(), SimError> {
         self.store()
             .change_attribute(table, attribute, &change)
             .map_err(rejected)
@@ -254,9 +264,17 @@ fn render_rejection(rejection: &Rejection) -> Response {
         Rejection::Throttled { retry_after } => (
             429,
             Some(*retry_after),
-            ApiError::new(429, "0x80072322", "Number of requests exceeded the limit of 6000 over time window of 300 seconds."),
+            ApiError::new(
+                429,
+                "0x80072322",
+                "Number of requests exceeded the limit of 6000 over time window of 300 seconds.",
+            ),
         ),
-        Rejection::RequestLimit { max_requests, window, retry_after } => (
+        Rejection::RequestLimit {
+            max_requests,
+            window,
+            retry_after,
+        } => (
             429,
             Some(*retry_after),
             ApiError::new(
@@ -271,7 +289,11 @@ fn render_rejection(rejection: &Rejection) -> Response {
         Rejection::ConcurrencyLimit { max_concurrent } => (
             429,
             Some(Duration::from_secs(1)),
-            ApiError::new(429, "0x80072326", format!("Number of concurrent requests exceeded the limit of {max_concurrent}.")),
+            ApiError::new(
+                429,
+                "0x80072326",
+                format!("Number of concurrent requests exceeded the limit of {max_concurrent}."),
+            ),
         ),
         Rejection::ServerError { status } => (
             *status,
@@ -280,7 +302,8 @@ fn render_rejection(rejection: &Rejection) -> Response {
         ),
     };
     let mut response = to_axum(&ApiResponse::error(&error));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     if let Some(wait) = retry_after {
         // Retry-After is whole seconds; round up so a client never comes back too early.
         let seconds = wait.as_millis().div_ceil(1000).max(1);
@@ -293,9 +316,13 @@ fn render_rejection(rejection: &Rejection) -> Response {
 
 fn to_axum(response: &ApiResponse) -> Response {
     let mut out = Response::new(Body::from(response.body.clone()));
-    *out.status_mut() = StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *out.status_mut() =
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in &response.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
             out.headers_mut().append(name, value);
         }
     }
@@ -329,7 +356,9 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
         headers: parts
             .headers
             .iter()
-            .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
             .collect(),
         body,
         api_root: format!("http://{host}{API_PREFIX}"),

@@ -328,7 +328,8 @@ pub fn parse_filter(filter: &str) -> Result<Vec<Comparison>, ApiError> {
     for clause in split_and(filter) {
         let clause = clause.trim().trim_start_matches('(').trim_end_matches(')');
         let mut words = clause.splitn(3, ' ');
-        let (Some(field), Some(operator), Some(literal)) = (words.next(), words.next(), words.next())
+        let (Some(field), Some(operator), Some(literal)) =
+            (words.next(), words.next(), words.next())
         else {
             return Err(unsupported_filter(filter));
         };
@@ -420,7 +421,9 @@ mod tests {
 
     #[test]
     fn query_round_trips_through_encoding() {
-        let options = QueryOptions::parse("$select=firstname,lastname&$deltatoken=12%2111%2F02%2F2026%2010%3A00%3A00");
+        let options = QueryOptions::parse(
+            "$select=firstname,lastname&$deltatoken=12%2111%2F02%2F2026%2010%3A00%3A00",
+        );
         assert_eq!(options.get("$deltatoken"), Some("12!11/02/2026 10:00:00"));
         let again = QueryOptions::parse(&options.encoded_without(&[]));
         assert_eq!(again, options);

@@ -220,7 +220,11 @@ impl AttributeDef {
                 map.insert("Targets".to_string(), json!([target]));
             }
             if self.kind == AttributeType::DateTime {
-                let format = if self.date_only { "DateOnly" } else { "DateAndTime" };
+                let format = if self.date_only {
+                    "DateOnly"
+                } else {
+                    "DateAndTime"
+                };
                 map.insert("Format".to_string(), json!(format));
             }
         }
@@ -475,7 +479,10 @@ pub fn apply_change(
                 .retain(|key| !key.iter().any(|part| part == attribute));
         }
         AttributeChange::Retype(kind) => {
-            if matches!(kind, AttributeType::Lookup | AttributeType::Uniqueidentifier) {
+            if matches!(
+                kind,
+                AttributeType::Lookup | AttributeType::Uniqueidentifier
+            ) {
                 return Err(format!(
                     "the simulator cannot retype to {}: choose a simple type",
                     kind.name()
@@ -525,7 +532,11 @@ mod tests {
         let vehicle = vehicle();
         let lookup = vehicle.attribute("new_contactid").expect("declared");
         assert_eq!(lookup.wire_name(), "_new_contactid_value");
-        assert!(vehicle.attribute_by_wire_name("_new_contactid_value").is_some());
+        assert!(
+            vehicle
+                .attribute_by_wire_name("_new_contactid_value")
+                .is_some()
+        );
     }
 
     #[test]

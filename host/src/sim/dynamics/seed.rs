@@ -6,10 +6,12 @@ use serde_json::{Map, Value as Json, json};
 use super::store::{Store, WriteMode};
 
 const FIRST_NAMES: [&str; 12] = [
-    "Ann", "Bob", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kai", "Lena",
+    "Ann", "Bob", "Chloé", "Dmitri", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kai",
+    "Lena",
 ];
 const LAST_NAMES: [&str; 10] = [
-    "Andersen", "Brown", "Costa", "Dubois", "Evans", "Fischer", "García", "Hughes", "Ivanova", "O'Neil",
+    "Andersen", "Brown", "Costa", "Dubois", "Evans", "Fischer", "García", "Hughes", "Ivanova",
+    "O'Neil",
 ];
 const MODELS: [&str; 5] = ["Roadster", "Tourer", "Hatch", "Wagon", "Pickup"];
 
@@ -24,9 +26,9 @@ pub fn seeded_id(table: &str, index: usize) -> String {
 }
 
 fn seed_of(table: &str) -> u64 {
-    table
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3))
+    table.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn object(value: Json) -> Map<String, Json> {
@@ -67,7 +69,13 @@ pub fn seed(store: &mut Store, contacts: usize, vehicles: usize) -> Result<(), S
             "donotphone": rng.bool(),
         }));
         store
-            .write("contact", &seeded_id("contact", index), &fields, WriteMode::Upsert, None)
+            .write(
+                "contact",
+                &seeded_id("contact", index),
+                &fields,
+                WriteMode::Upsert,
+                None,
+            )
             .map_err(|error| format!("seeding contact {index}: {}", error.message))?;
     }
     for index in 0..vehicles {
@@ -78,10 +86,19 @@ pub fn seed(store: &mut Store, contacts: usize, vehicles: usize) -> Result<(), S
         }));
         if contacts > 0 {
             let owner = seeded_id("contact", (index * 7) % contacts);
-            fields.insert("new_contactid@odata.bind".to_string(), json!(format!("/contacts({owner})")));
+            fields.insert(
+                "new_contactid@odata.bind".to_string(),
+                json!(format!("/contacts({owner})")),
+            );
         }
         store
-            .write("new_vehicle", &seeded_id("new_vehicle", index), &fields, WriteMode::Upsert, None)
+            .write(
+                "new_vehicle",
+                &seeded_id("new_vehicle", index),
+                &fields,
+                WriteMode::Upsert,
+                None,
+            )
             .map_err(|error| format!("seeding vehicle {index}: {}", error.message))?;
     }
     Ok(())
@@ -107,7 +124,11 @@ mod tests {
             contacts.rows[&id].fields["emailaddress1"],
             second.table("contact").expect("seeded").rows[&id].fields["emailaddress1"]
         );
-        let inactive = contacts.rows.values().filter(|row| row.fields["statecode"] == json!(1)).count();
+        let inactive = contacts
+            .rows
+            .values()
+            .filter(|row| row.fields["statecode"] == json!(1))
+            .count();
         assert_eq!(inactive, 5);
         assert_eq!(first.table("new_vehicle").expect("seeded").rows.len(), 10);
     }

@@ -149,7 +149,11 @@ impl TableState {
             }
         }
         if include_deletes {
-            let after = if position.in_deletes { position.after } else { 0 };
+            let after = if position.in_deletes {
+                position.after
+            } else {
+                0
+            };
             let from = since.max(after) + 1;
             if from <= upto {
                 for (version, id) in self.tombstones.range(from..=upto) {
@@ -246,7 +250,9 @@ impl Store {
 
     /// The table whose entity set is `set`.
     pub fn table_by_set(&self, set: &str) -> Option<&TableState> {
-        self.tables.values().find(|table| table.def.entity_set == set)
+        self.tables
+            .values()
+            .find(|table| table.def.entity_set == set)
     }
 
     fn table_mut(&mut self, name: &str) -> Result<&mut TableState, ApiError> {
@@ -375,8 +381,10 @@ impl Store {
                     .to_string()
             };
             let full = format!("{} {}", part("firstname"), part("lastname"));
-            row.fields
-                .insert("fullname".to_string(), Json::String(full.trim().to_string()));
+            row.fields.insert(
+                "fullname".to_string(),
+                Json::String(full.trim().to_string()),
+            );
         }
         row.version = version;
         state.by_version.insert(version, id.to_string());
@@ -445,7 +453,10 @@ fn edm_type(attribute: &AttributeDef) -> &'static str {
         AttributeType::DateTime => "DateTimeOffset",
         AttributeType::Decimal | AttributeType::Money => "Decimal",
         AttributeType::Double => "Double",
-        AttributeType::Integer | AttributeType::Picklist | AttributeType::State | AttributeType::Status => "Int32",
+        AttributeType::Integer
+        | AttributeType::Picklist
+        | AttributeType::State
+        | AttributeType::Status => "Int32",
         AttributeType::Lookup | AttributeType::Uniqueidentifier => "Guid",
         AttributeType::Memo | AttributeType::String => "String",
     }
@@ -504,7 +515,9 @@ fn bound_id(
     value: &Json,
     sets: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
-    let reference = value.as_str().ok_or_else(|| type_error(table, attribute, value))?;
+    let reference = value
+        .as_str()
+        .ok_or_else(|| type_error(table, attribute, value))?;
     let path = reference.rsplit('/').next().unwrap_or(reference);
     let parsed = path
         .strip_suffix(')')
@@ -526,7 +539,11 @@ fn bound_id(
     Ok(id.to_string())
 }
 
-fn convert_value(table: &TableDef, attribute: &AttributeDef, value: &Json) -> Result<Json, ApiError> {
+fn convert_value(
+    table: &TableDef,
+    attribute: &AttributeDef,
+    value: &Json,
+) -> Result<Json, ApiError> {
     if value.is_null() {
         return Ok(Json::Null);
     }
@@ -614,11 +631,20 @@ mod tests {
         let mut store = store();
         let since = store.table("contact").expect("seeded").version;
         store
-            .write("contact", ID, &fields(json!({"firstname": "Ann"})), WriteMode::Upsert, None)
+            .write(
+                "contact",
+                ID,
+                &fields(json!({"firstname": "Ann"})),
+                WriteMode::Upsert,
+                None,
+            )
             .expect("valid");
         store.delete("contact", ID).expect("exists");
         let table = store.table("contact").expect("seeded");
-        let start = ListPosition { in_deletes: false, after: 0 };
+        let start = ListPosition {
+            in_deletes: false,
+            after: 0,
+        };
         let (changes, next) = table.changes(since, table.version, start, true, 100);
         assert_eq!(changes, vec![Change::Delete(ID)]);
         assert_eq!(next, None);
@@ -630,23 +656,44 @@ mod tests {
         for n in 1..=3 {
             let id = format!("00000000-0000-4000-8000-00000000000{n}");
             store
-                .write("contact", &id, &fields(json!({"lastname": "x"})), WriteMode::Upsert, None)
+                .write(
+                    "contact",
+                    &id,
+                    &fields(json!({"lastname": "x"})),
+                    WriteMode::Upsert,
+                    None,
+                )
                 .expect("valid");
         }
         let upto = store.table("contact").expect("seeded").version;
-        let start = ListPosition { in_deletes: false, after: 0 };
-        let (first, next) = store.table("contact").expect("seeded").changes(0, upto, start, false, 1);
+        let start = ListPosition {
+            in_deletes: false,
+            after: 0,
+        };
+        let (first, next) = store
+            .table("contact")
+            .expect("seeded")
+            .changes(0, upto, start, false, 1);
         assert_eq!(first.len(), 1);
         let next = next.expect("more pages");
         // Row 2 changes between pages: it leaves this listing and shows up after `upto`.
         store
-            .write("contact", "00000000-0000-4000-8000-000000000002", &fields(json!({"lastname": "y"})), WriteMode::Upsert, None)
+            .write(
+                "contact",
+                "00000000-0000-4000-8000-000000000002",
+                &fields(json!({"lastname": "y"})),
+                WriteMode::Upsert,
+                None,
+            )
             .expect("valid");
         let table = store.table("contact").expect("seeded");
         let (rest, _) = table.changes(0, upto, next, false, 10);
         assert_eq!(rest.len(), 1);
         let (delta, _) = table.changes(upto, table.version, start, true, 10);
-        assert!(matches!(delta[..], [Change::Upsert("00000000-0000-4000-8000-000000000002", _)]));
+        assert!(matches!(
+            delta[..],
+            [Change::Upsert("00000000-0000-4000-8000-000000000002", _)]
+        ));
     }
 
     #[test]
@@ -655,7 +702,9 @@ mod tests {
         let token = store.delta_token(5);
         assert_eq!(store.check_delta_token(&token), Ok(5));
         store.clock.advance(Duration::from_secs(8 * 24 * 3600));
-        let error = store.check_delta_token(&token).expect_err("older than 7 days");
+        let error = store
+            .check_delta_token(&token)
+            .expect_err("older than 7 days");
         assert!(error.message.contains("expired"), "{}", error.message);
     }
 
@@ -664,19 +713,47 @@ mod tests {
         let mut store = store();
         let long = "x".repeat(201);
         let error = store
-            .write("adobe_emailsend", ID, &fields(json!({"subject": long})), WriteMode::Upsert, None)
+            .write(
+                "adobe_emailsend",
+                ID,
+                &fields(json!({"subject": long})),
+                WriteMode::Upsert,
+                None,
+            )
             .expect_err("too long");
         assert_eq!(error.code, "0x80044331");
         let error = store
-            .write("contact", ID, &fields(json!({"gendercode": 9})), WriteMode::Upsert, None)
+            .write(
+                "contact",
+                ID,
+                &fields(json!({"gendercode": 9})),
+                WriteMode::Upsert,
+                None,
+            )
             .expect_err("not an option");
-        assert!(error.message.contains("Accepted Values: 1,2"), "{}", error.message);
+        assert!(
+            error.message.contains("Accepted Values: 1,2"),
+            "{}",
+            error.message
+        );
         let error = store
-            .write("contact", ID, &fields(json!({"nosuch": 1})), WriteMode::Upsert, None)
+            .write(
+                "contact",
+                ID,
+                &fields(json!({"nosuch": 1})),
+                WriteMode::Upsert,
+                None,
+            )
             .expect_err("unknown");
         assert!(error.message.contains("'nosuch'"));
         let error = store
-            .write("contact", ID, &fields(json!({"firstname": "A"})), WriteMode::UpdateOnly, None)
+            .write(
+                "contact",
+                ID,
+                &fields(json!({"firstname": "A"})),
+                WriteMode::UpdateOnly,
+                None,
+            )
             .expect_err("update only");
         assert_eq!(error.status, 404);
     }
@@ -688,7 +765,9 @@ mod tests {
             .write(
                 "adobe_emailsend",
                 ID,
-                &fields(json!({"regardingobjectid_contact@odata.bind": format!("/contacts({ID})")})),
+                &fields(
+                    json!({"regardingobjectid_contact@odata.bind": format!("/contacts({ID})")}),
+                ),
                 WriteMode::Upsert,
                 None,
             )
@@ -699,7 +778,9 @@ mod tests {
             .write(
                 "adobe_emailsend",
                 ID,
-                &fields(json!({"regardingobjectid_contact@odata.bind": format!("/new_vehicles({ID})")})),
+                &fields(
+                    json!({"regardingobjectid_contact@odata.bind": format!("/new_vehicles({ID})")}),
+                ),
                 WriteMode::Upsert,
                 None,
             )
