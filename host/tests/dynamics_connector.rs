@@ -257,7 +257,7 @@ async fn throttled_writer_paces_itself_and_finishes_without_a_retry_storm() {
     assert_eq!(stats.limit_hits, stats.throttled);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_never_exceeds_the_configured_limit() {
     let (sim, server) = start(10).await;
     let mut settings = settings(&server);
@@ -276,7 +276,12 @@ async fn concurrency_never_exceeds_the_configured_limit() {
     for result in futures_join(reads).await {
         result.expect("every read succeeds");
     }
-    assert_eq!(sim.faults().stats().limit_hits, 0);
+    let stats = sim.faults().stats();
+    assert_eq!(stats.limit_hits, 0, "{stats:?}");
+    assert!(
+        (2..=3).contains(&stats.max_in_flight),
+        "requests did overlap, within the limit: {stats:?}"
+    );
 }
 
 /// Runs futures concurrently on this task (the connector is borrowed, not 'static).

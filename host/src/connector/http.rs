@@ -136,7 +136,7 @@ fn quote_body(body: &[u8]) -> String {
 }
 
 /// Classifies a non-success response: 408, 429 and 5xx are transient (with `Retry-After`),
-/// 401/403 are `Auth`, any other status is permanent, all carrying the service's message.
+/// 401 is `Auth`, any other status is permanent, all carrying the service's message.
 pub fn classify_status(
     status: StatusCode,
     headers: &HeaderMap,
@@ -155,7 +155,7 @@ pub fn classify_status(
             message,
             retry_after: parse_retry_after(headers),
         }
-    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    } else if status == StatusCode::UNAUTHORIZED {
         ConnectorError::Auth { message }
     } else {
         ConnectorError::Permanent { message }
