@@ -4,6 +4,8 @@
 
 mod client;
 mod ops;
+mod plugin;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,10 @@ enum Command {
     /// Config tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a simulator of Dynamics 365 or Campaign Standard.
+    Sim(sim::Args),
+    /// Work with mapping plugins (e.g. `conduit plugin test`).
+    Plugin(plugin::PluginArgs),
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -124,6 +130,19 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
+        Command::Sim(_) | Command::Plugin(_) => match cli.command {
+            Command::Sim(args) => sim::run(args).await.map_err(failure),
+            Command::Plugin(args) => plugin::run(args).map_err(failure),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// A plain failure (exit 1) with the whole error chain.
+fn failure(error: anyhow::Error) -> CallError {
+    CallError {
+        code: 1,
+        message: format!("{error:#}"),
     }
 }
 

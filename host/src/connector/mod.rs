@@ -193,3 +193,6 @@ pub trait RecordSink: Send + Sync {
     /// Checks that the credentials work.
     async fn check(&self) -> Result<(), ConnectorError>;
 }
+
+pub mod dynamics365;
+pub mod http;

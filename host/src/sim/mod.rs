@@ -1,1 +1,91 @@
 //! Wire-faithful simulators of the Dataverse Web API and the Campaign Standard API, for the demo, tests and benchmarks.
+//!
+//! Each simulator keeps its data in memory behind a cheap-to-clone handle with a Rust API (for
+//! in-process use) and serves the real wire format over loopback HTTP with [`serve_router`].
+//! [`faults`] is shared: it injects throttling, errors, latency, resets and service limits.
+
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub mod dynamics;
+pub mod faults;
+
+/// Why a simulator could not start or refused a control call.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The listening socket could not be opened.
+    #[error("the simulator cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A control call named something that does not exist or asked for something invalid.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// A running simulator HTTP server; stops when shut down or dropped.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections and waits for in-flight requests to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `router` on `addr` in a background task.
+pub async fn serve_router(
+    router: axum::Router,
+    addr: SocketAddr,
+) -> Result<ServerHandle, SimError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, "simulator server stopped with an error");
+        }
+    });
+    Ok(ServerHandle {
+        local_addr,
+        stop: Some(stop),
+        task: Some(task),
+    })
+}
