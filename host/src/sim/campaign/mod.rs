@@ -41,7 +41,9 @@ pub use faults::{Fault, FaultRates, Faults};
 pub use journal::event_json;
 pub use schema::FieldType;
 
-use crate::connector::campaign::Secret;
+use url::Url;
+
+use crate::connector::campaign::{CampaignSettings, RetryPolicy, Secret};
 use crate::model::EmailEvent;
 use api::Tokens;
 use journal::Journal;
@@ -119,6 +121,9 @@ pub enum SimError {
         /// Why.
         detail: String,
     },
+    /// A simulator URL did not parse (a bug: they are built from the bound address).
+    #[error("bad simulator URL: {0}")]
+    Url(#[from] url::ParseError),
     /// The server stopped with an error.
     #[error("the Campaign simulator stopped: {0}")]
     Serve(std::io::Error),
@@ -247,8 +252,13 @@ impl CampaignSim {
         service.merge(control::routes().with_state(self.clone()))
     }
 
-    /// Starts serving on `addr` (port 0 picks a free port).
+    /// Starts serving on `addr` (port 0 picks a free port); creates the drop folder root.
     pub async fn serve(&self, addr: SocketAddr) -> Result<CampaignSimServer, SimError> {
+        let drop_root = &self.shared.drop_root;
+        std::fs::create_dir_all(drop_root).map_err(|source| SimError::Export {
+            path: drop_root.clone(),
+            source,
+        })?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| SimError::Bind { addr, source })?;
@@ -420,6 +430,26 @@ impl CampaignSim {
     /// The organization name.
     pub fn org(&self) -> &str {
         &self.shared.org
+    }
+
+    /// Connector settings that point at this simulator (for the demo, tests and benchmarks).
+    pub fn connector_settings(
+        &self,
+        server: &CampaignSimServer,
+    ) -> Result<CampaignSettings, SimError> {
+        Ok(CampaignSettings {
+            api_base: Url::parse(&server.api_base())?,
+            ims_token_url: Url::parse(&server.ims_url())?,
+            client_id: self.shared.client_id.clone(),
+            client_secret: self.shared.client_secret.clone(),
+            scopes: vec!["openid".into(), "AdobeID".into(), "campaign_sdk".into()],
+            max_concurrency: 8,
+            events_journal_url: Url::parse(&server.journal_url())?,
+            opt_out_drop_root: self.drop_root(),
+            extra_ca_pem: None,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+        })
     }
 }
 
