@@ -89,7 +89,10 @@ async fn upsert_posts_when_absent_then_patches_the_found_record() {
             ("blackListEmail", Value::Boolean(false)),
         ],
     );
-    assert_eq!(h.connector.write(&[first]).await, vec![WriteOutcome::Written]);
+    assert_eq!(
+        h.connector.write(&[first]).await,
+        vec![WriteOutcome::Written]
+    );
     let created = h.sim.find("profile", "c-1").unwrap();
     assert_eq!(created["firstName"], "Ada");
     assert_eq!(created["gender"], "female");
@@ -97,7 +100,10 @@ async fn upsert_posts_when_absent_then_patches_the_found_record() {
     let pkey = created["PKey"].clone();
 
     let second = profile("c-1", Operation::Upsert, &[("lastName", text("Lovelace"))]);
-    assert_eq!(h.connector.write(&[second]).await, vec![WriteOutcome::Written]);
+    assert_eq!(
+        h.connector.write(&[second]).await,
+        vec![WriteOutcome::Written]
+    );
     let records = h.sim.records("profile");
     assert_eq!(records.len(), 1, "the second upsert must PATCH, not POST");
     assert_eq!(records[0]["PKey"], pkey);
@@ -110,12 +116,18 @@ async fn update_only_on_a_missing_profile_fails_permanently_naming_the_key() {
     let h = harness().await;
     let outcomes = h
         .connector
-        .write(&[profile("ghost", Operation::Update, &[("firstName", text("X"))])])
+        .write(&[profile(
+            "ghost",
+            Operation::Update,
+            &[("firstName", text("X"))],
+        )])
         .await;
     let error = failure(&outcomes[0]);
     assert!(!error.is_transient());
     assert!(
-        error.to_string().contains("no profile with externalId \"ghost\""),
+        error
+            .to_string()
+            .contains("no profile with externalId \"ghost\""),
         "{error}"
     );
     assert!(h.sim.records("profile").is_empty());
@@ -129,7 +141,11 @@ async fn update_only_patches_an_existing_profile() {
         .unwrap();
     let outcomes = h
         .connector
-        .write(&[profile("c-2", Operation::Update, &[("firstName", text("New"))])])
+        .write(&[profile(
+            "c-2",
+            Operation::Update,
+            &[("firstName", text("New"))],
+        )])
         .await;
     assert_eq!(outcomes, vec![WriteOutcome::Written]);
     assert_eq!(h.sim.find("profile", "c-2").unwrap()["firstName"], "New");
@@ -166,7 +182,11 @@ async fn same_key_writes_keep_their_order_under_concurrency() {
     }
     batch.push(profile("k-0", Operation::Delete, &[]));
     let outcomes = h.connector.write(&batch).await;
-    assert!(outcomes.iter().all(|outcome| *outcome == WriteOutcome::Written));
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| *outcome == WriteOutcome::Written)
+    );
     assert!(h.sim.find("profile", "k-0").is_none());
     for (key, last) in [("k-1", "v37"), ("k-2", "v38"), ("k-3", "v39")] {
         assert_eq!(h.sim.find("profile", key).unwrap()["firstName"], last);
@@ -197,7 +217,10 @@ async fn custom_resources_are_written_by_their_own_key() {
             ),
         ],
     };
-    assert_eq!(h.connector.write(&[vehicle]).await, vec![WriteOutcome::Written]);
+    assert_eq!(
+        h.connector.write(&[vehicle]).await,
+        vec![WriteOutcome::Written]
+    );
     let stored = h.sim.find("cusVehicle", "v-1").unwrap();
     assert_eq!(stored["cusYear"], 2021);
     assert_eq!(stored["cusProfileCrmId"], "c-1");
@@ -209,8 +232,16 @@ async fn service_refusals_are_permanent_with_campaigns_message() {
     let outcomes = h
         .connector
         .write(&[
-            profile("c-4", Operation::Upsert, &[("firstName", text(&"x".repeat(31)))]),
-            profile("c-5", Operation::Upsert, &[("shoeSize", Value::Integer(44))]),
+            profile(
+                "c-4",
+                Operation::Upsert,
+                &[("firstName", text(&"x".repeat(31)))],
+            ),
+            profile(
+                "c-5",
+                Operation::Upsert,
+                &[("shoeSize", Value::Integer(44))],
+            ),
         ])
         .await;
     let too_long = failure(&outcomes[0]);
@@ -227,7 +258,11 @@ async fn writes_for_another_system_are_refused() {
     let mut record = profile("c-6", Operation::Upsert, &[]);
     record.target.system = System::Dynamics;
     let outcomes = h.connector.write(&[record]).await;
-    assert!(failure(&outcomes[0]).to_string().contains("reached the Campaign sink"));
+    assert!(
+        failure(&outcomes[0])
+            .to_string()
+            .contains("reached the Campaign sink")
+    );
 }
 
 #[tokio::test]
@@ -326,7 +361,10 @@ async fn rate_limit_waits_for_retry_after_before_retrying() {
         .write(&[profile("c-9", Operation::Upsert, &[])])
         .await;
     assert_eq!(outcomes, vec![WriteOutcome::Written]);
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After ignored");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After ignored"
+    );
 }
 
 #[tokio::test]
@@ -473,12 +511,16 @@ async fn journal_pages_continue_from_the_cursor_and_empty_reads_keep_it() {
 #[tokio::test]
 async fn a_malformed_journal_event_is_a_clear_error_naming_its_position() {
     let h = harness().await;
-    h.sim.emit_raw_event(json!({"id": "e-x", "kind": "forward"}));
+    h.sim
+        .emit_raw_event(json!({"id": "e-x", "kind": "forward"}));
     let error = h.connector.read_events(None, 10).await.unwrap_err();
     assert!(!error.is_transient());
     let message = error.to_string();
     assert!(message.contains("position"), "{message}");
-    assert!(message.contains("profileCrmId") || message.contains("forward"), "{message}");
+    assert!(
+        message.contains("profileCrmId") || message.contains("forward"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

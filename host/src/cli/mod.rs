@@ -13,8 +13,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
-}
+enum Command {}
 
 /// Runs the chosen subcommand and maps its result to an exit code.
 pub fn run(cli: Cli) -> ExitCode {

@@ -97,7 +97,10 @@ pub fn parse_journal_event(event: &serde_json::Value) -> Result<EmailEvent, Stri
             reason: wire.bounce_reason.unwrap_or_default(),
         }),
         (EmailEventKind::Bounce, None) => {
-            return Err(format!("event {}: a bounce event needs a bounceType", wire.id));
+            return Err(format!(
+                "event {}: a bounce event needs a bounceType",
+                wire.id
+            ));
         }
         _ => None,
     };
@@ -145,14 +148,13 @@ impl EventSource for CampaignConnector {
         )?;
         let mut events = Vec::with_capacity(page.events.len());
         for entry in &page.events {
-            let event = parse_journal_event(&entry.event).map_err(|reason| {
-                ConnectorError::Permanent {
+            let event =
+                parse_journal_event(&entry.event).map_err(|reason| ConnectorError::Permanent {
                     message: format!(
                         "Campaign event journal {url}, position {}: {reason}",
                         entry.position
                     ),
-                }
-            })?;
+                })?;
             events.push(event);
         }
         let last = page

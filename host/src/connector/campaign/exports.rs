@@ -244,10 +244,16 @@ mod tests {
     #[test]
     fn a_wrong_header_or_short_row_is_refused() {
         let error = parse_export("f.csv", b"id,attr\n").unwrap_err();
-        assert!(error.contains("line 1") && error.contains("crmId"), "{error}");
+        assert!(
+            error.contains("line 1") && error.contains("crmId"),
+            "{error}"
+        );
         let csv = "crmId,attribute,value,changedAt\nc-1,blackList\n";
         let error = parse_export("f.csv", csv.as_bytes()).unwrap_err();
-        assert!(error.contains("line 2: expected 4 columns, found 2"), "{error}");
+        assert!(
+            error.contains("line 2: expected 4 columns, found 2"),
+            "{error}"
+        );
         assert!(parse_export("f.csv", b"").unwrap_err().contains("empty"));
     }
 }

@@ -127,11 +127,12 @@ impl CampaignConnector {
                 path: path.clone(),
                 source,
             })?;
-            let certificate =
-                reqwest::Certificate::from_pem(&pem).map_err(|error| CampaignSetupError::CaPem {
+            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
+                CampaignSetupError::CaPem {
                     path: path.clone(),
                     reason: error.to_string(),
-                })?;
+                }
+            })?;
             builder = builder.add_root_certificate(certificate);
         }
         let http = builder

@@ -99,7 +99,10 @@ impl CampaignConnector {
         Ok(fields.as_ref().clone())
     }
 
-    async fn field_kinds(&self, resource: &str) -> Result<HashMap<String, FieldKind>, ConnectorError> {
+    async fn field_kinds(
+        &self,
+        resource: &str,
+    ) -> Result<HashMap<String, FieldKind>, ConnectorError> {
         let cached = self
             .metadata
             .lock()
@@ -330,10 +333,7 @@ fn check_target(record: &WriteRecord) -> Result<(), ConnectorError> {
     }
     if record.key.is_empty() {
         return Err(ConnectorError::Permanent {
-            message: format!(
-                "a {} write has an empty {key_field}",
-                record.target.table
-            ),
+            message: format!("a {} write has an empty {key_field}", record.target.table),
         });
     }
     Ok(())

@@ -131,7 +131,11 @@ pub struct Transport {
 
 impl Transport {
     /// Builds a transport over an already configured `reqwest` client.
-    pub fn new(http: reqwest::Client, credentials: ImsCredentials, retry: RetryPolicy) -> Transport {
+    pub fn new(
+        http: reqwest::Client,
+        credentials: ImsCredentials,
+        retry: RetryPolicy,
+    ) -> Transport {
         Transport {
             http,
             credentials,
@@ -165,7 +169,10 @@ impl Transport {
 
     async fn forget_token(&self, rejected: &Secret) {
         let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|token| &token.value == rejected) {
+        if cached
+            .as_ref()
+            .is_some_and(|token| &token.value == rejected)
+        {
             *cached = None;
         }
     }
@@ -390,7 +397,11 @@ fn network_error(method: &Method, url: &Url, error: &reqwest::Error) -> Connecto
 
 /// Reads `Retry-After` as delta-seconds or an HTTP date.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let text = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

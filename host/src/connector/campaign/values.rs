@@ -111,19 +111,28 @@ mod tests {
             label: None,
         };
         let error = to_campaign_json("gender", &unlabeled, None).unwrap_err();
-        assert!(error.contains("gender") && error.contains("no label"), "{error}");
+        assert!(
+            error.contains("gender") && error.contains("no label"),
+            "{error}"
+        );
         let lookup = Value::Lookup {
             table: "contact".into(),
             id: "c-1".into(),
         };
-        assert_eq!(to_campaign_json("cusProfileCrmId", &lookup, None).unwrap(), "c-1");
+        assert_eq!(
+            to_campaign_json("cusProfileCrmId", &lookup, None).unwrap(),
+            "c-1"
+        );
     }
 
     #[test]
     fn bad_dates_and_non_finite_numbers_are_named() {
         let error =
             to_campaign_json("created", &Value::Datetime("yesterday".into()), None).unwrap_err();
-        assert!(error.contains("created") && error.contains("yesterday"), "{error}");
+        assert!(
+            error.contains("created") && error.contains("yesterday"),
+            "{error}"
+        );
         let error = to_campaign_json("score", &Value::Decimal(f64::NAN), None).unwrap_err();
         assert!(error.contains("score"), "{error}");
     }

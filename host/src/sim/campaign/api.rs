@@ -45,7 +45,11 @@ impl IntoResponse for RstError {
 
 /// A gateway error body: `{"error_code":"...","message":"..."}`.
 fn gateway(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error_code": code, "message": message}))).into_response()
+    (
+        status,
+        Json(json!({"error_code": code, "message": message})),
+    )
+        .into_response()
 }
 
 /// `POST /ims/token/v3`: OAuth server-to-server client credentials.
@@ -100,7 +104,9 @@ pub async fn ims_token(
 
 /// The gateway's checks: the API key first, then the bearer token.
 fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let api_key = headers.get("x-api-key").and_then(|value| value.to_str().ok());
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok());
     match api_key {
         None => {
             return Err(gateway(
@@ -153,9 +159,10 @@ pub async fn campaign(
     }
     shared.count_request();
     let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .into_owned()
-        .collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let Some((&namespace, path)) = segments.split_first() else {
         return rst(404, "Error rc=-2003 Unknown API path.");
     };
@@ -293,13 +300,10 @@ impl Call<'_> {
             })?,
         };
         let collection = self.collection_url(resource);
-        let page = self.shared.store().page(
-            resource,
-            filter.as_ref(),
-            start,
-            line_count,
-            &collection,
-        )?;
+        let page =
+            self.shared
+                .store()
+                .page(resource, filter.as_ref(), start, line_count, &collection)?;
         let path = match filter_name {
             Some(name) => format!("{collection}/{name}"),
             None => collection.clone(),

@@ -60,7 +60,10 @@ impl Journal {
 }
 
 fn position(index: usize) -> String {
-    format!("pos-{}", hex::encode((index as u64 ^ 0x5eed_cafe).to_be_bytes()))
+    format!(
+        "pos-{}",
+        hex::encode((index as u64 ^ 0x5eed_cafe).to_be_bytes())
+    )
 }
 
 fn parse_position(text: &str) -> Option<usize> {

@@ -50,7 +50,8 @@ use journal::Journal;
 use store::Store;
 
 /// The path of the journal under the simulator's origin (Adobe I/O Events style).
-const JOURNAL_ROUTE: &str = "/events/organizations/{org}/integrations/conduit/campaign-email-events";
+const JOURNAL_ROUTE: &str =
+    "/events/organizations/{org}/integrations/conduit/campaign-email-events";
 
 /// How the simulator is set up.
 #[derive(Debug, Clone)]
@@ -155,7 +156,9 @@ pub(crate) struct Shared {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves consistent data here: every change is one call.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Shared {
@@ -288,7 +291,10 @@ impl CampaignSim {
 
     /// Every record of a resource as the API renders it (empty for an unknown resource).
     pub fn records(&self, resource: &str) -> Vec<Value> {
-        let collection = format!("{}/profileAndServicesExt/{resource}", self.shared.api_root());
+        let collection = format!(
+            "{}/profileAndServicesExt/{resource}",
+            self.shared.api_root()
+        );
         let store = self.shared.store();
         match store.page(resource, None, 0, usize::MAX, &collection) {
             Ok(page) => page.content,
@@ -298,7 +304,10 @@ impl CampaignSim {
 
     /// The record whose identification key (`externalId`, `cusCrmId`) equals `key`.
     pub fn find(&self, resource: &str, key: &str) -> Option<Value> {
-        let collection = format!("{}/profileAndServicesExt/{resource}", self.shared.api_root());
+        let collection = format!(
+            "{}/profileAndServicesExt/{resource}",
+            self.shared.api_root()
+        );
         self.shared.store().find_by_key(resource, key, &collection)
     }
 
@@ -328,7 +337,9 @@ impl CampaignSim {
         if !schema::is_opt_out_field(attribute) {
             return Err(SimError::Refused {
                 status: 400,
-                detail: format!("{attribute:?} is not an opt-out attribute (blackList* or ccpaOptOut)"),
+                detail: format!(
+                    "{attribute:?} is not an opt-out attribute (blackList* or ccpaOptOut)"
+                ),
             });
         }
         let mut store = self.shared.store();

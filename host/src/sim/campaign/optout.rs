@@ -32,7 +32,13 @@ pub struct OptOutLog {
 
 impl OptOutLog {
     /// Records a change; profiles without a CRM ID get a change time but cannot be exported.
-    pub fn record(&mut self, crm_id: Option<&str>, attribute: &str, value: bool, at: DateTime<Utc>) {
+    pub fn record(
+        &mut self,
+        crm_id: Option<&str>,
+        attribute: &str,
+        value: bool,
+        at: DateTime<Utc>,
+    ) {
         let Some(crm_id) = crm_id.filter(|id| !id.is_empty()) else {
             return;
         };

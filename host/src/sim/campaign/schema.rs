@@ -323,7 +323,12 @@ mod tests {
         assert_eq!(birth.accept(&json!("1990-02-03")).unwrap(), "1990-02-03");
         assert!(birth.accept(&json!("03/02/1990")).is_err());
         let created = schema.field("created").unwrap();
-        assert!(created.accept(&json!("2020-01-01")).unwrap_err().contains("read-only"));
+        assert!(
+            created
+                .accept(&json!("2020-01-01"))
+                .unwrap_err()
+                .contains("read-only")
+        );
     }
 
     #[test]

@@ -126,7 +126,9 @@ impl Store {
 
     /// The resource called `name`, or Campaign's 404.
     pub fn resource(&self, name: &str) -> Result<&Resource, RstError> {
-        self.resources.get(name).ok_or_else(|| unknown_resource(name))
+        self.resources
+            .get(name)
+            .ok_or_else(|| unknown_resource(name))
     }
 
     fn resource_mut(&mut self, name: &str) -> Result<&mut Resource, RstError> {
@@ -228,7 +230,10 @@ impl Store {
             .filter(|(field, value)| is_opt_out_field(field) && value.as_bool() == Some(true))
             .map(|(field, _)| (field.clone(), true))
             .collect();
-        let crm_id = fields.get(&key_field).and_then(Value::as_str).map(str::to_owned);
+        let crm_id = fields
+            .get(&key_field)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let seq = resource.next_seq;
         resource.next_seq += 1;
         resource.seq_of_pkey.insert(pkey.clone(), seq);
@@ -268,7 +273,11 @@ impl Store {
         let mut opt_out_changes = Vec::new();
         for (field, value) in changes {
             if is_opt_out_field(&field) {
-                let old = row.fields.get(&field).and_then(Value::as_bool).unwrap_or(false);
+                let old = row
+                    .fields
+                    .get(&field)
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let new = value.as_bool().unwrap_or(false);
                 if old != new {
                     opt_out_changes.push((field.clone(), new));
@@ -310,10 +319,7 @@ impl Store {
             .find(|row| row.fields.get(key_field).and_then(Value::as_str) == Some(key))
             .map(|row| row.pkey.clone())
             .ok_or_else(|| {
-                RstError::new(
-                    404,
-                    format!("No '{name}' record with {key_field} '{key}'."),
-                )
+                RstError::new(404, format!("No '{name}' record with {key_field} '{key}'."))
             })
     }
 
@@ -412,10 +418,16 @@ mod tests {
     #[test]
     fn duplicate_key_and_unknown_field_are_refused() {
         let mut store = Store::new(7);
-        store.create("profile", &json!({"externalId": "c-1"})).unwrap();
-        let duplicate = store.create("profile", &json!({"externalId": "c-1"})).unwrap_err();
+        store
+            .create("profile", &json!({"externalId": "c-1"}))
+            .unwrap();
+        let duplicate = store
+            .create("profile", &json!({"externalId": "c-1"}))
+            .unwrap_err();
         assert!(duplicate.detail.contains("PGS-220000"));
-        let unknown = store.create("profile", &json!({"shoeSize": 44})).unwrap_err();
+        let unknown = store
+            .create("profile", &json!({"shoeSize": 44}))
+            .unwrap_err();
         assert_eq!(unknown.status, 400);
         assert!(unknown.detail.contains("shoeSize"));
     }
@@ -444,7 +456,9 @@ mod tests {
     #[test]
     fn opt_out_writes_are_logged_with_change_times() {
         let mut store = Store::new(7);
-        let pkey = store.create("profile", &json!({"externalId": "c-1"})).unwrap();
+        let pkey = store
+            .create("profile", &json!({"externalId": "c-1"}))
+            .unwrap();
         store
             .patch("profile", &pkey, &json!({"blackListEmail": true}))
             .unwrap();
