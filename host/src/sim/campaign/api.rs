@@ -102,25 +102,36 @@ pub async fn ims_token(
     .into_response()
 }
 
-/// The gateway's checks: the API key first, then the bearer token.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    let api_key = headers
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok());
+/// A gateway refusal (`{"error_code","message"}`).
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        gateway(self.status, self.code, self.message)
+    }
+}
+
+/// The gateway's checks: the API key first, then the bearer token, then the organization.
+fn authorize(shared: &Shared, headers: &HeaderMap, org: &str) -> Result<(), Refusal> {
+    let api_key = headers.get("x-api-key").and_then(|value| value.to_str().ok());
     match api_key {
         None => {
-            return Err(gateway(
-                StatusCode::FORBIDDEN,
-                "403000",
-                "Api Key is required",
-            ));
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                code: "403000",
+                message: "Api Key is required",
+            });
         }
         Some(key) if key != shared.client_id => {
-            return Err(gateway(
-                StatusCode::FORBIDDEN,
-                "403003",
-                "Api Key is invalid",
-            ));
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                code: "403003",
+                message: "Api Key is invalid",
+            });
         }
         Some(_) => {}
     }
@@ -132,14 +143,22 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
         });
-    match token {
-        Some(token) if shared.token_is_valid(token) => Ok(()),
-        _ => Err(gateway(
-            StatusCode::UNAUTHORIZED,
-            "401013",
-            "Oauth token is not valid",
-        )),
+    if !token.is_some_and(|token| shared.token_is_valid(token)) {
+        return Err(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            code: "401013",
+            message: "Oauth token is not valid",
+        });
     }
+    if org != shared.org {
+        // What the gateway says when the credentials lack this organization's product context.
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: "403023",
+            message: "Profile is not valid",
+        });
+    }
+    Ok(())
 }
 
 /// Every `/<ORG>/campaign/...` request.
@@ -151,11 +170,8 @@ pub async fn campaign(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = authorize(&shared, &headers) {
-        return refusal;
-    }
-    if org != shared.org {
-        return gateway(StatusCode::FORBIDDEN, "403023", "Profile is not valid");
+    if let Err(refusal) = authorize(&shared, &headers, &org) {
+        return refusal.into_response();
     }
     shared.count_request();
     let segments: Vec<&str> = rest.split('/').filter(|part| !part.is_empty()).collect();
@@ -398,11 +414,8 @@ pub async fn journal(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(refusal) = authorize(&shared, &headers) {
-        return refusal;
-    }
-    if org != shared.org {
-        return gateway(StatusCode::FORBIDDEN, "403023", "Profile is not valid");
+    if let Err(refusal) = authorize(&shared, &headers, &org) {
+        return refusal.into_response();
     }
     shared.count_request();
     let limit = match params.get("limit") {
