@@ -117,7 +117,9 @@ impl IntoResponse for Refusal {
 
 /// The gateway's checks: the API key first, then the bearer token, then the organization.
 fn authorize(shared: &Shared, headers: &HeaderMap, org: &str) -> Result<(), Refusal> {
-    let api_key = headers.get("x-api-key").and_then(|value| value.to_str().ok());
+    let api_key = headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok());
     match api_key {
         None => {
             return Err(Refusal {

@@ -42,6 +42,8 @@ pub struct Resource {
     pub schema: Schema,
     rows: BTreeMap<u64, Row>,
     seq_of_pkey: HashMap<String, u64>,
+    // The identification key index: `by<Key>` lookups must not scan (the benchmark writes 10^5 rows).
+    seq_of_key: HashMap<String, u64>,
     next_seq: u64,
 }
 
@@ -51,6 +53,7 @@ impl Resource {
             schema,
             rows: BTreeMap::new(),
             seq_of_pkey: HashMap::new(),
+            seq_of_key: HashMap::new(),
             next_seq: 1,
         }
     }
@@ -79,6 +82,28 @@ impl Resource {
                 .get(field)
                 .is_some_and(|value| value.as_str() == Some(wanted.as_str()))
         })
+    }
+
+    /// The rows matching a filter from `start` on, using the key index when it applies.
+    fn matching<'a>(
+        &'a self,
+        filter: Option<&'a (String, String)>,
+        start: u64,
+    ) -> Box<dyn Iterator<Item = (&'a u64, &'a Row)> + 'a> {
+        match filter {
+            Some((field, value)) if *field == self.schema.identification_key => Box::new(
+                self.seq_of_key
+                    .get(value)
+                    .filter(|seq| **seq >= start)
+                    .and_then(|seq| self.rows.get_key_value(seq))
+                    .into_iter(),
+            ),
+            _ => Box::new(
+                self.rows
+                    .range(start..)
+                    .filter(move |(_, row)| self.matches(row, filter)),
+            ),
+        }
     }
 
     fn seq(&self, pkey: &str) -> Result<u64, RstError> {
@@ -156,12 +181,8 @@ impl Store {
     /// The record whose identification key equals `key`.
     pub fn find_by_key(&self, name: &str, key: &str, collection_url: &str) -> Option<Value> {
         let resource = self.resources.get(name)?;
-        let filter = (resource.schema.identification_key.clone(), key.to_owned());
-        resource
-            .rows
-            .values()
-            .find(|row| resource.matches(row, Some(&filter)))
-            .map(|row| resource.render(row, collection_url))
+        let row = resource.rows.get(resource.seq_of_key.get(key)?)?;
+        Some(resource.render(row, collection_url))
     }
 
     /// Up to `count` records from the row at `start` on, optionally filtered by `field == value`.
@@ -174,10 +195,7 @@ impl Store {
         collection_url: &str,
     ) -> Result<Page, RstError> {
         let resource = self.resource(name)?;
-        let mut rows = resource
-            .rows
-            .range(start..)
-            .filter(|(_, row)| resource.matches(row, filter));
+        let mut rows = resource.matching(filter, start);
         let content = rows
             .by_ref()
             .take(count)
@@ -193,11 +211,7 @@ impl Store {
     /// How many records match.
     pub fn count(&self, name: &str, filter: Option<&(String, String)>) -> Result<usize, RstError> {
         let resource = self.resource(name)?;
-        Ok(resource
-            .rows
-            .values()
-            .filter(|row| resource.matches(row, filter))
-            .count())
+        Ok(resource.matching(filter, 0).count())
     }
 
     /// Creates a record from a POST body; returns the new PKey.
@@ -206,12 +220,13 @@ impl Store {
         let resource = self.resource_mut(name)?;
         let mut fields = checked_fields(&resource.schema, body)?;
         let key_field = resource.schema.identification_key.clone();
-        if let Some(key) = fields.get(&key_field).and_then(Value::as_str)
-            && !key.is_empty()
-            && resource
-                .rows
-                .values()
-                .any(|row| row.fields.get(&key_field).and_then(Value::as_str) == Some(key))
+        let key = fields
+            .get(&key_field)
+            .and_then(Value::as_str)
+            .filter(|key| !key.is_empty())
+            .map(str::to_owned);
+        if let Some(key) = &key
+            && resource.seq_of_key.contains_key(key)
         {
             return Err(RstError::new(
                 400,
@@ -237,6 +252,9 @@ impl Store {
         let seq = resource.next_seq;
         resource.next_seq += 1;
         resource.seq_of_pkey.insert(pkey.clone(), seq);
+        if let Some(key) = key {
+            resource.seq_of_key.insert(key, seq);
+        }
         resource.rows.insert(
             seq,
             Row {
@@ -258,18 +276,43 @@ impl Store {
         let key_field = resource.schema.identification_key.clone();
         let is_profile = name == "profile";
         let has_modified = resource.schema.field("lastModified").is_some();
-        let row = resource
+        let old_key = resource
             .rows
-            .get_mut(&seq)
-            .ok_or_else(|| RstError::new(404, format!("Error rc=-2003 '{pkey}' was deleted.")))?;
+            .get(&seq)
+            .and_then(|row| row.fields.get(&key_field))
+            .and_then(Value::as_str)
+            .filter(|key| !key.is_empty());
         if let Some(new_key) = changes.get(&key_field)
-            && row.fields.get(&key_field).is_some_and(|old| old != new_key)
+            && old_key.is_some_and(|old| Some(old) != new_key.as_str())
         {
             return Err(RstError::new(
                 400,
                 format!("The key field '{key_field}' cannot be changed by PATCH."),
             ));
         }
+        if let Some(new_key) = changes
+            .get(&key_field)
+            .and_then(Value::as_str)
+            .filter(|key| !key.is_empty())
+        {
+            if resource
+                .seq_of_key
+                .get(new_key)
+                .is_some_and(|owner| *owner != seq)
+            {
+                return Err(RstError::new(
+                    400,
+                    format!(
+                        "PGS-220000 PostgreSQL error: ERROR: duplicate key value violates unique constraint on '{key_field}' ({new_key})."
+                    ),
+                ));
+            }
+            resource.seq_of_key.insert(new_key.to_owned(), seq);
+        }
+        let row = resource
+            .rows
+            .get_mut(&seq)
+            .ok_or_else(|| RstError::new(404, format!("Error rc=-2003 '{pkey}' was deleted.")))?;
         let mut opt_out_changes = Vec::new();
         for (field, value) in changes {
             if is_opt_out_field(&field) {
@@ -305,7 +348,12 @@ impl Store {
         let resource = self.resource_mut(name)?;
         let seq = resource.seq(pkey)?;
         resource.seq_of_pkey.remove(pkey);
-        resource.rows.remove(&seq);
+        let key_field = &resource.schema.identification_key;
+        if let Some(row) = resource.rows.remove(&seq)
+            && let Some(key) = row.fields.get(key_field).and_then(Value::as_str)
+        {
+            resource.seq_of_key.remove(key);
+        }
         Ok(())
     }
 
@@ -314,9 +362,9 @@ impl Store {
         let resource = self.resource(name)?;
         let key_field = &resource.schema.identification_key;
         resource
-            .rows
-            .values()
-            .find(|row| row.fields.get(key_field).and_then(Value::as_str) == Some(key))
+            .seq_of_key
+            .get(key)
+            .and_then(|seq| resource.rows.get(seq))
             .map(|row| row.pkey.clone())
             .ok_or_else(|| {
                 RstError::new(404, format!("No '{name}' record with {key_field} '{key}'."))
