@@ -8,6 +8,8 @@ use async_trait::async_trait;
 
 use crate::model::{EmailEvent, RecordBatch, WriteRecord};
 
+pub mod campaign;
+
 /// Why a connector call failed, classified so the engine can retry or dead-letter.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConnectorError {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod campaign;
 pub mod dynamics;
 pub mod faults;
 
@@ -89,3 +90,4 @@ pub async fn serve_router(
         task: Some(task),
     })
 }
+

@@ -1,0 +1,172 @@
+//! Benchmark: records per second written by the Campaign connector to the Campaign simulator at
+//! several concurrency limits, and the host's CPU time per record.
+//!
+//! The simulator runs in a child process (this same binary, re-run with
+//! `CONDUIT_BENCH_ROLE=campaign-sim`) so that the CPU time measured here is the connector's alone.
+//! Run: `cargo bench -p conduit --bench campaign_sink` (optional `-- <records>`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conduit::connector::campaign::{CampaignConnector, CampaignSettings, RetryPolicy, Secret};
+use conduit::connector::{RecordSink, WriteOutcome};
+use conduit::model::{Operation, System, Target, Value, WriteRecord};
+use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
+
+const ROLE_VARIABLE: &str = "CONDUIT_BENCH_ROLE";
+const BATCH: usize = 500;
+
+fn main() {
+    if std::env::var(ROLE_VARIABLE).as_deref() == Ok("campaign-sim") {
+        serve_simulator();
+        return;
+    }
+    let records: usize = std::env::args()
+        .skip(1)
+        .find_map(|arg| arg.parse().ok())
+        .unwrap_or(10_000);
+    let executable = std::env::current_exe().expect("the bench knows its own path");
+    let mut child = Command::new(executable)
+        .env(ROLE_VARIABLE, "campaign-sim")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the simulator process");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let origin = lines
+        .next()
+        .expect("the simulator prints its origin")
+        .expect("readable simulator output");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!("Campaign sink: {records} records per run, batches of {BATCH}, simulator at {origin}");
+    println!(
+        "{:<8} {:<8} {:>12} {:>16}",
+        "write", "limit", "records/s", "host CPU us/rec"
+    );
+    for (round, concurrency) in [1usize, 8, 32].into_iter().enumerate() {
+        let connector = connector(&origin, concurrency);
+        runtime
+            .block_on(connector.check())
+            .expect("the connector reaches the simulator");
+        // The first pass creates (lookup + POST), the second updates the same keys (lookup + PATCH).
+        for label in ["create", "update"] {
+            let batch: Vec<WriteRecord> = (0..records)
+                .map(|index| record(round, index, label))
+                .collect();
+            let cpu_before = process_cpu_time();
+            let started = Instant::now();
+            runtime.block_on(async {
+                for chunk in batch.chunks(BATCH) {
+                    let outcomes = connector.write(chunk).await;
+                    if let Some(failure) = outcomes
+                        .iter()
+                        .find(|outcome| !matches!(outcome, WriteOutcome::Written))
+                    {
+                        panic!("a benchmark write failed: {failure:?}");
+                    }
+                }
+            });
+            let elapsed = started.elapsed();
+            let cpu = process_cpu_time().saturating_sub(cpu_before);
+            println!(
+                "{:<8} {:<8} {:>12.0} {:>16.1}",
+                label,
+                concurrency,
+                records as f64 / elapsed.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / records as f64
+            );
+        }
+    }
+    if let Some(stdin) = child.stdin.as_mut() {
+        let _ = stdin.write_all(b"stop\n");
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+fn connector(origin: &str, concurrency: usize) -> CampaignConnector {
+    let defaults = CampaignSimOptions::default();
+    let url = |path: &str| url::Url::parse(&format!("{origin}{path}")).expect("simulator URL");
+    CampaignConnector::new(CampaignSettings {
+        api_base: url(&format!("/{}/campaign", defaults.org)),
+        ims_token_url: url("/ims/token/v3"),
+        client_id: defaults.client_id,
+        client_secret: Secret::new(defaults.client_secret.expose()),
+        scopes: vec!["campaign_sdk".into()],
+        max_concurrency: concurrency,
+        events_journal_url: url("/events"),
+        opt_out_drop_root: std::env::temp_dir(),
+        extra_ca_pem: None,
+        retry: RetryPolicy::default(),
+        request_timeout: Duration::from_secs(30),
+    })
+    .expect("connector settings")
+}
+
+fn record(round: usize, index: usize, label: &str) -> WriteRecord {
+    WriteRecord {
+        target: Target {
+            system: System::Campaign,
+            table: "profile".into(),
+            key_field: "externalId".into(),
+        },
+        key: format!("bench-{round}-{index}"),
+        op: Operation::Upsert,
+        fields: vec![
+            ("email".into(), Value::Text(format!("p{index}@example.com"))),
+            ("firstName".into(), Value::Text(format!("{label}{index}"))),
+            (
+                "birthDate".into(),
+                Value::Datetime("1990-02-03T00:00:00Z".into()),
+            ),
+            (
+                "blackListEmail".into(),
+                Value::Boolean(index.is_multiple_of(7)),
+            ),
+        ],
+    }
+}
+
+/// User + system CPU time of this process (Linux `/proc/self/stat`, in 1/100 s ticks).
+fn process_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> u64 {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn serve_simulator() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let sim = CampaignSim::new(CampaignSimOptions::default());
+        let server = sim
+            .serve("127.0.0.1:0".parse().expect("loopback address"))
+            .await
+            .expect("serve the simulator");
+        println!("{}", server.origin());
+        let _ = std::io::stdout().flush();
+        // Serve until the parent closes our stdin.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        })
+        .await;
+        server.shutdown().await;
+    });
+}

@@ -1,0 +1,384 @@
+//! Writing to Campaign: the `RecordSink` implementation (lookup by the CRM ID key, then PATCH by
+//! the returned href, POST, or DELETE), resource metadata (`describe`) and paged listing.
+//!
+//! PKeys and hrefs returned by a lookup are used for that one operation only, never kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use super::CampaignConnector;
+use super::values::to_campaign_json;
+use crate::connector::{ConnectorError, FieldInfo, FieldKind, RecordSink, WriteOutcome};
+use crate::model::{Operation, System, WriteRecord};
+
+/// One page of a Campaign list response.
+#[derive(Debug, Deserialize)]
+struct ListPage {
+    content: Vec<serde_json::Value>,
+    next: Option<Link>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Link {
+    href: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResourceMetadata {
+    content: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The record a key lookup found: where to PATCH or DELETE it.
+struct Found {
+    url: Url,
+}
+
+impl CampaignConnector {
+    /// Lists every record of a resource, following `next.href` with `page_size` rows per page.
+    pub async fn list_all(
+        &self,
+        resource: &str,
+        page_size: u32,
+    ) -> Result<Vec<serde_json::Value>, ConnectorError> {
+        check_resource_name(resource)?;
+        let mut url = self.api_url(&["profileAndServicesExt", resource]);
+        url.query_pairs_mut()
+            .append_pair("_lineCount", &page_size.max(1).to_string());
+        let mut records = Vec::new();
+        loop {
+            let reply = self.transport.send(Method::GET, &url, None).await?;
+            let page: ListPage = reply.json(&Method::GET, &url, "a list with `content`")?;
+            let page_was_empty = page.content.is_empty();
+            records.extend(page.content);
+            match page.next {
+                Some(next) if !page_was_empty => url = self.same_origin_url(&next.href)?,
+                _ => return Ok(records),
+            }
+        }
+    }
+
+    /// Reads a resource's fields from `resourceType` metadata.
+    pub async fn describe_resource(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<FieldInfo>, ConnectorError> {
+        check_resource_name(resource)?;
+        let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        let metadata: ResourceMetadata =
+            reply.json(&Method::GET, &url, "resourceType metadata with `content`")?;
+        let mut fields = Vec::with_capacity(metadata.content.len());
+        for (name, field) in &metadata.content {
+            let api_name = field
+                .get("apiName")
+                .and_then(|value| value.as_str())
+                .unwrap_or(name);
+            let kind = field
+                .get("type")
+                .and_then(|value| value.as_str())
+                .ok_or_else(|| ConnectorError::Permanent {
+                    message: format!(
+                        "Campaign GET {url}: field {name:?} of {resource} has no `type` in its metadata"
+                    ),
+                })?;
+            fields.push(FieldInfo {
+                name: api_name.to_owned(),
+                kind: field_kind(kind),
+            });
+        }
+        let fields = Arc::new(fields);
+        if let Ok(mut cache) = self.metadata.lock() {
+            cache.insert(resource.to_owned(), Arc::clone(&fields));
+        }
+        Ok(fields.as_ref().clone())
+    }
+
+    async fn field_kinds(
+        &self,
+        resource: &str,
+    ) -> Result<HashMap<String, FieldKind>, ConnectorError> {
+        let cached = self
+            .metadata
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(resource).cloned());
+        let fields = match cached {
+            Some(fields) => fields.as_ref().clone(),
+            None => self.describe_resource(resource).await?,
+        };
+        Ok(fields
+            .into_iter()
+            .map(|field| (field.name, field.kind))
+            .collect())
+    }
+
+    /// Resolves an href from the service, refusing any other origin: our bearer token must only
+    /// ever go to the configured Campaign instance.
+    fn same_origin_url(&self, href: &str) -> Result<Url, ConnectorError> {
+        let url = self
+            .settings
+            .api_base
+            .join(href)
+            .map_err(|error| ConnectorError::Permanent {
+                message: format!("Campaign returned an unreadable href {href:?}: {error}"),
+            })?;
+        if url.origin() != self.settings.api_base.origin() {
+            return Err(ConnectorError::Permanent {
+                message: format!(
+                    "Campaign returned href {url} outside the configured API base {}; refusing to follow it",
+                    self.settings.api_base
+                ),
+            });
+        }
+        Ok(url)
+    }
+
+    async fn find(&self, record: &WriteRecord) -> Result<Option<Found>, ConnectorError> {
+        let resource = &record.target.table;
+        let key_field = &record.target.key_field;
+        let mut url = self.api_url(&["profileAndServicesExt", resource, &filter_name(key_field)]);
+        url.query_pairs_mut()
+            .append_pair(&format!("{key_field}_parameter"), &record.key);
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        let page: ListPage = reply.json(&Method::GET, &url, "a list with `content`")?;
+        match page.content.as_slice() {
+            [] => Ok(None),
+            [found] => {
+                let href = found.get("href").and_then(|value| value.as_str());
+                let pkey = found.get("PKey").and_then(|value| value.as_str());
+                let url = match (href, pkey) {
+                    (Some(href), _) => self.same_origin_url(href)?,
+                    (None, Some(pkey)) => self.api_url(&["profileAndServicesExt", resource, pkey]),
+                    (None, None) => {
+                        return Err(ConnectorError::Permanent {
+                            message: format!(
+                                "Campaign GET {url}: expected the found {resource} to carry an href or PKey"
+                            ),
+                        });
+                    }
+                };
+                Ok(Some(Found { url }))
+            }
+            many => Err(ConnectorError::Permanent {
+                message: format!(
+                    "{} {resource} records have {key_field} {:?}; the key must be unique",
+                    many.len(),
+                    record.key
+                ),
+            }),
+        }
+    }
+
+    async fn write_one(&self, record: &WriteRecord) -> Result<(), ConnectorError> {
+        check_target(record)?;
+        let resource = &record.target.table;
+        let key_field = &record.target.key_field;
+        if record.op == Operation::Delete {
+            if let Some(found) = self.find(record).await? {
+                // Gone between lookup and delete is as good as deleted.
+                self.transport
+                    .send_tolerating(Method::DELETE, &found.url, None, &[StatusCode::NOT_FOUND])
+                    .await?;
+            }
+            return Ok(());
+        }
+        let kinds = self.field_kinds(resource).await?;
+        let mut body = serde_json::Map::new();
+        for (field, value) in &record.fields {
+            if field == key_field {
+                continue;
+            }
+            let json = to_campaign_json(field, value, kinds.get(field))
+                .map_err(|message| ConnectorError::Permanent { message })?;
+            body.insert(field.clone(), json);
+        }
+        match (self.find(record).await?, record.op) {
+            (Some(found), _) => {
+                let body = serde_json::Value::Object(body);
+                self.transport
+                    .send(Method::PATCH, &found.url, Some(&body))
+                    .await?;
+            }
+            (None, Operation::Upsert) => {
+                body.insert(
+                    key_field.clone(),
+                    serde_json::Value::String(record.key.clone()),
+                );
+                let url = self.api_url(&["profileAndServicesExt", resource]);
+                let body = serde_json::Value::Object(body);
+                self.transport.send(Method::POST, &url, Some(&body)).await?;
+            }
+            (None, _) => {
+                return Err(ConnectorError::Permanent {
+                    message: format!(
+                        "no {resource} with {key_field} {:?} to update (update-only write)",
+                        record.key
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RecordSink for CampaignConnector {
+    async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        // Records with the same key form one chain written in order; chains run concurrently.
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain_of_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let key = (
+                record.target.table.as_str(),
+                record.target.key_field.as_str(),
+                record.key.as_str(),
+            );
+            let chain = *chain_of_key.entry(key).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[chain].push(index);
+        }
+        let results: Vec<Vec<(usize, WriteOutcome)>> = futures_util::stream::iter(chains)
+            .map(|chain| async move {
+                let mut outcomes = Vec::with_capacity(chain.len());
+                for index in chain {
+                    let outcome = match self.write_one(&records[index]).await {
+                        Ok(()) => WriteOutcome::Written,
+                        Err(error) => WriteOutcome::Failed(error),
+                    };
+                    outcomes.push((index, outcome));
+                }
+                outcomes
+            })
+            .buffer_unordered(self.settings.max_concurrency)
+            .collect()
+            .await;
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+        for (index, outcome) in results.into_iter().flatten() {
+            outcomes[index] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    WriteOutcome::Failed(ConnectorError::Permanent {
+                        message: "internal error: the write produced no outcome".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn describe(&self, table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        self.describe_resource(table).await
+    }
+
+    async fn check(&self) -> Result<(), ConnectorError> {
+        self.transport.access_token().await?;
+        let mut url = self.api_url(&["profileAndServicesExt", "profile"]);
+        url.query_pairs_mut().append_pair("_lineCount", "1");
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        reply.json::<ListPage>(&Method::GET, &url, "a list with `content`")?;
+        Ok(())
+    }
+}
+
+/// `externalId` -> `byExternalId`: Campaign's filter name for an identification key.
+pub fn filter_name(key_field: &str) -> String {
+    let mut chars = key_field.chars();
+    match chars.next() {
+        Some(first) => format!("by{}{}", first.to_uppercase(), chars.as_str()),
+        None => "by".to_owned(),
+    }
+}
+
+fn check_resource_name(resource: &str) -> Result<(), ConnectorError> {
+    let valid_chars = !resource.is_empty() && resource.chars().all(|c| c.is_ascii_alphanumeric());
+    if valid_chars && (resource == "profile" || resource.starts_with("cus")) {
+        Ok(())
+    } else {
+        Err(ConnectorError::Permanent {
+            message: format!(
+                "Campaign resource {resource:?} is not `profile` or a `cus*` custom resource"
+            ),
+        })
+    }
+}
+
+fn check_target(record: &WriteRecord) -> Result<(), ConnectorError> {
+    if record.target.system != System::Campaign {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "a write for {:?} table {} reached the Campaign sink",
+                record.target.system, record.target.table
+            ),
+        });
+    }
+    check_resource_name(&record.target.table)?;
+    let key_field = &record.target.key_field;
+    if key_field.is_empty() || !key_field.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "Campaign key field {key_field:?} of {} is not a field name",
+                record.target.table
+            ),
+        });
+    }
+    if record.key.is_empty() {
+        return Err(ConnectorError::Permanent {
+            message: format!("a {} write has an empty {key_field}", record.target.table),
+        });
+    }
+    Ok(())
+}
+
+/// Maps Campaign's metadata type names to field kinds.
+pub fn field_kind(campaign_type: &str) -> FieldKind {
+    match campaign_type {
+        "string" | "memo" | "text" | "html" | "email" => FieldKind::Text,
+        "long" | "int" | "int64" | "short" | "byte" | "integer" => FieldKind::Integer,
+        "float" | "double" | "decimal" | "number" | "money" => FieldKind::Decimal,
+        "boolean" => FieldKind::Boolean,
+        "date" => FieldKind::Date,
+        "datetime" | "timestamp" | "datetimetz" | "datetimenotz" => FieldKind::Datetime,
+        "enumeration" => FieldKind::Picklist,
+        "uuid" => FieldKind::Guid,
+        "link" => FieldKind::Lookup,
+        other => FieldKind::Other(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_name_upper_cases_the_key_fields_first_letter() {
+        assert_eq!(filter_name("externalId"), "byExternalId");
+        assert_eq!(filter_name("cusCrmId"), "byCusCrmId");
+    }
+
+    #[test]
+    fn only_profile_and_custom_resources_are_writable() {
+        assert!(check_resource_name("profile").is_ok());
+        assert!(check_resource_name("cusVehicle").is_ok());
+        assert!(check_resource_name("service").is_err());
+        assert!(check_resource_name("cus/../x").is_err());
+    }
+
+    #[test]
+    fn metadata_types_map_to_field_kinds() {
+        assert_eq!(field_kind("long"), FieldKind::Integer);
+        assert_eq!(field_kind("date"), FieldKind::Date);
+        assert_eq!(field_kind("datetime"), FieldKind::Datetime);
+        assert_eq!(field_kind("enumeration"), FieldKind::Picklist);
+        assert_eq!(field_kind("blob"), FieldKind::Other("blob".into()));
+    }
+}

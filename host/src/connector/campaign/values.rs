@@ -1,0 +1,152 @@
+//! Conversions between host values and Campaign's JSON: dates as Campaign date text
+//! (`2018-05-16 23:08:13.006Z`, or `2018-05-16` for date fields), picklists as labels, lookups as
+//! their id. Used by the sink (writing) and by the event and export readers (dates back to RFC 3339).
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+
+use crate::connector::FieldKind;
+use crate::model::Value;
+
+/// Formats an instant as Campaign's date-time text, e.g. `2018-05-16 23:08:13.006Z`.
+pub fn campaign_datetime_text(instant: DateTime<Utc>) -> String {
+    instant.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+/// Formats an instant's date as Campaign's date text, e.g. `2018-05-16`.
+pub fn campaign_date_text(instant: DateTime<Utc>) -> String {
+    instant.format("%Y-%m-%d").to_string()
+}
+
+/// Reads RFC 3339, Campaign date-time text or a bare date into an instant (UTC).
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
+        return Some(instant.with_timezone(&Utc));
+    }
+    if let Some(naive) = text.strip_suffix('Z')
+        && let Ok(instant) = NaiveDateTime::parse_from_str(naive, "%Y-%m-%d %H:%M:%S%.f")
+    {
+        return Some(instant.and_utc());
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return date.and_hms_opt(0, 0, 0).map(|instant| instant.and_utc());
+    }
+    None
+}
+
+/// Converts Campaign date text (or RFC 3339) to RFC 3339 with milliseconds; `None` if unreadable.
+pub fn rfc3339_from_campaign(text: &str) -> Option<String> {
+    parse_instant(text).map(|instant| instant.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Converts one value for a field of the given kind (`None` when the metadata does not know the
+/// field); the error names the field and what was wrong.
+pub fn to_campaign_json(
+    field: &str,
+    value: &Value,
+    kind: Option<&FieldKind>,
+) -> Result<serde_json::Value, String> {
+    Ok(match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(flag) => serde_json::Value::Bool(*flag),
+        Value::Integer(number) => serde_json::Value::from(*number),
+        Value::Decimal(number) => serde_json::Number::from_f64(*number)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("field {field}: {number} is not a finite number"))?,
+        Value::Text(text) | Value::Guid(text) => serde_json::Value::String(text.clone()),
+        Value::Datetime(text) => {
+            let instant = parse_instant(text).ok_or_else(|| {
+                format!("field {field}: {text:?} is not an RFC 3339 date or date-time")
+            })?;
+            let formatted = if kind == Some(&FieldKind::Date) {
+                campaign_date_text(instant)
+            } else {
+                campaign_datetime_text(instant)
+            };
+            serde_json::Value::String(formatted)
+        }
+        Value::Picklist { value, label } => match label {
+            Some(label) => serde_json::Value::String(label.clone()),
+            None => {
+                return Err(format!(
+                    "field {field}: picklist value {value} has no label to write to Campaign"
+                ));
+            }
+        },
+        Value::Lookup { id, .. } => serde_json::Value::String(id.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datetimes_become_campaign_text_and_dates_keep_the_day() {
+        let value = Value::Datetime("2018-05-16T23:08:13.006+00:00".into());
+        assert_eq!(
+            to_campaign_json("lastSeen", &value, Some(&FieldKind::Datetime)).unwrap(),
+            "2018-05-16 23:08:13.006Z"
+        );
+        assert_eq!(
+            to_campaign_json("birthDate", &value, Some(&FieldKind::Date)).unwrap(),
+            "2018-05-16"
+        );
+        let bare = Value::Datetime("1990-02-03".into());
+        assert_eq!(
+            to_campaign_json("birthDate", &bare, Some(&FieldKind::Date)).unwrap(),
+            "1990-02-03"
+        );
+    }
+
+    #[test]
+    fn picklists_write_labels_and_lookups_their_id() {
+        let gender = Value::Picklist {
+            value: 1,
+            label: Some("male".into()),
+        };
+        assert_eq!(to_campaign_json("gender", &gender, None).unwrap(), "male");
+        let unlabeled = Value::Picklist {
+            value: 1,
+            label: None,
+        };
+        let error = to_campaign_json("gender", &unlabeled, None).unwrap_err();
+        assert!(
+            error.contains("gender") && error.contains("no label"),
+            "{error}"
+        );
+        let lookup = Value::Lookup {
+            table: "contact".into(),
+            id: "c-1".into(),
+        };
+        assert_eq!(
+            to_campaign_json("cusProfileCrmId", &lookup, None).unwrap(),
+            "c-1"
+        );
+    }
+
+    #[test]
+    fn bad_dates_and_non_finite_numbers_are_named() {
+        let error =
+            to_campaign_json("created", &Value::Datetime("yesterday".into()), None).unwrap_err();
+        assert!(
+            error.contains("created") && error.contains("yesterday"),
+            "{error}"
+        );
+        let error = to_campaign_json("score", &Value::Decimal(f64::NAN), None).unwrap_err();
+        assert!(error.contains("score"), "{error}");
+    }
+
+    #[test]
+    fn campaign_text_reads_back_as_rfc3339() {
+        assert_eq!(
+            rfc3339_from_campaign("2018-05-16 23:08:13.006Z").as_deref(),
+            Some("2018-05-16T23:08:13.006Z")
+        );
+        assert_eq!(
+            rfc3339_from_campaign("2018-05-16T23:08:13+02:00").as_deref(),
+            Some("2018-05-16T21:08:13.000Z")
+        );
+        assert_eq!(rfc3339_from_campaign("16/05/2018"), None);
+    }
+}

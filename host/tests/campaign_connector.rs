@@ -1,0 +1,593 @@
+//! The Campaign connector against the Campaign simulator over loopback HTTP: writes (lookup then
+//! PATCH or POST, update-only, deletes, per-key order), listing, metadata, retries, 429 pacing,
+//! token refresh, malformed responses, the event journal and opt-out exports.
+
+use std::time::{Duration, Instant};
+
+use conduit::connector::campaign::{CampaignConnector, RetryPolicy};
+use conduit::connector::{
+    ConnectorError, EventSource, FieldKind, OptOutExportSource, RecordSink, WriteOutcome,
+};
+use conduit::model::{
+    BounceDetail, EmailEvent, EmailEventKind, Operation, System, Target, Value, WriteRecord,
+};
+use conduit::sim::campaign::{
+    CampaignSim, CampaignSimOptions, CampaignSimServer, Fault, FieldChange,
+};
+use serde_json::json;
+
+struct Harness {
+    sim: CampaignSim,
+    server: CampaignSimServer,
+    connector: CampaignConnector,
+}
+
+async fn harness_with(options: CampaignSimOptions) -> Harness {
+    let sim = CampaignSim::new(options);
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut settings = sim.connector_settings(&server).unwrap();
+    settings.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_secs(5),
+    };
+    let connector = CampaignConnector::new(settings).unwrap();
+    Harness {
+        sim,
+        server,
+        connector,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(CampaignSimOptions::default()).await
+}
+
+fn profile(key: &str, op: Operation, fields: &[(&str, Value)]) -> WriteRecord {
+    WriteRecord {
+        target: Target {
+            system: System::Campaign,
+            table: "profile".into(),
+            key_field: "externalId".into(),
+        },
+        key: key.into(),
+        op,
+        fields: fields
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect(),
+    }
+}
+
+fn text(value: &str) -> Value {
+    Value::Text(value.into())
+}
+
+fn failure(outcome: &WriteOutcome) -> &ConnectorError {
+    match outcome {
+        WriteOutcome::Failed(error) => error,
+        WriteOutcome::Written => panic!("expected a failure, got Written"),
+    }
+}
+
+#[tokio::test]
+async fn upsert_posts_when_absent_then_patches_the_found_record() {
+    let h = harness().await;
+    let first = profile(
+        "c-1",
+        Operation::Upsert,
+        &[
+            ("firstName", text("Ada")),
+            (
+                "gender",
+                Value::Picklist {
+                    value: 2,
+                    label: Some("female".into()),
+                },
+            ),
+            ("birthDate", Value::Datetime("1815-12-10T00:00:00Z".into())),
+            ("blackListEmail", Value::Boolean(false)),
+        ],
+    );
+    assert_eq!(
+        h.connector.write(&[first]).await,
+        vec![WriteOutcome::Written]
+    );
+    let created = h.sim.find("profile", "c-1").unwrap();
+    assert_eq!(created["firstName"], "Ada");
+    assert_eq!(created["gender"], "female");
+    assert_eq!(created["birthDate"], "1815-12-10");
+    let pkey = created["PKey"].clone();
+
+    let second = profile("c-1", Operation::Upsert, &[("lastName", text("Lovelace"))]);
+    assert_eq!(
+        h.connector.write(&[second]).await,
+        vec![WriteOutcome::Written]
+    );
+    let records = h.sim.records("profile");
+    assert_eq!(records.len(), 1, "the second upsert must PATCH, not POST");
+    assert_eq!(records[0]["PKey"], pkey);
+    assert_eq!(records[0]["lastName"], "Lovelace");
+    assert_eq!(records[0]["firstName"], "Ada");
+}
+
+#[tokio::test]
+async fn update_only_on_a_missing_profile_fails_permanently_naming_the_key() {
+    let h = harness().await;
+    let outcomes = h
+        .connector
+        .write(&[profile(
+            "ghost",
+            Operation::Update,
+            &[("firstName", text("X"))],
+        )])
+        .await;
+    let error = failure(&outcomes[0]);
+    assert!(!error.is_transient());
+    assert!(
+        error
+            .to_string()
+            .contains("no profile with externalId \"ghost\""),
+        "{error}"
+    );
+    assert!(h.sim.records("profile").is_empty());
+}
+
+#[tokio::test]
+async fn update_only_patches_an_existing_profile() {
+    let h = harness().await;
+    h.sim
+        .insert("profile", &json!({"externalId": "c-2", "firstName": "Old"}))
+        .unwrap();
+    let outcomes = h
+        .connector
+        .write(&[profile(
+            "c-2",
+            Operation::Update,
+            &[("firstName", text("New"))],
+        )])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert_eq!(h.sim.find("profile", "c-2").unwrap()["firstName"], "New");
+}
+
+#[tokio::test]
+async fn delete_removes_the_record_and_an_absent_record_counts_as_deleted() {
+    let h = harness().await;
+    h.sim
+        .insert("profile", &json!({"externalId": "c-3"}))
+        .unwrap();
+    let outcomes = h
+        .connector
+        .write(&[
+            profile("c-3", Operation::Delete, &[]),
+            profile("never-there", Operation::Delete, &[]),
+        ])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written, WriteOutcome::Written]);
+    assert!(h.sim.find("profile", "c-3").is_none());
+}
+
+#[tokio::test]
+async fn same_key_writes_keep_their_order_under_concurrency() {
+    let h = harness().await;
+    let mut batch = Vec::new();
+    for index in 0..40 {
+        let key = format!("k-{}", index % 4);
+        batch.push(profile(
+            &key,
+            Operation::Upsert,
+            &[("firstName", text(&format!("v{index}")))],
+        ));
+    }
+    batch.push(profile("k-0", Operation::Delete, &[]));
+    let outcomes = h.connector.write(&batch).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| *outcome == WriteOutcome::Written)
+    );
+    assert!(h.sim.find("profile", "k-0").is_none());
+    for (key, last) in [("k-1", "v37"), ("k-2", "v38"), ("k-3", "v39")] {
+        assert_eq!(h.sim.find("profile", key).unwrap()["firstName"], last);
+    }
+    assert_eq!(h.sim.records("profile").len(), 3);
+}
+
+#[tokio::test]
+async fn custom_resources_are_written_by_their_own_key() {
+    let h = harness().await;
+    let vehicle = WriteRecord {
+        target: Target {
+            system: System::Campaign,
+            table: "cusVehicle".into(),
+            key_field: "cusCrmId".into(),
+        },
+        key: "v-1".into(),
+        op: Operation::Upsert,
+        fields: vec![
+            ("cusName".into(), text("Family car")),
+            ("cusYear".into(), Value::Integer(2021)),
+            (
+                "cusProfileCrmId".into(),
+                Value::Lookup {
+                    table: "contact".into(),
+                    id: "c-1".into(),
+                },
+            ),
+        ],
+    };
+    assert_eq!(
+        h.connector.write(&[vehicle]).await,
+        vec![WriteOutcome::Written]
+    );
+    let stored = h.sim.find("cusVehicle", "v-1").unwrap();
+    assert_eq!(stored["cusYear"], 2021);
+    assert_eq!(stored["cusProfileCrmId"], "c-1");
+}
+
+#[tokio::test]
+async fn service_refusals_are_permanent_with_campaigns_message() {
+    let h = harness().await;
+    let outcomes = h
+        .connector
+        .write(&[
+            profile(
+                "c-4",
+                Operation::Upsert,
+                &[("firstName", text(&"x".repeat(31)))],
+            ),
+            profile(
+                "c-5",
+                Operation::Upsert,
+                &[("shoeSize", Value::Integer(44))],
+            ),
+        ])
+        .await;
+    let too_long = failure(&outcomes[0]);
+    assert!(!too_long.is_transient());
+    assert!(too_long.to_string().contains("maximum 30"), "{too_long}");
+    let unknown = failure(&outcomes[1]);
+    assert!(unknown.to_string().contains("RST-360011"), "{unknown}");
+    assert!(unknown.to_string().contains("shoeSize"), "{unknown}");
+}
+
+#[tokio::test]
+async fn writes_for_another_system_are_refused() {
+    let h = harness().await;
+    let mut record = profile("c-6", Operation::Upsert, &[]);
+    record.target.system = System::Dynamics;
+    let outcomes = h.connector.write(&[record]).await;
+    assert!(
+        failure(&outcomes[0])
+            .to_string()
+            .contains("reached the Campaign sink")
+    );
+}
+
+#[tokio::test]
+async fn listing_follows_next_href_across_many_pages() {
+    let h = harness().await;
+    for index in 0..137 {
+        h.sim
+            .insert(
+                "cusVehicle",
+                &json!({"cusCrmId": format!("v-{index}"), "cusYear": 2000 + index}),
+            )
+            .unwrap();
+    }
+    let served_before = h.sim.requests_served();
+    let all = h.connector.list_all("cusVehicle", 10).await.unwrap();
+    assert_eq!(all.len(), 137);
+    assert_eq!(all[136]["cusCrmId"], "v-136");
+    assert_eq!(h.sim.requests_served() - served_before, 14);
+}
+
+#[tokio::test]
+async fn describe_reads_metadata_and_sees_schema_drift() {
+    let h = harness().await;
+    let fields = h.connector.describe("profile").await.unwrap();
+    let kind = |name: &str| {
+        fields
+            .iter()
+            .find(|field| field.name == name)
+            .map(|field| field.kind.clone())
+    };
+    assert_eq!(kind("birthDate"), Some(FieldKind::Date));
+    assert_eq!(kind("gender"), Some(FieldKind::Picklist));
+    assert_eq!(kind("blackListEmail"), Some(FieldKind::Boolean));
+    assert_eq!(kind("lastModified"), Some(FieldKind::Datetime));
+    h.sim
+        .change_field("profile", "phone", FieldChange::Remove)
+        .unwrap();
+    let fields = h.connector.describe("profile").await.unwrap();
+    assert!(fields.iter().all(|field| field.name != "phone"));
+    let error = h.connector.describe("cusNothing").await.unwrap_err();
+    assert!(error.to_string().contains("cusNothing"), "{error}");
+}
+
+#[tokio::test]
+async fn check_succeeds_with_good_credentials_and_fails_with_a_wrong_secret() {
+    let h = harness().await;
+    h.connector.check().await.unwrap();
+    let mut settings = h.sim.connector_settings(&h.server).unwrap();
+    settings.client_secret = conduit::connector::campaign::Secret::new("wrong");
+    let connector = CampaignConnector::new(settings).unwrap();
+    let error = connector.check().await.unwrap_err();
+    assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+    assert!(!format!("{error} {error:?}").contains("conduit-campaign-secret"));
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_they_pass() {
+    let h = harness().await;
+    h.sim.faults().inject([
+        Fault::ServerError { status: 503 },
+        Fault::ServerError { status: 502 },
+    ]);
+    let outcomes = h
+        .connector
+        .write(&[profile("c-7", Operation::Upsert, &[])])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert_eq!(h.sim.faults().injected(), 2);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_end_as_transient_failures() {
+    let h = harness().await;
+    h.sim
+        .faults()
+        .inject(std::iter::repeat_n(Fault::ServerError { status: 500 }, 3));
+    let outcomes = h
+        .connector
+        .write(&[profile("c-8", Operation::Upsert, &[])])
+        .await;
+    let error = failure(&outcomes[0]);
+    assert!(error.is_transient(), "{error:?}");
+    assert!(error.to_string().contains("500"), "{error}");
+}
+
+#[tokio::test]
+async fn rate_limit_waits_for_retry_after_before_retrying() {
+    let h = harness().await;
+    h.connector.check().await.unwrap();
+    h.sim.faults().inject([Fault::RateLimited {
+        retry_after_secs: 1,
+    }]);
+    let started = Instant::now();
+    let outcomes = h
+        .connector
+        .write(&[profile("c-9", Operation::Upsert, &[])])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After ignored"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_we_wait_is_handed_to_the_engine() {
+    let h = harness().await;
+    h.sim.faults().inject([Fault::RateLimited {
+        retry_after_secs: 120,
+    }]);
+    let outcomes = h
+        .connector
+        .write(&[profile("c-10", Operation::Upsert, &[])])
+        .await;
+    match failure(&outcomes[0]) {
+        ConnectorError::Transient { retry_after, .. } => {
+            assert_eq!(*retry_after, Some(Duration::from_secs(120)));
+        }
+        other => panic!("expected Transient, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_token_is_refreshed_once_and_the_call_succeeds() {
+    let h = harness().await;
+    h.connector.check().await.unwrap();
+    assert_eq!(h.sim.tokens_issued(), 1);
+    h.sim.revoke_tokens();
+    let outcomes = h
+        .connector
+        .write(&[profile("c-11", Operation::Upsert, &[])])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert_eq!(h.sim.tokens_issued(), 2);
+}
+
+#[tokio::test]
+async fn tokens_are_refreshed_before_they_expire() {
+    let h = harness_with(CampaignSimOptions {
+        token_ttl: Duration::from_secs(1),
+        ..CampaignSimOptions::default()
+    })
+    .await;
+    h.connector.check().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(950)).await;
+    h.connector.check().await.unwrap();
+    assert_eq!(h.sim.tokens_issued(), 2);
+}
+
+#[tokio::test]
+async fn a_malformed_response_is_a_permanent_error_naming_the_url() {
+    let h = harness().await;
+    h.connector.describe("profile").await.unwrap();
+    h.sim.faults().inject([Fault::Malformed]);
+    let outcomes = h
+        .connector
+        .write(&[profile("c-12", Operation::Upsert, &[])])
+        .await;
+    let error = failure(&outcomes[0]);
+    assert!(!error.is_transient());
+    let message = error.to_string();
+    assert!(message.contains("byExternalId"), "{message}");
+    assert!(message.contains("expected a list"), "{message}");
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried() {
+    let h = harness().await;
+    h.connector.check().await.unwrap();
+    h.sim.faults().inject([Fault::Reset]);
+    let outcomes = h
+        .connector
+        .write(&[profile("c-13", Operation::Upsert, &[])])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    h.sim.faults().inject(std::iter::repeat_n(Fault::Reset, 3));
+    let error = h.connector.list_all("profile", 5).await.unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+}
+
+fn event(id: &str, kind: EmailEventKind) -> EmailEvent {
+    EmailEvent {
+        id: id.into(),
+        kind,
+        contact_key: "c-1".into(),
+        campaign_id: "CMP1".into(),
+        campaign_name: "Spring".into(),
+        delivery_id: "DM1".into(),
+        delivery_name: "Newsletter".into(),
+        timestamp: "2026-03-01T10:00:00.000Z".into(),
+        url: (kind == EmailEventKind::Click).then(|| "https://example.com/offer".into()),
+        mirror_page_url: Some("https://mirror.example.com/DM1".into()),
+        bounce: (kind == EmailEventKind::Bounce).then(|| BounceDetail {
+            hard: true,
+            reason: "User unknown".into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn journal_pages_continue_from_the_cursor_and_empty_reads_keep_it() {
+    let h = harness_with(CampaignSimOptions {
+        seed_events: vec![
+            event("e-1", EmailEventKind::Send),
+            event("e-2", EmailEventKind::Open),
+        ],
+        ..CampaignSimOptions::default()
+    })
+    .await;
+    h.sim.emit_event(&event("e-3", EmailEventKind::Click));
+    h.sim.emit_event(&event("e-4", EmailEventKind::Bounce));
+    h.sim.emit_event(&event("e-5", EmailEventKind::Send));
+
+    let first = h.connector.read_events(None, 2).await.unwrap();
+    let ids: Vec<_> = first.events.iter().map(|event| event.id.as_str()).collect();
+    assert_eq!(ids, ["e-1", "e-2"]);
+    let second = h
+        .connector
+        .read_events(first.cursor.as_deref(), 2)
+        .await
+        .unwrap();
+    assert_eq!(second.events[0], event("e-3", EmailEventKind::Click));
+    assert_eq!(second.events[1], event("e-4", EmailEventKind::Bounce));
+    let third = h
+        .connector
+        .read_events(second.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(third.events.len(), 1);
+    let empty = h
+        .connector
+        .read_events(third.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert!(empty.events.is_empty());
+    assert_eq!(empty.cursor, third.cursor);
+    h.sim.emit_event(&event("e-6", EmailEventKind::Open));
+    let later = h
+        .connector
+        .read_events(empty.cursor.as_deref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(later.events[0].id, "e-6");
+}
+
+#[tokio::test]
+async fn a_malformed_journal_event_is_a_clear_error_naming_its_position() {
+    let h = harness().await;
+    h.sim
+        .emit_raw_event(json!({"id": "e-x", "kind": "forward"}));
+    let error = h.connector.read_events(None, 10).await.unwrap_err();
+    assert!(!error.is_transient());
+    let message = error.to_string();
+    assert!(message.contains("position"), "{message}");
+    assert!(
+        message.contains("profileCrmId") || message.contains("forward"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn opt_out_exports_are_read_in_order_with_the_file_name_as_cursor() {
+    let h = harness().await;
+    for key in ["c-1", "c-2"] {
+        h.sim
+            .insert("profile", &json!({"externalId": key}))
+            .unwrap();
+    }
+    let nothing = h.connector.read_next_export(None).await.unwrap();
+    assert_eq!(nothing.cursor, None);
+
+    h.sim.set_opt_out("c-1", "blackListEmail", true).unwrap();
+    h.sim.set_opt_out("c-2", "ccpaOptOut", true).unwrap();
+    let first_file = h.sim.drop_opt_out_export().unwrap();
+    h.sim.set_opt_out("c-1", "blackListEmail", false).unwrap();
+    h.sim.drop_opt_out_export().unwrap();
+
+    let first = h.connector.read_next_export(None).await.unwrap();
+    assert_eq!(
+        first.cursor.as_deref(),
+        first_file.file_name().and_then(|name| name.to_str())
+    );
+    assert_eq!(first.changes.len(), 2);
+    assert_eq!(first.changes[0].contact_key, "c-1");
+    assert!(first.changes[0].value);
+    assert_eq!(
+        Some(first.changes[1].changed_at.clone()),
+        h.sim.opt_out_changed_at("c-2", "ccpaOptOut"),
+        "the export carries Campaign's attribute-level change time"
+    );
+    assert_eq!(h.sim.find("profile", "c-2").unwrap()["ccpaOptOut"], true);
+
+    let second = h
+        .connector
+        .read_next_export(first.cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(second.changes.len(), 1);
+    assert!(!second.changes[0].value);
+    let done = h
+        .connector
+        .read_next_export(second.cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(done.cursor, None);
+    assert!(done.changes.is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_export_file_names_file_line_and_column() {
+    let h = harness().await;
+    let folder = h.sim.drop_root().join("d365_loads/exports");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("optout_20260101T000000Z.csv"),
+        "crmId,attribute,value,changedAt\nc-1,blackListEmail,true,2026-01-01T00:00:00Z\nc-2,blackListFax,true,last tuesday\n",
+    )
+    .unwrap();
+    std::fs::write(folder.join("notes.txt"), "not an export").unwrap();
+    let error = h.connector.read_next_export(None).await.unwrap_err();
+    assert!(!error.is_transient());
+    assert!(
+        error
+            .to_string()
+            .contains("optout_20260101T000000Z.csv line 3 column 4 (changedAt)"),
+        "{error}"
+    );
+}
