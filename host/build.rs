@@ -91,7 +91,10 @@ fn run() -> Result<(), String> {
     for file in FIXTURES {
         copy_into(&built.join(file), &fixtures)?;
     }
-    println!("cargo:rustc-env=CONDUIT_PLUGIN_FIXTURES={}", fixtures.display());
+    println!(
+        "cargo:rustc-env=CONDUIT_PLUGIN_FIXTURES={}",
+        fixtures.display()
+    );
     Ok(())
 }
 

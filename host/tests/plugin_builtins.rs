@@ -187,7 +187,11 @@ fn picklists_are_written_as_labels_or_technical_values() {
         (true, unlabelled, Value::Integer(7)),
     ];
     for (technical, source, expected) in cases {
-        let settings = with(contacts_settings(), "technical_picklist_values", json!(technical));
+        let settings = with(
+            contacts_settings(),
+            "technical_picklist_values",
+            json!(technical),
+        );
         let row = set(contact_row("c-1"), "gendercode", source.clone());
         let outcome = map_one(&settings, Phase::Initial, row);
         assert_eq!(
@@ -216,16 +220,62 @@ fn replacements_match_the_exact_text_form_of_the_source_value() {
         label: Some("Male".into()),
     };
     let cases: Vec<(&str, Value, &str, Value)> = vec![
-        ("gendercode", Value::Picklist { value: 2, label: Some("Female".into()) }, "gender", Value::Text("F".into())),
+        (
+            "gendercode",
+            Value::Picklist {
+                value: 2,
+                label: Some("Female".into()),
+            },
+            "gender",
+            Value::Text("F".into()),
+        ),
         ("gendercode", male, "gender", Value::Text("M".into())),
-        ("gendercode", Value::Picklist { value: 3, label: Some("Other".into()) }, "gender", Value::Text("Other".into())),
-        ("donotemail", Value::Boolean(true), "noEmail", Value::Text("yes".into())),
-        ("donotemail", Value::Boolean(false), "noEmail", Value::Boolean(false)),
-        ("creditlimit", Value::Decimal(1500.5), "creditLimit", Value::Text("gold".into())),
-        ("firstname", Value::Text("Ada".into()), "firstName", Value::Text("Countess".into())),
+        (
+            "gendercode",
+            Value::Picklist {
+                value: 3,
+                label: Some("Other".into()),
+            },
+            "gender",
+            Value::Text("Other".into()),
+        ),
+        (
+            "donotemail",
+            Value::Boolean(true),
+            "noEmail",
+            Value::Text("yes".into()),
+        ),
+        (
+            "donotemail",
+            Value::Boolean(false),
+            "noEmail",
+            Value::Boolean(false),
+        ),
+        (
+            "creditlimit",
+            Value::Decimal(1500.5),
+            "creditLimit",
+            Value::Text("gold".into()),
+        ),
+        (
+            "firstname",
+            Value::Text("Ada".into()),
+            "firstName",
+            Value::Text("Countess".into()),
+        ),
         // Exact match: case and surrounding text matter.
-        ("firstname", Value::Text("ada".into()), "firstName", Value::Text("ada".into())),
-        ("firstname", Value::Text("Ada L".into()), "firstName", Value::Text("Ada L".into())),
+        (
+            "firstname",
+            Value::Text("ada".into()),
+            "firstName",
+            Value::Text("ada".into()),
+        ),
+        (
+            "firstname",
+            Value::Text("Ada L".into()),
+            "firstName",
+            Value::Text("Ada L".into()),
+        ),
     ];
     for (column, source, destination, expected) in cases {
         let row = set(contact_row("c-1"), column, source.clone());
@@ -244,25 +294,73 @@ fn filters_compare_numbers_datetimes_and_text_like_dataverse() {
     // (rule, passes for Ada?)
     let cases = [
         (json!({"field": "statecode", "op": "eq", "value": 0}), true),
-        (json!({"field": "statecode", "op": "eq", "value": "Active"}), true),
-        (json!({"field": "statecode", "op": "ne", "value": "0"}), false),
-        (json!({"field": "creditlimit", "op": "gt", "value": 1000}), true),
-        (json!({"field": "creditlimit", "op": "gt", "value": "1500.5"}), false),
-        (json!({"field": "creditlimit", "op": "ge", "value": "1500.5"}), true),
+        (
+            json!({"field": "statecode", "op": "eq", "value": "Active"}),
+            true,
+        ),
+        (
+            json!({"field": "statecode", "op": "ne", "value": "0"}),
+            false,
+        ),
+        (
+            json!({"field": "creditlimit", "op": "gt", "value": 1000}),
+            true,
+        ),
+        (
+            json!({"field": "creditlimit", "op": "gt", "value": "1500.5"}),
+            false,
+        ),
+        (
+            json!({"field": "creditlimit", "op": "ge", "value": "1500.5"}),
+            true,
+        ),
         // Numbers compare as numbers, not as text ("900" > "1500.5" as text).
-        (json!({"field": "creditlimit", "op": "lt", "value": 900}), false),
-        (json!({"field": "creditlimit", "op": "le", "value": 99999}), true),
+        (
+            json!({"field": "creditlimit", "op": "lt", "value": 900}),
+            false,
+        ),
+        (
+            json!({"field": "creditlimit", "op": "le", "value": 99999}),
+            true,
+        ),
         // Datetimes compare as instants, whatever the offset.
-        (json!({"field": "modifiedon", "op": "gt", "value": "2026-11-01T10:30:00+01:00"}), true),
-        (json!({"field": "modifiedon", "op": "lt", "value": "2026-11-01T09:00:00Z"}), false),
-        (json!({"field": "modifiedon", "op": "eq", "value": "2026-11-01T11:00:00+01:00"}), true),
+        (
+            json!({"field": "modifiedon", "op": "gt", "value": "2026-11-01T10:30:00+01:00"}),
+            true,
+        ),
+        (
+            json!({"field": "modifiedon", "op": "lt", "value": "2026-11-01T09:00:00Z"}),
+            false,
+        ),
+        (
+            json!({"field": "modifiedon", "op": "eq", "value": "2026-11-01T11:00:00+01:00"}),
+            true,
+        ),
         // Text ignores case.
-        (json!({"field": "emailaddress1", "op": "endswith", "value": "@EXAMPLE.com"}), true),
-        (json!({"field": "emailaddress1", "op": "startswith", "value": "bob"}), false),
-        (json!({"field": "emailaddress1", "op": "contains", "value": "A@Ex"}), true),
-        (json!({"field": "firstname", "op": "eq", "value": "ADA"}), true),
-        (json!({"field": "donotemail", "op": "eq", "value": false}), true),
-        (json!({"field": "donotemail", "op": "ne", "value": "false"}), false),
+        (
+            json!({"field": "emailaddress1", "op": "endswith", "value": "@EXAMPLE.com"}),
+            true,
+        ),
+        (
+            json!({"field": "emailaddress1", "op": "startswith", "value": "bob"}),
+            false,
+        ),
+        (
+            json!({"field": "emailaddress1", "op": "contains", "value": "A@Ex"}),
+            true,
+        ),
+        (
+            json!({"field": "firstname", "op": "eq", "value": "ADA"}),
+            true,
+        ),
+        (
+            json!({"field": "donotemail", "op": "eq", "value": false}),
+            true,
+        ),
+        (
+            json!({"field": "donotemail", "op": "ne", "value": "false"}),
+            false,
+        ),
         // Null checks, also on columns the batch does not carry at all.
         (json!({"field": "firstname", "op": "null"}), false),
         (json!({"field": "firstname", "op": "notnull"}), true),
@@ -358,7 +456,11 @@ fn source_deletes_are_applied_only_when_apply_deletes() {
 #[test]
 fn rows_whose_values_cannot_be_converted_are_rejected_with_the_field_named() {
     let cases = [
-        ("birthdate", Value::Datetime("last tuesday".into()), "birthdate"),
+        (
+            "birthdate",
+            Value::Datetime("last tuesday".into()),
+            "birthdate",
+        ),
         ("creditlimit", Value::Decimal(f64::NAN), "creditlimit"),
     ];
     for (column, value, named) in cases {
@@ -378,7 +480,11 @@ fn rows_whose_values_cannot_be_converted_are_rejected_with_the_field_named() {
         json!({"rules": [{"field": "creditlimit", "op": "gt", "value": "lots"}]}),
     );
     assert!(matches!(
-        map_one(&filter_on_text_as_number, Phase::Initial, contact_row("c-1")),
+        map_one(
+            &filter_on_text_as_number,
+            Phase::Initial,
+            contact_row("c-1")
+        ),
         Outcome::Reject { .. }
     ));
 }
@@ -431,31 +537,69 @@ fn invalid_table_mapper_settings_are_refused_naming_the_setting() {
     let cases = [
         (with(contacts_settings(), "colour", json!("red")), "colour"),
         (
-            with(contacts_settings(), "filters", json!({"rules": [{"field": "statecode", "op": "like", "value": "0"}]})),
+            with(
+                contacts_settings(),
+                "filters",
+                json!({"rules": [{"field": "statecode", "op": "like", "value": "0"}]}),
+            ),
             "filters.rules[0].op",
         ),
         (
-            with(contacts_settings(), "filters", json!({"combine": "xor", "rules": []})),
+            with(
+                contacts_settings(),
+                "filters",
+                json!({"combine": "xor", "rules": []}),
+            ),
             "filters.combine",
         ),
         (
-            with(contacts_settings(), "filters", json!({"rules": [{"field": "statecode", "op": "eq"}]})),
+            with(
+                contacts_settings(),
+                "filters",
+                json!({"rules": [{"field": "statecode", "op": "eq"}]}),
+            ),
             "filters.rules[0].value",
         ),
         (
-            with(contacts_settings(), "filters", json!({"rules": [{"field": "statecode", "op": "null", "value": 1}]})),
+            with(
+                contacts_settings(),
+                "filters",
+                json!({"rules": [{"field": "statecode", "op": "null", "value": 1}]}),
+            ),
             "filters.rules[0].value",
         ),
         (
-            with(contacts_settings(), "replacements", json!([{"field": "telephone1", "from": "1", "to": "x"}])),
+            with(
+                contacts_settings(),
+                "replacements",
+                json!([{"field": "telephone1", "from": "1", "to": "x"}]),
+            ),
             "replacements[0].field",
         ),
-        (field(json!({"source": "lastname", "destination": "firstName"})), "fields[6].destination"),
-        (field(json!({"source": "contactid", "destination": "crmId"})), "fields[6]"),
-        (field(json!({"source": "crmid", "destination": "externalId"})), "fields[6]"),
-        (field(json!({"source": "lastname", "destination": "lastName", "apply_update": true})), "apply_update"),
-        (with(contacts_settings(), "key", json!({"source": "contactid"})), "destination"),
-        (with(contacts_settings(), "apply_deletes", json!("yes")), "apply_deletes"),
+        (
+            field(json!({"source": "lastname", "destination": "firstName"})),
+            "fields[6].destination",
+        ),
+        (
+            field(json!({"source": "contactid", "destination": "crmId"})),
+            "fields[6]",
+        ),
+        (
+            field(json!({"source": "crmid", "destination": "externalId"})),
+            "fields[6]",
+        ),
+        (
+            field(json!({"source": "lastname", "destination": "lastName", "apply_update": true})),
+            "apply_update",
+        ),
+        (
+            with(contacts_settings(), "key", json!({"source": "contactid"})),
+            "destination",
+        ),
+        (
+            with(contacts_settings(), "apply_deletes", json!("yes")),
+            "apply_deletes",
+        ),
         (json!({"name": "x"}), "missing field"),
     ];
     let plugin = builtin("table-mapper", World::RecordMapper);
@@ -499,12 +643,21 @@ fn event_mapper(settings: Json) -> EventMapper {
 
 #[test]
 fn each_enabled_event_kind_becomes_its_activity_upserted_by_event_id() {
-    let mut mapper = event_mapper(json!({"send": true, "open": true, "click": true, "bounce": true}));
+    let mut mapper =
+        event_mapper(json!({"send": true, "open": true, "click": true, "bounce": true}));
     let cases = [
         (EmailEventKind::Send, "adobe_emailsends", "adobe_datesent"),
         (EmailEventKind::Open, "adobe_emailopens", "adobe_dateopened"),
-        (EmailEventKind::Click, "adobe_emailclicks", "adobe_dateclicked"),
-        (EmailEventKind::Bounce, "adobe_emailbounces", "adobe_datebounced"),
+        (
+            EmailEventKind::Click,
+            "adobe_emailclicks",
+            "adobe_dateclicked",
+        ),
+        (
+            EmailEventKind::Bounce,
+            "adobe_emailbounces",
+            "adobe_datebounced",
+        ),
     ];
     let events: Vec<_> = cases
         .iter()
@@ -529,8 +682,14 @@ fn each_enabled_event_kind_becomes_its_activity_upserted_by_event_id() {
                 "Campaign Name: 2019LoyaltyCamp; Delivery Name: Welcome mail".into()
             ))
         );
-        assert_eq!(field(record, "adobe_campaignname"), Some(&Value::Text("CAM12".into())));
-        assert_eq!(field(record, "adobe_deliveryname"), Some(&Value::Text("DM190".into())));
+        assert_eq!(
+            field(record, "adobe_campaignname"),
+            Some(&Value::Text("CAM12".into()))
+        );
+        assert_eq!(
+            field(record, "adobe_deliveryname"),
+            Some(&Value::Text("DM190".into()))
+        );
         assert_eq!(
             field(record, "adobe_mirrorpageurl"),
             Some(&Value::Text("https://mirror.example.com/m/1".into()))
@@ -598,7 +757,10 @@ fn switched_off_kinds_soft_bounces_and_missing_mirror_pages() {
             reason: "soft bounce: Mailbox full".into()
         }
     );
-    assert_eq!(field(only_record(&outcomes[3]), "adobe_mirrorpageurl"), None);
+    assert_eq!(
+        field(only_record(&outcomes[3]), "adobe_mirrorpageurl"),
+        None
+    );
 }
 
 #[test]
@@ -612,7 +774,9 @@ fn events_that_cannot_become_activities_are_rejected() {
     no_contact.contact_key = String::new();
     let mut bad_time = event("e-4", EmailEventKind::Click);
     bad_time.timestamp = "soon".into();
-    let outcomes = mapper.map(&[no_url, no_detail, no_contact, bad_time]).unwrap();
+    let outcomes = mapper
+        .map(&[no_url, no_detail, no_contact, bad_time])
+        .unwrap();
     for outcome in outcomes {
         assert!(matches!(outcome, Outcome::Reject { .. }), "{outcome:?}");
     }
@@ -681,14 +845,21 @@ fn writes(outcome: &Outcome) -> Vec<(System, String, Value)> {
     };
     let mut all = Vec::new();
     for record in records {
-        assert_eq!(record.op, Operation::Update, "opt-outs never create records");
+        assert_eq!(
+            record.op,
+            Operation::Update,
+            "opt-outs never create records"
+        );
         assert_eq!(record.key, "c-1");
         let expected_target = match record.target.system {
             System::Dynamics => ("contacts", "contactid"),
             System::Campaign => ("profile", "externalId"),
         };
         assert_eq!(
-            (record.target.table.as_str(), record.target.key_field.as_str()),
+            (
+                record.target.table.as_str(),
+                record.target.key_field.as_str()
+            ),
             expected_target
         );
         for (name, value) in &record.fields {
@@ -706,25 +877,85 @@ fn opt_out_directions_and_the_bidirectional_conflict_rule() {
     let c = |v: bool| (Campaign, "blackListEmail".to_owned(), Value::Boolean(v));
     let cases = [
         // Bidirectional: Campaign newer -> Campaign's value on both sides.
-        ("bidirectional", Some((true, EARLY)), Some((false, LATE)), vec![d(false)]),
-        ("bidirectional", Some((false, EARLY)), Some((true, LATE)), vec![d(true)]),
+        (
+            "bidirectional",
+            Some((true, EARLY)),
+            Some((false, LATE)),
+            vec![d(false)],
+        ),
+        (
+            "bidirectional",
+            Some((false, EARLY)),
+            Some((true, LATE)),
+            vec![d(true)],
+        ),
         // Dynamics newer or equal -> opted out wins if either is.
-        ("bidirectional", Some((false, LATE)), Some((true, EARLY)), vec![d(true)]),
-        ("bidirectional", Some((true, LATE)), Some((false, EARLY)), vec![c(true)]),
-        ("bidirectional", Some((false, EARLY)), Some((true, EARLY)), vec![d(true)]),
-        ("bidirectional", Some((true, EARLY)), Some((false, EARLY)), vec![c(true)]),
-        ("bidirectional", Some((false, LATE)), Some((false, EARLY)), vec![]),
-        ("bidirectional", Some((true, LATE)), Some((true, EARLY)), vec![]),
+        (
+            "bidirectional",
+            Some((false, LATE)),
+            Some((true, EARLY)),
+            vec![d(true)],
+        ),
+        (
+            "bidirectional",
+            Some((true, LATE)),
+            Some((false, EARLY)),
+            vec![c(true)],
+        ),
+        (
+            "bidirectional",
+            Some((false, EARLY)),
+            Some((true, EARLY)),
+            vec![d(true)],
+        ),
+        (
+            "bidirectional",
+            Some((true, EARLY)),
+            Some((false, EARLY)),
+            vec![c(true)],
+        ),
+        (
+            "bidirectional",
+            Some((false, LATE)),
+            Some((false, EARLY)),
+            vec![],
+        ),
+        (
+            "bidirectional",
+            Some((true, LATE)),
+            Some((true, EARLY)),
+            vec![],
+        ),
         // A side missing the attribute is unknown: it receives the known value.
         ("bidirectional", Some((true, EARLY)), None, vec![c(true)]),
         ("bidirectional", None, Some((false, EARLY)), vec![d(false)]),
         ("bidirectional", None, None, vec![]),
         // Unidirectional: copy the source side, whatever the times.
-        ("dynamics-to-campaign", Some((false, EARLY)), Some((true, LATE)), vec![c(false)]),
-        ("dynamics-to-campaign", Some((true, EARLY)), None, vec![c(true)]),
+        (
+            "dynamics-to-campaign",
+            Some((false, EARLY)),
+            Some((true, LATE)),
+            vec![c(false)],
+        ),
+        (
+            "dynamics-to-campaign",
+            Some((true, EARLY)),
+            None,
+            vec![c(true)],
+        ),
         ("dynamics-to-campaign", None, Some((true, LATE)), vec![]),
-        ("campaign-to-dynamics", Some((true, LATE)), Some((false, EARLY)), vec![d(false)]),
-        ("campaign-to-dynamics", Some((true, LATE)), Some((true, EARLY)), vec![]),
+        (
+            "campaign-to-dynamics",
+            Some((true, LATE)),
+            Some((false, EARLY)),
+            vec![d(false)],
+        ),
+        (
+            "campaign-to-dynamics",
+            Some((true, LATE)),
+            Some((true, EARLY)),
+            vec![],
+        ),
         ("campaign-to-dynamics", Some((false, LATE)), None, vec![]),
         // Disabled: nothing moves.
         ("disabled", Some((true, LATE)), Some((false, EARLY)), vec![]),
@@ -782,7 +1013,10 @@ fn opt_out_rejects_unreadable_change_times() {
     let outcomes = resolver
         .resolve(&[email_pair(Some((true, "whenever")), Some((false, EARLY)))])
         .unwrap();
-    assert!(matches!(outcomes[0], Outcome::Reject { .. }), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[0], Outcome::Reject { .. }),
+        "{outcomes:?}"
+    );
 }
 
 #[test]

@@ -58,7 +58,9 @@ fn second_load_hits_the_disk_cache_even_after_a_restart() {
 
     // A new host is a restart: same directory, same engine settings.
     let restarted = PluginHost::new(Some(dir.path())).unwrap();
-    let second = restarted.load(&table_mapper(), World::RecordMapper).unwrap();
+    let second = restarted
+        .load(&table_mapper(), World::RecordMapper)
+        .unwrap();
     assert!(second.from_cache());
     assert_eq!(second.fingerprint(), first.fingerprint());
     assert_maps(&second);
@@ -73,7 +75,10 @@ fn entry_names_carry_the_component_hash_and_the_engine_key() {
         .unwrap();
     let entry = entries(dir.path()).remove(0);
     let name = entry.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with(&format!("{}-", plugin.fingerprint())), "{name}");
+    assert!(
+        name.starts_with(&format!("{}-", plugin.fingerprint())),
+        "{name}"
+    );
 }
 
 #[test]

@@ -66,7 +66,10 @@ fn run_hostile(mode: &str) -> Result<Vec<Outcome>, PluginError> {
 /// The good batch every hostile case is followed by: the builtin still maps correctly.
 fn assert_host_still_maps_a_good_batch() {
     let plugin = host()
-        .load(&PluginRef::Builtin("table-mapper".into()), World::RecordMapper)
+        .load(
+            &PluginRef::Builtin("table-mapper".into()),
+            World::RecordMapper,
+        )
         .unwrap();
     let mut mapper = plugin
         .record_mapper(
@@ -144,7 +147,10 @@ fn files_env_network_and_name_lookup_give_nothing() {
         }]
     );
     listener.set_nonblocking(true).unwrap();
-    assert!(listener.accept().is_err(), "the plugin reached the listener");
+    assert!(
+        listener.accept().is_err(),
+        "the plugin reached the listener"
+    );
     assert_host_still_maps_a_good_batch();
 }
 
@@ -199,7 +205,10 @@ fn bad_settings_and_load_failures_are_not_batch_failures() {
     let configure = hostile()
         .record_mapper(&json!({"mode": "teleport"}), tight_limits())
         .unwrap_err();
-    assert!(matches!(configure, PluginError::Configure { .. }), "{configure}");
+    assert!(
+        matches!(configure, PluginError::Configure { .. }),
+        "{configure}"
+    );
     assert!(configure.to_string().contains("teleport"), "{configure}");
     assert!(!configure.is_batch_failure());
 }
@@ -231,7 +240,10 @@ fn a_core_module_is_refused_as_not_a_component() {
     let error = host()
         .load(&PluginRef::Path(text), World::RecordMapper)
         .unwrap_err();
-    assert!(error.to_string().contains("not a WebAssembly file"), "{error}");
+    assert!(
+        error.to_string().contains("not a WebAssembly file"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Command-line definitions (clap) and the dispatch to each subcommand's handler.
 
+mod plugin;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,9 +16,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work with mapping plugins (e.g. `conduit plugin test`).
+    Plugin(plugin::PluginArgs),
 }
 
 /// Runs the chosen subcommand and maps its result to an exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {}
+    let result = match cli.command {
+        Command::Plugin(args) => plugin::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -98,8 +98,11 @@ pub struct EventPage {
 #[async_trait]
 pub trait EventSource: Send + Sync {
     /// Reads up to `limit` events after `cursor`; `None` starts at the oldest retained event.
-    async fn read_events(&self, cursor: Option<&str>, limit: u32)
-    -> Result<EventPage, ConnectorError>;
+    async fn read_events(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<EventPage, ConnectorError>;
 }
 
 /// One changed opt-out attribute from a Campaign export file.

@@ -56,8 +56,9 @@ pub(super) fn engine_key(engine: &Engine) -> String {
 impl CompiledCache {
     /// Opens (creating when needed) the cache directory for `engine`.
     pub(super) fn open(dir: &Path, engine: &Engine) -> Result<CompiledCache, String> {
-        fs::create_dir_all(dir)
-            .map_err(|error| format!("cannot create the plugin cache {}: {error}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|error| {
+            format!("cannot create the plugin cache {}: {error}", dir.display())
+        })?;
         Ok(CompiledCache {
             dir: dir.to_path_buf(),
             engine_key: engine_key(engine),
@@ -157,10 +158,16 @@ mod tests {
         config.epoch_interruption(true);
         let interruptible = Engine::new(&config).unwrap();
         assert_ne!(engine_key(&plain), engine_key(&interruptible));
-        assert_eq!(engine_key(&plain), engine_key(&Engine::new(&{
-            let mut same = wasmtime::Config::new();
-            same.wasm_component_model(true);
-            same
-        }).unwrap()));
+        assert_eq!(
+            engine_key(&plain),
+            engine_key(
+                &Engine::new(&{
+                    let mut same = wasmtime::Config::new();
+                    same.wasm_component_model(true);
+                    same
+                })
+                .unwrap()
+            )
+        );
     }
 }

@@ -315,14 +315,29 @@ mod tests {
         };
         let cases = [
             (mapped(vec![]), "0 outcomes for 1 inputs"),
-            (mapped(vec![wit::Outcome::Write(vec![record(3, "c1", 0)])]), "target 3"),
-            (mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 9)])]), "column 9"),
-            (mapped(vec![wit::Outcome::Write(vec![record(0, "", 0)])]), "empty key"),
             (
-                mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 0), record(0, "c2", 0)])]),
+                mapped(vec![wit::Outcome::Write(vec![record(3, "c1", 0)])]),
+                "target 3",
+            ),
+            (
+                mapped(vec![wit::Outcome::Write(vec![record(0, "c1", 9)])]),
+                "column 9",
+            ),
+            (
+                mapped(vec![wit::Outcome::Write(vec![record(0, "", 0)])]),
+                "empty key",
+            ),
+            (
+                mapped(vec![wit::Outcome::Write(vec![
+                    record(0, "c1", 0),
+                    record(0, "c2", 0),
+                ])]),
                 "2 output records",
             ),
-            (mapped(vec![wit::Outcome::Skip("far too long".into())]), "skip reason"),
+            (
+                mapped(vec![wit::Outcome::Skip("far too long".into())]),
+                "skip reason",
+            ),
         ];
         for (batch, expected) in cases {
             let problem = outcomes_from_wit(batch, 1, &limits).unwrap_err();

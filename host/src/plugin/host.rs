@@ -71,8 +71,8 @@ impl PluginHost {
     /// Starts the engine and its epoch ticker; `cache_dir` keeps compiled components across
     /// restarts (none: compile on every load).
     pub fn new(cache_dir: Option<&Path>) -> Result<PluginHost, PluginError> {
-        let engine =
-            Engine::new(&engine_config()).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+        let engine = Engine::new(&engine_config())
+            .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
         let linker =
             sandbox::linker(&engine).map_err(|error| PluginError::Engine(format!("{error:#}")))?;
         let cache = cache_dir
@@ -90,7 +90,9 @@ impl PluginHost {
                     ticker_engine.increment_epoch();
                 }
             })
-            .map_err(|error| PluginError::Engine(format!("cannot start the epoch ticker: {error}")))?;
+            .map_err(|error| {
+                PluginError::Engine(format!("cannot start the epoch ticker: {error}"))
+            })?;
         Ok(PluginHost {
             inner: Arc::new(HostInner {
                 engine,
@@ -112,7 +114,11 @@ impl PluginHost {
         let bytes: std::borrow::Cow<'static, [u8]> = match plugin {
             PluginRef::Builtin(builtin_name) => match builtin(builtin_name) {
                 Some((bytes, _)) => bytes.into(),
-                None => return Err(load_error(format!("there is no builtin plugin `{builtin_name}`"))),
+                None => {
+                    return Err(load_error(format!(
+                        "there is no builtin plugin `{builtin_name}`"
+                    )));
+                }
             },
             PluginRef::Path(path) => std::fs::read(path)
                 .map_err(|error| load_error(format!("cannot read {}: {error}", path.display())))?
@@ -254,8 +260,16 @@ mod tests {
     #[test]
     fn core_modules_and_other_files_are_told_apart_from_components() {
         let core = b"\0asm\x01\0\0\0";
-        assert!(check_is_component(core).unwrap_err().contains("core WebAssembly module"));
-        assert!(check_is_component(b"PK\x03\x04 zip").unwrap_err().contains("not a WebAssembly"));
+        assert!(
+            check_is_component(core)
+                .unwrap_err()
+                .contains("core WebAssembly module")
+        );
+        assert!(
+            check_is_component(b"PK\x03\x04 zip")
+                .unwrap_err()
+                .contains("not a WebAssembly")
+        );
         assert!(check_is_component(b"\0asm\x0d\0\x01\0").is_ok());
     }
 }

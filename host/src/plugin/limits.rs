@@ -45,7 +45,9 @@ impl Limits {
     /// Checks that the limits are usable, naming the one that is not.
     pub fn validate(&self) -> Result<(), PluginError> {
         if self.deadline.is_zero() {
-            return Err(PluginError::Limits("deadline must be above zero".to_owned()));
+            return Err(PluginError::Limits(
+                "deadline must be above zero".to_owned(),
+            ));
         }
         if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
             return Err(PluginError::Limits(format!(

@@ -100,13 +100,22 @@ impl LoadedPlugin {
         // Configure once up front so bad settings fail the workflow's start, not its batches.
         let probe = match &self.inner.pre {
             WorldPre::Record(pre) => configured
-                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .start(
+                    |store| pre.instantiate(store),
+                    |i, s, json| i.call_configure(s, json),
+                )
                 .map(drop),
             WorldPre::Event(pre) => configured
-                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .start(
+                    |store| pre.instantiate(store),
+                    |i, s, json| i.call_configure(s, json),
+                )
                 .map(drop),
             WorldPre::OptOut(pre) => configured
-                .start(|store| pre.instantiate(store), |i, s, json| i.call_configure(s, json))
+                .start(
+                    |store| pre.instantiate(store),
+                    |i, s, json| i.call_configure(s, json),
+                )
                 .map(drop),
         };
         match probe {
@@ -151,13 +160,16 @@ impl Configured {
         instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<I>,
         configure: impl FnOnce(&I, &mut Store<StoreState>, &str) -> wasmtime::Result<Result<(), String>>,
     ) -> Result<(Store<StoreState>, I), PluginError> {
-        self.start(instantiate, configure).map_err(|failure| match failure {
-            ConfigureFailure::Rejected(message) => PluginError::Batch {
-                plugin: self.inner().reference.clone(),
-                message: format!("settings accepted earlier were rejected on a fresh instance: {message}"),
-            },
-            ConfigureFailure::Failed(error) => error,
-        })
+        self.start(instantiate, configure)
+            .map_err(|failure| match failure {
+                ConfigureFailure::Rejected(message) => PluginError::Batch {
+                    plugin: self.inner().reference.clone(),
+                    message: format!(
+                        "settings accepted earlier were rejected on a fresh instance: {message}"
+                    ),
+                },
+                ConfigureFailure::Failed(error) => error,
+            })
     }
 
     /// Tells a deadline and a memory overrun apart from any other trap.
@@ -239,7 +251,10 @@ impl RecordMapper {
 
 impl EventMapper {
     /// Maps one page of email events: one outcome per event, in order.
-    pub fn map(&mut self, events: &[model::EmailEvent]) -> Result<Vec<model::Outcome>, PluginError> {
+    pub fn map(
+        &mut self,
+        events: &[model::EmailEvent],
+    ) -> Result<Vec<model::Outcome>, PluginError> {
         let configured = &self.configured;
         let WorldPre::Event(pre) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::EventMapper));

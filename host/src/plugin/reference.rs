@@ -21,7 +21,11 @@ pub enum World {
 
 impl World {
     /// Every world, in contract order.
-    pub const ALL: [World; 3] = [World::RecordMapper, World::EventMapper, World::OptOutResolver];
+    pub const ALL: [World; 3] = [
+        World::RecordMapper,
+        World::EventMapper,
+        World::OptOutResolver,
+    ];
 
     /// The world's name in the WIT package.
     pub fn name(self) -> &'static str {
