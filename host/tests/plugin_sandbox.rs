@@ -155,6 +155,29 @@ fn files_env_network_and_name_lookup_give_nothing() {
 }
 
 #[test]
+fn sleeping_traps_instead_of_outliving_the_deadline() {
+    let started = Instant::now();
+    let error = run_hostile("sleep").unwrap_err();
+    let PluginError::Trap { message, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(message.contains("may not block"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn plugins_see_a_stopped_clock() {
+    let outcomes = run_hostile("clock").unwrap();
+    assert_eq!(
+        outcomes[0],
+        Outcome::Skip {
+            reason: "wall=0 monotonic_moved=0".into()
+        }
+    );
+}
+
+#[test]
 fn a_panic_is_a_trap_carrying_the_panic_message() {
     let error = run_hostile("panic").unwrap_err();
     let PluginError::Trap { message, .. } = &error else {

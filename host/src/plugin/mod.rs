@@ -24,3 +24,20 @@ pub use host::{LoadedPlugin, PluginHost};
 pub use limits::Limits;
 pub use mappers::{EventMapper, OptOutResolver, RecordMapper};
 pub use reference::{PluginRef, World};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn host_plugins_and_mappers_can_move_into_spawn_blocking() {
+        shareable::<PluginHost>();
+        shareable::<LoadedPlugin>();
+        shareable::<RecordMapper>();
+        shareable::<EventMapper>();
+        shareable::<OptOutResolver>();
+        shareable::<PluginError>();
+    }
+}

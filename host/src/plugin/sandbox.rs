@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::Limits;
 use super::bindings::{log, wit};
@@ -153,21 +153,64 @@ fn sanitize(message: &str, max_bytes: usize) -> String {
     line
 }
 
+/// The WASI interface whose functions wait on the host.
+const WASI_POLL: &str = "wasi:io/poll@0.2.12";
+
 /// Links WASI p2 (granting nothing, see [`new_store`]) and the `log` import.
 pub(super) fn linker(engine: &Engine) -> wasmtime::Result<Linker<StoreState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    // Epoch deadlines only interrupt Wasm code, not a host call: a plugin that sleeps or
+    // waits on a pollable would hold its thread past any deadline. Plugins have nothing to
+    // wait for, so waiting traps instead.
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(WASI_POLL)?;
+    for function in ["poll", "[method]pollable.block"] {
+        poll.func_new(function, |_store, _type, _params, _results| {
+            Err(wasmtime::format_err!(
+                "plugins may not block (sleep or wait on a pollable)"
+            ))
+        })?;
+    }
+    linker.allow_shadowing(false);
     log::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)?;
     Ok(linker)
+}
+
+/// A clock stopped at the Unix epoch: mappings must not depend on when they run, so that a
+/// replay maps the same input to the same output.
+struct StoppedClock;
+
+impl HostWallClock for StoppedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for StoppedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
+    }
 }
 
 /// A fresh store for one call: nothing granted, memory capped, deadline armed.
 pub(super) fn new_store(engine: &Engine, plugin: &Arc<str>, limits: &Limits) -> Store<StoreState> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
     // The builder's defaults grant nothing: no preopened dirs, env or args, every socket
-    // address denied, name lookup off, stdin closed and stdout a sink.
+    // address denied, name lookup off, stdin closed and stdout a sink. Only randomness
+    // (Rust's std seeds hash maps with it) is real.
     let wasi = WasiCtx::builder()
         .stderr(stderr.clone())
+        .wall_clock(StoppedClock)
+        .monotonic_clock(StoppedClock)
         .allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)

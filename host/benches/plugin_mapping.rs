@@ -1,0 +1,257 @@
+//! Plugin runtime costs: contact mapping through the Wasm table-mapper vs the same mapping
+//! compiled natively (batches of 1, 100 and 1000; target: Wasm within 2x of native at 1000),
+//! a fresh configured instance (target <= 10 us), and a load from the compiled-component cache
+//! vs a compile (target <= 1 ms).
+//!
+//! Run: `cargo bench -p conduit --bench plugin_mapping`. Both sides of the mapping comparison
+//! pay the same host work: the model batch is converted into the plugin's input types and
+//! the result resolved back into self-contained model outcomes.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use conduit::model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
+use conduit::plugin::{Limits, PluginHost, PluginRef, World};
+use conduit_plugin_sdk as sdk;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::json;
+use table_mapper::TableMapper;
+
+fn settings() -> serde_json::Value {
+    json!({
+        "name": "contacts", "source": "contact", "destination": "profile",
+        "key": {"source": "contactid", "destination": "externalId"},
+        "fields": [
+            {"source": "firstname", "destination": "firstName"},
+            {"source": "lastname", "destination": "lastName"},
+            {"source": "emailaddress1", "destination": "email"},
+            {"source": "telephone1", "destination": "phone"},
+            {"source": "gendercode", "destination": "gender"},
+            {"source": "birthdate", "destination": "birthDate", "apply_updates": false},
+            {"source": "creditlimit", "destination": "creditLimit"},
+            {"source": "donotbulkemail", "destination": "blackListEmail"}
+        ],
+        "replacements": [{"field": "gendercode", "from": "1", "to": "male"}],
+        "filters": {"combine": "and", "rules": [{"field": "statecode", "op": "eq", "value": 0}]}
+    })
+}
+
+fn contacts(rows: usize) -> RecordBatch {
+    let columns = [
+        "firstname",
+        "lastname",
+        "emailaddress1",
+        "telephone1",
+        "gendercode",
+        "birthdate",
+        "creditlimit",
+        "donotbulkemail",
+        "statecode",
+    ];
+    RecordBatch {
+        table: "contact".into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: (0..rows)
+            .map(|i| Row {
+                key: format!("7d3b7c5e-0000-4000-8000-{i:012}"),
+                op: Operation::Upsert,
+                values: vec![
+                    Value::Text(format!("First{i}")),
+                    Value::Text(format!("Last{i}")),
+                    Value::Text(format!("person{i}@example.com")),
+                    Value::Text("+49 30 1234567".into()),
+                    Value::Picklist {
+                        value: (i % 2 + 1) as i64,
+                        label: Some(if i % 2 == 0 { "Male" } else { "Female" }.into()),
+                    },
+                    Value::Datetime("1990-05-17".into()),
+                    Value::Decimal(1000.0 + i as f64),
+                    Value::Boolean(i % 7 == 0),
+                    Value::Picklist {
+                        value: (i % 10 == 0) as i64,
+                        label: None,
+                    },
+                ],
+                modified_at: Some("2026-11-29T04:57:52Z".into()),
+            })
+            .collect(),
+    }
+}
+
+// The native side of the comparison: the same host-side conversions the runtime does.
+
+fn to_sdk_value(value: &Value) -> sdk::Value {
+    match value {
+        Value::Null => sdk::Value::Null,
+        Value::Boolean(v) => sdk::Value::Boolean(*v),
+        Value::Integer(v) => sdk::Value::Integer(*v),
+        Value::Decimal(v) => sdk::Value::Decimal(*v),
+        Value::Text(v) => sdk::Value::Text(v.clone()),
+        Value::Datetime(v) => sdk::Value::Datetime(v.clone()),
+        Value::Picklist { value, label } => sdk::Value::Picklist {
+            value: *value,
+            label: label.clone(),
+        },
+        Value::Guid(v) => sdk::Value::Guid(v.clone()),
+        Value::Lookup { table, id } => sdk::Value::Lookup {
+            table: table.clone(),
+            id: id.clone(),
+        },
+    }
+}
+
+fn from_sdk_value(value: sdk::Value) -> Value {
+    match value {
+        sdk::Value::Null => Value::Null,
+        sdk::Value::Boolean(v) => Value::Boolean(v),
+        sdk::Value::Integer(v) => Value::Integer(v),
+        sdk::Value::Decimal(v) => Value::Decimal(v),
+        sdk::Value::Text(v) => Value::Text(v),
+        sdk::Value::Datetime(v) => Value::Datetime(v),
+        sdk::Value::Picklist { value, label } => Value::Picklist { value, label },
+        sdk::Value::Guid(v) => Value::Guid(v),
+        sdk::Value::Lookup { table, id } => Value::Lookup { table, id },
+    }
+}
+
+fn to_sdk_op(op: Operation) -> sdk::Operation {
+    match op {
+        Operation::Upsert => sdk::Operation::Upsert,
+        Operation::Update => sdk::Operation::Update,
+        Operation::Delete => sdk::Operation::Delete,
+    }
+}
+
+fn from_sdk_op(op: sdk::Operation) -> Operation {
+    match op {
+        sdk::Operation::Upsert => Operation::Upsert,
+        sdk::Operation::Update => Operation::Update,
+        sdk::Operation::Delete => Operation::Delete,
+    }
+}
+
+fn native_map(mapper: &TableMapper, batch: &RecordBatch) -> Vec<Outcome> {
+    let input = sdk::RecordBatch {
+        table: batch.table.clone(),
+        columns: batch.columns.clone(),
+        rows: batch
+            .rows
+            .iter()
+            .map(|row| sdk::Row {
+                key: row.key.clone(),
+                op: to_sdk_op(row.op),
+                values: row.values.iter().map(to_sdk_value).collect(),
+                modified_at: row.modified_at.clone(),
+            })
+            .collect(),
+    };
+    let Ok(mapped) = mapper.map(sdk::Phase::Initial, input) else {
+        panic!("the benchmark batch is valid");
+    };
+    let targets: Vec<Target> = mapped
+        .targets
+        .iter()
+        .map(|t| Target {
+            system: conduit::model::System::Campaign,
+            table: t.table.clone(),
+            key_field: t.key_field.clone(),
+        })
+        .collect();
+    mapped
+        .outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            sdk::Outcome::Write(records) => Outcome::Write {
+                records: records
+                    .into_iter()
+                    .map(|r| WriteRecord {
+                        target: targets[r.target as usize].clone(),
+                        key: r.key,
+                        op: from_sdk_op(r.op),
+                        fields: r
+                            .fields
+                            .into_iter()
+                            .map(|(c, v)| (mapped.columns[c as usize].clone(), from_sdk_value(v)))
+                            .collect(),
+                    })
+                    .collect(),
+            },
+            sdk::Outcome::Skip(reason) => Outcome::Skip { reason },
+            sdk::Outcome::Reject(reason) => Outcome::Reject { reason },
+        })
+        .collect()
+}
+
+fn contact_mapping(c: &mut Criterion) {
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .load(
+            &PluginRef::Builtin("table-mapper".into()),
+            World::RecordMapper,
+        )
+        .unwrap();
+    let mut wasm = plugin
+        .record_mapper(&settings(), Limits::default())
+        .unwrap();
+    let native = TableMapper::configure(&settings().to_string()).unwrap();
+    let mut group = c.benchmark_group("contact_mapping");
+    for rows in [1usize, 100, 1000] {
+        let batch = contacts(rows);
+        // Same answer both ways, or the comparison means nothing.
+        assert_eq!(
+            wasm.map(Phase::Initial, &batch).unwrap(),
+            native_map(&native, &batch)
+        );
+        group.throughput(Throughput::Elements(rows as u64));
+        group.bench_with_input(BenchmarkId::new("wasm", rows), &batch, |b, batch| {
+            b.iter(|| black_box(wasm.map(Phase::Initial, batch).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("native", rows), &batch, |b, batch| {
+            b.iter(|| black_box(native_map(&native, batch)))
+        });
+    }
+    group.finish();
+}
+
+fn fresh_instance(c: &mut Criterion) {
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .load(
+            &PluginRef::Builtin("table-mapper".into()),
+            World::RecordMapper,
+        )
+        .unwrap();
+    let mut mapper = plugin
+        .record_mapper(&settings(), Limits::default())
+        .unwrap();
+    let empty = contacts(0);
+    // An empty batch: a fresh store and instance, `configure`, and one call that maps nothing.
+    c.bench_function("fresh_instance/configure_and_empty_map", |b| {
+        b.iter(|| black_box(mapper.map(Phase::Initial, &empty).unwrap()))
+    });
+}
+
+fn load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let cached = PluginHost::new(Some(dir.path())).unwrap();
+    let uncached = PluginHost::new(None).unwrap();
+    let table_mapper = PluginRef::Builtin("table-mapper".into());
+    cached.load(&table_mapper, World::RecordMapper).unwrap();
+    let mut group = c.benchmark_group("load");
+    group.bench_function("from_cache", |b| {
+        b.iter(|| {
+            let plugin = cached.load(&table_mapper, World::RecordMapper).unwrap();
+            assert!(plugin.from_cache());
+            black_box(plugin)
+        })
+    });
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("compile", |b| {
+        b.iter(|| black_box(uncached.load(&table_mapper, World::RecordMapper).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, contact_mapping, fresh_instance, load);
+criterion_main!(benches);
