@@ -91,7 +91,11 @@ impl HostProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the host exited with {status}:\n{}", self.output());
             }
-            if let Ok(response) = self.http.get(format!("{}/healthz", self.admin)).send().await
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/healthz", self.admin))
+                .send()
+                .await
                 && response.status().is_success()
             {
                 return;
@@ -132,11 +136,19 @@ impl HostProcess {
     }
 
     /// Waits until `check` holds for a workflow's view.
-    pub async fn wait_workflow(&mut self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_workflow(
+        &mut self,
+        id: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the host exited with {status} while waiting for {what}:\n{}", self.output());
+                panic!(
+                    "the host exited with {status} while waiting for {what}:\n{}",
+                    self.output()
+                );
             }
             let view = self.workflow(id).await;
             if check(&view) {

@@ -3,8 +3,10 @@
 //! unreachable, 6 not found.
 
 mod client;
+mod demo;
 mod ops;
 mod plugin;
+mod run;
 mod sim;
 
 use std::path::PathBuf;
@@ -13,6 +15,16 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{AdminClient, CallError, exit};
+
+/// Log lines go to stderr; `RUST_LOG` chooses the level (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 /// Conduit: syncs Dynamics 365 and Adobe Campaign Standard through sandboxed Wasm plugins.
 #[derive(Debug, Parser)]
@@ -35,6 +47,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the host: workflows, config watcher and admin API, until Ctrl-C or SIGTERM.
+    Run,
+    /// Run all three workflows against in-process simulators and verify the result.
+    Demo(demo::DemoArgs),
     /// Show the workflows: status, backlog, dead letters, rates, pending changes.
     Status(ops::StatusArgs),
     /// Start a workflow (ingress, egress or optinout).
@@ -86,6 +102,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(cli.command, Command::Run | Command::Sim(_)) {
+        init_logging();
+    }
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -97,6 +116,8 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), CallError> {
     match &cli.command {
+        Command::Run => run::run(&cli.config).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Config(ConfigCommand::Check) => check_config(&cli.config),
         Command::Completions { shell } => {
             clap_complete::generate(

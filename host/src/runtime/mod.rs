@@ -2,6 +2,7 @@
 //! plugin runtime with its on-disk cache, the connectors, the workflow supervisor (restoring
 //! the workflows that were running), the config watcher and the admin API.
 
+mod connectors;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::plugin::PluginHost;
 use crate::store::Store;
 use crate::workflow::{Connect, Environment, Supervisor};
 
+pub use connectors::ServiceConnect;
 pub use plugins::{WasmPlugins, sandbox_limits};
 
 /// Why the host could not start.

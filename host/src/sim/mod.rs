@@ -90,4 +90,3 @@ pub async fn serve_router(
         task: Some(task),
     })
 }
-

@@ -1,0 +1,603 @@
+//! `conduit demo`: both simulators in process (seeded contacts, a custom entity, email events
+//! and opt-out changes), a generated config, the real host running all three workflows with
+//! live progress, then incremental changes, and a summary that checks the destination against
+//! the source. Exits 0 only when they match.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::{Map, Value as Json, json};
+
+use conduit::connector::campaign::Secret as CampaignSecret;
+use conduit::model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
+use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
+use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
+use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
+
+const D365_SECRET_ENV: &str = "CONDUIT_DEMO_D365_SECRET";
+const ACS_SECRET_ENV: &str = "CONDUIT_DEMO_ACS_SECRET";
+const D365_SECRET: &str = "demo-d365-secret";
+const ACS_SECRET: &str = "demo-acs-secret";
+const D365_CLIENT: &str = "demo-d365-client";
+const ACS_CLIENT: &str = "demo-acs-client";
+
+/// `conduit demo` options.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Contacts to seed in the Dynamics 365 simulator.
+    #[arg(long, default_value_t = 10_000)]
+    contacts: usize,
+    /// Email events to put in Campaign's journal.
+    #[arg(long, default_value_t = 400)]
+    events: usize,
+    /// Leave the host and simulators up after the summary (until Ctrl-C).
+    #[arg(long)]
+    keep_running: bool,
+    /// Working folder for the config and data (default: a temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Give up waiting for the workflows after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+}
+
+/// Runs the demo; fails (exit 1) when the destination does not match the source.
+pub async fn run(args: &DemoArgs) -> Result<(), super::CallError> {
+    match demo(args).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(super::CallError {
+            code: 1,
+            message: "the destination does not match the source (see the summary above)".into(),
+        }),
+        Err(error) => Err(super::failure(error)),
+    }
+}
+
+struct Demo {
+    dynamics: DynamicsSim,
+    campaign: CampaignSim,
+    host: RunningHost,
+    deadline: Instant,
+    events: Vec<EmailEvent>,
+    deleted: Vec<String>,
+    renamed: Vec<String>,
+    opted_out_in_campaign: Vec<String>,
+    opted_out_in_dynamics: Vec<String>,
+}
+
+async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
+    let temporary = match &args.dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().context("cannot create a temporary folder")?),
+    };
+    let dir = match (&args.dir, &temporary) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(temp)) => temp.path().to_path_buf(),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    println!("Conduit demo in {}", dir.display());
+
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let dynamics = DynamicsSim::new(DynamicsSimOptions {
+        client_id: D365_CLIENT.into(),
+        client_secret: D365_SECRET.into(),
+        seed_contacts: args.contacts,
+        seed_vehicles: args.contacts / 4,
+        ..DynamicsSimOptions::default()
+    });
+    let dynamics_server = dynamics
+        .serve(loopback)
+        .await
+        .context("cannot start the Dynamics 365 simulator")?;
+    let contact_ids: Vec<String> = dynamics
+        .rows("contact")
+        .iter()
+        .filter_map(|row| row["contactid"].as_str().map(str::to_string))
+        .collect();
+    let events = email_events(&contact_ids, args.events);
+    let campaign = CampaignSim::new(CampaignSimOptions {
+        client_id: ACS_CLIENT.into(),
+        client_secret: CampaignSecret::new(ACS_SECRET),
+        drop_root: Some(dir.join("campaign-sftp")),
+        seed_events: events.clone(),
+        ..CampaignSimOptions::default()
+    });
+    let campaign_server = campaign
+        .serve(loopback)
+        .await
+        .context("cannot start the Campaign simulator")?;
+    println!(
+        "Simulators: Dynamics 365 at {} ({} contacts, {} vehicles), Campaign at {} ({} email events)",
+        dynamics_server.base_url(),
+        dynamics.count("contact"),
+        dynamics.count("new_vehicle"),
+        campaign_server.api_base(),
+        events.len()
+    );
+
+    let config_path = dir.join("conduit.toml");
+    let config = demo_config(
+        &dynamics_server.base_url(),
+        &dynamics_server.token_url("demo-tenant"),
+        &campaign_server.api_base(),
+        &campaign_server.ims_url(),
+        &campaign_server.journal_url(),
+        &campaign.drop_root(),
+    );
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let secrets = HashMap::from([
+        (D365_SECRET_ENV.to_string(), D365_SECRET.to_string()),
+        (ACS_SECRET_ENV.to_string(), ACS_SECRET.to_string()),
+    ]);
+    let host = runtime::start(
+        &config_path,
+        Arc::new(ServiceConnect::with_secrets(secrets)),
+        HostOptions {
+            admin_listen: Some("127.0.0.1:0".into()),
+            watch_interval: None,
+        },
+    )
+    .await
+    .context("the host did not start")?;
+    println!("Host: admin API on http://{}\n", host.admin.address);
+
+    let mut demo = Demo {
+        dynamics,
+        campaign,
+        host,
+        deadline: Instant::now() + Duration::from_secs(args.timeout_secs),
+        events,
+        deleted: Vec::new(),
+        renamed: Vec::new(),
+        opted_out_in_campaign: Vec::new(),
+        opted_out_in_dynamics: Vec::new(),
+    };
+    for id in WorkflowId::ALL {
+        demo.host
+            .supervisor
+            .start(id)
+            .await
+            .with_context(|| format!("cannot start {id}"))?;
+    }
+
+    println!("Initial load:");
+    demo.wait_until("the initial load", |demo| demo.caught_up())
+        .await?;
+    println!("\nIncremental changes: renames, deletes and opt-outs on both sides");
+    demo.make_changes(&contact_ids)?;
+    let started = Instant::now();
+    let verified = loop {
+        demo.print_progress()?;
+        let mismatches = demo.mismatches();
+        if mismatches.is_empty() && demo.caught_up() {
+            break true;
+        }
+        if Instant::now() > demo.deadline || started.elapsed() > Duration::from_secs(120) {
+            println!("\nMismatches:");
+            for mismatch in mismatches.iter().take(20) {
+                println!("  {mismatch}");
+            }
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    demo.print_summary(verified)?;
+
+    if args.keep_running {
+        println!(
+            "\nStill running (--keep-running). Try: conduit status --admin-url http://{}   Ctrl-C stops.",
+            demo.host.admin.address
+        );
+        super::run::wait_for_shutdown_signal().await?;
+    }
+    demo.host.shutdown().await;
+    dynamics_server.shutdown().await;
+    campaign_server.shutdown().await;
+    Ok(verified)
+}
+
+impl Demo {
+    async fn wait_until(&self, what: &str, done: impl Fn(&Demo) -> bool) -> anyhow::Result<()> {
+        loop {
+            self.print_progress()?;
+            if done(self) {
+                return Ok(());
+            }
+            for workflow in self.host.supervisor.view()?.workflows {
+                if workflow.status == "ERROR" {
+                    bail!(
+                        "{} failed: {}",
+                        workflow.id,
+                        workflow.reason.unwrap_or_default()
+                    );
+                }
+            }
+            if Instant::now() > self.deadline {
+                bail!("timed out waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+    }
+
+    /// True when every workflow is running, has read everything and has an empty backlog.
+    fn caught_up(&self) -> bool {
+        let Ok(view) = self.host.supervisor.view() else {
+            return false;
+        };
+        view.workflows.iter().all(|w| {
+            w.status == "RUNNING"
+                && w.backlog == 0
+                && !w.cursors.is_empty()
+                && w.cursors
+                    .iter()
+                    .all(|c| c.phase == conduit::model::Phase::Incremental)
+        }) && view
+            .workflows
+            .iter()
+            .find(|w| w.id == WorkflowId::Egress)
+            .is_some_and(|w| w.counters.read as usize >= self.events.len())
+    }
+
+    fn print_progress(&self) -> anyhow::Result<()> {
+        let view = self.host.supervisor.view()?;
+        let mut out = std::io::stdout().lock();
+        for w in &view.workflows {
+            let eta = w
+                .eta_seconds
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
+            writeln!(
+                out,
+                "  {:<9} {:<8} read {:>7}  queued {:>6}  written {:>7}  dead {:>4}  {:>7.0}/s  ETA {:>5}",
+                w.id.as_str(),
+                w.status,
+                w.counters.read,
+                w.backlog,
+                w.counters.written,
+                w.counters.dead_letters,
+                w.write_rate,
+                eta
+            )?;
+        }
+        Ok(())
+    }
+
+    fn make_changes(&mut self, contacts: &[String]) -> anyhow::Result<()> {
+        let step = (contacts.len() / 40).max(1);
+        let picked: Vec<&String> = contacts.iter().step_by(step).collect();
+        for (n, id) in picked.iter().enumerate() {
+            let id = id.to_string();
+            match n % 4 {
+                0 => {
+                    let mut fields = Map::new();
+                    fields.insert("lastname".into(), json!(format!("Renamed{n}")));
+                    self.dynamics.upsert("contact", &id, fields)?;
+                    self.renamed.push(id);
+                }
+                1 => {
+                    self.dynamics.delete("contact", &id)?;
+                    self.deleted.push(id);
+                }
+                2 => {
+                    self.campaign.set_opt_out(&id, "blackListEmail", true)?;
+                    self.opted_out_in_campaign.push(id);
+                }
+                _ => {
+                    let mut fields = Map::new();
+                    fields.insert("donotbulkemail".into(), json!(true));
+                    self.dynamics.upsert("contact", &id, fields)?;
+                    self.opted_out_in_dynamics.push(id);
+                }
+            }
+        }
+        let export = self.campaign.drop_opt_out_export()?;
+        println!(
+            "  {} renamed, {} deleted, {} opted out in Campaign (export {}), {} opted out in Dynamics 365",
+            self.renamed.len(),
+            self.deleted.len(),
+            self.opted_out_in_campaign.len(),
+            export
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            self.opted_out_in_dynamics.len()
+        );
+        Ok(())
+    }
+
+    /// Every difference between what the destinations hold and what they should hold.
+    fn mismatches(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        let profiles: HashMap<String, Json> = self
+            .campaign
+            .records("profile")
+            .into_iter()
+            .filter_map(|p| Some((p["externalId"].as_str()?.to_string(), p)))
+            .collect();
+        let contacts = self.dynamics.rows("contact");
+        for contact in &contacts {
+            let Some(id) = contact["contactid"].as_str() else {
+                continue;
+            };
+            let Some(profile) = profiles.get(id) else {
+                found.push(format!("contact {id} has no profile in Campaign"));
+                continue;
+            };
+            for (source, destination) in [
+                ("firstname", "firstName"),
+                ("lastname", "lastName"),
+                ("emailaddress1", "email"),
+            ] {
+                let expected = contact[source].as_str().unwrap_or("");
+                let actual = profile[destination].as_str().unwrap_or("");
+                if expected != actual {
+                    found.push(format!(
+                        "profile {id}: {destination} is '{actual}', Dynamics 365 has '{expected}'"
+                    ));
+                }
+            }
+            let gender = match contact["gendercode"].as_i64() {
+                Some(1) => "male",
+                Some(2) => "female",
+                _ => "unknown",
+            };
+            let actual_gender = profile["gender"].as_str().unwrap_or("unknown");
+            if actual_gender != gender {
+                found.push(format!(
+                    "profile {id}: gender is '{actual_gender}', expected '{gender}'"
+                ));
+            }
+        }
+        if profiles.len() != contacts.len() {
+            found.push(format!(
+                "Campaign has {} profiles, Dynamics 365 has {} contacts",
+                profiles.len(),
+                contacts.len()
+            ));
+        }
+        for id in &self.deleted {
+            if profiles.contains_key(id) {
+                found.push(format!("contact {id} was deleted but its profile remains"));
+            }
+        }
+        let vehicles = self.dynamics.rows("new_vehicle");
+        let resources = self.campaign.records("cusVehicle");
+        if vehicles.len() != resources.len() {
+            found.push(format!(
+                "Campaign has {} cusVehicle records, Dynamics 365 has {} vehicles",
+                resources.len(),
+                vehicles.len()
+            ));
+        }
+        for vehicle in vehicles.iter().take(200) {
+            let Some(id) = vehicle["new_vehicleid"].as_str() else {
+                continue;
+            };
+            match self.campaign.find("cusVehicle", id) {
+                Some(record) if record["cusName"] == vehicle["new_name"] => {}
+                Some(record) => found.push(format!(
+                    "cusVehicle {id}: cusName is {}, expected {}",
+                    record["cusName"], vehicle["new_name"]
+                )),
+                None => found.push(format!("vehicle {id} has no cusVehicle record")),
+            }
+        }
+        let expected_activities = self
+            .events
+            .iter()
+            .filter(|e| e.bounce.as_ref().is_none_or(|b| b.hard))
+            .count();
+        let activities: usize = [
+            "adobe_emailsend",
+            "adobe_emailopen",
+            "adobe_emailclick",
+            "adobe_emailbounce",
+        ]
+        .iter()
+        .map(|table| self.dynamics.count(table))
+        .sum();
+        if activities != expected_activities {
+            found.push(format!(
+                "Dynamics 365 has {activities} email activities, expected {expected_activities}"
+            ));
+        }
+        let by_id: HashMap<&str, &Json> = contacts
+            .iter()
+            .filter_map(|c| Some((c["contactid"].as_str()?, c)))
+            .collect();
+        for id in &self.opted_out_in_campaign {
+            if by_id
+                .get(id.as_str())
+                .and_then(|c| c["donotbulkemail"].as_bool())
+                != Some(true)
+            {
+                found.push(format!(
+                    "contact {id} opted out in Campaign, but donotbulkemail is not true in Dynamics 365"
+                ));
+            }
+        }
+        for id in &self.opted_out_in_dynamics {
+            if profiles.get(id).and_then(|p| p["blackListEmail"].as_bool()) != Some(true) {
+                found.push(format!(
+                    "contact {id} opted out in Dynamics 365, but blackListEmail is not true in Campaign"
+                ));
+            }
+        }
+        found
+    }
+
+    fn print_summary(&self, verified: bool) -> anyhow::Result<()> {
+        let view = self.host.supervisor.view()?;
+        println!("\nSummary");
+        println!(
+            "  contacts in Dynamics 365: {:>7}   profiles in Campaign: {:>7}",
+            self.dynamics.count("contact"),
+            self.campaign.records("profile").len()
+        );
+        println!(
+            "  vehicles in Dynamics 365: {:>7}   cusVehicle in Campaign: {:>5}",
+            self.dynamics.count("new_vehicle"),
+            self.campaign.records("cusVehicle").len()
+        );
+        let activities: usize = [
+            "adobe_emailsend",
+            "adobe_emailopen",
+            "adobe_emailclick",
+            "adobe_emailbounce",
+        ]
+        .iter()
+        .map(|t| self.dynamics.count(t))
+        .sum();
+        println!(
+            "  email events in Campaign: {:>7}   activities in Dynamics 365: {:>3} (soft bounces are skipped)",
+            self.events.len(),
+            activities
+        );
+        println!(
+            "  opt-outs: {} from Campaign to Dynamics 365, {} from Dynamics 365 to Campaign",
+            self.opted_out_in_campaign.len(),
+            self.opted_out_in_dynamics.len()
+        );
+        for w in &view.workflows {
+            println!(
+                "  {:<9} read {:>7}  written {:>7}  skipped {:>5}  dead letters {:>3}",
+                w.id.as_str(),
+                w.counters.read,
+                w.counters.written,
+                w.counters.skipped,
+                w.counters.dead_letters
+            );
+        }
+        if verified {
+            println!("\nVERIFIED: the destinations match the sources.");
+        } else {
+            println!("\nNOT VERIFIED: the destinations do not match the sources.");
+        }
+        Ok(())
+    }
+}
+
+/// Email events over the first contacts: sends, opens, clicks, hard and soft bounces.
+fn email_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
+    if contacts.is_empty() {
+        return Vec::new();
+    }
+    (0..count)
+        .map(|n| {
+            let kind = match n % 5 {
+                0 => EmailEventKind::Send,
+                1 => EmailEventKind::Open,
+                2 => EmailEventKind::Click,
+                _ => EmailEventKind::Bounce,
+            };
+            let bounce = (kind == EmailEventKind::Bounce).then(|| BounceDetail {
+                hard: n % 5 == 3,
+                reason: if n % 5 == 3 {
+                    "User unknown"
+                } else {
+                    "Mailbox full"
+                }
+                .into(),
+            });
+            EmailEvent {
+                id: uuid::Uuid::from_u128(0x0dd0_0000_0000_4000_8000_0000_0000_0000 + n as u128)
+                    .to_string(),
+                kind,
+                contact_key: contacts[n % contacts.len().min(50)].clone(),
+                campaign_id: format!("CAMP{}", n % 3),
+                campaign_name: format!("Loyalty {}", 2026 + n % 3),
+                delivery_id: format!("DM{}", n % 7),
+                delivery_name: format!("Newsletter {}", n % 7),
+                timestamp: format!("2026-11-{:02}T10:{:02}:00Z", 1 + n % 28, n % 60),
+                url: (kind == EmailEventKind::Click)
+                    .then(|| format!("https://example.com/offer/{n}")),
+                mirror_page_url: Some(format!("https://mirror.example.com/m/{n}")),
+                bounce,
+            }
+        })
+        .collect()
+}
+
+fn demo_config(
+    dynamics_url: &str,
+    token_url: &str,
+    campaign_url: &str,
+    ims_url: &str,
+    journal_url: &str,
+    drop_root: &Path,
+) -> String {
+    format!(
+        r#"# Written by `conduit demo` for its in-process simulators.
+[host]
+data_dir = "data"
+admin_listen = "127.0.0.1:0"
+
+[dynamics]
+url = "{dynamics_url}"
+token_url = "{token_url}"
+client_id = "{D365_CLIENT}"
+client_secret_env = "{D365_SECRET_ENV}"
+batch_size = 500
+
+[campaign]
+url = "{campaign_url}"
+ims_url = "{ims_url}"
+client_id = "{ACS_CLIENT}"
+client_secret_env = "{ACS_SECRET_ENV}"
+journal_url = "{journal_url}"
+opt_out_exports = "{drop_root}"
+max_concurrency = 16
+
+[ingress]
+pacing = {{ page_size = 2000, write_batch = 1000, poll_interval_ms = 500 }}
+
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [
+  {{ source = "firstname", destination = "firstName" }},
+  {{ source = "lastname", destination = "lastName" }},
+  {{ source = "emailaddress1", destination = "email" }},
+  {{ source = "gendercode", destination = "gender" }},
+  {{ source = "birthdate", destination = "birthDate", apply_updates = false }},
+]
+replacements = [
+  {{ field = "gendercode", from = "Male", to = "male" }},
+  {{ field = "gendercode", from = "Female", to = "female" }},
+]
+
+[[ingress.mappings]]
+name = "vehicles"
+source = "new_vehicle"
+destination = "cusVehicle"
+key = {{ source = "new_vehicleid", destination = "cusCrmId" }}
+fields = [
+  {{ source = "new_name", destination = "cusName" }},
+  {{ source = "new_model", destination = "cusModel" }},
+  {{ source = "new_year", destination = "cusYear" }},
+  {{ source = "new_contactid", destination = "cusProfileCrmId" }},
+]
+
+[egress]
+pacing = {{ page_size = 200, poll_interval_ms = 500 }}
+send = true
+open = true
+click = true
+bounce = true
+
+[optinout]
+pacing = {{ poll_interval_ms = 500 }}
+direction = "bidirectional"
+pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
+"#,
+        drop_root = drop_root.display()
+    )
+}

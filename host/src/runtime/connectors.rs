@@ -1,0 +1,124 @@
+//! The engine's connector factory over the real HTTP connectors: builds the Dynamics 365 and
+//! Campaign Standard clients from a config, reading each secret from the environment variable
+//! the config names, at the moment a workflow starts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::connector::campaign::{self, CampaignConnector, CampaignSettings};
+use crate::connector::dynamics365::{Dynamics365Connector, Dynamics365Settings};
+use crate::connector::http;
+use crate::workflow::{Connect, Services};
+
+type SecretLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// Builds connectors; secrets come from the environment (or, for the demo and tests, from a map).
+pub struct ServiceConnect {
+    secrets: Arc<SecretLookup>,
+}
+
+impl ServiceConnect {
+    /// Secrets from environment variables.
+    pub fn from_env() -> ServiceConnect {
+        ServiceConnect {
+            secrets: Arc::new(|name| std::env::var(name).ok().filter(|v| !v.is_empty())),
+        }
+    }
+
+    /// Secrets from a map of variable names to values (in-process demo and tests).
+    pub fn with_secrets(secrets: HashMap<String, String>) -> ServiceConnect {
+        ServiceConnect {
+            secrets: Arc::new(move |name| secrets.get(name).cloned()),
+        }
+    }
+
+    fn secret(&self, variable: &str, key: &str) -> Result<String, String> {
+        (self.secrets)(variable).ok_or_else(|| {
+            format!("the environment variable {variable} (named by {key}) is not set; export the secret in it")
+        })
+    }
+}
+
+impl Connect for ServiceConnect {
+    fn connect(&self, config: &Config) -> Result<Services, String> {
+        let dynamics = config
+            .file
+            .dynamics
+            .as_ref()
+            .ok_or("the config has no [dynamics] section")?;
+        let campaign = config
+            .file
+            .campaign
+            .as_ref()
+            .ok_or("the config has no [campaign] section")?;
+
+        let dynamics_secret = self.secret(
+            dynamics.client_secret_env.get_ref(),
+            "dynamics.client_secret_env",
+        )?;
+        let mut dynamics_settings = Dynamics365Settings::new(
+            dynamics.url.get_ref().clone(),
+            dynamics.token_url.get_ref().clone(),
+            dynamics.client_id.clone(),
+            http::Secret::new(dynamics_secret),
+        );
+        dynamics_settings.scope = dynamics.scope.clone();
+        dynamics_settings.max_concurrency = dynamics.max_concurrency.max(1);
+        dynamics_settings.batch_size = *dynamics.batch_size.get_ref();
+        if let Some(ca) = &dynamics.ca_file {
+            let path = config.resolve_path(ca);
+            let pem = std::fs::read(&path).map_err(|error| {
+                format!("cannot read dynamics.ca_file {}: {error}", path.display())
+            })?;
+            dynamics_settings.extra_ca_pem = Some(pem);
+        }
+        let dynamics_connector = Arc::new(
+            Dynamics365Connector::new(dynamics_settings)
+                .map_err(|error| format!("Dynamics 365 settings: {error}"))?,
+        );
+
+        let campaign_secret = self.secret(
+            campaign.client_secret_env.get_ref(),
+            "campaign.client_secret_env",
+        )?;
+        let parse = |key: &str, value: &str| {
+            url::Url::parse(value).map_err(|error| format!("{key} '{value}' is not a URL: {error}"))
+        };
+        let api_base = parse("campaign.url", campaign.url.get_ref())?;
+        // Without egress there is no journal to read; config validation requires it for egress.
+        let journal = match &campaign.journal_url {
+            Some(url) => parse("campaign.journal_url", url.get_ref())?,
+            None => api_base.clone(),
+        };
+        let drop_root = campaign
+            .opt_out_exports
+            .as_ref()
+            .map(|folder| config.resolve_path(folder.get_ref()));
+        let campaign_settings = CampaignSettings {
+            api_base,
+            ims_token_url: parse("campaign.ims_url", campaign.ims_url.get_ref())?,
+            client_id: campaign.client_id.clone(),
+            client_secret: campaign::Secret::new(campaign_secret),
+            scopes: campaign.scopes.clone(),
+            max_concurrency: campaign.max_concurrency.max(1),
+            events_journal_url: journal,
+            opt_out_drop_root: drop_root.clone().unwrap_or_else(|| config.data_dir()),
+            extra_ca_pem: campaign.ca_file.as_ref().map(|ca| config.resolve_path(ca)),
+            retry: campaign::RetryPolicy::default(),
+            request_timeout: std::time::Duration::from_secs(120),
+        };
+        let campaign_connector = Arc::new(
+            CampaignConnector::new(campaign_settings)
+                .map_err(|error| format!("Campaign settings: {error}"))?,
+        );
+        Ok(Services {
+            dynamics_source: dynamics_connector.clone(),
+            dynamics_sink: dynamics_connector,
+            campaign_sink: campaign_connector.clone(),
+            events: campaign_connector.clone(),
+            opt_out_exports: drop_root
+                .map(|_| campaign_connector as Arc<dyn crate::connector::OptOutExportSource>),
+        })
+    }
+}
