@@ -1,15 +1,17 @@
-//! `conduit sim ...`: runs a simulator in the foreground until Ctrl-C.
-//!
-//! Only `dynamics` is wired here; `campaign` and `both` are wired when the Campaign simulator
-//! is merged, and until then say so clearly.
+//! `conduit sim dynamics|campaign|both`: runs wire-faithful simulators in the foreground until
+//! Ctrl-C. With `both`, Dynamics 365 listens on `--port` and Campaign on `--port + 1`, and
+//! Campaign's seeded email events refer to the seeded Dynamics 365 contacts.
 
 use std::net::{IpAddr, SocketAddr};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
+use conduit::connector::campaign::Secret as CampaignSecret;
+use conduit::model::{EmailEvent, EmailEventKind};
+use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
-/// Run a wire-faithful simulator of Dynamics 365 or Campaign Standard.
+/// Run wire-faithful simulators of Dynamics 365 and/or Campaign Standard.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -19,75 +21,147 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 enum Service {
     /// Simulate the Dataverse Web API and its token endpoint.
-    Dynamics(DynamicsArgs),
-    /// Simulate Campaign Standard (not wired yet).
-    Campaign,
-    /// Simulate both services (not wired yet).
-    Both,
+    Dynamics(SimArgs),
+    /// Simulate Campaign Standard: IMS, the REST API, the event journal and the drop folder.
+    Campaign(SimArgs),
+    /// Simulate both (Dynamics 365 on --port, Campaign on --port + 1).
+    Both(SimArgs),
 }
 
 #[derive(Debug, clap::Args)]
-struct DynamicsArgs {
+struct SimArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 5555)]
     port: u16,
     /// Address to listen on; keep loopback unless the simulator must be reachable from outside.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Deterministic contacts to seed.
+    /// Deterministic Dynamics 365 contacts to seed.
     #[arg(long, default_value_t = 0)]
     seed_contacts: usize,
     /// Vehicles to seed (default: a quarter of the contacts).
     #[arg(long)]
     seed_vehicles: Option<usize>,
-    /// The client id the token endpoint accepts.
-    #[arg(
-        long,
-        env = "CONDUIT_SIM_D365_CLIENT_ID",
-        default_value = "conduit-sim-client"
-    )]
-    client_id: String,
-    /// The client secret the token endpoint accepts.
+    /// Email events to put in Campaign's journal (two per seeded contact by default, up to 1000).
+    #[arg(long)]
+    seed_events: Option<usize>,
+    /// The client id the Dynamics 365 token endpoint accepts.
+    #[arg(long, env = "CONDUIT_SIM_D365_CLIENT_ID", default_value = "conduit-sim-client")]
+    d365_client_id: String,
+    /// The client secret the Dynamics 365 token endpoint accepts.
     #[arg(
         long,
         env = "CONDUIT_SIM_D365_CLIENT_SECRET",
         default_value = "conduit-sim-secret",
         hide_env_values = true
     )]
-    client_secret: String,
+    d365_client_secret: String,
+    /// The client id (API key) Campaign's IMS accepts.
+    #[arg(long, env = "CONDUIT_SIM_ACS_CLIENT_ID", default_value = "conduit-campaign-client")]
+    acs_client_id: String,
+    /// The client secret Campaign's IMS accepts.
+    #[arg(
+        long,
+        env = "CONDUIT_SIM_ACS_CLIENT_SECRET",
+        default_value = "conduit-campaign-secret",
+        hide_env_values = true
+    )]
+    acs_client_secret: String,
 }
 
-/// Runs the chosen simulator until Ctrl-C.
+/// Runs the chosen simulators until Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    match args.service {
-        Service::Dynamics(dynamics) => run_dynamics(dynamics).await,
-        Service::Campaign | Service::Both => bail!(
-            "the Campaign Standard simulator is not wired into `conduit sim` yet; use `conduit sim dynamics` for now"
-        ),
+    let (args, dynamics, campaign) = match args.service {
+        Service::Dynamics(args) => (args, true, false),
+        Service::Campaign(args) => (args, false, true),
+        Service::Both(args) => (args, true, true),
+    };
+    let mut contact_ids = Vec::new();
+    let mut dynamics_server = None;
+    if dynamics {
+        let sim = DynamicsSim::new(DynamicsSimOptions {
+            client_id: args.d365_client_id.clone(),
+            client_secret: args.d365_client_secret.clone(),
+            seed_contacts: args.seed_contacts,
+            seed_vehicles: args.seed_vehicles.unwrap_or(args.seed_contacts / 4),
+            ..DynamicsSimOptions::default()
+        });
+        let server = sim
+            .serve(SocketAddr::new(args.host, args.port))
+            .await
+            .context("cannot start the Dynamics 365 simulator")?;
+        println!("Dynamics 365 simulator listening on {}", server.base_url());
+        println!("  token URL:  {}", server.token_url("<any-tenant>"));
+        println!("  Web API:    {}api/data/v9.2/", server.base_url());
+        println!("  control:    {}_sim/", server.base_url());
+        println!("  contacts:   {}", sim.count("contact"));
+        contact_ids = sim
+            .rows("contact")
+            .iter()
+            .filter_map(|row| row["contactid"].as_str().map(str::to_string))
+            .collect();
+        dynamics_server = Some(server);
     }
-}
-
-async fn run_dynamics(args: DynamicsArgs) -> anyhow::Result<()> {
-    let sim = DynamicsSim::new(DynamicsSimOptions {
-        client_id: args.client_id,
-        client_secret: args.client_secret,
-        seed_contacts: args.seed_contacts,
-        seed_vehicles: args.seed_vehicles.unwrap_or(args.seed_contacts / 4),
-        ..DynamicsSimOptions::default()
-    });
-    let server = sim
-        .serve(SocketAddr::new(args.host, args.port))
-        .await
-        .context("cannot start the Dynamics 365 simulator")?;
-    println!("Dynamics 365 simulator listening on {}", server.base_url());
-    println!("  token URL:  {}", server.token_url("<any-tenant>"));
-    println!("  Web API:    {}api/data/v9.2/", server.base_url());
-    println!("  control:    {}_sim/", server.base_url());
-    println!("  contacts:   {}", sim.count("contact"));
+    let mut campaign_server = None;
+    if campaign {
+        if contact_ids.is_empty() {
+            contact_ids = (0..args.seed_contacts).map(|i| format!("crm-{i}")).collect();
+        }
+        let events = seed_events(&contact_ids, args.seed_events.unwrap_or((contact_ids.len() * 2).min(1000)));
+        let sim = CampaignSim::new(CampaignSimOptions {
+            client_id: args.acs_client_id.clone(),
+            client_secret: CampaignSecret::new(args.acs_client_secret.clone()),
+            seed_events: events,
+            ..CampaignSimOptions::default()
+        });
+        let port = if dynamics && args.port != 0 { args.port + 1 } else { args.port };
+        let server = sim
+            .serve(SocketAddr::new(args.host, port))
+            .await
+            .context("cannot start the Campaign simulator")?;
+        println!("Campaign simulator listening on {}", server.origin());
+        println!("  API base:      {}", server.api_base());
+        println!("  IMS token:     {}", server.ims_url());
+        println!("  event journal: {}", server.journal_url());
+        println!("  drop folder:   {}", sim.drop_root().display());
+        println!("  events:        {}", sim.journal_len());
+        campaign_server = Some(server);
+    }
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;
-    server.shutdown().await;
+    if let Some(server) = dynamics_server {
+        server.shutdown().await;
+    }
+    if let Some(server) = campaign_server {
+        server.shutdown().await;
+    }
     Ok(())
+}
+
+/// Sends and opens over the given contacts.
+fn seed_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
+    if contacts.is_empty() {
+        return Vec::new();
+    }
+    (0..count)
+        .map(|n| {
+            let kind = if n % 2 == 0 { EmailEventKind::Send } else { EmailEventKind::Open };
+            EmailEvent {
+                id: uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n as u128)
+                    .to_string(),
+                kind,
+                contact_key: contacts[(n / 2) % contacts.len()].clone(),
+                campaign_id: "CMP0001".into(),
+                campaign_name: "Welcome".into(),
+                delivery_id: "DM0001".into(),
+                delivery_name: "Welcome email".into(),
+                timestamp: chrono::Utc::now().to_rfc3339(),
+                url: None,
+                mirror_page_url: Some(format!("https://mirror.example.com/DM0001/{n}")),
+                bounce: None,
+            }
+        })
+        .collect()
 }
