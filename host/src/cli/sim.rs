@@ -46,7 +46,11 @@ struct SimArgs {
     #[arg(long)]
     seed_events: Option<usize>,
     /// The client id the Dynamics 365 token endpoint accepts.
-    #[arg(long, env = "CONDUIT_SIM_D365_CLIENT_ID", default_value = "conduit-sim-client")]
+    #[arg(
+        long,
+        env = "CONDUIT_SIM_D365_CLIENT_ID",
+        default_value = "conduit-sim-client"
+    )]
     d365_client_id: String,
     /// The client secret the Dynamics 365 token endpoint accepts.
     #[arg(
@@ -57,7 +61,11 @@ struct SimArgs {
     )]
     d365_client_secret: String,
     /// The client id (API key) Campaign's IMS accepts.
-    #[arg(long, env = "CONDUIT_SIM_ACS_CLIENT_ID", default_value = "conduit-campaign-client")]
+    #[arg(
+        long,
+        env = "CONDUIT_SIM_ACS_CLIENT_ID",
+        default_value = "conduit-campaign-client"
+    )]
     acs_client_id: String,
     /// The client secret Campaign's IMS accepts.
     #[arg(
@@ -105,16 +113,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut campaign_server = None;
     if campaign {
         if contact_ids.is_empty() {
-            contact_ids = (0..args.seed_contacts).map(|i| format!("crm-{i}")).collect();
+            contact_ids = (0..args.seed_contacts)
+                .map(|i| format!("crm-{i}"))
+                .collect();
         }
-        let events = seed_events(&contact_ids, args.seed_events.unwrap_or((contact_ids.len() * 2).min(1000)));
+        let events = seed_events(
+            &contact_ids,
+            args.seed_events
+                .unwrap_or((contact_ids.len() * 2).min(1000)),
+        );
         let sim = CampaignSim::new(CampaignSimOptions {
             client_id: args.acs_client_id.clone(),
             client_secret: CampaignSecret::new(args.acs_client_secret.clone()),
             seed_events: events,
             ..CampaignSimOptions::default()
         });
-        let port = if dynamics && args.port != 0 { args.port + 1 } else { args.port };
+        let port = if dynamics && args.port != 0 {
+            args.port + 1
+        } else {
+            args.port
+        };
         let server = sim
             .serve(SocketAddr::new(args.host, port))
             .await
@@ -147,7 +165,11 @@ fn seed_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
     }
     (0..count)
         .map(|n| {
-            let kind = if n % 2 == 0 { EmailEventKind::Send } else { EmailEventKind::Open };
+            let kind = if n % 2 == 0 {
+                EmailEventKind::Send
+            } else {
+                EmailEventKind::Open
+            };
             EmailEvent {
                 id: uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n as u128)
                     .to_string(),
