@@ -9,7 +9,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
+use crate::store::Counters;
 use crate::telemetry::{self, LATENCY_BUCKETS};
+
+/// A counter family: name, help text, and how to read it from a workflow's counters.
+type CounterFamily = (&'static str, &'static str, fn(&Counters) -> u64);
 
 pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
     match state.supervisor.view() {
@@ -29,7 +33,7 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
             for (id, _, c) in &rows {
                 let _ = writeln!(out, "conduit_backlog{{workflow=\"{id}\"}} {}", c.queued);
             }
-            let counters: [(&str, &str, fn(&crate::store::Counters) -> u64); 4] = [
+            let counters: [CounterFamily; 4] = [
                 ("conduit_records_read_total", "Source records read.", |c| {
                     c.read
                 }),

@@ -76,7 +76,7 @@ pub async fn status(client: &AdminClient, args: &StatusArgs) -> Result<(), CallE
             render_table(&view)
         };
         if args.watch {
-            print!("\x1b[2J\x1b[H{text}\n");
+            println!("\x1b[2J\x1b[H{text}");
             let _ = std::io::stdout().flush();
             tokio::time::sleep(Duration::from_secs(1)).await;
         } else {
