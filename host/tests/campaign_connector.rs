@@ -443,6 +443,26 @@ async fn dropped_connections_are_retried() {
     assert!(error.is_transient(), "{error:?}");
 }
 
+#[tokio::test]
+async fn a_create_whose_response_is_lost_is_found_and_not_duplicated() {
+    let h = harness().await;
+    h.connector.describe("profile").await.unwrap();
+    // The lookup passes; the POST creates the profile but its response never arrives.
+    h.sim.faults().inject([Fault::Pass, Fault::LostResponse]);
+    let outcomes = h
+        .connector
+        .write(&[profile(
+            "c-14",
+            Operation::Upsert,
+            &[("firstName", text("Once"))],
+        )])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert_eq!(h.sim.faults().injected(), 1);
+    assert_eq!(h.sim.records("profile").len(), 1);
+    assert_eq!(h.sim.find("profile", "c-14").unwrap()["firstName"], "Once");
+}
+
 fn event(id: &str, kind: EmailEventKind) -> EmailEvent {
     EmailEvent {
         id: id.into(),
