@@ -415,6 +415,61 @@ mod tests {
         assert!(check_resource_name("cus/../x").is_err());
     }
 
+    fn connector() -> CampaignConnector {
+        let url = |text: &str| Url::parse(text).unwrap();
+        CampaignConnector::new(super::super::CampaignSettings {
+            api_base: url("https://mc.adobe.io/ORG/campaign"),
+            ims_token_url: url("https://ims-na1.adobelogin.com/ims/token/v3"),
+            client_id: "id".into(),
+            client_secret: super::super::Secret::new("secret"),
+            scopes: vec!["campaign_sdk".into()],
+            max_concurrency: 4,
+            events_journal_url: url("https://events.example.com/journal"),
+            opt_out_drop_root: std::env::temp_dir(),
+            extra_ca_pem: None,
+            retry: super::super::RetryPolicy::default(),
+            request_timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn hrefs_outside_the_api_base_are_refused() {
+        let connector = connector();
+        let inside = connector
+            .same_origin_url("https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/@x")
+            .unwrap();
+        assert_eq!(
+            inside.path(),
+            "/ORG/campaign/profileAndServicesExt/profile/@x"
+        );
+        let error = connector
+            .same_origin_url("https://attacker.example.com/steal")
+            .unwrap_err();
+        assert!(error.to_string().contains("refusing to follow"), "{error}");
+    }
+
+    #[test]
+    fn unusable_settings_are_named() {
+        let mut settings = connector().settings().clone();
+        settings.max_concurrency = 0;
+        let error = CampaignConnector::new(settings.clone()).err().unwrap();
+        assert!(error.to_string().contains("max_concurrency"), "{error}");
+        settings.max_concurrency = 1;
+        settings.extra_ca_pem = Some("/nonexistent/ca.pem".into());
+        let error = CampaignConnector::new(settings).err().unwrap();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn api_urls_percent_encode_their_segments() {
+        let url = connector().api_url(&["profileAndServicesExt", "profile", "by Key?"]);
+        assert_eq!(
+            url.as_str(),
+            "https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/by%20Key%3F"
+        );
+    }
+
     #[test]
     fn metadata_types_map_to_field_kinds() {
         assert_eq!(field_kind("long"), FieldKind::Integer);
