@@ -20,6 +20,7 @@
 mod api;
 pub mod control;
 pub mod faults;
+mod ims;
 mod journal;
 mod optout;
 pub mod schema;
@@ -45,7 +46,7 @@ use url::Url;
 
 use crate::connector::campaign::{CampaignSettings, RetryPolicy, Secret};
 use crate::model::EmailEvent;
-use api::Tokens;
+use ims::Tokens;
 use journal::Journal;
 use store::Store;
 
@@ -250,7 +251,7 @@ impl CampaignSim {
                 self.shared.faults.clone(),
                 faults::inject_faults,
             ))
-            .route("/ims/token/v3", post(api::ims_token))
+            .route("/ims/token/v3", post(ims::ims_token))
             .with_state(Arc::clone(&self.shared));
         service.merge(control::routes().with_state(self.clone()))
     }
