@@ -12,7 +12,7 @@ use conduit::model::{
     BounceDetail, EmailEvent, EmailEventKind, Operation, System, Target, Value, WriteRecord,
 };
 use conduit::sim::campaign::{
-    CampaignSim, CampaignSimOptions, CampaignSimServer, Fault, FieldChange,
+    CampaignSim, CampaignSimOptions, CampaignSimServer, Fault, FaultRates, FieldChange,
 };
 use serde_json::json;
 
@@ -441,6 +441,75 @@ async fn dropped_connections_are_retried() {
     h.sim.faults().inject(std::iter::repeat_n(Fault::Reset, 3));
     let error = h.connector.list_all("profile", 5).await.unwrap_err();
     assert!(error.is_transient(), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_create_whose_response_is_lost_is_found_and_not_duplicated() {
+    let h = harness().await;
+    h.connector.describe("profile").await.unwrap();
+    // The lookup passes; the POST creates the profile but its response never arrives.
+    h.sim.faults().inject([Fault::Pass, Fault::LostResponse]);
+    let outcomes = h
+        .connector
+        .write(&[profile(
+            "c-14",
+            Operation::Upsert,
+            &[("firstName", text("Once"))],
+        )])
+        .await;
+    assert_eq!(outcomes, vec![WriteOutcome::Written]);
+    assert_eq!(h.sim.faults().injected(), 1);
+    assert_eq!(h.sim.records("profile").len(), 1);
+    assert_eq!(h.sim.find("profile", "c-14").unwrap()["firstName"], "Once");
+}
+
+#[tokio::test]
+async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retried() {
+    let h = harness().await;
+    h.connector.describe("profile").await.unwrap();
+    h.sim.faults().set_rates(FaultRates {
+        server_error: 0.15,
+        reset: 0.05,
+        ..FaultRates::default()
+    });
+    let mut pending: Vec<WriteRecord> = (0..150)
+        .map(|index| {
+            profile(
+                &format!("chaos-{index}"),
+                Operation::Upsert,
+                &[("firstName", text(&format!("n{index}")))],
+            )
+        })
+        .collect();
+    // What the engine does: keep transient failures queued and write them again.
+    for _round in 0..10 {
+        if pending.is_empty() {
+            break;
+        }
+        let outcomes = h.connector.write(&pending).await;
+        let mut still_pending = Vec::new();
+        for (record, outcome) in pending.into_iter().zip(outcomes) {
+            match outcome {
+                WriteOutcome::Written => {}
+                WriteOutcome::Failed(error) if error.is_transient() => still_pending.push(record),
+                WriteOutcome::Failed(error) => panic!("permanent failure under faults: {error}"),
+            }
+        }
+        pending = still_pending;
+    }
+    assert!(
+        pending.is_empty(),
+        "{} records never written",
+        pending.len()
+    );
+    assert!(h.sim.faults().injected() > 0);
+    h.sim.faults().clear();
+    let records = h.sim.records("profile");
+    assert_eq!(records.len(), 150);
+    for index in [0, 77, 149] {
+        let stored = h.sim.find("profile", &format!("chaos-{index}")).unwrap();
+        assert_eq!(stored["firstName"], format!("n{index}"));
+    }
 }
 
 fn event(id: &str, kind: EmailEventKind) -> EmailEvent {

@@ -343,3 +343,41 @@ async fn the_control_api_sets_opt_outs_and_drops_exports() {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert!(w.sim.find("profile", "c-1").unwrap().get("phone").is_none());
 }
+
+#[tokio::test]
+async fn fault_rates_and_queued_faults_are_set_over_the_control_api() {
+    let w = wire().await;
+    let origin = w.server.origin();
+    let list = w.url("profileAndServicesExt/profile");
+    let response = w
+        .http
+        .post(format!("{origin}/_sim/faults/next"))
+        .json(&json!([{"kind": "rate-limited", "retry_after_secs": 7}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let limited = w.call(reqwest::Method::GET, &list).send().await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "7");
+
+    w.http
+        .put(format!("{origin}/_sim/faults/rates"))
+        .json(&json!({"server_error": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = w.json(reqwest::Method::GET, &list, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body["message"],
+        "Oops. Something went wrong. Check your URI and try again."
+    );
+    w.http
+        .delete(format!("{origin}/_sim/faults"))
+        .send()
+        .await
+        .unwrap();
+    let (status, _) = w.json(reqwest::Method::GET, &list, None).await;
+    assert_eq!(status, StatusCode::OK);
+}

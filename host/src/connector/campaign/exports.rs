@@ -241,6 +241,17 @@ mod tests {
         assert!(error.contains("line 2 column 2 (attribute)"), "{error}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_file_content_parses_or_fails_with_the_file_name(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let mut content = b"crmId,attribute,value,changedAt\n".to_vec();
+            content.extend(bytes);
+            if let Err(error) = parse_export("optout_p.csv", &content) {
+                proptest::prop_assert!(error.contains("optout_p.csv"), "{}", error);
+            }
+        }
+    }
+
     #[test]
     fn a_wrong_header_or_short_row_is_refused() {
         let error = parse_export("f.csv", b"id,attr\n").unwrap_err();

@@ -34,6 +34,20 @@ struct ResourceMetadata {
     content: serde_json::Map<String, serde_json::Value>,
 }
 
+/// How one lookup-then-write attempt failed.
+enum Attempt {
+    /// A POST failed in a way that may hide a created record: look the key up again.
+    UncertainCreate(ConnectorError),
+    /// Anything else: the transport already retried what was worth retrying.
+    Failed(ConnectorError),
+}
+
+impl From<ConnectorError> for Attempt {
+    fn from(error: ConnectorError) -> Attempt {
+        Attempt::Failed(error)
+    }
+}
+
 /// The record a key lookup found: where to PATCH or DELETE it.
 struct Found {
     url: Url,
@@ -175,8 +189,27 @@ impl CampaignConnector {
         }
     }
 
+    /// Writes one record. The transport never resends a failed POST (it may have created the
+    /// record), so such a failure repeats the whole lookup-then-write: a record created by a
+    /// lost response is then found and patched instead of duplicated.
     async fn write_one(&self, record: &WriteRecord) -> Result<(), ConnectorError> {
         check_target(record)?;
+        let attempts = self.transport.retry_policy().max_attempts;
+        let mut attempt = 1;
+        loop {
+            match self.write_attempt(record).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::UncertainCreate(error)) if attempt < attempts => {
+                    tracing::debug!(%error, key = %record.key, "create uncertain; looking the key up again");
+                    tokio::time::sleep(self.transport.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(Attempt::UncertainCreate(error) | Attempt::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn write_attempt(&self, record: &WriteRecord) -> Result<(), Attempt> {
         let resource = &record.target.table;
         let key_field = &record.target.key_field;
         if record.op == Operation::Delete {
@@ -212,7 +245,15 @@ impl CampaignConnector {
                 );
                 let url = self.api_url(&["profileAndServicesExt", resource]);
                 let body = serde_json::Value::Object(body);
-                self.transport.send(Method::POST, &url, Some(&body)).await?;
+                self.transport
+                    .send(Method::POST, &url, Some(&body))
+                    .await
+                    .map_err(|error| match error {
+                        ConnectorError::Transient {
+                            retry_after: None, ..
+                        } => Attempt::UncertainCreate(error),
+                        error => Attempt::Failed(error),
+                    })?;
             }
             (None, _) => {
                 return Err(ConnectorError::Permanent {
@@ -220,7 +261,8 @@ impl CampaignConnector {
                         "no {resource} with {key_field} {:?} to update (update-only write)",
                         record.key
                     ),
-                });
+                }
+                .into());
             }
         }
         Ok(())
@@ -371,6 +413,61 @@ mod tests {
         assert!(check_resource_name("cusVehicle").is_ok());
         assert!(check_resource_name("service").is_err());
         assert!(check_resource_name("cus/../x").is_err());
+    }
+
+    fn connector() -> CampaignConnector {
+        let url = |text: &str| Url::parse(text).unwrap();
+        CampaignConnector::new(super::super::CampaignSettings {
+            api_base: url("https://mc.adobe.io/ORG/campaign"),
+            ims_token_url: url("https://ims-na1.adobelogin.com/ims/token/v3"),
+            client_id: "id".into(),
+            client_secret: super::super::Secret::new("secret"),
+            scopes: vec!["campaign_sdk".into()],
+            max_concurrency: 4,
+            events_journal_url: url("https://events.example.com/journal"),
+            opt_out_drop_root: std::env::temp_dir(),
+            extra_ca_pem: None,
+            retry: super::super::RetryPolicy::default(),
+            request_timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn hrefs_outside_the_api_base_are_refused() {
+        let connector = connector();
+        let inside = connector
+            .same_origin_url("https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/@x")
+            .unwrap();
+        assert_eq!(
+            inside.path(),
+            "/ORG/campaign/profileAndServicesExt/profile/@x"
+        );
+        let error = connector
+            .same_origin_url("https://attacker.example.com/steal")
+            .unwrap_err();
+        assert!(error.to_string().contains("refusing to follow"), "{error}");
+    }
+
+    #[test]
+    fn unusable_settings_are_named() {
+        let mut settings = connector().settings().clone();
+        settings.max_concurrency = 0;
+        let error = CampaignConnector::new(settings.clone()).err().unwrap();
+        assert!(error.to_string().contains("max_concurrency"), "{error}");
+        settings.max_concurrency = 1;
+        settings.extra_ca_pem = Some("/nonexistent/ca.pem".into());
+        let error = CampaignConnector::new(settings).err().unwrap();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn api_urls_percent_encode_their_segments() {
+        let url = connector().api_url(&["profileAndServicesExt", "profile", "by Key?"]);
+        assert_eq!(
+            url.as_str(),
+            "https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/by%20Key%3F"
+        );
     }
 
     #[test]

@@ -148,9 +148,18 @@ impl Transport {
         }
     }
 
-    /// The client id (the `X-Api-Key`).
-    pub fn client_id(&self) -> &str {
-        &self.credentials.client_id
+    /// The retry policy.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// The backoff before retry number `attempt` (1-based), with jitter.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let base = self.retry.base_delay.saturating_mul(1 << exponent);
+        // Jitter in [base/2, base]: spreads retries of concurrent writers apart.
+        let jitter = base.mul_f64(fastrand::f64() / 2.0);
+        (base - jitter).min(self.retry.max_delay)
     }
 
     /// Returns a valid access token, fetching a new one when none is cached or it is near expiry.
@@ -239,6 +248,7 @@ impl Transport {
     }
 
     /// Sends one API call with retries; 2xx comes back as a `Reply`, everything else as an error.
+    /// POSTs are resent only after a 429, since another failure may hide a created record.
     pub async fn send(
         &self,
         method: Method,
@@ -291,7 +301,12 @@ impl Transport {
             if let Some(wait) = retry_after {
                 self.pause_for(*wait);
             }
-            if attempt >= self.retry.max_attempts
+            // A POST that failed after reaching the service may have created the record: only a
+            // refusal carrying Retry-After (429, 503: not processed) is safe to resend; otherwise
+            // the caller looks the key up again.
+            let refused_before_processing = retry_after.is_some();
+            if (method == Method::POST && !refused_before_processing)
+                || attempt >= self.retry.max_attempts
                 || retry_after.is_some_and(|wait| wait > self.retry.max_delay)
             {
                 return Err(error);
@@ -336,14 +351,6 @@ impl Transport {
             headers,
             body: body.to_vec(),
         })
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(16);
-        let base = self.retry.base_delay.saturating_mul(1 << exponent);
-        // Full jitter in [base/2, base]: spreads retries of concurrent writers apart.
-        let jitter = base.mul_f64(fastrand::f64() / 2.0);
-        (base - jitter).min(self.retry.max_delay)
     }
 
     fn pause_for(&self, wait: Duration) {

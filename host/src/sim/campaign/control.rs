@@ -8,7 +8,9 @@
 //! | `POST /_sim/opt-outs` `{"crmId","attribute","value"}` | change an opt-out in Campaign and queue it |
 //! | `POST /_sim/exports` | write the next opt-out export file, answers `{"path"}` |
 //! | `POST /_sim/schema/{resource}/{field}` `{"type":"long"}` or `{"removed":true}` | schema drift |
-//! | `PUT /_sim/faults/rates` (`FaultRates`) / `POST /_sim/faults/next` (`[Fault]`) / `DELETE /_sim/faults` | faults |
+//! | `PUT /_sim/faults/rates` `{"rate_limited":0.1,"retry_after_secs":2,"server_error":0.05,"reset":0.01,"slow":0.1,"latency_ms":300}` | random faults (seeded) |
+//! | `POST /_sim/faults/next` `[{"kind":"rate-limited","retry_after_secs":2},{"kind":"server-error","status":502},{"kind":"reset"}]` | faults for the next requests, in order |
+//! | `DELETE /_sim/faults` | no more faults |
 //! | `POST /_sim/tokens/revoke` | invalidate every issued token |
 
 use axum::Json;

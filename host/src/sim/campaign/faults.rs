@@ -35,10 +35,15 @@ pub enum Fault {
         /// The delay.
         delay_ms: u64,
     },
-    /// The connection is dropped before a response is complete.
+    /// The connection is dropped before the request is processed.
     Reset,
+    /// The request is processed, then the connection is dropped: the client never learns
+    /// that its write happened.
+    LostResponse,
     /// A 200 whose body is not JSON (a misbehaving proxy).
     Malformed,
+    /// Served normally: queued before another fault to aim that one at a later request.
+    Pass,
 }
 
 /// Fault probabilities per request (each in 0..=1), checked in this order.
@@ -138,7 +143,7 @@ impl Faults {
                     None
                 }
             });
-            if fault.is_some() {
+            if fault.as_ref().is_some_and(|fault| *fault != Fault::Pass) {
                 state.injected += 1;
             }
             fault
@@ -149,7 +154,11 @@ impl Faults {
 /// Middleware: serves the drawn fault instead of (or, for slowness, before) the real handler.
 pub async fn inject_faults(State(faults): State<Faults>, request: Request, next: Next) -> Response {
     match faults.next_fault() {
-        None => next.run(request).await,
+        None | Some(Fault::Pass) => next.run(request).await,
+        Some(Fault::LostResponse) => {
+            next.run(request).await;
+            dropped_connection()
+        }
         Some(Fault::Slow { delay_ms }) => {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             next.run(request).await
@@ -185,22 +194,24 @@ pub async fn inject_faults(State(faults): State<Faults>, request: Request, next:
             "<html><body>Gateway maintenance</body></html>",
         )
             .into_response(),
-        Some(Fault::Reset) => {
-            // A body that fails mid-stream makes the server abort the connection.
-            let failing = futures_util::stream::once(async {
-                Err::<axum::body::Bytes, std::io::Error>(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "simulated connection reset",
-                ))
-            });
-            Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::CONTENT_LENGTH, "64")
-                .body(Body::from_stream(failing))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-        }
+        Some(Fault::Reset) => dropped_connection(),
     }
+}
+
+/// A response whose body fails mid-stream, which makes the server abort the connection.
+fn dropped_connection() -> Response {
+    let failing = futures_util::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated connection reset",
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, "64")
+        .body(Body::from_stream(failing))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[cfg(test)]

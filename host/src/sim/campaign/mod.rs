@@ -20,6 +20,7 @@
 mod api;
 pub mod control;
 pub mod faults;
+mod ims;
 mod journal;
 mod optout;
 pub mod schema;
@@ -45,7 +46,7 @@ use url::Url;
 
 use crate::connector::campaign::{CampaignSettings, RetryPolicy, Secret};
 use crate::model::EmailEvent;
-use api::Tokens;
+use ims::Tokens;
 use journal::Journal;
 use store::Store;
 
@@ -64,7 +65,7 @@ pub struct CampaignSimOptions {
     pub client_secret: Secret,
     /// The lifetime of issued tokens (`expires_in`).
     pub token_ttl: Duration,
-    /// The drop folder root; a fresh temporary directory when `None`.
+    /// The drop folder root; when `None`, a fresh temporary directory removed with the simulator.
     pub drop_root: Option<PathBuf>,
     /// The seed of PKeys, tokens and random faults.
     pub seed: u64,
@@ -146,6 +147,8 @@ pub(crate) struct Shared {
     client_secret: Secret,
     token_ttl: Duration,
     drop_root: PathBuf,
+    // A drop folder we created ourselves is removed with the simulator.
+    owns_drop_root: bool,
     origin: RwLock<String>,
     store: Mutex<Store>,
     journal: Mutex<Journal>,
@@ -202,6 +205,14 @@ impl Shared {
     }
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if self.owns_drop_root {
+            let _ = std::fs::remove_dir_all(&self.drop_root);
+        }
+    }
+}
+
 /// The simulator: cheap to clone, all clones share one state.
 #[derive(Clone)]
 pub struct CampaignSim {
@@ -230,6 +241,7 @@ impl CampaignSim {
                 client_id: options.client_id,
                 client_secret: options.client_secret,
                 token_ttl: options.token_ttl,
+                owns_drop_root: options.drop_root.is_none(),
                 drop_root,
                 origin: RwLock::new("http://127.0.0.1:0".into()),
                 store: Mutex::new(Store::new(options.seed)),
@@ -250,7 +262,7 @@ impl CampaignSim {
                 self.shared.faults.clone(),
                 faults::inject_faults,
             ))
-            .route("/ims/token/v3", post(api::ims_token))
+            .route("/ims/token/v3", post(ims::ims_token))
             .with_state(Arc::clone(&self.shared));
         service.merge(control::routes().with_state(self.clone()))
     }
