@@ -494,3 +494,31 @@ async fn control_api_changes_rows_schema_and_faults() {
     assert_eq!(bad.status(), 400);
     assert_eq!(sim.faults().stats().throttled, 1);
 }
+
+#[tokio::test]
+async fn count_true_counts_every_matching_row_not_just_the_page() {
+    let (_sim, _server, client, api, token) = in_process(30).await;
+    let response = get(
+        &client,
+        &format!("{api}contacts?$select=lastname&$count=true"),
+        &token,
+        Some("odata.maxpagesize=10"),
+    )
+    .await;
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["value"].as_array().expect("list").len(), 10);
+    assert_eq!(body["@odata.count"], 30);
+    assert!(body["@odata.nextLink"].is_string());
+    let filtered: Value = get(
+        &client,
+        &format!("{api}contacts?$select=lastname&$count=true&$filter=statecode eq 1"),
+        &token,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(filtered["@odata.count"], 3);
+    assert_eq!(filtered["value"].as_array().expect("list").len(), 3);
+}

@@ -715,9 +715,26 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     let mut body = Map::new();
     body.insert("@odata.context".to_string(), json!(context));
     if options.get("$count").is_some_and(|count| count == "true") {
+        // The count covers every matching row, not just this page, capped as the service caps it.
+        let everything = RenderOptions {
+            select: None,
+            formatted: false,
+            lookup_annotations: false,
+        };
+        let matching = table
+            .rows
+            .values()
+            .filter(|row| {
+                filter.as_ref().is_none_or(|filter| {
+                    render_row(store, table, row, &everything)
+                        .as_object()
+                        .is_some_and(|object| matches_filter(object, filter))
+                })
+            })
+            .count();
         body.insert(
             "@odata.count".to_string(),
-            json!(value.len().min(MAX_PAGE_SIZE)),
+            json!(matching.min(MAX_PAGE_SIZE)),
         );
     }
     body.insert("value".to_string(), Json::Array(value));
