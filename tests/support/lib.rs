@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sims;
+
+pub use sims::{SECRETS, SimPair};
+
+/// Polls `check` every 100 ms until it holds, failing the test after `seconds`.
+pub async fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `conduit` binary built by this workspace (built on demand when missing).
 pub fn conduit_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
