@@ -358,14 +358,20 @@ fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
     }
 }
 
-async fn check_source_fields(services: &Services, mapping: &TableMapping) -> Result<(), String> {
+async fn check_source_fields(
+    services: &Services,
+    mapping: &TableMapping,
+) -> Result<(), PrepareError> {
     let table = mapping.source.get_ref();
     let fields = services
         .dynamics_source
         .describe(table)
         .await
         .map_err(|error| {
-            format!("cannot read the metadata of the Dynamics 365 table '{table}': {error}")
+            PrepareError::service(
+                &format!("cannot read the metadata of the Dynamics 365 table '{table}'"),
+                &error,
+            )
         })?;
     let known: std::collections::HashSet<_> = fields.iter().map(|f| f.name.as_str()).collect();
     let mut used = vec![mapping.key.source.get_ref()];
