@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use conduit::connector::campaign::Secret as CampaignSecret;
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, FaultRates};
+use conduit::connector::http::Secret;
+use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{HostProcess, free_port};
@@ -53,7 +53,7 @@ async fn scenario(records: usize) -> Scenario {
     let dynamics_server = dynamics.serve(loopback).await.unwrap();
     let campaign = CampaignSim::new(CampaignSimOptions {
         client_id: "crash-acs".into(),
-        client_secret: CampaignSecret::new(SECRETS[1].1),
+        client_secret: Secret::new(SECRETS[1].1),
         drop_root: Some(dir.path().join("sftp")),
         ..CampaignSimOptions::default()
     });
@@ -171,12 +171,15 @@ async fn run_crash_scenario(with_faults: bool) {
                 ..FaultConfig::default()
             })
             .unwrap();
-        s.campaign.faults().set_rates(FaultRates {
-            rate_limited: 0.03,
-            retry_after_secs: 1,
-            server_error: 0.10,
-            ..FaultRates::default()
-        });
+        s.campaign
+            .faults()
+            .set(FaultConfig {
+                throttle_rate: 0.03,
+                retry_after_secs: 1,
+                error_rate: 0.10,
+                ..FaultConfig::default()
+            })
+            .unwrap();
     }
     let ids: Vec<String> = s
         .dynamics

@@ -363,7 +363,7 @@ async fn fault_rates_and_queued_faults_are_set_over_the_control_api() {
 
     w.http
         .put(format!("{origin}/_sim/faults/rates"))
-        .json(&json!({"server_error": 1.0}))
+        .json(&json!({"error_rate": 1.0}))
         .send()
         .await
         .unwrap();
