@@ -994,6 +994,31 @@ mod tests {
         assert_eq!(api_calls.load(Ordering::SeqCst), 1);
     }
 
+    #[tokio::test]
+    async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
+        let router = axum::Router::new().route(
+            "/token",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({
+                    "token_type": "mac", "expires_in": 3599, "access_token": "t"
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let error = cache(&base, Duration::from_secs(300))
+            .token()
+            .await
+            .expect_err("a mac token cannot be sent as bearer");
+        assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+        assert!(error.to_string().contains("\"mac\""), "{error}");
+    }
+
     #[test]
     fn campaign_error_code_is_kept_beside_its_message() {
         assert_eq!(

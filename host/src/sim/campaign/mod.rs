@@ -69,7 +69,7 @@ pub struct CampaignSimOptions {
     pub token_ttl: Duration,
     /// The drop folder root; when `None`, a fresh temporary directory removed with the simulator.
     pub drop_root: Option<PathBuf>,
-    /// The seed of PKeys, tokens and random faults.
+    /// The seed of PKeys, tokens and of the random faults until a fault config brings its own.
     pub seed: u64,
     /// Events already in the journal at start.
     pub seed_events: Vec<EmailEvent>,
