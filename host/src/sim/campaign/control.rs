@@ -1,5 +1,5 @@
 //! The simulator's HTTP control API under `/_sim/...`: the same levers as the Rust API of
-//! [`CampaignSim`](super::CampaignSim) for out-of-process use (`conduit sim campaign`):
+//! [`CampaignSim`] for out-of-process use (`conduit sim campaign`):
 //!
 //! | call | effect |
 //! |---|---|
