@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::sim::campaign::FaultRates;
 use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{SimPair, wait_for};
 use serde_json::{Map, json};
@@ -85,12 +84,16 @@ async fn run_crash_scenario(with_faults: bool) {
                 ..FaultConfig::default()
             })
             .unwrap();
-        sims.campaign.faults().set_rates(FaultRates {
-            rate_limited: 0.03,
-            retry_after_secs: 1,
-            server_error: 0.10,
-            ..FaultRates::default()
-        });
+        sims.campaign
+            .faults()
+            .set(FaultConfig {
+                throttle_rate: 0.03,
+                retry_after_secs: 1,
+                error_rate: 0.10,
+                seed: 12,
+                ..FaultConfig::default()
+            })
+            .unwrap();
     }
     let ids = sims.ids("contact", "contactid");
     let mut host = sims.spawn_host().await;

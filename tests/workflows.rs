@@ -180,10 +180,11 @@ async fn stop_keeps_the_backlog_and_start_resumes_it() {
     // Campaign goes down; new contacts are read and queued, not lost.
     sims.campaign
         .faults()
-        .set_rates(conduit::sim::campaign::FaultRates {
-            server_error: 1.0,
-            ..Default::default()
-        });
+        .set(FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
     for n in 0..40 {
         let id = format!("00000000-0000-4000-8000-{n:012}");
         sims.dynamics
@@ -228,10 +229,11 @@ async fn a_destination_down_at_start_delays_starting_and_loses_nothing() {
     sims.write_config(CONTACTS);
     sims.campaign
         .faults()
-        .set_rates(conduit::sim::campaign::FaultRates {
-            server_error: 1.0,
-            ..Default::default()
-        });
+        .set(FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
     sims.dynamics
         .faults()
         .set(FaultConfig {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use conduit::connector::campaign::Secret as CampaignSecret;
+use conduit::connector::http::Secret as CampaignSecret;
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer};
 

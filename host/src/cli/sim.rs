@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Subcommand;
-use conduit::connector::campaign::Secret as CampaignSecret;
+use conduit::connector::http::Secret;
 use conduit::model::{EmailEvent, EmailEventKind};
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
@@ -124,7 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         let sim = CampaignSim::new(CampaignSimOptions {
             client_id: args.acs_client_id.clone(),
-            client_secret: CampaignSecret::new(args.acs_client_secret.clone()),
+            client_secret: Secret::new(args.acs_client_secret.clone()),
             seed_events: events,
             ..CampaignSimOptions::default()
         });
