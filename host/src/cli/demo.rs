@@ -484,7 +484,7 @@ impl Demo {
 }
 
 /// Email events over the first contacts: sends, opens, clicks, hard and soft bounces.
-fn email_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
+pub(super) fn email_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
     if contacts.is_empty() {
         return Vec::new();
     }
