@@ -172,6 +172,15 @@ impl Connect for FakeConnect {
     }
 }
 
+/// Fails every call, like a plugin broken by a bad deploy.
+struct BrokenMapper;
+
+impl RecordMapping for BrokenMapper {
+    fn map(&mut self, _phase: Phase, _batch: &RecordBatch) -> Result<Vec<Outcome>, MappingFailed> {
+        Err(MappingFailed("trap: out of bounds memory access".into()))
+    }
+}
+
 /// Maps firstname onto firstName; fails the whole batch when a row is named "poison".
 struct NativeMapper;
 
@@ -206,12 +215,17 @@ struct NativePlugins;
 impl PluginFactory for NativePlugins {
     fn record_mapper(
         &self,
-        _plugin: &str,
+        plugin: &str,
         _settings: &serde_json::Value,
         _limits: &EffectiveLimits,
     ) -> Result<Loaded<Box<dyn RecordMapping>>, String> {
+        let mapper: Box<dyn RecordMapping> = if plugin.ends_with("broken.wasm") {
+            Box::new(BrokenMapper)
+        } else {
+            Box::new(NativeMapper)
+        };
         Ok(Loaded {
-            plugin: Box::new(NativeMapper),
+            plugin: mapper,
             fingerprint: "native".into(),
         })
     }
@@ -490,4 +504,34 @@ async fn replay_is_refused_over_the_row_limit_and_taken_at_the_next_start() {
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
     wait_for("replayed", || status(&h).counters.written == 10).await;
     assert!(status(&h).pending_replays.is_empty());
+}
+
+#[tokio::test]
+async fn a_plugin_failing_every_record_puts_the_workflow_in_error_after_the_threshold() {
+    let h = harness(40);
+    std::fs::write(
+        h.config_path.with_file_name("broken.wasm"),
+        b"not used by the fake",
+    )
+    .unwrap();
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("[ingress]\n", "[ingress]\nplugin = \"broken.wasm\"\n"),
+    )
+    .unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("error", || status(&h).status == "ERROR").await;
+    let view = status(&h);
+    let reason = view.reason.unwrap();
+    assert!(
+        reason.contains("the plugin fails on every record"),
+        "{reason}"
+    );
+    assert!(reason.contains("out of bounds"), "{reason}");
+    // Nothing is lost: the records of the failed batches are dead letters, not dropped.
+    assert_eq!(view.counters.dead_letters, view.counters.read);
+    assert!(
+        view.counters.read >= 14,
+        "two batches of seven before the threshold"
+    );
 }
