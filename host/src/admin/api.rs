@@ -208,3 +208,10 @@ pub(super) async fn config_problems(State(state): Shared) -> Json<serde_json::Va
     let problems = state.supervisor.refresh_config();
     Json(serde_json::json!({ "problems": problems }))
 }
+
+pub(super) async fn ingress_mappings(
+    State(state): Shared,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mappings = state.supervisor.mapping_views()?;
+    Ok(Json(serde_json::to_value(mappings).unwrap_or_default()))
+}

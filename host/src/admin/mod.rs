@@ -1,10 +1,11 @@
-//! The admin surface over HTTP: the JSON API the CLI (and the Workflows page) use,
-//! Prometheus metrics and a health check. It listens on loopback by default; any other
+//! The admin surface over HTTP: the JSON API the CLI and the Workflows page use, the page
+//! itself, Prometheus metrics and a health check. It listens on loopback by default; any other
 //! address requires a bearer token from `CONDUIT_ADMIN_TOKEN`.
 
 mod api;
 mod auth;
 mod metrics;
+mod page;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -73,12 +74,19 @@ pub fn router(supervisor: Supervisor, token: Option<String>) -> Router {
             post(api::drop_dead_letter),
         )
         .route("/api/config/problems", get(api::config_problems))
+        .route(
+            "/api/workflows/ingress/mappings",
+            get(api::ingress_mappings),
+        )
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
         .route("/healthz", get(api::healthz))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::script))
+        .route("/assets/style.css", get(page::style))
         .with_state(state)
 }
 

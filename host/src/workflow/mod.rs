@@ -29,7 +29,7 @@ use crate::store::{DeadLetterPayload, DesiredState, ReadCommit, Store, StoreErro
 
 pub use lifecycle::Status;
 pub use services::{Connect, PluginFactory, Services};
-pub use view::{CursorView, HostView, WorkflowView};
+pub use view::{CursorView, HostView, MappingView, WorkflowView};
 
 use lifecycle::LiveState;
 use stage::{StageContext, StageRun};

@@ -67,6 +67,21 @@ pub struct HostView {
     pub config_problems: Vec<Problem>,
 }
 
+/// One Ingress table mapping and whether it can be replayed now.
+#[derive(Debug, Clone, Serialize)]
+pub struct MappingView {
+    /// The mapping's name.
+    pub name: String,
+    /// The Dynamics 365 table.
+    pub source: String,
+    /// The Campaign resource.
+    pub destination: String,
+    /// A replay was accepted and waits for the next start.
+    pub replay_pending: bool,
+    /// Why a replay would be refused now (the backlog guard), if it would.
+    pub replay_blocked: Option<String>,
+}
+
 /// Turns counter samples into rates.
 #[derive(Debug, Default)]
 pub(super) struct RateMeter {
@@ -108,6 +123,32 @@ impl Supervisor {
             workflows,
             config_problems: problems,
         })
+    }
+
+    /// The Ingress table mappings of the latest valid config, with their replay state.
+    pub fn mapping_views(&self) -> Result<Vec<MappingView>, StoreError> {
+        let Some(config) = lock(&self.inner.watch).latest_valid.clone() else {
+            return Ok(Vec::new());
+        };
+        let record = self.store().workflow(WorkflowId::Ingress)?;
+        let backlog = self.store().backlog(WorkflowId::Ingress)?;
+        let limit = config.limits(WorkflowId::Ingress).replay_max_rows;
+        let blocked = (backlog >= limit).then(|| {
+            format!("Refused: the backlog holds {backlog} records (the limit is {limit})")
+        });
+        Ok(config
+            .file
+            .ingress
+            .iter()
+            .flat_map(|section| section.mappings.iter())
+            .map(|mapping| MappingView {
+                name: mapping.name.get_ref().clone(),
+                source: mapping.source.get_ref().clone(),
+                destination: mapping.destination.get_ref().clone(),
+                replay_pending: record.pending_replays.contains(mapping.name.get_ref()),
+                replay_blocked: blocked.clone(),
+            })
+            .collect())
     }
 
     /// One workflow.
