@@ -100,6 +100,44 @@ async fn the_page_lists_workflows_starts_one_and_shows_the_backlog_moving() {
             .await,
         "Stop"
     );
+
+    // Detail: Replay Data is disabled once a replay is pending, with the reason shown.
+    browser
+        .goto(&format!("{}/#/workflow/ingress", host.admin))
+        .await;
+    browser
+        .wait_until(
+            "the replay button",
+            "return document.getElementById('replay-contacts') !== null",
+        )
+        .await;
+    browser.click("#replay-contacts").await;
+    browser
+        .wait_until(
+            "the pending replay",
+            "return document.getElementById('replay-contacts').disabled && document.getElementById('replay-reason-contacts').textContent.includes('Replay pending')",
+        )
+        .await;
+    browser.screenshot("ingress-detail-replay-pending").await;
+    // Egress shows its event switches; opt-in/out its direction.
+    browser
+        .goto(&format!("{}/#/workflow/egress", host.admin))
+        .await;
+    browser
+        .wait_until(
+            "the switches",
+            "return document.querySelector('[data-switch=\"send\"]')?.textContent === 'Yes' && document.querySelector('[data-switch=\"open\"]')?.textContent === 'No'",
+        )
+        .await;
+    browser
+        .goto(&format!("{}/#/workflow/optinout", host.admin))
+        .await;
+    browser
+        .wait_until(
+            "the direction",
+            "return document.querySelector('.direction')?.textContent === 'dynamics-to-campaign'",
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
