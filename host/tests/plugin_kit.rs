@@ -1,5 +1,6 @@
 //! The plugin kit end to end through the binary: `conduit plugin new` for each world, then
-//! `conduit plugin build`, then `conduit plugin test` on the crate's sample input.
+//! `conduit plugin build`, `conduit plugin test` on the sample input, and the crate's own
+//! unit test.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -66,6 +67,19 @@ fn new_then_build_then_test_passes_for_every_world() {
             .map(|outcome| outcome["outcome"].as_str().unwrap())
             .collect();
         assert_eq!(kinds, expected, "{world}: {outcomes}");
+        // The crate's own unit test, natively, as its author runs it.
+        let tested = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "--manifest-path"])
+            .arg(format!("{root}/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&tested.stdout);
+        assert!(
+            tested.status.success() && report.contains("1 passed"),
+            "{world}: cargo test failed:\n{report}\n{}",
+            String::from_utf8_lossy(&tested.stderr)
+        );
     }
 }
 
