@@ -20,8 +20,13 @@ const BUILTINS: [(&str, &str); 3] = [
     ("CONDUIT_BUILTIN_OPT_OUT", "opt_out.wasm"),
 ];
 
-/// The hostile fixtures the tests load from `CONDUIT_PLUGIN_FIXTURES`.
-const FIXTURES: [&str; 2] = ["fixture_hostile.wasm", "fixture_unknown_import.wasm"];
+/// The hostile fixtures and the Rust example plugin the tests load from
+/// `CONDUIT_PLUGIN_FIXTURES`.
+const FIXTURES: [&str; 3] = [
+    "fixture_hostile.wasm",
+    "fixture_unknown_import.wasm",
+    "contact_mapper.wasm",
+];
 
 /// Variables the outer cargo sets for this build script or for rustc that would make the
 /// nested build write elsewhere, wrap rustc in clippy, inherit host flags or fight over the
@@ -72,6 +77,7 @@ fn run() -> Result<(), String> {
         plugins.join("email-events"),
         plugins.join("opt-out"),
         plugins.join("fixtures"),
+        plugins.join("examples"),
     ] {
         println!("cargo:rerun-if-changed={}", watched.display());
     }

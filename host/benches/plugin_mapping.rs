@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use conduit::model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
 use conduit::plugin::{Limits, PluginHost, PluginRef, World};
-use conduit_plugin_sdk as sdk;
+use conduit_plugin as sdk;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use table_mapper::TableMapper;

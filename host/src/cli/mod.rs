@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod ops;
 mod plugin;
+mod plugin_scaffold;
 mod run;
 mod sim;
 

@@ -11,6 +11,8 @@ use conduit::model::{ContactOptOut, EmailEvent, Phase, RecordBatch};
 use conduit::plugin::{Limits, PluginHost, PluginRef, World};
 use serde::Deserialize;
 
+use super::plugin_scaffold;
+
 /// Work with mapping plugins.
 #[derive(Debug, Args)]
 pub struct PluginArgs {
@@ -22,6 +24,33 @@ pub struct PluginArgs {
 enum PluginCommand {
     /// Run a plugin on sample input and print the outcomes as JSON.
     Test(TestArgs),
+    /// Create a ready-to-build plugin crate on the conduit-plugin SDK.
+    New(NewArgs),
+    /// Build a plugin crate into a stripped wasm32-wasip2 component (`<dir>/<name>.wasm`).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The plugin's crate name: lowercase letters, digits and `-`.
+    name: String,
+    /// The world the plugin implements: record-mapper, event-mapper or opt-out-resolver.
+    #[arg(long, default_value = "record-mapper", value_parser = parse_world)]
+    world: World,
+    /// The folder to create the crate in (default: the current folder).
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// The conduit-plugin SDK folder to depend on by path (default: `CONDUIT_PLUGIN_SDK`, else
+    /// the SDK this binary was built from).
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The plugin crate's folder (default: the current folder).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -71,7 +100,31 @@ fn initial() -> Phase {
 pub fn run(args: PluginArgs) -> anyhow::Result<()> {
     match args.command {
         PluginCommand::Test(test) => run_test(test),
+        PluginCommand::New(new) => run_new(new),
+        PluginCommand::Build(build) => run_build(build),
     }
+}
+
+fn run_new(args: NewArgs) -> anyhow::Result<()> {
+    let root = plugin_scaffold::create(&args.name, args.world, &args.dir, args.sdk.as_deref())?;
+    let root = root.display();
+    println!("created {root}; next:");
+    println!("  conduit plugin build {root}");
+    println!(
+        "  conduit plugin test {root}/{name}.wasm --world {world} --settings {root}/sample/settings.toml --input {root}/sample/input.json",
+        name = args.name,
+        world = args.world
+    );
+    Ok(())
+}
+
+fn run_build(args: BuildArgs) -> anyhow::Result<()> {
+    let component = plugin_scaffold::build(&args.dir)?;
+    let size = fs::metadata(&component)
+        .with_context(|| format!("cannot read {}", component.display()))?
+        .len();
+    println!("built {} ({size} bytes)", component.display());
+    Ok(())
 }
 
 fn run_test(args: TestArgs) -> anyhow::Result<()> {

@@ -5,7 +5,7 @@
 //! The logic here is plain Rust (tested natively); `guest` is the wit-bindgen glue compiled
 //! only for Wasm.
 
-use conduit_plugin_sdk::{
+use conduit_plugin::{
     EmailEvent, EmailEventKind, MappedBatch, MappedBatchBuilder, Operation, Outcome, OutputRecord,
     System, Target, Value, datetime,
 };
@@ -53,7 +53,7 @@ impl EventMapper {
     /// Validates the settings JSON; the error names the offending setting.
     pub fn configure(settings_json: &str) -> Result<EventMapper, String> {
         Ok(EventMapper {
-            settings: conduit_plugin_sdk::settings::parse(settings_json)?,
+            settings: conduit_plugin::settings::parse(settings_json)?,
         })
     }
 
@@ -169,7 +169,7 @@ impl EventMapper {
 
 #[cfg(test)]
 mod tests {
-    use conduit_plugin_sdk::BounceDetail;
+    use conduit_plugin::BounceDetail;
 
     use super::*;
 

@@ -11,7 +11,7 @@ wit_bindgen::generate!({
 
 use conduit::plugin::types as wit;
 
-conduit_plugin_sdk::guest_conversions!();
+conduit_plugin::guest_conversions!();
 
 thread_local! {
     /// The instance's resolver, set by `configure` (the host creates a fresh instance per batch).

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use conduit_plugin_sdk::{
+use conduit_plugin::{
     ContactOptOut, MappedBatch, MappedBatchBuilder, Operation, OptOutValue, Outcome, OutputRecord,
     System, Target, Value, datetime,
 };
@@ -77,7 +77,7 @@ type Known<'a> = Option<&'a OptOutValue>;
 impl Resolver {
     /// Validates the settings JSON; the error names the offending setting.
     pub fn configure(settings_json: &str) -> Result<Resolver, String> {
-        let settings: Settings = conduit_plugin_sdk::settings::parse(settings_json)?;
+        let settings: Settings = conduit_plugin::settings::parse(settings_json)?;
         if settings.direction != Direction::Disabled && settings.pairs.is_empty() {
             return Err(
                 "invalid setting `pairs`: at least one pair is needed unless direction is `disabled`"

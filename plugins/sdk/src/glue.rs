@@ -10,7 +10,7 @@
 macro_rules! guest_conversions {
     () => {
         #[allow(dead_code)]
-        fn value_from_wit(value: wit::Value) -> $crate::Value {
+        pub fn value_from_wit(value: wit::Value) -> $crate::Value {
             match value {
                 wit::Value::Null => $crate::Value::Null,
                 wit::Value::Boolean(v) => $crate::Value::Boolean(v),
@@ -31,7 +31,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn value_to_wit(value: $crate::Value) -> wit::Value {
+        pub fn value_to_wit(value: $crate::Value) -> wit::Value {
             match value {
                 $crate::Value::Null => wit::Value::Null,
                 $crate::Value::Boolean(v) => wit::Value::Boolean(v),
@@ -50,7 +50,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn operation_from_wit(op: wit::Operation) -> $crate::Operation {
+        pub fn operation_from_wit(op: wit::Operation) -> $crate::Operation {
             match op {
                 wit::Operation::Upsert => $crate::Operation::Upsert,
                 wit::Operation::Update => $crate::Operation::Update,
@@ -59,7 +59,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn operation_to_wit(op: $crate::Operation) -> wit::Operation {
+        pub fn operation_to_wit(op: $crate::Operation) -> wit::Operation {
             match op {
                 $crate::Operation::Upsert => wit::Operation::Upsert,
                 $crate::Operation::Update => wit::Operation::Update,
@@ -68,7 +68,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn batch_from_wit(batch: wit::RecordBatch) -> $crate::RecordBatch {
+        pub fn batch_from_wit(batch: wit::RecordBatch) -> $crate::RecordBatch {
             $crate::RecordBatch {
                 table: batch.table,
                 columns: batch.columns,
@@ -86,7 +86,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn phase_from_wit(phase: wit::Phase) -> $crate::Phase {
+        pub fn phase_from_wit(phase: wit::Phase) -> $crate::Phase {
             match phase {
                 wit::Phase::Initial => $crate::Phase::Initial,
                 wit::Phase::Incremental => $crate::Phase::Incremental,
@@ -95,7 +95,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn event_from_wit(event: wit::EmailEvent) -> $crate::EmailEvent {
+        pub fn event_from_wit(event: wit::EmailEvent) -> $crate::EmailEvent {
             $crate::EmailEvent {
                 id: event.id,
                 kind: match event.kind {
@@ -120,7 +120,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn contact_from_wit(contact: wit::ContactOptOut) -> $crate::ContactOptOut {
+        pub fn contact_from_wit(contact: wit::ContactOptOut) -> $crate::ContactOptOut {
             let side = |values: Vec<wit::OptOutValue>| {
                 values
                     .into_iter()
@@ -139,7 +139,7 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
-        fn mapped_to_wit(batch: $crate::MappedBatch) -> wit::MappedBatch {
+        pub fn mapped_to_wit(batch: $crate::MappedBatch) -> wit::MappedBatch {
             wit::MappedBatch {
                 targets: batch
                     .targets

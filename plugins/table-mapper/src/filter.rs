@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering;
 
-use conduit_plugin_sdk::{Value, datetime};
+use conduit_plugin::{Value, datetime};
 
 use crate::settings::{Op, Rule};
 

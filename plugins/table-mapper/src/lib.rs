@@ -8,7 +8,7 @@
 mod filter;
 mod settings;
 
-use conduit_plugin_sdk::{
+use conduit_plugin::{
     MappedBatch, MappedBatchBuilder, Operation, Outcome, OutputRecord, Phase, RecordBatch, Row,
     System, Target, Value, datetime,
 };

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use conduit_plugin_sdk::{datetime, settings::yes};
+use conduit_plugin::{datetime, settings::yes};
 use serde::Deserialize;
 
 /// One table mapping as the config section gives it.
@@ -186,7 +186,7 @@ pub struct Validated {
 
 /// Parses and validates the settings JSON; the error names the offending setting.
 pub fn parse(json: &str) -> Result<Validated, String> {
-    let settings: Settings = conduit_plugin_sdk::settings::parse(json)?;
+    let settings: Settings = conduit_plugin::settings::parse(json)?;
     for (path, text) in [
         ("name", &settings.name),
         ("source", &settings.source),
