@@ -501,6 +501,7 @@ pub struct ApiClient {
     tokens: TokenCache,
     pacer: Pacer,
     retry: RetryPolicy,
+    service: &'static str,
 }
 
 impl ApiClient {
@@ -516,7 +517,14 @@ impl ApiClient {
             tokens,
             pacer,
             retry,
+            service: "http",
         }
+    }
+
+    /// Names the service in the error-status metrics (`conduit_http_errors_total`).
+    pub fn named(mut self, service: &'static str) -> ApiClient {
+        self.service = service;
+        self
     }
 
     /// The underlying reqwest client.
@@ -612,6 +620,9 @@ impl ApiClient {
             .await
             .map_err(|error| transport_error(&error, what))?;
         let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            crate::telemetry::record_http_error(self.service, status.as_u16());
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()

@@ -341,6 +341,9 @@ impl Transport {
             .await
             .map_err(|error| network_error(method, url, &error))?;
         let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            crate::telemetry::record_http_error("campaign", status.as_u16());
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()
