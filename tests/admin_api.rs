@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use conduit::sim::campaign::{Fault, FieldChange};
 use conduit::sim::campaign::FieldType;
+use conduit::sim::campaign::{Fault, FieldChange};
 use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, Simulators, free_port};
 use serde_json::{Map, Value, json};
 
@@ -37,7 +37,9 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     let mut host = sims.spawn(&[]);
     host.wait_healthy().await;
 
-    let health = reqwest::get(format!("{}/healthz", host.admin)).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", host.admin))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
 
@@ -64,11 +66,20 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     assert_eq!(ingress["plugin"], "builtin:table-mapper", "{ingress:#}");
     let (status, body) = host.get_status("/api/workflows/sideways").await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("sideways"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sideways"),
+        "{body}"
+    );
 
     let config = host.get("/api/workflows/ingress/config").await;
-    assert_eq!(config["section"]["mappings"][0]["name"], "contacts", "{config:#}");
-    assert_eq!(config["section"]["mappings"][1]["name"], "vehicles", "{config:#}");
+    assert_eq!(
+        config["section"]["mappings"][0]["name"], "contacts",
+        "{config:#}"
+    );
+    assert_eq!(
+        config["section"]["mappings"][1]["name"], "vehicles",
+        "{config:#}"
+    );
     assert_eq!(config["pending_changes"], false, "{config:#}");
     assert_eq!(config["pending_summary"], json!([]), "{config:#}");
 
@@ -76,21 +87,36 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     // on a workflow without table mappings.
     let (status, body) = host.post("/api/workflows/ingress/replay/vehicles").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("accepted"), "{body}");
-    assert_eq!(host.workflow("ingress").await["pending_replays"], json!(["vehicles"]));
+    assert!(
+        body["message"].as_str().unwrap().contains("accepted"),
+        "{body}"
+    );
+    assert_eq!(
+        host.workflow("ingress").await["pending_replays"],
+        json!(["vehicles"])
+    );
     let (status, body) = host.post("/api/workflows/ingress/replay/vehicles").await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("already pending"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already pending"),
+        "{body}"
+    );
     let (status, body) = host.post("/api/workflows/ingress/replay/contacts").await;
     assert_eq!(status, 409, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("20 rows (the limit is 15)"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("20 rows (the limit is 15)"),
         "{body}"
     );
     let (status, body) = host.post("/api/workflows/ingress/replay/accounts").await;
     assert_eq!(status, 409, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("no table mapping named 'accounts'"), "{body}");
+    assert!(
+        message.contains("no table mapping named 'accounts'"),
+        "{body}"
+    );
     assert!(message.contains("contacts, vehicles"), "{body}");
     let (status, body) = host.post("/api/workflows/egress/replay/contacts").await;
     assert_eq!(status, 409, "{body}");
@@ -98,7 +124,10 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     // Start: an unconfigured workflow is refused; ingress runs and loads everything.
     let (status, body) = host.post("/api/workflows/optinout/start").await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("[optinout]"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("[optinout]"),
+        "{body}"
+    );
     let view = run_ingress_until_written(&mut host, 23).await;
     assert_eq!(view["counters"]["read"], 23, "{view:#}");
     assert_eq!(sims.campaign.records("profile").len(), 20);
@@ -124,7 +153,13 @@ async fn state_changes_need_the_request_header_and_our_own_origin() {
     let bare = http.post(&stop).send().await.unwrap();
     assert_eq!(bare.status(), 403);
     let body: Value = bare.json().await.unwrap();
-    assert!(body["error"].as_str().unwrap().contains("X-Conduit-Request"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Conduit-Request"),
+        "{body}"
+    );
     let foreign = http
         .post(&stop)
         .header("x-conduit-request", "1")
@@ -180,7 +215,12 @@ async fn with_a_token_every_call_but_healthz_needs_it() {
     assert_eq!(without.status(), 401);
     let body: Value = without.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
-    let wrong = http.get(&list).bearer_auth("the-wrong-token").send().await.unwrap();
+    let wrong = http
+        .get(&list)
+        .bearer_auth("the-wrong-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     let longer = http
         .get(&list)
@@ -189,16 +229,35 @@ async fn with_a_token_every_call_but_healthz_needs_it() {
         .await
         .unwrap();
     assert_eq!(longer.status(), 401);
-    let right = http.get(&list).bearer_auth("the-right-token").send().await.unwrap();
+    let right = http
+        .get(&list)
+        .bearer_auth("the-right-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(right.status(), 200);
-    let metrics = http.get(format!("{}/metrics", host.admin)).send().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", host.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 401);
 
     let stop = format!("{}/api/workflows/ingress/stop", host.admin);
-    let unauthorized_post = http.post(&stop).header("x-conduit-request", "1").send().await.unwrap();
+    let unauthorized_post = http
+        .post(&stop)
+        .header("x-conduit-request", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unauthorized_post.status(), 401);
     // With the token, the header is not needed (a cross-site form cannot send the token)...
-    let authorized_post = http.post(&stop).bearer_auth("the-right-token").send().await.unwrap();
+    let authorized_post = http
+        .post(&stop)
+        .bearer_auth("the-right-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(authorized_post.status(), 200);
     // ... but a foreign Origin is still refused.
     let foreign = http
@@ -220,7 +279,10 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
         let mut fields = Map::new();
         fields.insert("firstname".into(), json!(format!("{long_name}{n}")));
         fields.insert("lastname".into(), json!("Long"));
-        fields.insert("emailaddress1".into(), json!(format!("long{n}@example.com")));
+        fields.insert(
+            "emailaddress1".into(),
+            json!(format!("long{n}@example.com")),
+        );
         sims.dynamics.upsert("contact", id, fields).unwrap();
     }
     sims.write_config(INGRESS_CONTACTS);
@@ -247,7 +309,10 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
     for letter in &all {
         assert_eq!(letter["stage"], "write", "{letter:#}");
         assert_eq!(letter["origin"], "contacts", "{letter:#}");
-        assert!(letter["reason"].as_str().unwrap().contains("too long"), "{letter:#}");
+        assert!(
+            letter["reason"].as_str().unwrap().contains("too long"),
+            "{letter:#}"
+        );
     }
     let letter_ids: Vec<u64> = all.iter().map(|l| l["id"].as_u64().unwrap()).collect();
     assert_eq!(list("?stage=write").await.len(), 3);
@@ -265,42 +330,71 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
         .get_status("/api/workflows/ingress/dead-letters?stage=sideways")
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("read or write"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("read or write"),
+        "{body}"
+    );
 
     let (status, shown) = host
-        .get_status(&format!("/api/workflows/ingress/dead-letters/{}", letter_ids[0]))
+        .get_status(&format!(
+            "/api/workflows/ingress/dead-letters/{}",
+            letter_ids[0]
+        ))
         .await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["id"], letter_ids[0]);
-    assert!(shown["payload"].to_string().contains(long_name), "{shown:#}");
-    let (status, body) = host.get_status("/api/workflows/ingress/dead-letters/9999").await;
+    assert!(
+        shown["payload"].to_string().contains(long_name),
+        "{shown:#}"
+    );
+    let (status, body) = host
+        .get_status("/api/workflows/ingress/dead-letters/9999")
+        .await;
     assert_eq!(status, 404, "{body}");
 
     let (status, body) = host
-        .post(&format!("/api/workflows/ingress/dead-letters/{}/drop", letter_ids[0]))
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{}/drop",
+            letter_ids[0]
+        ))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(list("").await.len(), 2);
     let (status, _) = host
-        .get_status(&format!("/api/workflows/ingress/dead-letters/{}", letter_ids[0]))
+        .get_status(&format!(
+            "/api/workflows/ingress/dead-letters/{}",
+            letter_ids[0]
+        ))
         .await;
     assert_eq!(status, 404);
     let (status, body) = host
-        .post(&format!("/api/workflows/ingress/dead-letters/{}/drop", letter_ids[0]))
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{}/drop",
+            letter_ids[0]
+        ))
         .await;
     assert_eq!(status, 404, "{body}");
 
     // The cause is fixed on the Campaign side (the field is widened); the retry delivers.
     sims.campaign
-        .change_field("profile", "firstName", FieldChange::Retype(FieldType::String))
+        .change_field(
+            "profile",
+            "firstName",
+            FieldChange::Retype(FieldType::String),
+        )
         .unwrap();
     let retried = &all[1];
     let retried_id = letter_ids[1];
     let (status, body) = host
-        .post(&format!("/api/workflows/ingress/dead-letters/{retried_id}/retry"))
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{retried_id}/retry"
+        ))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("queued again"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("queued again"),
+        "{body}"
+    );
     let key = retried["payload"].to_string();
     let delivered = ids
         .iter()
@@ -322,8 +416,13 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
 async fn metrics_parse_as_prometheus_text_with_every_family() {
     let sims = Simulators::start(30, 0).await;
     let mut fields = Map::new();
-    fields.insert("firstname".into(), json!("A-first-name-far-too-long-for-Campaign"));
-    sims.dynamics.upsert("contact", &contact_id(1), fields).unwrap();
+    fields.insert(
+        "firstname".into(),
+        json!("A-first-name-far-too-long-for-Campaign"),
+    );
+    sims.dynamics
+        .upsert("contact", &contact_id(1), fields)
+        .unwrap();
     // One 503 from Campaign: retried, and counted by status.
     sims.campaign
         .faults()
@@ -337,7 +436,9 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
     })
     .await;
 
-    let response = reqwest::get(format!("{}/metrics", host.admin)).await.unwrap();
+    let response = reqwest::get(format!("{}/metrics", host.admin))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -352,18 +453,25 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         scrape
             .samples
             .iter()
-            .find(|s| {
-                s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-            })
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| s.value.clone())
             .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
     };
     use prometheus_parse::Value as V;
     let ingress = [("workflow", "ingress")];
     assert_eq!(value("conduit_backlog", &ingress), V::Gauge(0.0));
-    assert_eq!(value("conduit_records_read_total", &ingress), V::Counter(31.0));
-    assert_eq!(value("conduit_records_written_total", &ingress), V::Counter(30.0));
-    assert_eq!(value("conduit_records_dead_lettered_total", &ingress), V::Counter(1.0));
+    assert_eq!(
+        value("conduit_records_read_total", &ingress),
+        V::Counter(31.0)
+    );
+    assert_eq!(
+        value("conduit_records_written_total", &ingress),
+        V::Counter(30.0)
+    );
+    assert_eq!(
+        value("conduit_records_dead_lettered_total", &ingress),
+        V::Counter(1.0)
+    );
     assert_eq!(value("conduit_dead_letters", &ingress), V::Gauge(1.0));
     assert_eq!(value("conduit_workflow_running", &ingress), V::Gauge(1.0));
     assert_eq!(
@@ -390,7 +498,10 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         "{text}"
     );
     for stage in ["read", "write"] {
-        match value("conduit_queue_commit_seconds", &[("workflow", "ingress"), ("stage", stage)]) {
+        match value(
+            "conduit_queue_commit_seconds",
+            &[("workflow", "ingress"), ("stage", stage)],
+        ) {
             V::Histogram(histogram) => {
                 assert!(!histogram.is_empty(), "{text}");
                 let last = histogram.last().unwrap();
