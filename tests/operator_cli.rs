@@ -2,11 +2,15 @@
 //! commands that drive a running host (status, start, stop, replay, dlq), the admin token,
 //! completions, exit codes, and hot edits of the config while workflows run.
 
+use std::io::Read;
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use conduit::sim::campaign::{FieldChange, FieldType};
 use conduit_e2e::{
-    CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, Simulators, cli, free_port,
+    CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, Simulators, builtin_plugin_file, cli,
+    conduit_binary, free_port,
 };
 use serde_json::{Map, Value, json};
 
@@ -391,6 +395,28 @@ async fn cli_commands_drive_a_running_host() {
     assert_eq!(output.code, 3, "{output}");
     assert!(output.stderr.contains("[optinout]"), "{output}");
 
+    // --watch redraws the table every second until interrupted.
+    let mut watch = Command::new(conduit_binary())
+        .arg("--config")
+        .arg(&sims.config)
+        .args(["status", "--watch"])
+        .env_remove("CONDUIT_ADMIN_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    watch.kill().unwrap();
+    let mut screens = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut screens)
+        .unwrap();
+    let _ = watch.wait();
+    assert!(screens.matches("\x1b[2J").count() >= 2, "{screens:?}");
+    assert!(screens.matches("WORKFLOW").count() >= 2, "{screens:?}");
+
     let output = sims.cli(&["stop", "ingress"]);
     assert_eq!(output.code, 0, "{output}");
     assert_eq!(output.stdout.trim(), "ingress: STOPPED");
@@ -555,4 +581,55 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
         assert_eq!(workflow["pending_changes"], false, "{workflow:#}");
     }
     assert_eq!(all["config_problems"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_plugin_file_marks_its_workflow_pending_until_restarted() {
+    let sims = Simulators::start(3, 0).await;
+    let plugin = sims.dir.path().join("mapper.wasm");
+    std::fs::copy(builtin_plugin_file("table_mapper.wasm"), &plugin).unwrap();
+    sims.write_config(&format!(
+        "{}{EGRESS}",
+        INGRESS_CONTACTS.replace("[ingress]\n", "[ingress]\nplugin = \"mapper.wasm\"\n")
+    ));
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    for id in ["ingress", "egress"] {
+        let (status, body) = host.post(&format!("/api/workflows/{id}/start")).await;
+        assert_eq!(status, 200, "{body}");
+        host.wait_workflow(id, "RUNNING", |view| view["status"] == "RUNNING")
+            .await;
+    }
+    assert_eq!(host.workflow("ingress").await["pending_changes"], false);
+
+    // A new build of the plugin: same code plus a custom section.
+    let mut bytes = std::fs::read(&plugin).unwrap();
+    bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'w', b'!']);
+    std::fs::write(&plugin, bytes).unwrap();
+    let ingress = host
+        .wait_workflow("ingress", "pending plugin change", |view| {
+            view["pending_changes"] == true
+        })
+        .await;
+    assert_eq!(
+        ingress["pending_summary"],
+        json!(["plugin mapper.wasm changed on disk"]),
+        "{ingress:#}"
+    );
+    assert_eq!(host.workflow("egress").await["pending_changes"], false);
+
+    for path in [
+        "/api/workflows/ingress/stop",
+        "/api/workflows/ingress/start",
+    ] {
+        let (status, body) = host.post(path).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let ingress = host
+        .wait_workflow("ingress", "RUNNING on the new plugin", |view| {
+            view["status"] == "RUNNING"
+        })
+        .await;
+    assert_eq!(ingress["pending_changes"], false, "{ingress:#}");
+    assert_eq!(sims.campaign.records("profile").len(), 3);
 }

@@ -417,3 +417,21 @@ pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The Wasm file of a builtin plugin as `host/build.rs` compiled it (e.g. `table_mapper.wasm`),
+/// for tests that configure a plugin by path.
+pub fn builtin_plugin_file(file: &str) -> PathBuf {
+    let profile_dir = conduit_binary()
+        .parent()
+        .expect("the binary is in target/<profile>")
+        .to_path_buf();
+    let candidates = std::fs::read_dir(profile_dir.join("build"))
+        .expect("target/<profile>/build exists")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .map(|entry| entry.path().join("out").join("builtins").join(file))
+        .filter(|path| path.exists());
+    candidates
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("no {file} under {}/build", profile_dir.display()))
+}
