@@ -37,6 +37,9 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     let mut host = sims.spawn(&[]);
     host.wait_healthy().await;
 
+    let (status, problems) = host.get_status("/api/config/problems").await;
+    assert_eq!((status, problems), (200, json!({ "problems": [] })));
+
     let health = reqwest::get(format!("{}/healthz", host.admin))
         .await
         .unwrap();
