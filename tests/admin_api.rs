@@ -519,3 +519,68 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_and_delivered() {
+    let sims = Simulators::start(2, 0).await;
+    // `gt` cannot compare a boolean column: the plugin rejects every contact.
+    let broken = format!(
+        "{INGRESS_CONTACTS}filters = {{ combine = \"and\", rules = [{{ field = \"donotbulkemail\", op = \"gt\", value = \"false\" }}] }}\n"
+    );
+    let text = sims.write_config(&broken);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    let (status, body) = host.post("/api/workflows/ingress/start").await;
+    assert_eq!(status, 200, "{body}");
+    host.wait_workflow("ingress", "two rejected records", |view| {
+        view["counters"]["dead_letters"] == 2
+    })
+    .await;
+    let (_, letters) = host
+        .get_status("/api/workflows/ingress/dead-letters?stage=read")
+        .await;
+    let letters = letters.as_array().unwrap().clone();
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("eq and ne"),
+        "{letters:#?}"
+    );
+    let letter = letters[0]["id"].as_u64().unwrap();
+
+    // Still broken: the retry is refused and the letter stays.
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{letter}/retry"
+        ))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("still rejects"),
+        "{body}"
+    );
+
+    // Fixed in the config (no filter): the retry maps the record with the mapping as it is now.
+    let filter_line = text.lines().find(|l| l.starts_with("filters")).unwrap();
+    let fixed = text.replace(filter_line, "");
+    assert_ne!(fixed, text);
+    std::fs::write(&sims.config, &fixed).unwrap();
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{letter}/retry"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 write(s) queued"),
+        "{body}"
+    );
+    conduit_e2e::wait_until("the remapped record in Campaign", || {
+        sims.campaign.records("profile").len() == 1
+    })
+    .await;
+    let (_, remaining) = host.get_status("/api/workflows/ingress/dead-letters").await;
+    assert_eq!(remaining.as_array().unwrap().len(), 1, "{remaining:#}");
+}

@@ -404,7 +404,7 @@ async fn cli_commands_drive_a_running_host() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     watch.kill().unwrap();
     let mut screens = String::new();
     watch
