@@ -5,10 +5,22 @@
 
 use std::time::Duration;
 
+use conduit::sim::campaign::FieldChange;
 use conduit::sim::campaign::FieldType;
-use conduit::sim::campaign::{Fault, FieldChange};
-use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, Simulators, free_port};
+use conduit::sim::faults::Fault;
+use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, free_port};
 use serde_json::{Map, Value, json};
+
+/// A config whose admin API listens on `listen` instead of loopback.
+fn config_text(sims: &SimPair, listen: &str, workflows: &str) -> String {
+    let loopback = format!("admin_listen = \"127.0.0.1:{}\"", sims.admin_port);
+    let sections = sims.connection_sections();
+    assert!(sections.contains(&loopback), "{sections}");
+    format!(
+        "{}\n{workflows}",
+        sections.replace(&loopback, &format!("admin_listen = \"{listen}\""))
+    )
+}
 
 /// A contact id the simulator accepts, distinct from the seeded ones.
 fn contact_id(n: u32) -> String {
@@ -30,7 +42,7 @@ async fn run_ingress_until_written(host: &mut HostProcess, written: u64) -> Valu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
-    let sims = Simulators::start(20, 3).await;
+    let sims = SimPair::start(20, 3).await;
     sims.write_config(&format!(
         "[limits]\nreplay_max_rows = 15\n\n{INGRESS_CONTACTS}{INGRESS_VEHICLES}{EGRESS}"
     ));
@@ -146,7 +158,7 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_need_the_request_header_and_our_own_origin() {
-    let sims = Simulators::start(0, 0).await;
+    let sims = SimPair::start(0, 0).await;
     sims.write_config(INGRESS_CONTACTS);
     let mut host = sims.spawn(&[]);
     host.wait_healthy().await;
@@ -190,9 +202,9 @@ async fn state_changes_need_the_request_header_and_our_own_origin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
-    let sims = Simulators::start(0, 0).await;
-    let text = sims.config_text(&format!("0.0.0.0:{}", free_port()), INGRESS_CONTACTS);
-    std::fs::write(&sims.config, text).unwrap();
+    let sims = SimPair::start(0, 0).await;
+    let text = config_text(&sims, &format!("0.0.0.0:{}", free_port()), INGRESS_CONTACTS);
+    std::fs::write(&sims.config_path(), text).unwrap();
     let mut host = sims.spawn(&[]);
     let status = host
         .wait_exit(Duration::from_secs(30))
@@ -205,9 +217,13 @@ async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_call_but_healthz_needs_it() {
-    let sims = Simulators::start(0, 0).await;
-    let text = sims.config_text(&format!("0.0.0.0:{}", sims.admin_port), INGRESS_CONTACTS);
-    std::fs::write(&sims.config, text).unwrap();
+    let sims = SimPair::start(0, 0).await;
+    let text = config_text(
+        &sims,
+        &format!("0.0.0.0:{}", sims.admin_port),
+        INGRESS_CONTACTS,
+    );
+    std::fs::write(&sims.config_path(), text).unwrap();
     let mut host = sims.spawn(&[("CONDUIT_ADMIN_TOKEN", "the-right-token")]);
     // Only loopback traffic: the host listens on every interface, we call 127.0.0.1.
     host.wait_healthy().await;
@@ -275,7 +291,7 @@ async fn with_a_token_every_call_but_healthz_needs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_is_fixed() {
-    let sims = Simulators::start(10, 0).await;
+    let sims = SimPair::start(10, 0).await;
     let long_name = "Bartholomew-Maximilian-Alexander-Ferdinand";
     let ids: Vec<String> = (1..=3).map(contact_id).collect();
     for (n, id) in ids.iter().enumerate() {
@@ -404,7 +420,7 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
         .find(|id| key.contains(id.as_str()))
         .expect("the dead letter names its contact")
         .clone();
-    conduit_e2e::wait_until("the retried record in Campaign", || {
+    conduit_e2e::wait_for("the retried record in Campaign", 60, || {
         sims.campaign
             .find("profile", &delivered)
             .is_some_and(|p| p["firstName"].as_str().unwrap_or("").starts_with(long_name))
@@ -417,7 +433,7 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_with_every_family() {
-    let sims = Simulators::start(30, 0).await;
+    let sims = SimPair::start(30, 0).await;
     let mut fields = Map::new();
     fields.insert(
         "firstname".into(),
@@ -522,12 +538,12 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_and_delivered() {
-    let sims = Simulators::start(2, 0).await;
+    let sims = SimPair::start(2, 0).await;
     // `gt` cannot compare a boolean column: the plugin rejects every contact.
     let broken = format!(
         "{INGRESS_CONTACTS}filters = {{ combine = \"and\", rules = [{{ field = \"donotbulkemail\", op = \"gt\", value = \"false\" }}] }}\n"
     );
-    let text = sims.write_config(&broken);
+    let text = std::fs::read_to_string(sims.write_config(&broken)).unwrap();
     let mut host = sims.spawn(&[]);
     host.wait_healthy().await;
     let (status, body) = host.post("/api/workflows/ingress/start").await;
@@ -563,7 +579,7 @@ async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_an
     let filter_line = text.lines().find(|l| l.starts_with("filters")).unwrap();
     let fixed = text.replace(filter_line, "");
     assert_ne!(fixed, text);
-    std::fs::write(&sims.config, &fixed).unwrap();
+    std::fs::write(&sims.config_path(), &fixed).unwrap();
     let (status, body) = host
         .post(&format!(
             "/api/workflows/ingress/dead-letters/{letter}/retry"
@@ -577,7 +593,7 @@ async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_an
             .contains("1 write(s) queued"),
         "{body}"
     );
-    conduit_e2e::wait_until("the remapped record in Campaign", || {
+    conduit_e2e::wait_for("the remapped record in Campaign", 60, || {
         sims.campaign.records("profile").len() == 1
     })
     .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use conduit::sim::campaign::{FieldChange, FieldType};
 use conduit_e2e::{
-    CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, Simulators, builtin_plugin_file, cli,
+    CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, builtin_plugin_file, cli,
     conduit_binary, free_port,
 };
 use serde_json::{Map, Value, json};
@@ -245,7 +245,7 @@ fn json_of(output: &CliOutput) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_commands_drive_a_running_host() {
-    let sims = Simulators::start(5, 0).await;
+    let sims = SimPair::start(5, 0).await;
     let long_name = "Bartholomew-Maximilian-Alexander-Ferdinand";
     let ids: Vec<String> = (1..=2).map(contact_id).collect();
     for id in &ids {
@@ -369,7 +369,7 @@ async fn cli_commands_drive_a_running_host() {
         .find(|id| retried["payload"].to_string().contains(id.as_str()))
         .unwrap()
         .clone();
-    conduit_e2e::wait_until("the retried record in Campaign", || {
+    conduit_e2e::wait_for("the retried record in Campaign", 60, || {
         sims.campaign
             .find("profile", &delivered)
             .is_some_and(|p| p["firstName"] == long_name)
@@ -398,7 +398,7 @@ async fn cli_commands_drive_a_running_host() {
     // --watch redraws the table every second until interrupted.
     let mut watch = Command::new(conduit_binary())
         .arg("--config")
-        .arg(&sims.config)
+        .arg(&sims.config_path())
         .args(["status", "--watch"])
         .env_remove("CONDUIT_ADMIN_URL")
         .stdout(Stdio::piped())
@@ -425,7 +425,7 @@ async fn cli_commands_drive_a_running_host() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_sends_the_admin_token_from_the_environment() {
-    let sims = Simulators::start(0, 0).await;
+    let sims = SimPair::start(0, 0).await;
     sims.write_config(INGRESS_CONTACTS);
     let mut host = sims.spawn(&[("CONDUIT_ADMIN_TOKEN", "cli-token")]);
     host.wait_healthy().await;
@@ -436,19 +436,19 @@ async fn the_cli_sends_the_admin_token_from_the_environment() {
         "{output}"
     );
     let wrong = cli(
-        &sims.config,
+        &sims.config_path(),
         &["stop", "ingress"],
         &[("CONDUIT_ADMIN_TOKEN", "nope")],
     );
     assert_eq!(wrong.code, 3, "{wrong}");
     let right = cli(
-        &sims.config,
+        &sims.config_path(),
         &["status"],
         &[("CONDUIT_ADMIN_TOKEN", "cli-token")],
     );
     assert_eq!(right.code, 0, "{right}");
     let right = cli(
-        &sims.config,
+        &sims.config_path(),
         &["stop", "ingress"],
         &[("CONDUIT_ADMIN_TOKEN", "cli-token")],
     );
@@ -457,8 +457,9 @@ async fn the_cli_sends_the_admin_token_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothing() {
-    let sims = Simulators::start(5, 0).await;
-    let valid = sims.write_config(&format!("{INGRESS_CONTACTS}{EGRESS}"));
+    let sims = SimPair::start(5, 0).await;
+    let valid =
+        std::fs::read_to_string(sims.write_config(&format!("{INGRESS_CONTACTS}{EGRESS}"))).unwrap();
     let mut host = sims.spawn(&[]);
     host.wait_healthy().await;
     for id in ["ingress", "egress"] {
@@ -472,7 +473,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
 
     // A valid edit of egress: pending on egress only, with a summary.
     let edited = valid.replace("click = true", "click = false");
-    std::fs::write(&sims.config, &edited).unwrap();
+    std::fs::write(&sims.config_path(), &edited).unwrap();
     let egress = host
         .wait_workflow("egress", "pending changes", |view| {
             view["pending_changes"] == true
@@ -519,7 +520,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
 
     // An invalid edit: reported, and both workflows keep running (and delivering).
     let invalid = edited.replace("[egress]\n", "[egress]\nbogus = 1\n");
-    std::fs::write(&sims.config, &invalid).unwrap();
+    std::fs::write(&sims.config_path(), &invalid).unwrap();
     let bogus_line = invalid.lines().position(|l| l == "bogus = 1").unwrap() + 1;
     let (status, problems) = host.get_status("/api/config/problems").await;
     assert_eq!(status, 200);
@@ -535,7 +536,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
     assert!(
         output.stdout.contains(&format!(
             "config problem (running workflows are unaffected): {}:{bogus_line}:",
-            sims.config.display()
+            sims.config_path().display()
         )),
         "{output}"
     );
@@ -549,7 +550,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
     let mut fields = Map::new();
     fields.insert("lastname".into(), json!("EditedWhileInvalid"));
     sims.dynamics.upsert("contact", &contact, fields).unwrap();
-    conduit_e2e::wait_until("a change delivered during the invalid edit", || {
+    conduit_e2e::wait_for("a change delivered during the invalid edit", 60, || {
         sims.campaign
             .find("profile", &contact)
             .is_some_and(|p| p["lastName"] == "EditedWhileInvalid")
@@ -564,14 +565,14 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
     assert!(
         output
             .stderr
-            .contains(&format!("{}:{bogus_line}:1:", sims.config.display())),
+            .contains(&format!("{}:{bogus_line}:1:", sims.config_path().display())),
         "{output}"
     );
     assert!(output.stderr.contains("bogus"), "{output}");
     assert_eq!(host.workflow("egress").await["status"], "STOPPED");
 
     // Fixed: the start takes the edit and nothing is pending any more.
-    std::fs::write(&sims.config, &edited).unwrap();
+    std::fs::write(&sims.config_path(), &edited).unwrap();
     let output = sims.cli(&["start", "egress"]);
     assert_eq!(output.code, 0, "{output}");
     host.wait_workflow("egress", "RUNNING", |view| view["status"] == "RUNNING")
@@ -585,7 +586,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn editing_a_plugin_file_marks_its_workflow_pending_until_restarted() {
-    let sims = Simulators::start(3, 0).await;
+    let sims = SimPair::start(3, 0).await;
     let plugin = sims.dir.path().join("mapper.wasm");
     std::fs::copy(builtin_plugin_file("table_mapper.wasm"), &plugin).unwrap();
     sims.write_config(&format!(

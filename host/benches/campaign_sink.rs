@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conduit::connector::campaign::{CampaignConnector, CampaignSettings, RetryPolicy, Secret};
+use conduit::connector::campaign::{CampaignConnector, CampaignSettings};
+use conduit::connector::http::{RetryPolicy, Secret};
 use conduit::connector::{RecordSink, WriteOutcome};
 use conduit::model::{Operation, System, Target, Value, WriteRecord};
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};

@@ -4,16 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::connector::campaign::{CampaignConnector, RetryPolicy};
+use conduit::connector::campaign::CampaignConnector;
+use conduit::connector::http::RetryPolicy;
 use conduit::connector::{
     ConnectorError, EventSource, FieldKind, OptOutExportSource, RecordSink, WriteOutcome,
 };
 use conduit::model::{
     BounceDetail, EmailEvent, EmailEventKind, Operation, System, Target, Value, WriteRecord,
 };
-use conduit::sim::campaign::{
-    CampaignSim, CampaignSimOptions, CampaignSimServer, Fault, FaultRates, FieldChange,
-};
+use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer, FieldChange};
+use conduit::sim::faults::{Fault, FaultConfig};
 use serde_json::json;
 
 struct Harness {
@@ -311,7 +311,7 @@ async fn check_succeeds_with_good_credentials_and_fails_with_a_wrong_secret() {
     let h = harness().await;
     h.connector.check().await.unwrap();
     let mut settings = h.sim.connector_settings(&h.server).unwrap();
-    settings.client_secret = conduit::connector::campaign::Secret::new("wrong");
+    settings.client_secret = conduit::connector::http::Secret::new("wrong");
     let connector = CampaignConnector::new(settings).unwrap();
     let error = connector.check().await.unwrap_err();
     assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
@@ -330,7 +330,7 @@ async fn server_errors_are_retried_until_they_pass() {
         .write(&[profile("c-7", Operation::Upsert, &[])])
         .await;
     assert_eq!(outcomes, vec![WriteOutcome::Written]);
-    assert_eq!(h.sim.faults().injected(), 2);
+    assert_eq!(h.sim.faults().stats().faults_injected(), 2);
 }
 
 #[tokio::test]
@@ -458,7 +458,7 @@ async fn a_create_whose_response_is_lost_is_found_and_not_duplicated() {
         )])
         .await;
     assert_eq!(outcomes, vec![WriteOutcome::Written]);
-    assert_eq!(h.sim.faults().injected(), 1);
+    assert_eq!(h.sim.faults().stats().faults_injected(), 1);
     assert_eq!(h.sim.records("profile").len(), 1);
     assert_eq!(h.sim.find("profile", "c-14").unwrap()["firstName"], "Once");
 }
@@ -467,11 +467,14 @@ async fn a_create_whose_response_is_lost_is_found_and_not_duplicated() {
 async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retried() {
     let h = harness().await;
     h.connector.describe("profile").await.unwrap();
-    h.sim.faults().set_rates(FaultRates {
-        server_error: 0.15,
-        reset: 0.05,
-        ..FaultRates::default()
-    });
+    h.sim
+        .faults()
+        .set(FaultConfig {
+            error_rate: 0.15,
+            reset_rate: 0.05,
+            ..FaultConfig::default()
+        })
+        .unwrap();
     let mut pending: Vec<WriteRecord> = (0..150)
         .map(|index| {
             profile(
@@ -502,7 +505,7 @@ async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retri
         "{} records never written",
         pending.len()
     );
-    assert!(h.sim.faults().injected() > 0);
+    assert!(h.sim.faults().stats().faults_injected() > 0);
     h.sim.faults().clear();
     let records = h.sim.records("profile");
     assert_eq!(records.len(), 150);

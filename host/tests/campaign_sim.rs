@@ -363,7 +363,7 @@ async fn fault_rates_and_queued_faults_are_set_over_the_control_api() {
 
     w.http
         .put(format!("{origin}/_sim/faults/rates"))
-        .json(&json!({"server_error": 1.0}))
+        .json(&json!({"error_rate": 1.0}))
         .send()
         .await
         .unwrap();
@@ -380,4 +380,53 @@ async fn fault_rates_and_queued_faults_are_set_over_the_control_api() {
         .unwrap();
     let (status, _) = w.json(reqwest::Method::GET, &list, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_fault_settings_are_refused_by_name_and_stats_count_what_was_served() {
+    let w = wire().await;
+    let origin = w.server.origin();
+    let list = w.url("profileAndServicesExt/profile");
+    let response = w
+        .http
+        .put(format!("{origin}/_sim/faults/rates"))
+        .json(&json!({"error_rate": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("error_rate"));
+    let response = w
+        .http
+        .post(format!("{origin}/_sim/faults/next"))
+        .json(&json!([{"kind": "server-error", "status": 200}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let response = w
+        .http
+        .post(format!("{origin}/_sim/faults/next"))
+        .json(&json!([{"kind": "pass"}, {"kind": "malformed"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (status, _) = w.json(reqwest::Method::GET, &list, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let garbled = w.call(reqwest::Method::GET, &list).send().await.unwrap();
+    assert_eq!(garbled.status(), StatusCode::OK);
+    assert!(serde_json::from_slice::<Value>(&garbled.bytes().await.unwrap()).is_err());
+    let stats: Value = w
+        .http
+        .get(format!("{origin}/_sim/faults/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["malformed"], 1);
+    assert_eq!(stats["requests"], 2);
 }

@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod sims;
+
+pub use sims::{SECRETS, SimPair};
+
+/// Polls `check` every 100 ms until it holds, failing the test after `seconds`.
+pub async fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The `conduit` binary built by this workspace (built on demand when missing).
 pub fn conduit_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -220,117 +233,6 @@ impl Drop for HostProcess {
     }
 }
 
-/// The environment variables naming the simulators' secrets in [`Simulators::config`].
-pub const SIM_SECRETS: [(&str, &str); 2] = [
-    ("E2E_D365_SECRET", "e2e-d365-secret"),
-    ("E2E_ACS_SECRET", "e2e-acs-secret"),
-];
-
-/// Both simulators on loopback, a temporary folder and a config for a host that uses them.
-pub struct Simulators {
-    /// The Dynamics 365 simulator.
-    pub dynamics: conduit::sim::dynamics::DynamicsSim,
-    /// The Campaign simulator.
-    pub campaign: conduit::sim::campaign::CampaignSim,
-    /// The config file (`<dir>/conduit.toml`), written by [`Simulators::write_config`].
-    pub config: PathBuf,
-    /// The admin port the config names.
-    pub admin_port: u16,
-    /// The temporary folder.
-    pub dir: tempfile::TempDir,
-    dynamics_server: conduit::sim::dynamics::SimServer,
-    campaign_server: conduit::sim::campaign::CampaignSimServer,
-}
-
-impl Simulators {
-    /// Starts both simulators with `contacts` seeded contacts and `vehicles` vehicles.
-    pub async fn start(contacts: usize, vehicles: usize) -> Simulators {
-        use conduit::connector::campaign::Secret;
-        use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
-        use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let dynamics = DynamicsSim::new(DynamicsSimOptions {
-            client_id: "e2e-d365".into(),
-            client_secret: SIM_SECRETS[0].1.into(),
-            seed_contacts: contacts,
-            seed_vehicles: vehicles,
-            ..DynamicsSimOptions::default()
-        });
-        let dynamics_server = dynamics.serve(loopback).await.expect("Dynamics 365 sim");
-        let campaign = CampaignSim::new(CampaignSimOptions {
-            client_id: "e2e-acs".into(),
-            client_secret: Secret::new(SIM_SECRETS[1].1),
-            drop_root: Some(dir.path().join("sftp")),
-            ..CampaignSimOptions::default()
-        });
-        let campaign_server = campaign.serve(loopback).await.expect("Campaign sim");
-        let config = dir.path().join("conduit.toml");
-        Simulators {
-            dynamics,
-            campaign,
-            config,
-            admin_port: free_port(),
-            dir,
-            dynamics_server,
-            campaign_server,
-        }
-    }
-
-    /// A complete config: `[host]` on `admin_listen`, both services, then `workflows`
-    /// (the workflow sections, e.g. [`INGRESS_CONTACTS`]).
-    pub fn config_text(&self, admin_listen: &str, workflows: &str) -> String {
-        format!(
-            r#"[host]
-data_dir = "data"
-admin_listen = "{admin_listen}"
-
-[dynamics]
-url = "{}"
-token_url = "{}"
-client_id = "e2e-d365"
-client_secret_env = "{}"
-
-[campaign]
-url = "{}"
-ims_url = "{}"
-client_id = "e2e-acs"
-client_secret_env = "{}"
-journal_url = "{}"
-opt_out_exports = "{}"
-
-{workflows}"#,
-            self.dynamics_server.base_url(),
-            self.dynamics_server.token_url("e2e-tenant"),
-            SIM_SECRETS[0].0,
-            self.campaign_server.api_base(),
-            self.campaign_server.ims_url(),
-            SIM_SECRETS[1].0,
-            self.campaign_server.journal_url(),
-            self.campaign.drop_root().display(),
-        )
-    }
-
-    /// Writes the config with the admin API on loopback at [`Simulators::admin_port`].
-    pub fn write_config(&self, workflows: &str) -> String {
-        let text = self.config_text(&format!("127.0.0.1:{}", self.admin_port), workflows);
-        std::fs::write(&self.config, &text).expect("config written");
-        text
-    }
-
-    /// Runs `conduit run` on the config with the simulators' secrets (and `env`).
-    pub fn spawn(&self, env: &[(&str, &str)]) -> HostProcess {
-        let mut all: Vec<(&str, &str)> = SIM_SECRETS.to_vec();
-        all.extend_from_slice(env);
-        HostProcess::spawn(&self.config, self.admin_port, &all)
-    }
-
-    /// Runs a CLI command against this config (and so its host's admin API).
-    pub fn cli(&self, args: &[&str]) -> CliOutput {
-        cli(&self.config, args, &[])
-    }
-}
-
 /// Ingress with one mapping, `contacts` (contact -> profile), polling quickly.
 pub const INGRESS_CONTACTS: &str = r#"[ingress]
 pacing = { page_size = 200, write_batch = 100, poll_interval_ms = 200 }
@@ -406,15 +308,6 @@ pub fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// Waits (up to a minute) until `check` holds, polling every 100 ms.
-pub async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value as Json, json};
 
-use conduit::connector::campaign::Secret as CampaignSecret;
+use conduit::connector::http::Secret;
 use conduit::model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
@@ -104,7 +104,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     let events = email_events(&contact_ids, args.events);
     let campaign = CampaignSim::new(CampaignSimOptions {
         client_id: ACS_CLIENT.into(),
-        client_secret: CampaignSecret::new(ACS_SECRET),
+        client_secret: Secret::new(ACS_SECRET),
         drop_root: Some(dir.join("campaign-sftp")),
         seed_events: events.clone(),
         ..CampaignSimOptions::default()
@@ -484,7 +484,7 @@ impl Demo {
 }
 
 /// Email events over the first contacts: sends, opens, clicks, hard and soft bounces.
-fn email_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
+pub(super) fn email_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
     if contacts.is_empty() {
         return Vec::new();
     }

@@ -6,8 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Subcommand;
-use conduit::connector::campaign::Secret as CampaignSecret;
-use conduit::model::{EmailEvent, EmailEventKind};
+use conduit::connector::http::Secret;
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
@@ -42,7 +41,7 @@ struct SimArgs {
     /// Vehicles to seed (default: a quarter of the contacts).
     #[arg(long)]
     seed_vehicles: Option<usize>,
-    /// Email events to put in Campaign's journal (two per seeded contact by default, up to 1000).
+    /// Email events (sends, opens, clicks, bounces) to put in Campaign's journal (two per seeded contact by default, up to 1000).
     #[arg(long)]
     seed_events: Option<usize>,
     /// The client id the Dynamics 365 token endpoint accepts.
@@ -117,14 +116,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map(|i| format!("crm-{i}"))
                 .collect();
         }
-        let events = seed_events(
+        let events = super::demo::email_events(
             &contact_ids,
             args.seed_events
                 .unwrap_or((contact_ids.len() * 2).min(1000)),
         );
         let sim = CampaignSim::new(CampaignSimOptions {
             client_id: args.acs_client_id.clone(),
-            client_secret: CampaignSecret::new(args.acs_client_secret.clone()),
+            client_secret: Secret::new(args.acs_client_secret.clone()),
             seed_events: events,
             ..CampaignSimOptions::default()
         });
@@ -156,34 +155,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         server.shutdown().await;
     }
     Ok(())
-}
-
-/// Sends and opens over the given contacts.
-fn seed_events(contacts: &[String], count: usize) -> Vec<EmailEvent> {
-    if contacts.is_empty() {
-        return Vec::new();
-    }
-    (0..count)
-        .map(|n| {
-            let kind = if n % 2 == 0 {
-                EmailEventKind::Send
-            } else {
-                EmailEventKind::Open
-            };
-            EmailEvent {
-                id: uuid::Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 + n as u128)
-                    .to_string(),
-                kind,
-                contact_key: contacts[(n / 2) % contacts.len()].clone(),
-                campaign_id: "CMP0001".into(),
-                campaign_name: "Welcome".into(),
-                delivery_id: "DM0001".into(),
-                delivery_name: "Welcome email".into(),
-                timestamp: chrono::Utc::now().to_rfc3339(),
-                url: None,
-                mirror_page_url: Some(format!("https://mirror.example.com/DM0001/{n}")),
-                bounce: None,
-            }
-        })
-        .collect()
 }

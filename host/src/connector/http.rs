@@ -102,9 +102,19 @@ pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Finds the service's own error text in a JSON error body (Dataverse `error.message`, Azure AD
-/// `error_description`, Campaign `message`/`title`/`detail`), else quotes the start of the body.
+/// `error_description`, Campaign `message` with its `error_code`, `title`/`detail`), else quotes
+/// the start of the body.
 pub fn service_error_message(body: &[u8]) -> String {
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        // Campaign and IMS put a machine code beside `message`; it helps when asking support.
+        if let Some(text) = json
+            .get("message")
+            .and_then(|m| m.as_str())
+            .filter(|t| !t.is_empty())
+            && let Some(code) = json.get("error_code").and_then(|c| c.as_str())
+        {
+            return format!("{text} (error_code {code})");
+        }
         let candidates = [
             json.pointer("/error/message"),
             json.get("error_description"),
@@ -185,7 +195,7 @@ pub fn parse_json<T: DeserializeOwned>(
 ) -> Result<T, ConnectorError> {
     serde_json::from_slice(body).map_err(|error| ConnectorError::Permanent {
         message: format!(
-            "the response of {url} is not {expected}: {error} (body starts: {})",
+            "expected {expected} from {url}, but the body is not that: {error} (body starts: {})",
             quote_body(body)
         ),
     })
@@ -363,6 +373,7 @@ impl fmt::Debug for TokenCache {
 #[derive(serde::Deserialize)]
 struct TokenResponse {
     access_token: String,
+    token_type: Option<String>,
     expires_in: Option<u64>,
 }
 
@@ -437,7 +448,9 @@ impl TokenCache {
             return Err(match classify_status(status, &headers, &body, &what) {
                 // Azure AD answers bad credentials with 400/401 (invalid_client): not retryable.
                 ConnectorError::Permanent { message } | ConnectorError::Auth { message } => {
-                    ConnectorError::Auth { message }
+                    ConnectorError::Auth {
+                        message: format!("{message}; check the client id, secret and scope"),
+                    }
                 }
                 transient => transient,
             });
@@ -446,6 +459,16 @@ impl TokenCache {
         if parsed.access_token.is_empty() {
             return Err(ConnectorError::Auth {
                 message: format!("{what} returned an empty access_token"),
+            });
+        }
+        // Only a bearer token can be sent the way `ApiClient` sends it.
+        if let Some(kind) = parsed
+            .token_type
+            .as_deref()
+            .filter(|kind| !kind.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(ConnectorError::Auth {
+                message: format!("{what} returned token_type {kind:?}, expected \"bearer\""),
             });
         }
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
@@ -494,6 +517,17 @@ impl HttpResponse {
     }
 }
 
+/// Which transient failures of one request [`ApiClient::execute_with`] answers by resending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resend {
+    /// Any transient failure: the request is safe to repeat (reads, idempotent writes).
+    #[default]
+    AnyTransient,
+    /// Only a refusal carrying `Retry-After` (429, 503: the service did not process it). Any
+    /// other failure is handed back, since a lost response may hide a record the request made.
+    OnlyRefused,
+}
+
 /// An authenticated, paced, retrying HTTP client for one API.
 #[derive(Debug)]
 pub struct ApiClient {
@@ -502,6 +536,7 @@ pub struct ApiClient {
     pacer: Pacer,
     retry: RetryPolicy,
     service: &'static str,
+    hand_back_long_waits: bool,
 }
 
 impl ApiClient {
@@ -518,6 +553,7 @@ impl ApiClient {
             pacer,
             retry,
             service: "http",
+            hand_back_long_waits: false,
         }
     }
 
@@ -525,6 +561,19 @@ impl ApiClient {
     pub fn named(mut self, service: &'static str) -> ApiClient {
         self.service = service;
         self
+    }
+
+    /// Makes a `Retry-After` longer than the policy's `max_delay` end the call with that
+    /// `Transient` error (its `retry_after` intact) instead of a shorter wait and a resend that
+    /// would come too early, so the caller can wait as long as the service asked.
+    pub fn handing_back_long_waits(mut self) -> ApiClient {
+        self.hand_back_long_waits = true;
+        self
+    }
+
+    /// The retry policy of this client.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// The underlying reqwest client.
@@ -549,6 +598,21 @@ impl ApiClient {
         &self,
         method: Method,
         url: &str,
+        build: B,
+    ) -> Result<HttpResponse, ConnectorError>
+    where
+        B: Fn(RequestBuilder) -> RequestBuilder,
+    {
+        self.execute_with(method, url, Resend::AnyTransient, build)
+            .await
+    }
+
+    /// Like [`ApiClient::execute`], resending after transient failures only as `resend` allows.
+    pub async fn execute_with<B>(
+        &self,
+        method: Method,
+        url: &str,
+        resend: Resend,
         build: B,
     ) -> Result<HttpResponse, ConnectorError>
     where
@@ -590,12 +654,18 @@ impl ApiClient {
             let ConnectorError::Transient { retry_after, .. } = &failure else {
                 return Err(failure);
             };
-            if tries >= self.retry.max_attempts.max(1) {
-                return Err(failure);
-            }
             let wait = self.retry.delay(tries, *retry_after);
             if retry_after.is_some() {
                 self.pacer.pause_for(wait);
+            }
+            let too_long = self.hand_back_long_waits
+                && retry_after.is_some_and(|asked| asked > self.retry.max_delay);
+            let refused = retry_after.is_some();
+            if tries >= self.retry.max_attempts.max(1)
+                || too_long
+                || (resend == Resend::OnlyRefused && !refused)
+            {
+                return Err(failure);
             }
             tracing::debug!(attempt = tries, ?wait, error = %failure, "retrying after a transient failure");
             tokio::time::sleep(wait).await;
@@ -790,8 +860,11 @@ mod tests {
                 axum::routing::get(move || {
                     apis.fetch_add(1, Ordering::SeqCst);
                     async move {
+                        // A throttled answer asks for a long pause, as a busy service does.
+                        let retry_after = if api_status == 429 { "120" } else { "" };
                         (
                             axum::http::StatusCode::from_u16(api_status).unwrap_or_default(),
+                            [(RETRY_AFTER, retry_after)],
                             "{}",
                         )
                     }
@@ -884,6 +957,91 @@ mod tests {
             .expect_err("always 503");
         assert!(error.is_transient(), "{error:?}");
         assert_eq!(api_calls.load(Ordering::SeqCst), 3);
+    }
+
+    fn quick_client(base: &str) -> ApiClient {
+        ApiClient::new(
+            reqwest::Client::new(),
+            cache(base, Duration::from_secs(300)),
+            Pacer::new(2),
+            RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_secs(5),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn only_refused_requests_are_not_resent_after_an_unexplained_failure() {
+        use std::sync::atomic::Ordering;
+        let (base, _, api_calls) = fake_service(3599, 503).await;
+        let error = quick_client(&base)
+            .execute_with(
+                Method::GET,
+                &format!("{base}/api"),
+                Resend::OnlyRefused,
+                |r| r,
+            )
+            .await
+            .expect_err("503 without Retry-After");
+        assert!(error.is_transient(), "{error:?}");
+        assert_eq!(api_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_max_delay_is_handed_back_when_asked() {
+        use std::sync::atomic::Ordering;
+        let (base, _, api_calls) = fake_service(3599, 429).await;
+        let error = quick_client(&base)
+            .handing_back_long_waits()
+            .execute(Method::GET, &format!("{base}/api"), |request| request)
+            .await
+            .expect_err("always 429");
+        let ConnectorError::Transient { retry_after, .. } = error else {
+            panic!("expected a transient error, got {error:?}");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(120)));
+        assert_eq!(api_calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
+        let router = axum::Router::new().route(
+            "/token",
+            axum::routing::post(|| async {
+                axum::Json(serde_json::json!({
+                    "token_type": "mac", "expires_in": 3599, "access_token": "t"
+                }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let error = cache(&base, Duration::from_secs(300))
+            .token()
+            .await
+            .expect_err("a mac token cannot be sent as bearer");
+        assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+        assert!(error.to_string().contains("\"mac\""), "{error}");
+    }
+
+    #[test]
+    fn campaign_error_code_is_kept_beside_its_message() {
+        assert_eq!(
+            service_error_message(
+                br#"{"error_code":"401013","message":"Oauth token is not valid"}"#
+            ),
+            "Oauth token is not valid (error_code 401013)"
+        );
+        assert_eq!(
+            service_error_message(br#"{"code":400,"message":"RST-360011 bad"}"#),
+            "RST-360011 bad"
+        );
     }
 
     #[test]

@@ -1,28 +1,50 @@
 //! The reference plugins compiled into the binary (built by `host/build.rs`), served as
 //! `builtin:<name>`.
 
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
 use super::World;
 
 /// The names `builtin:` accepts.
 pub const BUILTIN_NAMES: [&str; 3] = ["table-mapper", "email-events", "opt-out"];
 
-/// The component bytes and world of builtin `name`, if there is one.
-pub(super) fn builtin(name: &str) -> Option<(&'static [u8], World)> {
-    match name {
-        "table-mapper" => Some((
-            include_bytes!(env!("CONDUIT_BUILTIN_TABLE_MAPPER")),
-            World::RecordMapper,
-        )),
-        "email-events" => Some((
-            include_bytes!(env!("CONDUIT_BUILTIN_EMAIL_EVENTS")),
-            World::EventMapper,
-        )),
-        "opt-out" => Some((
-            include_bytes!(env!("CONDUIT_BUILTIN_OPT_OUT")),
-            World::OptOutResolver,
-        )),
-        _ => None,
-    }
+/// The component bytes of each builtin, in `BUILTIN_NAMES` order.
+const BYTES: [&[u8]; 3] = [
+    include_bytes!(env!("CONDUIT_BUILTIN_TABLE_MAPPER")),
+    include_bytes!(env!("CONDUIT_BUILTIN_EMAIL_EVENTS")),
+    include_bytes!(env!("CONDUIT_BUILTIN_OPT_OUT")),
+];
+
+/// The world each builtin implements, in `BUILTIN_NAMES` order.
+const WORLDS: [World; 3] = [
+    World::RecordMapper,
+    World::EventMapper,
+    World::OptOutResolver,
+];
+
+/// A builtin component.
+pub(super) struct Builtin {
+    /// The component bytes.
+    pub(super) bytes: &'static [u8],
+    /// The world it implements.
+    pub(super) world: World,
+    /// sha256 hex of `bytes`, computed once per process (it is a fixed part of the binary).
+    pub(super) fingerprint: &'static str,
+}
+
+/// Builtin `name`, if there is one.
+pub(super) fn builtin(name: &str) -> Option<Builtin> {
+    static FINGERPRINTS: [OnceLock<String>; 3] = [const { OnceLock::new() }; 3];
+    let index = BUILTIN_NAMES.iter().position(|known| *known == name)?;
+    let bytes = BYTES[index];
+    let fingerprint = FINGERPRINTS[index].get_or_init(|| hex::encode(Sha256::digest(bytes)));
+    Some(Builtin {
+        bytes,
+        world: WORLDS[index],
+        fingerprint,
+    })
 }
 
 #[cfg(test)]
@@ -32,7 +54,7 @@ mod tests {
     #[test]
     fn every_listed_builtin_is_a_component() {
         for name in BUILTIN_NAMES {
-            let (bytes, _) = builtin(name).unwrap();
+            let bytes = builtin(name).unwrap().bytes;
             // Component binaries carry layer 1 in the version field; core modules layer 0.
             assert_eq!(&bytes[..4], b"\0asm", "{name}");
             assert_eq!(&bytes[6..8], &[1, 0], "{name}");

@@ -111,21 +111,31 @@ impl PluginHost {
             plugin: name.clone(),
             message,
         };
-        let bytes: std::borrow::Cow<'static, [u8]> = match plugin {
+        let (bytes, fingerprint): (std::borrow::Cow<'static, [u8]>, String) = match plugin {
             PluginRef::Builtin(builtin_name) => match builtin(builtin_name) {
-                Some((bytes, _)) => bytes.into(),
+                Some(found) if found.world != world => {
+                    return Err(PluginError::WrongWorld {
+                        plugin: name,
+                        expected: world,
+                        message: format!("it implements the {} world", found.world),
+                    });
+                }
+                Some(found) => (found.bytes.into(), found.fingerprint.to_owned()),
                 None => {
                     return Err(load_error(format!(
                         "there is no builtin plugin `{builtin_name}`"
                     )));
                 }
             },
-            PluginRef::Path(path) => std::fs::read(path)
-                .map_err(|error| load_error(format!("cannot read {}: {error}", path.display())))?
-                .into(),
+            PluginRef::Path(path) => {
+                let bytes = std::fs::read(path).map_err(|error| {
+                    load_error(format!("cannot read {}: {error}", path.display()))
+                })?;
+                let fingerprint = hex::encode(Sha256::digest(&bytes));
+                (bytes.into(), fingerprint)
+            }
         };
         check_is_component(&bytes).map_err(load_error)?;
-        let fingerprint = hex::encode(Sha256::digest(&bytes));
         let engine = &self.inner.engine;
         let cached = self
             .inner

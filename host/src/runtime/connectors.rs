@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::connector::campaign::{self, CampaignConnector, CampaignSettings};
+use crate::connector::campaign::{CampaignConnector, CampaignSettings};
 use crate::connector::dynamics365::{Dynamics365Connector, Dynamics365Settings};
 use crate::connector::http;
 use crate::workflow::{Connect, Services};
@@ -99,13 +99,13 @@ impl Connect for ServiceConnect {
             api_base,
             ims_token_url: parse("campaign.ims_url", campaign.ims_url.get_ref())?,
             client_id: campaign.client_id.clone(),
-            client_secret: campaign::Secret::new(campaign_secret),
+            client_secret: http::Secret::new(campaign_secret),
             scopes: campaign.scopes.clone(),
             max_concurrency: campaign.max_concurrency.max(1),
             events_journal_url: journal,
             opt_out_drop_root: drop_root.clone().unwrap_or_else(|| config.data_dir()),
             extra_ca_pem: campaign.ca_file.as_ref().map(|ca| config.resolve_path(ca)),
-            retry: campaign::RetryPolicy::default(),
+            retry: http::RetryPolicy::default(),
             request_timeout: std::time::Duration::from_secs(120),
         };
         let campaign_connector = Arc::new(

@@ -1,8 +1,10 @@
 //! Fault injection shared by the simulators: throttling (429 with `Retry-After`, at a rate or
-//! in bursts), server errors at a rate, added latency, dropped connections, and service-
-//! protection limits (requests per sliding window, concurrent requests).
+//! in bursts), server errors, added latency (always or for some requests), dropped connections
+//! (before the request is processed, or after it: a lost response), 200 answers whose body is
+//! not JSON, and service-protection limits (requests per sliding window, concurrent requests).
+//! Besides rates and bursts, a script of [`Fault`]s can be queued for the next requests in order.
 //!
-//! [`Faults`] decides; each simulator renders the decision in its own wire format through a
+//! [`Faults`] decides; each simulator renders rejections in its own wire format through a
 //! [`RejectionRenderer`] given to [`fault_middleware`]. Random rates come from a seeded RNG so a
 //! test run is repeatable. Only the API routes go through the middleware: token endpoints and
 //! the `/_sim` control API are never faulted.
@@ -13,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 /// A service-protection limit on requests per sliding window.
@@ -24,6 +27,48 @@ pub struct RequestWindowLimit {
     pub max_requests: u32,
     /// The sliding window, in milliseconds.
     pub window_ms: u64,
+}
+
+/// One scripted fault, served to exactly one request (see [`Faults::inject`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// 429 with `Retry-After: <seconds>`.
+    RateLimited {
+        /// The seconds announced in `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// A server error with this status (500..=599).
+    ServerError {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The request is delayed by this many milliseconds, then served normally.
+    Slow {
+        /// The delay.
+        delay_ms: u64,
+    },
+    /// The connection is dropped before the request is processed.
+    Reset,
+    /// The request is processed, then the connection is dropped: the client never learns
+    /// that its write happened.
+    LostResponse,
+    /// A 200 whose body is not JSON (a misbehaving proxy).
+    Malformed,
+    /// Served normally: queued before another fault to aim that one at a later request.
+    Pass,
+}
+
+impl Fault {
+    /// Checks the fault's parameters, naming what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Fault::ServerError { status } if !(500..=599).contains(status) => Err(format!(
+                "a server-error fault needs a 5xx status, got {status}"
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What to inject; every field defaults to "no fault".
@@ -44,6 +89,14 @@ pub struct FaultConfig {
     pub error_status: u16,
     /// Delay added before every request, in milliseconds.
     pub latency_ms: u64,
+    /// Probability (0..=1) that a request is delayed by a further `slow_ms`.
+    pub slow_rate: f64,
+    /// The extra delay of slow requests, in milliseconds.
+    pub slow_ms: u64,
+    /// Probability (0..=1) that a request is processed but its response is lost (dropped).
+    pub lost_response_rate: f64,
+    /// Probability (0..=1) that a request is answered 200 with a body that is not JSON.
+    pub malformed_rate: f64,
     /// Probability (0..=1) that a request's connection is dropped without a response.
     pub reset_rate: f64,
     /// The next N requests have their connection dropped.
@@ -66,6 +119,10 @@ impl Default for FaultConfig {
             error_burst: 0,
             error_status: 503,
             latency_ms: 0,
+            slow_rate: 0.0,
+            slow_ms: 0,
+            lost_response_rate: 0.0,
+            malformed_rate: 0.0,
             reset_rate: 0.0,
             reset_burst: 0,
             request_limit: None,
@@ -82,6 +139,9 @@ impl FaultConfig {
             ("throttle_rate", self.throttle_rate),
             ("error_rate", self.error_rate),
             ("reset_rate", self.reset_rate),
+            ("slow_rate", self.slow_rate),
+            ("lost_response_rate", self.lost_response_rate),
+            ("malformed_rate", self.malformed_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1, got {rate}"));
@@ -148,14 +208,33 @@ pub struct FaultStats {
     pub limit_hits: u64,
     /// Requests answered with an injected server error.
     pub server_errors: u64,
-    /// Connections dropped.
+    /// Connections dropped before the request was processed.
     pub resets: u64,
+    /// Requests delayed by a slow fault (the constant `latency_ms` is not counted).
+    pub slowed: u64,
+    /// Requests processed whose response was then dropped.
+    pub lost_responses: u64,
+    /// Requests answered with a body that is not JSON.
+    pub malformed: u64,
     /// The most requests seen in flight at once.
     pub max_in_flight: u64,
 }
 
+impl FaultStats {
+    /// How many requests got a fault of any kind (service-protection limits included).
+    pub fn faults_injected(&self) -> u64 {
+        self.throttled
+            + self.server_errors
+            + self.resets
+            + self.slowed
+            + self.lost_responses
+            + self.malformed
+    }
+}
+
 struct FaultState {
     config: FaultConfig,
+    script: VecDeque<Fault>,
     rng: fastrand::Rng,
     recent: VecDeque<Instant>,
     stats: FaultStats,
@@ -197,6 +276,15 @@ pub enum Admission {
     Reject(Rejection),
     /// Drop the connection without answering.
     Reset,
+    /// Serve it (after `delay`), then drop the connection instead of answering.
+    LoseResponse {
+        /// Added latency.
+        delay: Duration,
+        /// Holds the request's concurrency slot.
+        guard: InFlightGuard,
+    },
+    /// Answer 200 with a body that is not JSON, without serving the request.
+    Malformed,
 }
 
 /// Releases a concurrency slot when dropped.
@@ -218,6 +306,7 @@ impl Faults {
         Faults {
             state: Arc::new(Mutex::new(FaultState {
                 config,
+                script: VecDeque::new(),
                 rng,
                 recent: VecDeque::new(),
                 stats: FaultStats::default(),
@@ -255,10 +344,16 @@ impl Faults {
         self.set(config)
     }
 
-    /// Removes every fault.
+    /// Queues `faults` for the next requests, one each in order, ahead of every other fault.
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.lock().script.extend(faults);
+    }
+
+    /// Removes every fault, scripted ones included.
     pub fn clear(&self) {
         let mut state = self.lock();
         state.config = FaultConfig::default();
+        state.script.clear();
         state.recent.clear();
     }
 
@@ -281,6 +376,11 @@ impl Faults {
         let mut state = self.lock();
         state.stats.requests += 1;
         let config = state.config.clone();
+        let latency = Duration::from_millis(config.latency_ms);
+
+        if let Some(fault) = state.script.pop_front() {
+            return scripted(&mut state.stats, fault, latency, guard);
+        }
 
         if let Some(limit) = config.concurrency_limit
             && in_flight > limit as usize
@@ -345,9 +445,66 @@ impl Faults {
                 status: config.error_status,
             });
         }
-        Admission::Proceed {
-            delay: Duration::from_millis(config.latency_ms),
+        if config.malformed_rate > 0.0 && state.rng.f64() < config.malformed_rate {
+            state.stats.malformed += 1;
+            return Admission::Malformed;
+        }
+        let mut delay = latency;
+        if config.slow_rate > 0.0 && state.rng.f64() < config.slow_rate {
+            state.stats.slowed += 1;
+            delay += Duration::from_millis(config.slow_ms);
+        }
+        if config.lost_response_rate > 0.0 && state.rng.f64() < config.lost_response_rate {
+            state.stats.lost_responses += 1;
+            return Admission::LoseResponse { delay, guard };
+        }
+        Admission::Proceed { delay, guard }
+    }
+}
+
+/// The admission of a scripted fault, counted in `stats`.
+fn scripted(
+    stats: &mut FaultStats,
+    fault: Fault,
+    latency: Duration,
+    guard: InFlightGuard,
+) -> Admission {
+    match fault {
+        Fault::Pass => Admission::Proceed {
+            delay: latency,
             guard,
+        },
+        Fault::RateLimited { retry_after_secs } => {
+            stats.throttled += 1;
+            Admission::Reject(Rejection::Throttled {
+                retry_after: Duration::from_secs(retry_after_secs),
+            })
+        }
+        Fault::ServerError { status } => {
+            stats.server_errors += 1;
+            Admission::Reject(Rejection::ServerError { status })
+        }
+        Fault::Slow { delay_ms } => {
+            stats.slowed += 1;
+            Admission::Proceed {
+                delay: latency + Duration::from_millis(delay_ms),
+                guard,
+            }
+        }
+        Fault::Reset => {
+            stats.resets += 1;
+            Admission::Reset
+        }
+        Fault::LostResponse => {
+            stats.lost_responses += 1;
+            Admission::LoseResponse {
+                delay: latency,
+                guard,
+            }
+        }
+        Fault::Malformed => {
+            stats.malformed += 1;
+            Admission::Malformed
         }
     }
 }
@@ -368,13 +525,31 @@ pub async fn fault_middleware(
             response
         }
         Admission::Reject(rejection) => render(&rejection),
-        Admission::Reset => {
-            // Unwinding out of the connection's task makes hyper drop the socket without
-            // writing a response: exactly what a reset looks like to the client.
-            // `resume_unwind` skips the panic hook, so nothing is printed.
-            std::panic::resume_unwind(Box::new("simulated connection reset"))
+        Admission::Reset => drop_connection(),
+        Admission::LoseResponse { delay, guard } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            // The handler runs to completion (the write happens); only its answer is lost.
+            drop(next.run(request).await);
+            drop(guard);
+            drop_connection()
         }
+        Admission::Malformed => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><body>Gateway maintenance</body></html>",
+        )
+            .into_response(),
     }
+}
+
+/// Ends the connection without a response.
+fn drop_connection() -> Response {
+    // Unwinding out of the connection's task makes hyper drop the socket without writing a
+    // response: exactly what a reset looks like to the client. `resume_unwind` skips the panic
+    // hook, so nothing is printed.
+    std::panic::resume_unwind(Box::new("simulated connection reset"))
 }
 
 #[cfg(test)]
@@ -450,6 +625,60 @@ mod tests {
         assert_eq!(pattern(11), pattern(11));
         assert!(pattern(11).contains(&true));
         assert!(pattern(11).contains(&false));
+    }
+
+    #[test]
+    fn scripted_faults_come_first_in_order_and_pass_is_not_counted() {
+        let faults = Faults::new(FaultConfig {
+            error_burst: 1,
+            ..FaultConfig::default()
+        });
+        faults.inject([Fault::Pass, Fault::LostResponse, Fault::Malformed]);
+        assert!(matches!(faults.admit(), Admission::Proceed { .. }));
+        assert!(matches!(faults.admit(), Admission::LoseResponse { .. }));
+        assert!(matches!(faults.admit(), Admission::Malformed));
+        assert!(matches!(
+            faults.admit(),
+            Admission::Reject(Rejection::ServerError { status: 503 })
+        ));
+        assert!(matches!(faults.admit(), Admission::Proceed { .. }));
+        let stats = faults.stats();
+        assert_eq!(
+            (stats.lost_responses, stats.malformed, stats.server_errors),
+            (1, 1, 1)
+        );
+        assert_eq!(stats.faults_injected(), 3);
+    }
+
+    #[test]
+    fn a_slow_fault_adds_its_delay_to_the_constant_latency() {
+        let faults = Faults::new(FaultConfig {
+            latency_ms: 10,
+            ..FaultConfig::default()
+        });
+        faults.inject([Fault::Slow { delay_ms: 250 }]);
+        match faults.admit() {
+            Admission::Proceed { delay, .. } => assert_eq!(delay, Duration::from_millis(260)),
+            other => panic!("expected a slowed request, got {other:?}"),
+        }
+        assert_eq!(faults.stats().slowed, 1);
+    }
+
+    #[test]
+    fn clear_drops_the_script_too() {
+        let faults = Faults::default();
+        faults.inject([Fault::Reset]);
+        faults.clear();
+        assert!(matches!(faults.admit(), Admission::Proceed { .. }));
+    }
+
+    #[test]
+    fn a_scripted_server_error_needs_a_5xx_status() {
+        let error = Fault::ServerError { status: 200 }
+            .validate()
+            .expect_err("200 is no server error");
+        assert!(error.contains("200"), "{error}");
+        assert!(Fault::ServerError { status: 502 }.validate().is_ok());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Each simulator keeps its data in memory behind a cheap-to-clone handle with a Rust API (for
 //! in-process use) and serves the real wire format over loopback HTTP with [`serve_router`].
-//! [`faults`] is shared: it injects throttling, errors, latency, resets and service limits.
+//! [`faults`] is shared: it injects throttling, errors, latency, resets, lost responses, non-JSON
+//! bodies and service limits, at rates, in bursts or scripted for the next requests.
 
 use std::net::SocketAddr;
 

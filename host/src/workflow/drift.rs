@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::connector::{FieldKind, RecordSink};
+use crate::connector::{ConnectorError, FieldKind, RecordSink};
 use crate::model::System;
 
+use super::prepare::PrepareError;
 use super::services::Services;
 
 /// The destination fields one workflow depends on, per (system, table).
@@ -21,10 +22,14 @@ impl DriftGuard {
     pub(super) async fn baseline(
         services: &Services,
         needed: &[(System, String, Vec<String>)],
-    ) -> Result<DriftGuard, String> {
+    ) -> Result<DriftGuard, PrepareError> {
         let mut guard = DriftGuard::default();
         for (system, table, fields) in needed {
-            let described = describe(services.sink(*system).as_ref(), table).await?;
+            let described = describe(services.sink(*system).as_ref(), table)
+                .await
+                .map_err(|error| {
+                    PrepareError::service(&format!("cannot read the metadata of {table}"), &error)
+                })?;
             let mut kinds = HashMap::new();
             for field in fields {
                 match described.get(field) {
@@ -33,9 +38,10 @@ impl DriftGuard {
                     }
                     None => {
                         return Err(format!(
-                            "the field '{field}' of {table} does not exist in {}",
+                            "schema drift: the field '{field}' of {table} does not exist in {}",
                             system_name(*system)
-                        ));
+                        )
+                        .into());
                     }
                 }
             }
@@ -80,11 +86,8 @@ impl DriftGuard {
 async fn describe(
     sink: &dyn RecordSink,
     table: &str,
-) -> Result<HashMap<String, FieldKind>, String> {
-    let fields = sink
-        .describe(table)
-        .await
-        .map_err(|error| format!("cannot read the metadata of {table}: {error}"))?;
+) -> Result<HashMap<String, FieldKind>, ConnectorError> {
+    let fields = sink.describe(table).await?;
     Ok(fields.into_iter().map(|f| (f.name, f.kind)).collect())
 }
 

@@ -461,18 +461,38 @@ impl Supervisor {
         live: Arc<LiveState>,
         stop: watch::Receiver<bool>,
     ) {
-        let prepared = match prepare::prepare(&self.inner.env, &config, id).await {
-            Ok(prepared) => prepared,
-            Err(reason) => {
-                tracing::error!(workflow = %id, %reason, "start failed");
-                live.fail(reason.clone());
-                let _ = self.store().update_workflow(id, |record| {
-                    record.last_status = "ERROR".into();
-                    record.last_error = Some(reason);
-                });
-                return;
+        let mut retries = backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let prepared = loop {
+            match prepare::prepare(&self.inner.env, &config, id).await {
+                Ok(prepared) => break prepared,
+                Err(error) if error.transient => {
+                    // A service that is down or busy delays the start; it does not fail it.
+                    let delay = retries.next_delay(None);
+                    tracing::warn!(workflow = %id, reason = %error.message, "start delayed");
+                    live.set_warning(Some(format!(
+                        "{}; retrying in {:.0}s",
+                        error.message,
+                        delay.as_secs_f64()
+                    )));
+                    let mut stopped = stop.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopped.wait_for(|stopped| *stopped) => return,
+                    }
+                }
+                Err(error) => {
+                    let reason = error.message;
+                    tracing::error!(workflow = %id, %reason, "start failed");
+                    live.fail(reason.clone());
+                    let _ = self.store().update_workflow(id, |record| {
+                        record.last_status = "ERROR".into();
+                        record.last_error = Some(reason);
+                    });
+                    return;
+                }
             }
         };
+        live.set_warning(None);
         if *stop.borrow() {
             return;
         }

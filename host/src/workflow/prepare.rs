@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, TableMapping};
-use crate::connector::ChangeRequest;
+use crate::connector::{ChangeRequest, ConnectorError};
 use crate::model::{Outcome, Phase, System, WorkflowId};
 use crate::store::{CursorState, DeadLetter, DeadLetterPayload};
 
@@ -23,23 +23,55 @@ pub(super) struct Prepared {
     pub(super) plugin_fingerprint: String,
 }
 
+/// Why STARTING failed; a transient failure (a service unreachable or busy) is retried.
+#[derive(Debug)]
+pub(super) struct PrepareError {
+    pub(super) message: String,
+    pub(super) transient: bool,
+}
+
+impl PrepareError {
+    /// A failure of a service call, transient when the service said so.
+    pub(super) fn service(context: &str, error: &ConnectorError) -> PrepareError {
+        PrepareError {
+            message: format!("{context}: {error}"),
+            transient: error.is_transient(),
+        }
+    }
+}
+
+impl From<String> for PrepareError {
+    fn from(message: String) -> Self {
+        PrepareError {
+            message,
+            transient: false,
+        }
+    }
+}
+
+impl From<&str> for PrepareError {
+    fn from(message: &str) -> Self {
+        PrepareError::from(message.to_string())
+    }
+}
+
 /// Runs STARTING for one workflow.
 pub(super) async fn prepare(
     env: &Environment,
     config: &Config,
     id: WorkflowId,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, PrepareError> {
     let services = env.connect.connect(config)?;
     services
         .dynamics_sink
         .check()
         .await
-        .map_err(|error| format!("Dynamics 365 credentials or URL: {error}"))?;
+        .map_err(|error| PrepareError::service("Dynamics 365 credentials or URL", &error))?;
     services
         .campaign_sink
         .check()
         .await
-        .map_err(|error| format!("Campaign credentials or URL: {error}"))?;
+        .map_err(|error| PrepareError::service("Campaign credentials or URL", &error))?;
     let limits = config.limits(id);
     let pacing = config.pacing(id);
     let plugin = config
@@ -150,9 +182,7 @@ pub(super) async fn prepare(
             )
         }
     };
-    let drift = DriftGuard::baseline(&services, &needed)
-        .await
-        .map_err(|reason| format!("schema drift: {reason}"))?;
+    let drift = DriftGuard::baseline(&services, &needed).await?;
     let reader = Reader {
         workflow: id,
         store: env.store.clone(),
@@ -328,14 +358,20 @@ fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
     }
 }
 
-async fn check_source_fields(services: &Services, mapping: &TableMapping) -> Result<(), String> {
+async fn check_source_fields(
+    services: &Services,
+    mapping: &TableMapping,
+) -> Result<(), PrepareError> {
     let table = mapping.source.get_ref();
     let fields = services
         .dynamics_source
         .describe(table)
         .await
         .map_err(|error| {
-            format!("cannot read the metadata of the Dynamics 365 table '{table}': {error}")
+            PrepareError::service(
+                &format!("cannot read the metadata of the Dynamics 365 table '{table}'"),
+                &error,
+            )
         })?;
     let known: std::collections::HashSet<_> = fields.iter().map(|f| f.name.as_str()).collect();
     let mut used = vec![mapping.key.source.get_ref()];
@@ -345,7 +381,8 @@ async fn check_source_fields(services: &Services, mapping: &TableMapping) -> Res
             return Err(format!(
                 "schema drift: the field '{field}' of the Dynamics 365 table '{table}' does not exist (mapping '{}')",
                 mapping.name.get_ref()
-            ));
+            )
+            .into());
         }
     }
     Ok(())

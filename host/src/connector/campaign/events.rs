@@ -141,11 +141,8 @@ impl EventSource for CampaignConnector {
                 cursor: cursor.map(str::to_owned),
             });
         }
-        let page: JournalPage = reply.json(
-            &Method::GET,
-            &url,
-            "a journal page with `events` and `_page`",
-        )?;
+        let page: JournalPage =
+            reply.json(url.as_str(), "a journal page with `events` and `_page`")?;
         let mut events = Vec::with_capacity(page.events.len());
         for entry in &page.events {
             let event =

@@ -9,7 +9,7 @@
 mod events;
 mod exports;
 mod sink;
-pub mod transport;
+mod transport;
 mod values;
 
 use std::collections::HashMap;
@@ -22,13 +22,13 @@ use url::Url;
 pub use events::parse_journal_event;
 pub use exports::{EXPORTS_SUBFOLDER, export_file_name, is_opt_out_attribute, parse_export};
 pub use sink::{field_kind, filter_name as key_filter_name};
-pub use transport::{ImsCredentials, RetryPolicy, Secret};
 pub use values::{
     campaign_date_text, campaign_datetime_text, parse_instant as parse_campaign_instant,
     rfc3339_from_campaign,
 };
 
 use crate::connector::FieldInfo;
+use crate::connector::http::{RetryPolicy, Secret, build_client};
 use transport::Transport;
 
 /// Everything needed to talk to one Campaign Standard instance.
@@ -119,33 +119,25 @@ impl CampaignConnector {
                 reason: format!("{} cannot hold paths", settings.api_base),
             });
         }
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
-            .pool_max_idle_per_host(settings.max_concurrency);
-        if let Some(path) = &settings.extra_ca_pem {
-            let pem = std::fs::read(path).map_err(|source| CampaignSetupError::CaFile {
-                path: path.clone(),
-                source,
-            })?;
-            let certificate = reqwest::Certificate::from_pem(&pem).map_err(|error| {
-                CampaignSetupError::CaPem {
+        let client = match &settings.extra_ca_pem {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|source| CampaignSetupError::CaFile {
                     path: path.clone(),
-                    reason: error.to_string(),
-                }
-            })?;
-            builder = builder.add_root_certificate(certificate);
-        }
-        let http = builder
-            .build()
-            .map_err(|error| CampaignSetupError::Client(error.to_string()))?;
-        let credentials = ImsCredentials {
-            token_url: settings.ims_token_url.clone(),
-            client_id: settings.client_id.clone(),
-            client_secret: settings.client_secret.clone(),
-            scopes: settings.scopes.clone(),
+                    source,
+                })?;
+                // Building a client only fails on what we add to it: here, the CA.
+                build_client(settings.request_timeout, Some(&pem)).map_err(|error| {
+                    CampaignSetupError::CaPem {
+                        path: path.clone(),
+                        reason: error.to_string(),
+                    }
+                })?
+            }
+            None => build_client(settings.request_timeout, None)
+                .map_err(|error| CampaignSetupError::Client(error.to_string()))?,
         };
         Ok(CampaignConnector {
-            transport: Transport::new(http, credentials, settings.retry),
+            transport: Transport::new(client, &settings),
             settings,
             metadata: Mutex::new(HashMap::new()),
         })

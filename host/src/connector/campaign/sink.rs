@@ -67,7 +67,7 @@ impl CampaignConnector {
         let mut records = Vec::new();
         loop {
             let reply = self.transport.send(Method::GET, &url, None).await?;
-            let page: ListPage = reply.json(&Method::GET, &url, "a list with `content`")?;
+            let page: ListPage = reply.json(url.as_str(), "a list with `content`")?;
             let page_was_empty = page.content.is_empty();
             records.extend(page.content);
             match page.next {
@@ -86,7 +86,7 @@ impl CampaignConnector {
         let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
         let reply = self.transport.send(Method::GET, &url, None).await?;
         let metadata: ResourceMetadata =
-            reply.json(&Method::GET, &url, "resourceType metadata with `content`")?;
+            reply.json(url.as_str(), "resourceType metadata with `content`")?;
         let mut fields = Vec::with_capacity(metadata.content.len());
         for (name, field) in &metadata.content {
             let api_name = field
@@ -160,7 +160,7 @@ impl CampaignConnector {
         url.query_pairs_mut()
             .append_pair(&format!("{key_field}_parameter"), &record.key);
         let reply = self.transport.send(Method::GET, &url, None).await?;
-        let page: ListPage = reply.json(&Method::GET, &url, "a list with `content`")?;
+        let page: ListPage = reply.json(url.as_str(), "a list with `content`")?;
         match page.content.as_slice() {
             [] => Ok(None),
             [found] => {
@@ -194,14 +194,15 @@ impl CampaignConnector {
     /// lost response is then found and patched instead of duplicated.
     async fn write_one(&self, record: &WriteRecord) -> Result<(), ConnectorError> {
         check_target(record)?;
-        let attempts = self.transport.retry_policy().max_attempts;
+        let policy = self.transport.retry_policy();
+        let attempts = policy.max_attempts;
         let mut attempt = 1;
         loop {
             match self.write_attempt(record).await {
                 Ok(()) => return Ok(()),
                 Err(Attempt::UncertainCreate(error)) if attempt < attempts => {
                     tracing::debug!(%error, key = %record.key, "create uncertain; looking the key up again");
-                    tokio::time::sleep(self.transport.backoff(attempt)).await;
+                    tokio::time::sleep(policy.delay(attempt, None)).await;
                     attempt += 1;
                 }
                 Err(Attempt::UncertainCreate(error) | Attempt::Failed(error)) => return Err(error),
@@ -323,11 +324,11 @@ impl RecordSink for CampaignConnector {
     }
 
     async fn check(&self) -> Result<(), ConnectorError> {
-        self.transport.access_token().await?;
+        self.transport.authenticate().await?;
         let mut url = self.api_url(&["profileAndServicesExt", "profile"]);
         url.query_pairs_mut().append_pair("_lineCount", "1");
         let reply = self.transport.send(Method::GET, &url, None).await?;
-        reply.json::<ListPage>(&Method::GET, &url, "a list with `content`")?;
+        reply.json::<ListPage>(url.as_str(), "a list with `content`")?;
         Ok(())
     }
 }
@@ -421,13 +422,13 @@ mod tests {
             api_base: url("https://mc.adobe.io/ORG/campaign"),
             ims_token_url: url("https://ims-na1.adobelogin.com/ims/token/v3"),
             client_id: "id".into(),
-            client_secret: super::super::Secret::new("secret"),
+            client_secret: crate::connector::http::Secret::new("secret"),
             scopes: vec!["campaign_sdk".into()],
             max_concurrency: 4,
             events_journal_url: url("https://events.example.com/journal"),
             opt_out_drop_root: std::env::temp_dir(),
             extra_ca_pem: None,
-            retry: super::super::RetryPolicy::default(),
+            retry: crate::connector::http::RetryPolicy::default(),
             request_timeout: std::time::Duration::from_secs(5),
         })
         .unwrap()

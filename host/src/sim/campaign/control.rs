@@ -1,5 +1,5 @@
 //! The simulator's HTTP control API under `/_sim/...`: the same levers as the Rust API of
-//! [`CampaignSim`](super::CampaignSim) for out-of-process use (`conduit sim campaign`):
+//! [`CampaignSim`] for out-of-process use (`conduit sim campaign`):
 //!
 //! | call | effect |
 //! |---|---|
@@ -8,9 +8,11 @@
 //! | `POST /_sim/opt-outs` `{"crmId","attribute","value"}` | change an opt-out in Campaign and queue it |
 //! | `POST /_sim/exports` | write the next opt-out export file, answers `{"path"}` |
 //! | `POST /_sim/schema/{resource}/{field}` `{"type":"long"}` or `{"removed":true}` | schema drift |
-//! | `PUT /_sim/faults/rates` `{"rate_limited":0.1,"retry_after_secs":2,"server_error":0.05,"reset":0.01,"slow":0.1,"latency_ms":300}` | random faults (seeded) |
-//! | `POST /_sim/faults/next` `[{"kind":"rate-limited","retry_after_secs":2},{"kind":"server-error","status":502},{"kind":"reset"}]` | faults for the next requests, in order |
-//! | `DELETE /_sim/faults` | no more faults |
+//! | `GET /_sim/faults` | the fault configuration in force |
+//! | `PUT /_sim/faults/rates` `{"throttle_rate":0.1,"retry_after_secs":2,"error_rate":0.05,"reset_rate":0.01,"slow_rate":0.1,"slow_ms":300,"lost_response_rate":0.01,"malformed_rate":0.01,"seed":7}` | rates, bursts and limits (every field of [`FaultConfig`], each optional; 400 names a bad one) |
+//! | `POST /_sim/faults/next` `[{"kind":"rate-limited","retry_after_secs":2},{"kind":"server-error","status":502},{"kind":"reset"}]` | faults for the next requests, in order (kinds: `rate-limited`, `server-error`, `slow` with `delay_ms`, `reset`, `lost-response`, `malformed`, `pass`) |
+//! | `GET /_sim/faults/stats` | what the fault layer has seen ([`FaultStats`](crate::sim::faults::FaultStats)) |
+//! | `DELETE /_sim/faults` | no more faults, scripted ones included |
 //! | `POST /_sim/tokens/revoke` | invalidate every issued token |
 
 use axum::Json;
@@ -18,13 +20,13 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::faults::{Fault, FaultRates};
 use super::schema::FieldType;
 use super::{CampaignSim, FieldChange, SimError};
+use crate::sim::faults::{Fault, FaultConfig};
 
 /// The `/_sim` routes.
 pub fn routes() -> Router<CampaignSim> {
@@ -36,7 +38,8 @@ pub fn routes() -> Router<CampaignSim> {
         .route("/_sim/schema/{resource}/{field}", post(schema))
         .route("/_sim/faults/rates", put(fault_rates))
         .route("/_sim/faults/next", post(next_faults))
-        .route("/_sim/faults", delete(clear_faults))
+        .route("/_sim/faults/stats", get(fault_stats))
+        .route("/_sim/faults", get(fault_config).delete(clear_faults))
         .route("/_sim/tokens/revoke", post(revoke_tokens))
 }
 
@@ -120,12 +123,33 @@ async fn schema(
     }
 }
 
-async fn fault_rates(State(sim): State<CampaignSim>, Json(rates): Json<FaultRates>) -> Response {
-    sim.faults().set_rates(rates);
-    StatusCode::NO_CONTENT.into_response()
+async fn fault_config(State(sim): State<CampaignSim>) -> Response {
+    Json(sim.faults().config()).into_response()
+}
+
+async fn fault_stats(State(sim): State<CampaignSim>) -> Response {
+    Json(sim.faults().stats()).into_response()
+}
+
+async fn fault_rates(State(sim): State<CampaignSim>, Json(config): Json<FaultConfig>) -> Response {
+    match sim.faults().set(config) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(detail) => SimError::Refused {
+            status: 400,
+            detail,
+        }
+        .into_response(),
+    }
 }
 
 async fn next_faults(State(sim): State<CampaignSim>, Json(faults): Json<Vec<Fault>>) -> Response {
+    if let Some(detail) = faults.iter().find_map(|fault| fault.validate().err()) {
+        return SimError::Refused {
+            status: 400,
+            detail,
+        }
+        .into_response();
+    }
     sim.faults().inject(faults);
     StatusCode::NO_CONTENT.into_response()
 }

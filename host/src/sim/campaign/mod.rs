@@ -19,7 +19,6 @@
 
 mod api;
 pub mod control;
-pub mod faults;
 mod ims;
 mod journal;
 mod optout;
@@ -33,19 +32,22 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use faults::{Fault, FaultRates, Faults};
 pub use journal::event_json;
 pub use schema::FieldType;
 
 use url::Url;
 
-use crate::connector::campaign::{CampaignSettings, RetryPolicy, Secret};
+use crate::connector::campaign::CampaignSettings;
+use crate::connector::http::{RetryPolicy, Secret};
 use crate::model::EmailEvent;
+use crate::sim::faults::{FaultConfig, Faults, Rejection, fault_middleware};
 use ims::Tokens;
 use journal::Journal;
 use store::Store;
@@ -67,7 +69,7 @@ pub struct CampaignSimOptions {
     pub token_ttl: Duration,
     /// The drop folder root; when `None`, a fresh temporary directory removed with the simulator.
     pub drop_root: Option<PathBuf>,
-    /// The seed of PKeys, tokens and random faults.
+    /// The seed of PKeys, tokens and of the random faults until a fault config brings its own.
     pub seed: u64,
     /// Events already in the journal at start.
     pub seed_events: Vec<EmailEvent>,
@@ -221,6 +223,42 @@ pub struct CampaignSim {
 
 static DROP_FOLDERS: AtomicU64 = AtomicU64::new(0);
 
+/// Renders a fault as the Campaign gateway does: 429 with `error_code` 429050 and a whole-second
+/// `Retry-After`, server errors with the generic "Oops" message.
+fn render_rejection(rejection: &Rejection) -> Response {
+    let retry_after = match rejection {
+        Rejection::Throttled { retry_after } | Rejection::RequestLimit { retry_after, .. } => {
+            *retry_after
+        }
+        Rejection::ConcurrencyLimit { .. } => Duration::from_secs(1),
+        Rejection::ServerError { status } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (
+                status,
+                axum::Json(serde_json::json!({
+                    "code": status.as_u16(),
+                    "message": "Oops. Something went wrong. Check your URI and try again."
+                })),
+            )
+                .into_response();
+        }
+    };
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        axum::Json(serde_json::json!({
+            "error_code": "429050",
+            "message": "Too many requests"
+        })),
+    )
+        .into_response();
+    // Whole seconds, rounded up so a client never comes back too early.
+    let seconds = u64::try_from(retry_after.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 impl CampaignSim {
     /// A simulator with empty resources and the options' seed events.
     pub fn new(options: CampaignSimOptions) -> CampaignSim {
@@ -247,7 +285,10 @@ impl CampaignSim {
                 store: Mutex::new(Store::new(options.seed)),
                 journal: Mutex::new(journal),
                 tokens: Mutex::new(Tokens::new(options.seed)),
-                faults: Faults::new(options.seed),
+                faults: Faults::new(FaultConfig {
+                    seed: options.seed,
+                    ..FaultConfig::default()
+                }),
                 requests: AtomicU64::new(0),
             }),
         }
@@ -259,8 +300,11 @@ impl CampaignSim {
             .route("/{org}/campaign/{*rest}", any(api::campaign))
             .route(JOURNAL_ROUTE, get(api::journal))
             .route_layer(axum::middleware::from_fn_with_state(
-                self.shared.faults.clone(),
-                faults::inject_faults,
+                (
+                    self.shared.faults.clone(),
+                    render_rejection as fn(&Rejection) -> Response,
+                ),
+                fault_middleware,
             ))
             .route("/ims/token/v3", post(ims::ims_token))
             .with_state(Arc::clone(&self.shared));
