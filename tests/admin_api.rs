@@ -204,7 +204,7 @@ async fn state_changes_need_the_request_header_and_our_own_origin() {
 async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
     let sims = SimPair::start(0, 0).await;
     let text = config_text(&sims, &format!("0.0.0.0:{}", free_port()), INGRESS_CONTACTS);
-    std::fs::write(&sims.config_path(), text).unwrap();
+    std::fs::write(sims.config_path(), text).unwrap();
     let mut host = sims.spawn(&[]);
     let status = host
         .wait_exit(Duration::from_secs(30))
@@ -223,7 +223,7 @@ async fn with_a_token_every_call_but_healthz_needs_it() {
         &format!("0.0.0.0:{}", sims.admin_port),
         INGRESS_CONTACTS,
     );
-    std::fs::write(&sims.config_path(), text).unwrap();
+    std::fs::write(sims.config_path(), text).unwrap();
     let mut host = sims.spawn(&[("CONDUIT_ADMIN_TOKEN", "the-right-token")]);
     // Only loopback traffic: the host listens on every interface, we call 127.0.0.1.
     host.wait_healthy().await;
@@ -579,7 +579,7 @@ async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_an
     let filter_line = text.lines().find(|l| l.starts_with("filters")).unwrap();
     let fixed = text.replace(filter_line, "");
     assert_ne!(fixed, text);
-    std::fs::write(&sims.config_path(), &fixed).unwrap();
+    std::fs::write(sims.config_path(), &fixed).unwrap();
     let (status, body) = host
         .post(&format!(
             "/api/workflows/ingress/dead-letters/{letter}/retry"

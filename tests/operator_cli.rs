@@ -398,7 +398,7 @@ async fn cli_commands_drive_a_running_host() {
     // --watch redraws the table every second until interrupted.
     let mut watch = Command::new(conduit_binary())
         .arg("--config")
-        .arg(&sims.config_path())
+        .arg(sims.config_path())
         .args(["status", "--watch"])
         .env_remove("CONDUIT_ADMIN_URL")
         .stdout(Stdio::piped())
@@ -473,7 +473,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
 
     // A valid edit of egress: pending on egress only, with a summary.
     let edited = valid.replace("click = true", "click = false");
-    std::fs::write(&sims.config_path(), &edited).unwrap();
+    std::fs::write(sims.config_path(), &edited).unwrap();
     let egress = host
         .wait_workflow("egress", "pending changes", |view| {
             view["pending_changes"] == true
@@ -520,7 +520,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
 
     // An invalid edit: reported, and both workflows keep running (and delivering).
     let invalid = edited.replace("[egress]\n", "[egress]\nbogus = 1\n");
-    std::fs::write(&sims.config_path(), &invalid).unwrap();
+    std::fs::write(sims.config_path(), &invalid).unwrap();
     let bogus_line = invalid.lines().position(|l| l == "bogus = 1").unwrap() + 1;
     let (status, problems) = host.get_status("/api/config/problems").await;
     assert_eq!(status, 200);
@@ -572,7 +572,7 @@ async fn hot_edits_mark_only_the_edited_workflow_and_invalid_edits_disturb_nothi
     assert_eq!(host.workflow("egress").await["status"], "STOPPED");
 
     // Fixed: the start takes the edit and nothing is pending any more.
-    std::fs::write(&sims.config_path(), &edited).unwrap();
+    std::fs::write(sims.config_path(), &edited).unwrap();
     let output = sims.cli(&["start", "egress"]);
     assert_eq!(output.code, 0, "{output}");
     host.wait_workflow("egress", "RUNNING", |view| view["status"] == "RUNNING")
