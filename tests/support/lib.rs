@@ -144,6 +144,30 @@ impl HostProcess {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// GETs an admin API path; returns the status and the JSON body (null when not JSON).
+    pub async fn get_status(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin API reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// One workflow's view.
     pub async fn workflow(&self, id: &str) -> Value {
         self.get(&format!("/api/workflows/{id}")).await
@@ -208,4 +232,100 @@ impl Drop for HostProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Ingress with one mapping, `contacts` (contact -> profile), polling quickly.
+pub const INGRESS_CONTACTS: &str = r#"[ingress]
+pacing = { page_size = 200, write_batch = 100, poll_interval_ms = 200 }
+
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [
+  { source = "firstname", destination = "firstName" },
+  { source = "lastname", destination = "lastName" },
+  { source = "emailaddress1", destination = "email" },
+]
+"#;
+
+/// A second Ingress mapping, `vehicles` (new_vehicle -> cusVehicle).
+pub const INGRESS_VEHICLES: &str = r#"
+[[ingress.mappings]]
+name = "vehicles"
+source = "new_vehicle"
+destination = "cusVehicle"
+key = { source = "new_vehicleid", destination = "cusCrmId" }
+fields = [{ source = "new_name", destination = "cusName" }]
+"#;
+
+/// Egress with every event kind, polling quickly.
+pub const EGRESS: &str = r#"
+[egress]
+pacing = { page_size = 100, poll_interval_ms = 200 }
+send = true
+open = true
+click = true
+bounce = true
+"#;
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `conduit --config <config> <args>` to completion with `env` added.
+pub fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let mut command = Command::new(conduit_binary());
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CONDUIT_ADMIN_URL")
+        .env_remove("CONDUIT_ADMIN_TOKEN")
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("the conduit binary runs");
+    CliOutput {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The Wasm file of a builtin plugin as `host/build.rs` compiled it (e.g. `table_mapper.wasm`),
+/// for tests that configure a plugin by path.
+pub fn builtin_plugin_file(file: &str) -> PathBuf {
+    let profile_dir = conduit_binary()
+        .parent()
+        .expect("the binary is in target/<profile>")
+        .to_path_buf();
+    let candidates = std::fs::read_dir(profile_dir.join("build"))
+        .expect("target/<profile>/build exists")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .map(|entry| entry.path().join("out").join("builtins").join(file))
+        .filter(|path| path.exists());
+    candidates
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| panic!("no {file} under {}/build", profile_dir.display()))
 }

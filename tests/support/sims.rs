@@ -7,7 +7,7 @@ use conduit::connector::http::Secret as CampaignSecret;
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer};
 
-use crate::{HostProcess, free_port};
+use crate::{CliOutput, HostProcess, cli, free_port};
 
 /// The secrets' environment variables and values the generated configs use.
 pub const SECRETS: [(&str, &str); 2] = [
@@ -109,6 +109,18 @@ max_concurrency = 16
     /// Where the config is.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("conduit.toml")
+    }
+
+    /// Runs `conduit run` on the config with the secrets and `env`, without waiting.
+    pub fn spawn(&self, env: &[(&str, &str)]) -> HostProcess {
+        let mut all = SECRETS.to_vec();
+        all.extend_from_slice(env);
+        HostProcess::spawn(&self.config_path(), self.admin_port, &all)
+    }
+
+    /// Runs a CLI command on the config (and so against its host's admin API).
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        cli(&self.config_path(), args, &[])
     }
 
     /// Runs `conduit run` on the config and waits until it is healthy.

@@ -8,6 +8,8 @@ use reqwest::StatusCode;
 
 /// Exit codes of the operator commands.
 pub mod exit {
+    /// The request itself is wrong (like clap's own usage errors).
+    pub const USAGE: u8 = 2;
     /// The host refused the request (e.g. replay over the guard, already pending).
     pub const REFUSED: u8 = 3;
     /// The config is invalid.
@@ -100,6 +102,7 @@ impl AdminClient {
                 message.push_str(" (set CONDUIT_ADMIN_TOKEN to the host's token)");
                 exit::REFUSED
             }
+            StatusCode::BAD_REQUEST => exit::USAGE,
             StatusCode::NOT_FOUND => exit::NOT_FOUND,
             StatusCode::UNPROCESSABLE_ENTITY => exit::INVALID_CONFIG,
             StatusCode::CONFLICT => exit::REFUSED,

@@ -173,16 +173,42 @@ fn admin(cli: &Cli) -> Result<AdminClient, CallError> {
     let base = match &cli.admin_url {
         Some(url) => url.clone(),
         None => {
-            let listen = conduit::config::Config::load(&cli.config)
-                .map(|config| config.file.host.admin_listen)
-                .unwrap_or_else(|_| "127.0.0.1:7878".into());
-            format!("http://{listen}")
+            let listen = admin_listen(&cli.config).unwrap_or_else(|| "127.0.0.1:7878".into());
+            format!("http://{}", client_address(&listen))
         }
     };
     AdminClient::new(&base).map_err(|error| CallError {
         code: 1,
         message: error.to_string(),
     })
+}
+
+/// `host.admin_listen` of the config file, read without validating the rest: operators run
+/// `conduit status` precisely when an edit elsewhere in the file is invalid.
+fn admin_listen(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table
+        .get("host")?
+        .get("admin_listen")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// Where a client reaches a host listening on `listen`: every interface (0.0.0.0, [::]) is
+/// reached on loopback.
+fn client_address(listen: &str) -> String {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(address) if address.ip().is_unspecified() => {
+            let loopback = if address.is_ipv4() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+            };
+            std::net::SocketAddr::new(loopback, address.port()).to_string()
+        }
+        _ => listen.to_string(),
+    }
 }
 
 fn check_config(path: &std::path::Path) -> Result<(), CallError> {
@@ -204,5 +230,32 @@ fn check_config(path: &std::path::Path) -> Result<(), CallError> {
             code: exit::INVALID_CONFIG,
             message: other.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_is_read_from_an_otherwise_invalid_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.toml");
+        std::fs::write(
+            &path,
+            "[host]\nadmin_listen = \"127.0.0.1:9123\"\nbogus = 1\n[egress]\nclick = \"yes\"\n",
+        )
+        .unwrap();
+        assert!(conduit::config::Config::load(&path).is_err());
+        assert_eq!(admin_listen(&path).as_deref(), Some("127.0.0.1:9123"));
+        assert_eq!(admin_listen(&dir.path().join("missing.toml")), None);
+    }
+
+    #[test]
+    fn a_host_on_every_interface_is_called_on_loopback() {
+        assert_eq!(client_address("0.0.0.0:7878"), "127.0.0.1:7878");
+        assert_eq!(client_address("[::]:7878"), "[::1]:7878");
+        assert_eq!(client_address("127.0.0.1:7878"), "127.0.0.1:7878");
+        assert_eq!(client_address("10.0.0.5:7878"), "10.0.0.5:7878");
     }
 }

@@ -27,7 +27,7 @@ pub enum DlqCommand {
         /// ingress, egress or optinout.
         workflow: String,
         /// Only this stage: read or write.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["read", "write"]))]
         stage: Option<String>,
         /// Only this origin (mapping name, events, opt-out).
         #[arg(long)]

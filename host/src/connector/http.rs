@@ -535,6 +535,7 @@ pub struct ApiClient {
     tokens: TokenCache,
     pacer: Pacer,
     retry: RetryPolicy,
+    service: &'static str,
     hand_back_long_waits: bool,
 }
 
@@ -551,8 +552,15 @@ impl ApiClient {
             tokens,
             pacer,
             retry,
+            service: "http",
             hand_back_long_waits: false,
         }
+    }
+
+    /// Names the service in the error-status metrics (`conduit_http_errors_total`).
+    pub fn named(mut self, service: &'static str) -> ApiClient {
+        self.service = service;
+        self
     }
 
     /// Makes a `Retry-After` longer than the policy's `max_delay` end the call with that
@@ -682,6 +690,9 @@ impl ApiClient {
             .await
             .map_err(|error| transport_error(&error, what))?;
         let status = response.status();
+        if status.is_client_error() || status.is_server_error() {
+            crate::telemetry::record_http_error(self.service, status.as_u16());
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()

@@ -47,7 +47,8 @@ impl Transport {
             Pacer::new(settings.max_concurrency),
             settings.retry.clone(),
         )
-        .handing_back_long_waits();
+        .handing_back_long_waits()
+        .named("campaign");
         Transport {
             api,
             client_id: settings.client_id.clone(),

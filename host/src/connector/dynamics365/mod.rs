@@ -118,7 +118,8 @@ impl Dynamics365Connector {
             tokens,
             Pacer::new(settings.max_concurrency),
             settings.retry.clone(),
-        );
+        )
+        .named("dynamics");
         Ok(Dynamics365Connector {
             shared: Arc::new(Shared {
                 api,

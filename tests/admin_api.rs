@@ -1,0 +1,602 @@
+//! The admin HTTP API of the real `conduit run` process against both simulators: workflow
+//! endpoints (list, show, start, stop, replay and its guards, config view), dead letters
+//! (filters, paging, show, drop, retry), `/metrics` through a real Prometheus parser, the
+//! token and cross-site guards, and the refusal to listen off loopback without a token.
+
+use std::time::Duration;
+
+use conduit::sim::campaign::FieldChange;
+use conduit::sim::campaign::FieldType;
+use conduit::sim::faults::Fault;
+use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, free_port};
+use serde_json::{Map, Value, json};
+
+/// A config whose admin API listens on `listen` instead of loopback.
+fn config_text(sims: &SimPair, listen: &str, workflows: &str) -> String {
+    let loopback = format!("admin_listen = \"127.0.0.1:{}\"", sims.admin_port);
+    let sections = sims.connection_sections();
+    assert!(sections.contains(&loopback), "{sections}");
+    format!(
+        "{}\n{workflows}",
+        sections.replace(&loopback, &format!("admin_listen = \"{listen}\""))
+    )
+}
+
+/// A contact id the simulator accepts, distinct from the seeded ones.
+fn contact_id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+/// Starts ingress over the API and waits until it is RUNNING with an empty backlog and
+/// `written` records written.
+async fn run_ingress_until_written(host: &mut HostProcess, written: u64) -> Value {
+    let (status, body) = host.post("/api/workflows/ingress/start").await;
+    assert_eq!(status, 200, "{body}");
+    host.wait_workflow("ingress", "the initial load", |view| {
+        view["status"] == "RUNNING"
+            && view["backlog"] == 0
+            && view["counters"]["written"].as_u64() == Some(written)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
+    let sims = SimPair::start(20, 3).await;
+    sims.write_config(&format!(
+        "[limits]\nreplay_max_rows = 15\n\n{INGRESS_CONTACTS}{INGRESS_VEHICLES}{EGRESS}"
+    ));
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+
+    let (status, problems) = host.get_status("/api/config/problems").await;
+    assert_eq!((status, problems), (200, json!({ "problems": [] })));
+
+    let health = reqwest::get(format!("{}/healthz", host.admin))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    let all = host.get("/api/workflows").await;
+    let ids: Vec<_> = all["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap(), w["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("ingress", "STOPPED"),
+            ("egress", "STOPPED"),
+            ("optinout", "STOPPED")
+        ]
+    );
+    assert_eq!(all["config_problems"], json!([]));
+    assert_eq!(all["workflows"][2]["configured"], false, "{all:#}");
+
+    let ingress = host.workflow("ingress").await;
+    assert_eq!(ingress["configured"], true, "{ingress:#}");
+    assert_eq!(ingress["plugin"], "builtin:table-mapper", "{ingress:#}");
+    let (status, body) = host.get_status("/api/workflows/sideways").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sideways"),
+        "{body}"
+    );
+
+    let config = host.get("/api/workflows/ingress/config").await;
+    assert_eq!(
+        config["section"]["mappings"][0]["name"], "contacts",
+        "{config:#}"
+    );
+    assert_eq!(
+        config["section"]["mappings"][1]["name"], "vehicles",
+        "{config:#}"
+    );
+    assert_eq!(config["pending_changes"], false, "{config:#}");
+    assert_eq!(config["pending_summary"], json!([]), "{config:#}");
+
+    // Replay: accepted under the guard, refused when pending, over the guard, unknown, or
+    // on a workflow without table mappings.
+    let (status, body) = host.post("/api/workflows/ingress/replay/vehicles").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("accepted"),
+        "{body}"
+    );
+    assert_eq!(
+        host.workflow("ingress").await["pending_replays"],
+        json!(["vehicles"])
+    );
+    let (status, body) = host.post("/api/workflows/ingress/replay/vehicles").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("already pending"),
+        "{body}"
+    );
+    let (status, body) = host.post("/api/workflows/ingress/replay/contacts").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("20 rows (the limit is 15)"),
+        "{body}"
+    );
+    let (status, body) = host.post("/api/workflows/ingress/replay/accounts").await;
+    assert_eq!(status, 409, "{body}");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("no table mapping named 'accounts'"),
+        "{body}"
+    );
+    assert!(message.contains("contacts, vehicles"), "{body}");
+    let (status, body) = host.post("/api/workflows/egress/replay/contacts").await;
+    assert_eq!(status, 409, "{body}");
+
+    // Start: an unconfigured workflow is refused; ingress runs and loads everything.
+    let (status, body) = host.post("/api/workflows/optinout/start").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("[optinout]"),
+        "{body}"
+    );
+    let view = run_ingress_until_written(&mut host, 23).await;
+    assert_eq!(view["counters"]["read"], 23, "{view:#}");
+    assert_eq!(sims.campaign.records("profile").len(), 20);
+    assert_eq!(sims.campaign.records("cusVehicle").len(), 3);
+    let (status, body) = host.post("/api/workflows/ingress/start").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("RUNNING")));
+
+    let (status, body) = host.post("/api/workflows/ingress/stop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "STOPPED");
+    assert_eq!(host.workflow("ingress").await["status"], "STOPPED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_need_the_request_header_and_our_own_origin() {
+    let sims = SimPair::start(0, 0).await;
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    let http = reqwest::Client::new();
+    let stop = format!("{}/api/workflows/ingress/stop", host.admin);
+
+    let bare = http.post(&stop).send().await.unwrap();
+    assert_eq!(bare.status(), 403);
+    let body: Value = bare.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("X-Conduit-Request"),
+        "{body}"
+    );
+    let foreign = http
+        .post(&stop)
+        .header("x-conduit-request", "1")
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    let own = http
+        .post(&stop)
+        .header("x-conduit-request", "1")
+        .header("origin", host.admin.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    // Reading is not a state change: no header needed.
+    let read = http
+        .get(format!("{}/api/workflows", host.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
+    let sims = SimPair::start(0, 0).await;
+    let text = config_text(&sims, &format!("0.0.0.0:{}", free_port()), INGRESS_CONTACTS);
+    std::fs::write(sims.config_path(), text).unwrap();
+    let mut host = sims.spawn(&[]);
+    let status = host
+        .wait_exit(Duration::from_secs(30))
+        .expect("the host refuses to start");
+    assert!(!status.success());
+    let output = host.output();
+    assert!(output.contains("not loopback"), "{output}");
+    assert!(output.contains("CONDUIT_ADMIN_TOKEN"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_every_call_but_healthz_needs_it() {
+    let sims = SimPair::start(0, 0).await;
+    let text = config_text(
+        &sims,
+        &format!("0.0.0.0:{}", sims.admin_port),
+        INGRESS_CONTACTS,
+    );
+    std::fs::write(sims.config_path(), text).unwrap();
+    let mut host = sims.spawn(&[("CONDUIT_ADMIN_TOKEN", "the-right-token")]);
+    // Only loopback traffic: the host listens on every interface, we call 127.0.0.1.
+    host.wait_healthy().await;
+    let http = reqwest::Client::new();
+    let list = format!("{}/api/workflows", host.admin);
+
+    let without = http.get(&list).send().await.unwrap();
+    assert_eq!(without.status(), 401);
+    let body: Value = without.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    let wrong = http
+        .get(&list)
+        .bearer_auth("the-wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let longer = http
+        .get(&list)
+        .bearer_auth("the-right-token-and-more")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(longer.status(), 401);
+    let right = http
+        .get(&list)
+        .bearer_auth("the-right-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let metrics = http
+        .get(format!("{}/metrics", host.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 401);
+
+    let stop = format!("{}/api/workflows/ingress/stop", host.admin);
+    let unauthorized_post = http
+        .post(&stop)
+        .header("x-conduit-request", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized_post.status(), 401);
+    // With the token, the header is not needed (a cross-site form cannot send the token)...
+    let authorized_post = http
+        .post(&stop)
+        .bearer_auth("the-right-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authorized_post.status(), 200);
+    // ... but a foreign Origin is still refused.
+    let foreign = http
+        .post(&stop)
+        .bearer_auth("the-right-token")
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_is_fixed() {
+    let sims = SimPair::start(10, 0).await;
+    let long_name = "Bartholomew-Maximilian-Alexander-Ferdinand";
+    let ids: Vec<String> = (1..=3).map(contact_id).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let mut fields = Map::new();
+        fields.insert("firstname".into(), json!(format!("{long_name}{n}")));
+        fields.insert("lastname".into(), json!("Long"));
+        fields.insert(
+            "emailaddress1".into(),
+            json!(format!("long{n}@example.com")),
+        );
+        sims.dynamics.upsert("contact", id, fields).unwrap();
+    }
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    let (status, body) = host.post("/api/workflows/ingress/start").await;
+    assert_eq!(status, 200, "{body}");
+    host.wait_workflow("ingress", "three refused writes", |view| {
+        view["counters"]["dead_letters"] == 3 && view["backlog"] == 0
+    })
+    .await;
+
+    let list = |query: &str| {
+        let path = format!("/api/workflows/ingress/dead-letters{query}");
+        let host = &host;
+        async move {
+            let (status, body) = host.get_status(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            body.as_array().unwrap().clone()
+        }
+    };
+    let all = list("").await;
+    assert_eq!(all.len(), 3, "{all:#?}");
+    for letter in &all {
+        assert_eq!(letter["stage"], "write", "{letter:#}");
+        assert_eq!(letter["origin"], "contacts", "{letter:#}");
+        assert!(
+            letter["reason"].as_str().unwrap().contains("too long"),
+            "{letter:#}"
+        );
+    }
+    let letter_ids: Vec<u64> = all.iter().map(|l| l["id"].as_u64().unwrap()).collect();
+    assert_eq!(list("?stage=write").await.len(), 3);
+    assert_eq!(list("?stage=read").await.len(), 0);
+    assert_eq!(list("?origin=contacts").await.len(), 3);
+    assert_eq!(list("?origin=vehicles").await.len(), 0);
+    assert_eq!(list("?reason=TOO%20LONG").await.len(), 3);
+    assert_eq!(list("?reason=timeout").await.len(), 0);
+    let first_page = list("?limit=2").await;
+    assert_eq!(first_page.len(), 2);
+    let second_page = list(&format!("?limit=2&after={}", letter_ids[1])).await;
+    assert_eq!(second_page.len(), 1);
+    assert_eq!(second_page[0]["id"], letter_ids[2]);
+    let (status, body) = host
+        .get_status("/api/workflows/ingress/dead-letters?stage=sideways")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("read or write"),
+        "{body}"
+    );
+
+    let (status, shown) = host
+        .get_status(&format!(
+            "/api/workflows/ingress/dead-letters/{}",
+            letter_ids[0]
+        ))
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["id"], letter_ids[0]);
+    assert!(
+        shown["payload"].to_string().contains(long_name),
+        "{shown:#}"
+    );
+    let (status, body) = host
+        .get_status("/api/workflows/ingress/dead-letters/9999")
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{}/drop",
+            letter_ids[0]
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(list("").await.len(), 2);
+    let (status, _) = host
+        .get_status(&format!(
+            "/api/workflows/ingress/dead-letters/{}",
+            letter_ids[0]
+        ))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{}/drop",
+            letter_ids[0]
+        ))
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // The cause is fixed on the Campaign side (the field is widened); the retry delivers.
+    sims.campaign
+        .change_field(
+            "profile",
+            "firstName",
+            FieldChange::Retype(FieldType::String),
+        )
+        .unwrap();
+    let retried = &all[1];
+    let retried_id = letter_ids[1];
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{retried_id}/retry"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("queued again"),
+        "{body}"
+    );
+    let key = retried["payload"].to_string();
+    let delivered = ids
+        .iter()
+        .find(|id| key.contains(id.as_str()))
+        .expect("the dead letter names its contact")
+        .clone();
+    conduit_e2e::wait_for("the retried record in Campaign", 60, || {
+        sims.campaign
+            .find("profile", &delivered)
+            .is_some_and(|p| p["firstName"].as_str().unwrap_or("").starts_with(long_name))
+    })
+    .await;
+    let remaining = list("").await;
+    assert_eq!(remaining.len(), 1, "{remaining:#?}");
+    assert_eq!(remaining[0]["id"], letter_ids[2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_with_every_family() {
+    let sims = SimPair::start(30, 0).await;
+    let mut fields = Map::new();
+    fields.insert(
+        "firstname".into(),
+        json!("A-first-name-far-too-long-for-Campaign"),
+    );
+    sims.dynamics
+        .upsert("contact", &contact_id(1), fields)
+        .unwrap();
+    // One 503 from Campaign: retried, and counted by status.
+    sims.campaign
+        .faults()
+        .inject([Fault::ServerError { status: 503 }]);
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    run_ingress_until_written(&mut host, 30).await;
+    host.wait_workflow("ingress", "the refused write", |view| {
+        view["counters"]["dead_letters"] == 1
+    })
+    .await;
+
+    let response = reqwest::get(format!("{}/metrics", host.admin))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the metrics parse as Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
+    };
+    use prometheus_parse::Value as V;
+    let ingress = [("workflow", "ingress")];
+    assert_eq!(value("conduit_backlog", &ingress), V::Gauge(0.0));
+    assert_eq!(
+        value("conduit_records_read_total", &ingress),
+        V::Counter(31.0)
+    );
+    assert_eq!(
+        value("conduit_records_written_total", &ingress),
+        V::Counter(30.0)
+    );
+    assert_eq!(
+        value("conduit_records_dead_lettered_total", &ingress),
+        V::Counter(1.0)
+    );
+    assert_eq!(value("conduit_dead_letters", &ingress), V::Gauge(1.0));
+    assert_eq!(value("conduit_workflow_running", &ingress), V::Gauge(1.0));
+    assert_eq!(
+        value("conduit_workflow_running", &[("workflow", "egress")]),
+        V::Gauge(0.0)
+    );
+    match value("conduit_plugin_seconds_total", &ingress) {
+        V::Counter(seconds) => assert!(seconds > 0.0, "{text}"),
+        other => panic!("plugin time is {other:?}"),
+    }
+    assert!(
+        matches!(
+            value("conduit_http_errors_total", &[("service", "campaign"), ("status", "503")]),
+            V::Counter(n) if n >= 1.0
+        ),
+        "{text}"
+    );
+    // The refused write (too long) is an error response too.
+    assert!(
+        matches!(
+            value("conduit_http_errors_total", &[("service", "campaign"), ("status", "400")]),
+            V::Counter(n) if n >= 1.0
+        ),
+        "{text}"
+    );
+    for stage in ["read", "write"] {
+        match value(
+            "conduit_queue_commit_seconds",
+            &[("workflow", "ingress"), ("stage", stage)],
+        ) {
+            V::Histogram(histogram) => {
+                assert!(!histogram.is_empty(), "{text}");
+                let last = histogram.last().unwrap();
+                assert!(last.less_than.is_infinite(), "{text}");
+                assert!(last.count >= 1.0, "{text}");
+                assert!(
+                    histogram.windows(2).all(|w| w[0].count <= w[1].count),
+                    "buckets are cumulative: {text}"
+                );
+            }
+            other => panic!("commit latency of {stage} is {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_and_delivered() {
+    let sims = SimPair::start(2, 0).await;
+    // `gt` cannot compare a boolean column: the plugin rejects every contact.
+    let broken = format!(
+        "{INGRESS_CONTACTS}filters = {{ combine = \"and\", rules = [{{ field = \"donotbulkemail\", op = \"gt\", value = \"false\" }}] }}\n"
+    );
+    let text = std::fs::read_to_string(sims.write_config(&broken)).unwrap();
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    let (status, body) = host.post("/api/workflows/ingress/start").await;
+    assert_eq!(status, 200, "{body}");
+    host.wait_workflow("ingress", "two rejected records", |view| {
+        view["counters"]["dead_letters"] == 2
+    })
+    .await;
+    let (_, letters) = host
+        .get_status("/api/workflows/ingress/dead-letters?stage=read")
+        .await;
+    let letters = letters.as_array().unwrap().clone();
+    assert_eq!(letters.len(), 2, "{letters:#?}");
+    assert!(
+        letters[0]["reason"].as_str().unwrap().contains("eq and ne"),
+        "{letters:#?}"
+    );
+    let letter = letters[0]["id"].as_u64().unwrap();
+
+    // Still broken: the retry is refused and the letter stays.
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{letter}/retry"
+        ))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("still rejects"),
+        "{body}"
+    );
+
+    // Fixed in the config (no filter): the retry maps the record with the mapping as it is now.
+    let filter_line = text.lines().find(|l| l.starts_with("filters")).unwrap();
+    let fixed = text.replace(filter_line, "");
+    assert_ne!(fixed, text);
+    std::fs::write(sims.config_path(), &fixed).unwrap();
+    let (status, body) = host
+        .post(&format!(
+            "/api/workflows/ingress/dead-letters/{letter}/retry"
+        ))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 write(s) queued"),
+        "{body}"
+    );
+    conduit_e2e::wait_for("the remapped record in Campaign", 60, || {
+        sims.campaign.records("profile").len() == 1
+    })
+    .await;
+    let (_, remaining) = host.get_status("/api/workflows/ingress/dead-letters").await;
+    assert_eq!(remaining.as_array().unwrap().len(), 1, "{remaining:#}");
+}
