@@ -243,7 +243,7 @@ fn run(scenario: Scenario, contacts: usize) {
             let view = supervisor
                 .workflow_view(WorkflowId::Ingress)
                 .expect("view");
-            let status = view.status.to_string();
+            let status = view.status;
             if status == "RUNNING" {
                 break;
             }
@@ -296,7 +296,7 @@ fn run(scenario: Scenario, contacts: usize) {
                 .workflow_view(WorkflowId::Ingress)
                 .expect("view");
             assert!(
-                view.status.to_string() != "ERROR",
+                view.status != "ERROR",
                 "ingress failed: {:?}",
                 view.reason
             );
