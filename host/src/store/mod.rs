@@ -25,6 +25,11 @@ use tables::{META, META_FORMAT_VERSION};
 /// The on-disk format this build writes and understands.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// redb's page cache. Its default (1 GiB) keeps every page touched in memory, so a large
+/// backlog would grow the host's RSS with the file; the queue is only ever read at its head
+/// and appended at its tail, so a small cache loses nothing.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,12 +120,15 @@ impl Store {
                 StoreError::Storage(format!("cannot create {}: {error}", parent.display()))
             })?;
         }
-        let db = Database::create(path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: path.to_path_buf(),
-            },
-            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|error| match error {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: path.to_path_buf(),
+                },
+                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+            })?;
         let store = Store {
             db: Arc::new(db),
             path: path.to_path_buf(),
