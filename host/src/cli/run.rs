@@ -72,7 +72,10 @@ mod tests {
         std::fs::write(&config, "").unwrap();
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
         let warning = world_readable_warning(&config).unwrap();
-        assert!(warning.contains("mode 644") && warning.contains("chmod 600"), "{warning}");
+        assert!(
+            warning.contains("mode 644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(world_readable_warning(&config), None);
     }

@@ -132,7 +132,10 @@ impl Store {
 
     /// The open database, reopening the file if an earlier I/O error poisoned it.
     fn database(&self) -> Result<Arc<Database>, StoreError> {
-        let mut slot = self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slot = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
