@@ -193,11 +193,14 @@ pub fn parse_json<T: DeserializeOwned>(
     url: &str,
     expected: &str,
 ) -> Result<T, ConnectorError> {
-    serde_json::from_slice(body).map_err(|error| ConnectorError::Permanent {
+    // Transient: a body of the wrong shape comes from a gateway or proxy glitch far more often
+    // than from the record asked about, and dead-lettering good records for it loses them.
+    serde_json::from_slice(body).map_err(|error| ConnectorError::Transient {
         message: format!(
             "expected {expected} from {url}, but the body is not that: {error} (body starts: {})",
             quote_body(body)
         ),
+        retry_after: None,
     })
 }
 
