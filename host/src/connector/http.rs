@@ -757,11 +757,11 @@ mod tests {
     }
 
     #[test]
-    fn unparsable_body_names_the_url_and_the_expectation() {
+    fn unparsable_body_is_retryable_and_names_the_url_and_the_expectation() {
         let error = parse_json::<serde_json::Value>(b"<html>", "https://x/y", "a JSON page")
             .expect_err("html is not json");
-        let ConnectorError::Permanent { message } = error else {
-            panic!("expected a permanent error, got {error:?}");
+        let ConnectorError::Transient { message, .. } = error else {
+            panic!("expected a transient error, got {error:?}");
         };
         assert!(message.contains("https://x/y"), "{message}");
         assert!(message.contains("a JSON page"), "{message}");
