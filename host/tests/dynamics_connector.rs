@@ -569,7 +569,7 @@ async fn junk_server(body: &'static str, content_type: &'static str) -> String {
 }
 
 #[tokio::test]
-async fn malformed_responses_become_clear_permanent_errors() {
+async fn malformed_responses_become_clear_retryable_errors() {
     let base = junk_server("<html>login page</html>", "text/html").await;
     let mut settings = Dynamics365Settings::new(
         &base,
@@ -583,8 +583,9 @@ async fn malformed_responses_become_clear_permanent_errors() {
         .read_changes(&contacts(&["lastname"], 10), None)
         .await
         .expect_err("junk");
-    let ConnectorError::Permanent { message } = &error else {
-        panic!("expected permanent, got {error:?}")
+    // A gateway's HTML page is a glitch to retry, not a verdict on the request.
+    let ConnectorError::Transient { message, .. } = &error else {
+        panic!("expected transient, got {error:?}")
     };
     assert!(message.contains("EntityDefinitions"), "{message}");
     assert!(message.contains("<html>"), "{message}");
@@ -607,8 +608,8 @@ async fn malformed_responses_become_clear_permanent_errors() {
         fields: vec![],
     };
     let outcomes = connector.write(&[record]).await;
-    let WriteOutcome::Failed(ConnectorError::Permanent { message }) = &outcomes[0] else {
-        panic!("expected a permanent failure, got {outcomes:?}")
+    let WriteOutcome::Failed(ConnectorError::Transient { message, .. }) = &outcomes[0] else {
+        panic!("expected a transient failure, got {outcomes:?}")
     };
     assert!(message.contains("$batch"), "{message}");
     let error = connector

@@ -9,6 +9,9 @@ use conduit::runtime::{self, HostOptions, ServiceConnect};
 
 /// Runs the host on a config file.
 pub async fn run(config: &Path) -> Result<(), super::CallError> {
+    if let Some(warning) = world_readable_warning(config) {
+        eprintln!("{warning}");
+    }
     let host = runtime::start(
         config,
         Arc::new(ServiceConnect::from_env()),
@@ -32,6 +35,20 @@ pub async fn run(config: &Path) -> Result<(), super::CallError> {
     Ok(())
 }
 
+/// A warning when every user on the machine may read the config: it names the credentials'
+/// variables, the services and the data directory, so it should be private to the host's user.
+fn world_readable_warning(config: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(config).ok()?.permissions().mode();
+    (mode & 0o004 != 0).then(|| {
+        format!(
+            "warning: the config {} is readable by every user (mode {:o}); it describes the host's credentials, restrict it with chmod 600",
+            config.display(),
+            mode & 0o777
+        )
+    })
+}
+
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -41,4 +58,25 @@ pub async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
         _ = terminate.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn world_readable_config_is_warned_about_and_a_private_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("conduit.toml");
+        std::fs::write(&config, "").unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let warning = world_readable_warning(&config).unwrap();
+        assert!(
+            warning.contains("mode 644") && warning.contains("chmod 600"),
+            "{warning}"
+        );
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(world_readable_warning(&config), None);
+    }
 }

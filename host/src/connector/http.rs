@@ -193,11 +193,14 @@ pub fn parse_json<T: DeserializeOwned>(
     url: &str,
     expected: &str,
 ) -> Result<T, ConnectorError> {
-    serde_json::from_slice(body).map_err(|error| ConnectorError::Permanent {
+    // Transient: a body of the wrong shape comes from a gateway or proxy glitch far more often
+    // than from the record asked about, and dead-lettering good records for it loses them.
+    serde_json::from_slice(body).map_err(|error| ConnectorError::Transient {
         message: format!(
             "expected {expected} from {url}, but the body is not that: {error} (body starts: {})",
             quote_body(body)
         ),
+        retry_after: None,
     })
 }
 
@@ -765,11 +768,11 @@ mod tests {
     }
 
     #[test]
-    fn unparsable_body_names_the_url_and_the_expectation() {
+    fn unparsable_body_is_retryable_and_names_the_url_and_the_expectation() {
         let error = parse_json::<serde_json::Value>(b"<html>", "https://x/y", "a JSON page")
             .expect_err("html is not json");
-        let ConnectorError::Permanent { message } = error else {
-            panic!("expected a permanent error, got {error:?}");
+        let ConnectorError::Transient { message, .. } = error else {
+            panic!("expected a transient error, got {error:?}");
         };
         assert!(message.contains("https://x/y"), "{message}");
         assert!(message.contains("a JSON page"), "{message}");

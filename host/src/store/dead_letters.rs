@@ -2,7 +2,7 @@
 //! for good, each with its payload, reason, stage, times and attempts. Nothing is ever dropped
 //! silently: a dead letter leaves the store only by an operator's retry or drop.
 
-use redb::{ReadableDatabase, WriteTransaction};
+use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
 use super::queue::{QueuedRecord, counter_add, counter_get, counter_set, now_ms};
@@ -174,7 +174,7 @@ impl Store {
         let wf = workflow.as_str();
         let limit = filter.limit.unwrap_or(100);
         let start = filter.after_id.map_or(0, |id| id.saturating_add(1));
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(DEAD_LETTERS)?;
         let mut found = Vec::new();
         for entry in table.range((wf, start)..=(wf, u64::MAX))? {
@@ -193,7 +193,7 @@ impl Store {
 
     /// One dead letter.
     pub fn dead_letter(&self, workflow: WorkflowId, id: u64) -> Result<DeadLetter, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(DEAD_LETTERS)?;
         let value = table
             .get((workflow.as_str(), id))?
@@ -206,7 +206,7 @@ impl Store {
     /// Deletes a dead letter for good.
     pub fn drop_dead_letter(&self, workflow: WorkflowId, id: u64) -> Result<(), StoreError> {
         let wf = workflow.as_str();
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         {
             let mut table = write.open_table(DEAD_LETTERS)?;
             if table.remove((wf, id))?.is_none() {
@@ -229,7 +229,7 @@ impl Store {
                 "dead letter {id} of {workflow} is not a refused write; retry it through the plugin"
             )));
         };
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         {
             let mut table = write.open_table(DEAD_LETTERS)?;
             if table.remove((wf, id))?.is_none() {

@@ -12,7 +12,7 @@ mod state;
 mod tables;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase};
 
@@ -101,7 +101,8 @@ impl From<redb::CommitError> for StoreError {
 /// The durable store of one host. Cheap to clone; all clones share one database.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// `None` after an I/O error poisoned the open database: the next use reopens the file.
+    db: Arc<Mutex<Option<Arc<Database>>>>,
     path: PathBuf,
 }
 
@@ -120,17 +121,9 @@ impl Store {
                 StoreError::Storage(format!("cannot create {}: {error}", parent.display()))
             })?;
         }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|error| match error {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                    path: path.to_path_buf(),
-                },
-                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
-            })?;
+        let db = open_database(path)?;
         let store = Store {
-            db: Arc::new(db),
+            db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             path: path.to_path_buf(),
         };
         store.check_format_version()?;
@@ -142,9 +135,66 @@ impl Store {
         &self.path
     }
 
+    /// The open database, reopening the file if an earlier I/O error poisoned it.
+    fn database(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        // Transactions still running on the poisoned database keep its file lock for a moment.
+        let db = open_database(&self.path).map_err(|error| match error {
+            StoreError::InUse { .. } => StoreError::Storage(format!(
+                "{} is being reopened after an I/O error; retrying",
+                self.path.display()
+            )),
+            other => other,
+        })?;
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Forgets a database that redb refuses to use after a failed write (a full disk, an I/O
+    /// error): redb recovers its file only on open, so without this the host would never heal.
+    fn discard_poisoned(&self, poisoned: &Arc<Database>) {
+        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, poisoned)) {
+            *slot = None;
+        }
+    }
+
+    /// Begins a read, reopening the database first if an I/O error poisoned it.
+    fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        let db = self.database()?;
+        match db.begin_read() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                self.discard_poisoned(&db);
+                drop(db);
+                Ok(self.database()?.begin_read()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Begins a write, reopening the database first if an I/O error poisoned it.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let db = self.database()?;
+        match db.begin_write() {
+            Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => {
+                self.discard_poisoned(&db);
+                drop(db);
+                Ok(self.database()?.begin_write()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn check_format_version(&self) -> Result<(), StoreError> {
         let found = {
-            let read = self.db.begin_read()?;
+            let read = self.begin_read()?;
             match read.open_table(META) {
                 Ok(table) => table
                     .get(META_FORMAT_VERSION)?
@@ -165,7 +215,7 @@ impl Store {
                 detail: "not a 4-byte number".into(),
             }),
             None => {
-                let write = self.db.begin_write()?;
+                let write = self.begin_write()?;
                 {
                     let mut meta = write.open_table(META)?;
                     meta.insert(META_FORMAT_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
@@ -176,6 +226,19 @@ impl Store {
             }
         }
     }
+}
+
+/// Opens (or creates) the database file; redb repairs it if a crash interrupted a commit.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_path_buf(),
+            },
+            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+        })
 }
 
 fn decode_u32(bytes: &[u8]) -> Option<u32> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::dead_letters::{self, NewDeadLetter};
@@ -66,7 +66,7 @@ impl Store {
     pub fn commit_read(&self, workflow: WorkflowId, commit: ReadCommit) -> Result<(), StoreError> {
         let wf = workflow.as_str();
         let now = now_ms();
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         {
             let mut queue = write.open_table(QUEUE)?;
             let mut seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
@@ -128,7 +128,7 @@ impl Store {
         max: usize,
     ) -> Result<Vec<QueuedRecord>, StoreError> {
         let wf = workflow.as_str();
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let queue = read.open_table(QUEUE)?;
         let mut batch = Vec::new();
         let mut keys = HashSet::new();
@@ -161,7 +161,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let wf = workflow.as_str();
         let now = now_ms();
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         {
             let mut queue = write.open_table(QUEUE)?;
             let mut removed = 0i64;
@@ -203,7 +203,7 @@ impl Store {
     /// Counts the queue's entries one by one (for checks; `backlog` is the O(1) way).
     pub fn queue_len_by_scan(&self, workflow: WorkflowId) -> Result<u64, StoreError> {
         let wf = workflow.as_str();
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let queue = read.open_table(QUEUE)?;
         let mut count = 0;
         for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
@@ -217,7 +217,7 @@ impl Store {
     /// deleted from the config); returns how many.
     pub fn purge_origin(&self, workflow: WorkflowId, origin: &str) -> Result<u64, StoreError> {
         let wf = workflow.as_str();
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         let removed;
         {
             let mut queue = write.open_table(QUEUE)?;

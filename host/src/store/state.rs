@@ -1,7 +1,7 @@
 //! Per-workflow state kept across restarts: desired and last status, pending replays, source
 //! cursors, counters and the last known opt-out values of each contact.
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::tables::{COUNTERS, CURSORS, OPT_OUT_STATE, WORKFLOWS, counter};
@@ -88,7 +88,7 @@ pub struct OptOutSnapshot {
 impl Store {
     /// The stored record of a workflow (defaults for a new host).
     pub fn workflow(&self, workflow: WorkflowId) -> Result<WorkflowRecord, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(WORKFLOWS)?;
         match table.get(workflow.as_str())? {
             Some(value) => decode_json("workflow state", value.value()),
@@ -102,7 +102,7 @@ impl Store {
         workflow: WorkflowId,
         change: impl FnOnce(&mut WorkflowRecord),
     ) -> Result<WorkflowRecord, StoreError> {
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         let record = {
             let mut table = write.open_table(WORKFLOWS)?;
             let mut record = match table.get(workflow.as_str())? {
@@ -123,7 +123,7 @@ impl Store {
         workflow: WorkflowId,
         source: &str,
     ) -> Result<Option<CursorState>, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(CURSORS)?;
         let value = table.get((workflow.as_str(), source))?;
         value
@@ -134,7 +134,7 @@ impl Store {
     /// Every cursor of a workflow, by source.
     pub fn cursors(&self, workflow: WorkflowId) -> Result<Vec<(String, CursorState)>, StoreError> {
         let wf = workflow.as_str();
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(CURSORS)?;
         let mut cursors = Vec::new();
         for entry in table.range((wf, "")..)? {
@@ -155,7 +155,7 @@ impl Store {
         source: &str,
         cursor: &CursorState,
     ) -> Result<(), StoreError> {
-        let write = self.db.begin_write()?;
+        let write = self.begin_write()?;
         {
             let mut table = write.open_table(CURSORS)?;
             table.insert((workflow.as_str(), source), encode_json(cursor).as_slice())?;
@@ -167,7 +167,7 @@ impl Store {
     /// A workflow's counters.
     pub fn counters(&self, workflow: WorkflowId) -> Result<Counters, StoreError> {
         let wf = workflow.as_str();
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(COUNTERS)?;
         let get = |name: &str| -> Result<u64, StoreError> {
             Ok(table.get((wf, name))?.map(|v| v.value()).unwrap_or(0))
@@ -187,7 +187,7 @@ impl Store {
         &self,
         contact_key: &str,
     ) -> Result<Option<OptOutSnapshot>, StoreError> {
-        let read = self.db.begin_read()?;
+        let read = self.begin_read()?;
         let table = read.open_table(OPT_OUT_STATE)?;
         let value = table.get(contact_key)?;
         value

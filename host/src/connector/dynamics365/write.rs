@@ -393,10 +393,12 @@ fn read_batch_response(
     body: &[u8],
     url: &str,
 ) -> Result<Vec<HttpMessage>, ConnectorError> {
-    let malformed = |why: String| ConnectorError::Permanent {
+    // Transient, like any unreadable answer: the batch is resent (upserts are idempotent).
+    let malformed = |why: String| ConnectorError::Transient {
         message: format!(
             "the $batch response of {url} is not a readable multipart/mixed body: {why}"
         ),
+        retry_after: None,
     };
     let content_type = headers
         .get(CONTENT_TYPE)
