@@ -9,23 +9,8 @@
 use std::time::{Duration, Instant};
 
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{SimPair, wait_for};
+use conduit_e2e::{INGRESS_CONTACTS, SimPair, wait_for};
 use serde_json::{Map, json};
-
-const INGRESS: &str = r#"
-[ingress]
-pacing = { page_size = 500, write_batch = 500, poll_interval_ms = 200 }
-[[ingress.mappings]]
-name = "contacts"
-source = "contact"
-destination = "profile"
-key = { source = "contactid", destination = "externalId" }
-fields = [
-  { source = "firstname", destination = "firstName" },
-  { source = "lastname", destination = "lastName" },
-  { source = "emailaddress1", destination = "email" },
-]
-"#;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -71,7 +56,7 @@ async fn run_crash_scenario(with_faults: bool) {
     let records = env_number("CONDUIT_CRASH_RECORDS", 10_000);
     let kills = env_number("CONDUIT_CRASH_KILLS", 5);
     let sims = SimPair::start(records, 0).await;
-    sims.write_config(INGRESS);
+    sims.write_config(INGRESS_CONTACTS);
     if with_faults {
         sims.dynamics
             .faults()

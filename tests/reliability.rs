@@ -11,41 +11,9 @@ use std::time::Duration;
 
 use conduit::model::{EmailEvent, EmailEventKind};
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{HostProcess, SECRETS, SimPair, conduit_binary, wait_for};
+use conduit_e2e::{HostProcess, INGRESS_CONTACTS, SECRETS, SimPair, conduit_binary, wait_for};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const INGRESS: &str = r#"
-[ingress]
-pacing = { page_size = 50, write_batch = 50, poll_interval_ms = 100 }
-[[ingress.mappings]]
-name = "contacts"
-source = "contact"
-destination = "profile"
-key = { source = "contactid", destination = "externalId" }
-fields = [
-  { source = "firstname", destination = "firstName" },
-  { source = "lastname", destination = "lastName" },
-  { source = "emailaddress1", destination = "email" },
-]
-"#;
-
-async fn start(host: &HostProcess, workflow: &str) {
-    let (status, body) = host.post(&format!("/api/workflows/{workflow}/start")).await;
-    assert_eq!(status, 200, "start {workflow}: {body}");
-}
-
-/// Waits until a workflow is RUNNING, has read everything and written its backlog.
-async fn wait_caught_up(host: &mut HostProcess, workflow: &str) -> Value {
-    host.wait_workflow(workflow, "caught up", |view| {
-        view["status"] == "RUNNING"
-            && view["backlog"] == 0
-            && view["cursors"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["phase"] == "incremental"))
-    })
-    .await
-}
 
 /// Runs `conduit run` to completion (it is expected to refuse to start) with `env` added
 /// and `removed` taken out of the environment.
@@ -97,11 +65,11 @@ fn contact_fields(n: usize) -> Map<String, Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_pages_from_the_source_are_retried_and_nothing_is_lost() {
     let sims = SimPair::start(300, 0).await;
-    sims.write_config(INGRESS);
+    sims.write_config(INGRESS_CONTACTS);
     let mut host = sims.spawn_host().await;
     // Garbage arrives once the workflow runs: a garbage metadata answer at STARTING is
     // reported as a start failure (see RELIABILITY.md), which another test would pin.
-    start(&host, "ingress").await;
+    host.start("ingress").await;
     host.wait_workflow("ingress", "RUNNING", |v| v["status"] == "RUNNING")
         .await;
     sims.dynamics
@@ -127,7 +95,7 @@ async fn garbage_pages_from_the_source_are_retried_and_nothing_is_lost() {
     .await;
     let garbage = sims.dynamics.faults().stats().malformed;
     sims.dynamics.faults().clear();
-    let view = wait_caught_up(&mut host, "ingress").await;
+    let view = host.wait_caught_up("ingress").await;
     println!("{garbage} garbage answers served; {view:#}");
     assert_eq!(sims.profiles().len(), 350, "{view:#}");
     assert_eq!(view["counters"]["dead_letters"], 0, "{view:#}");
@@ -192,14 +160,14 @@ async fn a_failing_token_endpoint_delays_the_workflow_and_it_recovers() {
     std::fs::write(
         sims.config_path(),
         format!(
-            "{}\n{INGRESS}",
+            "{}\n{INGRESS_CONTACTS}",
             sims.connection_sections()
                 .replace(&real_token_url, &flaky_token_url)
         ),
     )
     .unwrap();
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
+    host.start("ingress").await;
     wait_for("the host to ask the failing token endpoint", 60, || {
         proxy.refused.load(Ordering::SeqCst) > 0
     })
@@ -215,16 +183,16 @@ async fn a_failing_token_endpoint_delays_the_workflow_and_it_recovers() {
     );
     proxy.failing.store(false, Ordering::SeqCst);
     if host.workflow("ingress").await["status"] == "ERROR" {
-        start(&host, "ingress").await;
+        host.start("ingress").await;
     }
-    wait_caught_up(&mut host, "ingress").await;
+    host.wait_caught_up("ingress").await;
     assert_eq!(sims.profiles().len(), 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_host_on_the_same_data_dir_refuses_with_a_clear_message() {
     let sims = SimPair::start(5, 0).await;
-    sims.write_config(INGRESS);
+    sims.write_config(INGRESS_CONTACTS);
     let _first = sims.spawn_host().await;
     let output = run_to_exit(&sims.config_path(), &SECRETS, &[]);
     let text = combined(&output);
@@ -241,7 +209,7 @@ async fn the_binary_refuses_an_admin_api_off_loopback_without_a_token() {
     let config = sims
         .connection_sections()
         .replace("admin_listen = \"127.0.0.1:", "admin_listen = \"0.0.0.0:");
-    std::fs::write(sims.config_path(), format!("{config}\n{INGRESS}")).unwrap();
+    std::fs::write(sims.config_path(), format!("{config}\n{INGRESS_CONTACTS}")).unwrap();
     let output = run_to_exit(&sims.config_path(), &SECRETS, &["CONDUIT_ADMIN_TOKEN"]);
     let text = combined(&output);
     assert!(!output.status.success(), "{text}");
@@ -256,7 +224,7 @@ async fn the_binary_refuses_an_admin_api_off_loopback_without_a_token() {
 async fn a_world_readable_config_draws_a_warning_and_a_private_one_does_not() {
     use std::os::unix::fs::PermissionsExt;
     let sims = SimPair::start(0, 0).await;
-    let config = sims.write_config(INGRESS);
+    let config = sims.write_config(INGRESS_CONTACTS);
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut host = sims.spawn_host().await;
     host.terminate();
@@ -339,7 +307,7 @@ async fn secrets_never_appear_in_logs_api_metrics_or_data_files() {
         bounce: None,
     });
     sims.write_config(&format!(
-        r#"{INGRESS}
+        r#"{INGRESS_CONTACTS}
 [egress]
 pacing = {{ poll_interval_ms = 100 }}
 send = true
@@ -352,10 +320,10 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
     ));
     let mut host = sims.spawn_host().await;
     for workflow in ["ingress", "egress", "optinout"] {
-        start(&host, workflow).await;
+        host.start(workflow).await;
     }
-    wait_caught_up(&mut host, "ingress").await;
-    wait_caught_up(&mut host, "optinout").await;
+    host.wait_caught_up("ingress").await;
+    host.wait_caught_up("optinout").await;
     host.wait_workflow("egress", "the event moved", |v| {
         v["counters"]["read"] == 1 && v["backlog"] == 0
     })
@@ -385,7 +353,7 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
     ];
     let mut rejected = HostProcess::spawn(&sims.config_path(), sims.admin_port, &wrong);
     rejected.wait_healthy().await;
-    start(&rejected, "ingress").await;
+    rejected.start("ingress").await;
     rejected
         .wait_workflow("ingress", "the credentials to be refused", |v| {
             !v["reason"].is_null() || !v["warning"].is_null()
@@ -470,10 +438,10 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
         );
         return;
     };
-    sims.write_config(INGRESS);
+    sims.write_config(INGRESS_CONTACTS);
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     assert_eq!(sims.profiles().len(), 200);
 
     let filler = disk.fill();
@@ -500,20 +468,20 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
 
     std::fs::remove_file(&filler).unwrap();
     if host.workflow("ingress").await["status"] == "ERROR" {
-        start(&host, "ingress").await;
+        host.start("ingress").await;
     }
     wait_for("the contacts added while the disk was full", 120, || {
         let profiles = sims.profiles();
         ids.iter().all(|id| profiles.contains_key(id))
     })
     .await;
-    let view = wait_caught_up(&mut host, "ingress").await;
+    let view = host.wait_caught_up("ingress").await;
     assert_eq!(view["counters"]["dead_letters"], 0, "{view:#}");
 
     // No corruption: a hard kill, then the store opens and the cursor still follows changes.
     host.kill_hard();
     let mut host = sims.spawn_host().await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.wait_caught_up("ingress").await;
     sims.dynamics
         .upsert("contact", &ids[0], {
             let mut f = contact_fields(0);

@@ -50,11 +50,6 @@ fn faults(seed: u64) -> FaultConfig {
     }
 }
 
-async fn start(host: &HostProcess, workflow: &str) {
-    let (status, body) = host.post(&format!("/api/workflows/{workflow}/start")).await;
-    assert_eq!(status, 200, "start {workflow}: {body}");
-}
-
 fn send_event(n: usize, contact: &str) -> EmailEvent {
     EmailEvent {
         id: format!("00000000-0000-4000-9000-{n:012}"),
@@ -93,13 +88,13 @@ async fn soak(seconds: u64) {
     sims.write_config(WORKFLOWS);
     let mut host = sims.spawn_host().await;
     // Opt-outs update existing profiles only, so the initial load comes first.
-    start(&host, "ingress").await;
+    host.start("ingress").await;
     host.wait_workflow("ingress", "the initial load", |v| {
         v["backlog"] == 0 && v["cursors"][0]["phase"] == "incremental"
     })
     .await;
     for workflow in ["egress", "optinout"] {
-        start(&host, workflow).await;
+        host.start(workflow).await;
         host.wait_workflow(workflow, "RUNNING", |v| v["status"] == "RUNNING")
             .await;
     }

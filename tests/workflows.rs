@@ -14,28 +14,6 @@ fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
         .collect()
 }
 
-async fn start(host: &HostProcess, workflow: &str) {
-    let (status, body) = host.post(&format!("/api/workflows/{workflow}/start")).await;
-    assert_eq!(status, 200, "start {workflow}: {body}");
-}
-
-async fn stop(host: &HostProcess, workflow: &str) {
-    let (status, body) = host.post(&format!("/api/workflows/{workflow}/stop")).await;
-    assert_eq!(status, 200, "stop {workflow}: {body}");
-}
-
-/// Waits until a workflow is RUNNING, has read everything and written its backlog.
-async fn wait_caught_up(host: &mut HostProcess, workflow: &str) -> Value {
-    host.wait_workflow(workflow, "caught up", |view| {
-        view["status"] == "RUNNING"
-            && view["backlog"] == 0
-            && view["cursors"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["phase"] == "incremental"))
-    })
-    .await
-}
-
 const CONTACTS: &str = r#"
 [ingress]
 pacing = { page_size = 100, write_batch = 100, poll_interval_ms = 100 }
@@ -57,8 +35,8 @@ async fn initial_load_includes_inactive_records_and_apply_updates_off_waits_for_
     let sims = SimPair::start(60, 0).await;
     sims.write_config(CONTACTS);
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     let contacts = sims.dynamics.rows("contact");
     let inactive = contacts.iter().filter(|c| c["statecode"] == 1).count();
     assert!(inactive > 0, "the seed has inactive contacts");
@@ -97,8 +75,8 @@ async fn initial_load_includes_inactive_records_and_apply_updates_off_waits_for_
         host.workflow("ingress").await["pending_replays"],
         json!(["contacts"])
     );
-    stop(&host, "ingress").await;
-    start(&host, "ingress").await;
+    host.stop("ingress").await;
+    host.start("ingress").await;
     wait_for("the replay", 30, || {
         sims.profiles()[&id]["lastName"] == "Changed"
     })
@@ -111,8 +89,8 @@ async fn records_filtered_out_are_deleted_when_asked_and_deletes_propagate() {
     let sims = SimPair::start(30, 0).await;
     sims.write_config(CONTACTS);
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     let ids = sims.ids("contact", "contactid");
     sims.dynamics
         .upsert(
@@ -150,8 +128,8 @@ apply_deletes = false
 "#,
     );
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     assert_eq!(sims.campaign.records("cusVehicle").len(), 8);
     let ids = sims.ids("new_vehicle", "new_vehicleid");
     sims.dynamics.delete("new_vehicle", &ids[0]).unwrap();
@@ -175,8 +153,8 @@ async fn stop_keeps_the_backlog_and_start_resumes_it() {
     let sims = SimPair::start(0, 0).await;
     sims.write_config(CONTACTS);
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     // Campaign goes down; new contacts are read and queued, not lost.
     sims.campaign
         .faults()
@@ -208,14 +186,14 @@ async fn stop_keeps_the_backlog_and_start_resumes_it() {
         view["status"], "RUNNING",
         "a destination that is down is retried, not fatal"
     );
-    stop(&host, "ingress").await;
+    host.stop("ingress").await;
     let view = host.workflow("ingress").await;
     assert_eq!(view["status"], "STOPPED");
     assert_eq!(view["backlog"], 40, "stop keeps the backlog");
     assert!(sims.profiles().is_empty());
     sims.campaign.faults().clear();
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     assert_eq!(sims.profiles().len(), 40);
     assert_eq!(
         host.workflow("ingress").await["counters"]["dead_letters"],
@@ -243,7 +221,7 @@ async fn a_destination_down_at_start_delays_starting_and_loses_nothing() {
         })
         .unwrap();
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
+    host.start("ingress").await;
     let view = host
         .wait_workflow("ingress", "a start delayed by Campaign", |v| {
             v["status"] == "STARTING"
@@ -254,7 +232,7 @@ async fn a_destination_down_at_start_delays_starting_and_loses_nothing() {
         .await;
     assert!(view["reason"].is_null(), "{view}");
     sims.campaign.faults().clear();
-    wait_caught_up(&mut host, "ingress").await;
+    host.wait_caught_up("ingress").await;
     sims.dynamics.faults().clear();
     assert_eq!(sims.profiles().len(), 50);
 }
@@ -264,8 +242,8 @@ async fn a_removed_destination_field_is_schema_drift_that_names_it() {
     let sims = SimPair::start(20, 0).await;
     sims.write_config(CONTACTS);
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
     // Drift while running: the writer stops before writing anything wrong.
     sims.campaign
         .change_field("profile", "firstName", FieldChange::Remove)
@@ -285,7 +263,7 @@ async fn a_removed_destination_field_is_schema_drift_that_names_it() {
         "nothing is dead-lettered"
     );
     // A start with the field still missing fails at STARTING, naming it.
-    start(&host, "ingress").await;
+    host.start("ingress").await;
     let view = host
         .wait_workflow("ingress", "ERROR at start", |v| v["status"] == "ERROR")
         .await;
@@ -331,7 +309,7 @@ async fn only_enabled_email_events_become_activities_and_soft_bounces_are_skippe
         "[egress]\npacing = { poll_interval_ms = 100 }\nsend = true\nclick = true\nbounce = true\n",
     );
     let mut host = sims.spawn_host().await;
-    start(&host, "egress").await;
+    host.start("egress").await;
     host.wait_workflow("egress", "all events read", |v| {
         v["counters"]["read"] == 5 && v["backlog"] == 0
     })
@@ -375,10 +353,10 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
 "#
     ));
     let mut host = sims.spawn_host().await;
-    start(&host, "ingress").await;
-    wait_caught_up(&mut host, "ingress").await;
-    start(&host, "optinout").await;
-    wait_caught_up(&mut host, "optinout").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    host.start("optinout").await;
+    host.wait_caught_up("optinout").await;
     host
 }
 
@@ -412,7 +390,7 @@ async fn campaign_to_dynamics_moves_campaign_opt_outs_only() {
         donotbulkemail(&sims, from_campaign) == Some(true)
     })
     .await;
-    wait_caught_up(&mut host, "optinout").await;
+    host.wait_caught_up("optinout").await;
     assert_ne!(
         sims.profiles()[from_dynamics.as_str()]["blackListEmail"],
         true,
@@ -441,7 +419,7 @@ async fn dynamics_to_campaign_moves_dynamics_opt_outs_only() {
         sims.profiles()[from_dynamics.as_str()]["blackListEmail"] == true
     })
     .await;
-    wait_caught_up(&mut host, "optinout").await;
+    host.wait_caught_up("optinout").await;
     assert_eq!(
         donotbulkemail(&sims, from_campaign),
         Some(false),

@@ -201,6 +201,30 @@ impl HostProcess {
         }
     }
 
+    /// Starts a workflow through the admin API, failing the test if it is refused.
+    pub async fn start(&self, workflow: &str) {
+        let (status, body) = self.post(&format!("/api/workflows/{workflow}/start")).await;
+        assert_eq!(status, 200, "start {workflow}: {body}");
+    }
+
+    /// Stops a workflow through the admin API, failing the test if it is refused.
+    pub async fn stop(&self, workflow: &str) {
+        let (status, body) = self.post(&format!("/api/workflows/{workflow}/stop")).await;
+        assert_eq!(status, 200, "stop {workflow}: {body}");
+    }
+
+    /// Waits until a workflow is RUNNING, has read everything and written its backlog.
+    pub async fn wait_caught_up(&mut self, workflow: &str) -> Value {
+        self.wait_workflow(workflow, "caught up", |view| {
+            view["status"] == "RUNNING"
+                && view["backlog"] == 0
+                && view["cursors"]
+                    .as_array()
+                    .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["phase"] == "incremental"))
+        })
+        .await
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
