@@ -326,7 +326,6 @@ impl Supervisor {
         let dead = self.store().dead_letter(id, letter)?;
         if matches!(dead.payload, DeadLetterPayload::Write { .. }) {
             self.store().requeue_dead_letter(id, letter)?;
-            self.wake(id);
             return Ok(format!("dead letter {letter} is queued again"));
         }
         let config = self.load_config()?;
@@ -368,7 +367,6 @@ impl Supervisor {
                 ..ReadCommit::default()
             },
         )?;
-        self.wake(id);
         Ok(format!(
             "dead letter {letter} mapped again: {count} write(s) queued"
         ))
@@ -447,10 +445,6 @@ impl Supervisor {
             .latest_valid
             .clone()
             .ok_or_else(|| EngineError::Config("no valid config has been read".into()))
-    }
-
-    fn wake(&self, _id: WorkflowId) {
-        // The writer polls the queue at least every half second; nothing else to do.
     }
 
     /// STARTING, then RUNNING until stopped or failed.
