@@ -430,6 +430,52 @@ async fn a_malformed_response_is_a_retryable_error_naming_the_url() {
 }
 
 #[tokio::test]
+async fn a_gateway_page_answering_a_write_is_never_counted_as_written() {
+    let h = harness().await;
+    h.connector.describe("profile").await.unwrap();
+    let write = |name: &str| profile("c-20", Operation::Upsert, &[("lastName", text(name))]);
+    assert_eq!(
+        h.connector.write(&[write("Old")]).await,
+        vec![WriteOutcome::Written]
+    );
+
+    // The lookup passes; a gateway answers the PATCH `200` with a page and nothing is written.
+    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
+    let outcomes = h.connector.write(&[write("New")]).await;
+    let error = failure(&outcomes[0]);
+    assert!(error.is_transient(), "{error:?}");
+    assert!(error.to_string().contains("PKey"), "{error}");
+    assert_eq!(h.sim.find("profile", "c-20").unwrap()["lastName"], "Old");
+    assert_eq!(
+        h.connector.write(&[write("New")]).await,
+        vec![WriteOutcome::Written]
+    );
+    assert_eq!(h.sim.find("profile", "c-20").unwrap()["lastName"], "New");
+
+    // The same for a DELETE: the profile is still there, so the delete must be retried.
+    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
+    let delete = profile("c-20", Operation::Delete, &[]);
+    let outcomes = h.connector.write(std::slice::from_ref(&delete)).await;
+    assert!(failure(&outcomes[0]).is_transient());
+    assert!(h.sim.find("profile", "c-20").is_some());
+    assert_eq!(
+        h.connector.write(&[delete]).await,
+        vec![WriteOutcome::Written]
+    );
+    assert!(h.sim.find("profile", "c-20").is_none());
+
+    // A create answered by a page is looked up again and made once.
+    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
+    let create = profile("c-21", Operation::Upsert, &[("lastName", text("Made"))]);
+    assert_eq!(
+        h.connector.write(&[create]).await,
+        vec![WriteOutcome::Written]
+    );
+    assert_eq!(h.sim.find("profile", "c-21").unwrap()["lastName"], "Made");
+    assert_eq!(h.sim.records("profile").len(), 1);
+}
+
+#[tokio::test]
 async fn dropped_connections_are_retried() {
     let h = harness().await;
     h.connector.check().await.unwrap();

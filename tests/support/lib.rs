@@ -77,7 +77,10 @@ impl HostProcess {
         command
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CONDUIT_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -91,6 +94,11 @@ impl HostProcess {
             http: reqwest::Client::new(),
             log,
         }
+    }
+
+    /// Where the host's output goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Everything the host printed so far.

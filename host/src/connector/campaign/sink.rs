@@ -29,6 +29,14 @@ struct Link {
     href: String,
 }
 
+/// What Campaign answers to a PATCH or POST: the written record's primary key. Checking for it
+/// tells the service's answer from a gateway's `200` page, which wrote nothing.
+#[derive(Debug, Deserialize)]
+struct WriteConfirmation {
+    #[serde(rename = "PKey")]
+    _pkey: serde::de::IgnoredAny,
+}
+
 #[derive(Debug, Deserialize)]
 struct ResourceMetadata {
     content: serde_json::Map<String, serde_json::Value>,
@@ -216,9 +224,11 @@ impl CampaignConnector {
         if record.op == Operation::Delete {
             if let Some(found) = self.find(record).await? {
                 // Gone between lookup and delete is as good as deleted.
-                self.transport
+                let reply = self
+                    .transport
                     .send_tolerating(Method::DELETE, &found.url, None, &[StatusCode::NOT_FOUND])
                     .await?;
+                confirm_delete(&reply.body, found.url.as_str())?;
             }
             return Ok(());
         }
@@ -235,9 +245,11 @@ impl CampaignConnector {
         match (self.find(record).await?, record.op) {
             (Some(found), _) => {
                 let body = serde_json::Value::Object(body);
-                self.transport
+                let reply = self
+                    .transport
                     .send(Method::PATCH, &found.url, Some(&body))
                     .await?;
+                let _: WriteConfirmation = reply.json(found.url.as_str(), CONFIRMATION_EXPECTED)?;
             }
             (None, Operation::Upsert) => {
                 body.insert(
@@ -249,6 +261,11 @@ impl CampaignConnector {
                 self.transport
                     .send(Method::POST, &url, Some(&body))
                     .await
+                    .and_then(|reply| {
+                        reply
+                            .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
+                            .map(drop)
+                    })
                     .map_err(|error| match error {
                         ConnectorError::Transient {
                             retry_after: None, ..
@@ -268,6 +285,23 @@ impl CampaignConnector {
         }
         Ok(())
     }
+}
+
+/// What a PATCH or POST must answer for the write to count as done.
+const CONFIRMATION_EXPECTED: &str = "the written record as JSON with its PKey";
+
+/// A DELETE answers `200` with no body (or JSON); any other body came from something in front
+/// of Campaign, so the delete is unconfirmed and retried (a repeated delete is harmless).
+fn confirm_delete(body: &[u8], url: &str) -> Result<(), ConnectorError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    crate::connector::http::parse_json::<serde_json::Value>(
+        body,
+        url,
+        "an empty or JSON answer to DELETE",
+    )
+    .map(drop)
 }
 
 #[async_trait]
