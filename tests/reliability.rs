@@ -430,7 +430,6 @@ impl Drop for SmallDisk {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: on some runs redb's commits keep fitting in pages it already holds after the tmpfs is full, so no error shows; RELIABILITY.md finding 6"]
 async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_no_corruption() {
     let sims = SimPair::start(200, 0).await;
     let Some(disk) = SmallDisk::mount(&sims.dir.path().join("data"), "48m") else {
@@ -446,8 +445,16 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
     assert_eq!(sims.profiles().len(), 200);
 
     let filler = disk.fill();
-    // redb may still have free pages inside its file: keep changing contacts until a commit
-    // needs new space and fails.
+    // redb reuses the pages its file already holds, so a draining queue never needs new space.
+    // With Campaign refusing every write the backlog only grows, until a commit needs pages
+    // the full disk cannot give.
+    sims.campaign
+        .faults()
+        .set(FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
     let mut ids: Vec<String> = Vec::new();
     let mut full_disk_view = None;
     for round in 0..40 {
@@ -481,6 +488,7 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
     );
 
     std::fs::remove_file(&filler).unwrap();
+    sims.campaign.faults().clear();
     if host.workflow("ingress").await["status"] == "ERROR" {
         host.start("ingress").await;
     }
