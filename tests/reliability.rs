@@ -102,6 +102,73 @@ async fn garbage_pages_from_the_source_are_retried_and_nothing_is_lost() {
     assert!(garbage > 0, "garbage pages were served");
 }
 
+/// A destination outage: every Campaign request (token, lookups, writes) has its connection
+/// dropped for `CONDUIT_OUTAGE_SECONDS` (default 15; RELIABILITY.md records a longer run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_a_long_while_grows_the_backlog_and_drains_it_afterwards() {
+    let outage = std::env::var("CONDUIT_OUTAGE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15u64);
+    let sims = SimPair::start(100, 0).await;
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn_host().await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    sims.campaign
+        .faults()
+        .set(FaultConfig {
+            reset_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+
+    let end = std::time::Instant::now() + Duration::from_secs(outage);
+    let mut added = Vec::new();
+    let mut peak_backlog = 0;
+    while std::time::Instant::now() < end {
+        for _ in 0..20 {
+            let n = added.len();
+            let id = format!("00000000-0000-4000-8000-{n:012}");
+            sims.dynamics
+                .upsert("contact", &id, contact_fields(n))
+                .unwrap();
+            added.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let view = host.workflow("ingress").await;
+        assert_eq!(
+            view["status"], "RUNNING",
+            "an outage is not an error: {view:#}"
+        );
+        peak_backlog = peak_backlog.max(view["backlog"].as_u64().unwrap_or(0));
+    }
+    let refused = sims.campaign.faults().stats().resets;
+    let view = host.workflow("ingress").await;
+    println!("after {outage}s down: {refused} requests dropped; {view:#}");
+    assert!(
+        peak_backlog as usize >= added.len() - 20,
+        "the backlog held what could not be written: {peak_backlog} of {}",
+        added.len()
+    );
+    assert!(
+        sims.profiles().len() <= 100,
+        "nothing was written while Campaign was down"
+    );
+
+    sims.campaign.faults().clear();
+    wait_for("the backlog to drain once Campaign is back", 120, || {
+        sims.profiles().len() == 100 + added.len()
+    })
+    .await;
+    let view = host.wait_caught_up("ingress").await;
+    assert_eq!(view["backlog"], 0, "{view:#}");
+    assert_eq!(view["counters"]["dead_letters"], 0, "{view:#}");
+    let profiles = sims.profiles();
+    assert!(added.iter().all(|id| profiles.contains_key(id)));
+    host.terminate();
+}
+
 /// A loopback TCP endpoint standing in front of the Dynamics 365 token endpoint: while
 /// `failing` it answers every request with a 503, then it forwards bytes to the real one.
 struct FlakyTokenEndpoint {
