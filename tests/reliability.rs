@@ -111,10 +111,7 @@ async fn a_destination_down_for_a_long_while_grows_the_backlog_and_drains_it_aft
         .and_then(|s| s.parse().ok())
         .unwrap_or(15u64);
     let sims = SimPair::start(100, 0).await;
-    sims.write_config(INGRESS_CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let mut host = sims.host_with_ingress_caught_up(INGRESS_CONTACTS).await;
     sims.campaign
         .faults()
         .set(FaultConfig {
@@ -505,10 +502,7 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
         );
         return;
     };
-    sims.write_config(INGRESS_CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let mut host = sims.host_with_ingress_caught_up(INGRESS_CONTACTS).await;
     assert_eq!(sims.profiles().len(), 200);
 
     let filler = disk.fill();

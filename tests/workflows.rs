@@ -33,10 +33,7 @@ filters = { rules = [{ field = "emailaddress1", op = "notnull" }], delete_filter
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initial_load_includes_inactive_records_and_apply_updates_off_waits_for_replay() {
     let sims = SimPair::start(60, 0).await;
-    sims.write_config(CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let host = sims.host_with_ingress_caught_up(CONTACTS).await;
     let contacts = sims.dynamics.rows("contact");
     let inactive = contacts.iter().filter(|c| c["statecode"] == 1).count();
     assert!(inactive > 0, "the seed has inactive contacts");
@@ -87,10 +84,7 @@ async fn initial_load_includes_inactive_records_and_apply_updates_off_waits_for_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_filtered_out_are_deleted_when_asked_and_deletes_propagate() {
     let sims = SimPair::start(30, 0).await;
-    sims.write_config(CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let _host = sims.host_with_ingress_caught_up(CONTACTS).await;
     let ids = sims.ids("contact", "contactid");
     sims.dynamics
         .upsert(
@@ -114,8 +108,9 @@ async fn records_filtered_out_are_deleted_when_asked_and_deletes_propagate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_are_ignored_when_apply_deletes_is_off() {
     let sims = SimPair::start(10, 8).await;
-    sims.write_config(
-        r#"
+    let _host = sims
+        .host_with_ingress_caught_up(
+            r#"
 [ingress]
 pacing = { poll_interval_ms = 100 }
 [[ingress.mappings]]
@@ -126,10 +121,8 @@ key = { source = "new_vehicleid", destination = "cusCrmId" }
 fields = [{ source = "new_name", destination = "cusName" }]
 apply_deletes = false
 "#,
-    );
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+        )
+        .await;
     assert_eq!(sims.campaign.records("cusVehicle").len(), 8);
     let ids = sims.ids("new_vehicle", "new_vehicleid");
     sims.dynamics.delete("new_vehicle", &ids[0]).unwrap();
@@ -151,10 +144,7 @@ apply_deletes = false
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_keeps_the_backlog_and_start_resumes_it() {
     let sims = SimPair::start(0, 0).await;
-    sims.write_config(CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let mut host = sims.host_with_ingress_caught_up(CONTACTS).await;
     // Campaign goes down; new contacts are read and queued, not lost.
     sims.campaign
         .faults()
@@ -240,10 +230,7 @@ async fn a_destination_down_at_start_delays_starting_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_destination_field_is_schema_drift_that_names_it() {
     let sims = SimPair::start(20, 0).await;
-    sims.write_config(CONTACTS);
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+    let mut host = sims.host_with_ingress_caught_up(CONTACTS).await;
     // Drift while running: the writer stops before writing anything wrong.
     sims.campaign
         .change_field("profile", "firstName", FieldChange::Remove)
@@ -335,8 +322,9 @@ async fn only_enabled_email_events_become_activities_and_soft_bounces_are_skippe
 }
 
 async fn opt_out_host(sims: &SimPair, direction: &str) -> HostProcess {
-    sims.write_config(&format!(
-        r#"
+    let mut host = sims
+        .host_with_ingress_caught_up(&format!(
+            r#"
 [ingress]
 pacing = {{ poll_interval_ms = 100 }}
 [[ingress.mappings]]
@@ -351,10 +339,8 @@ pacing = {{ poll_interval_ms = 100 }}
 direction = "{direction}"
 pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
 "#
-    ));
-    let mut host = sims.spawn_host().await;
-    host.start("ingress").await;
-    host.wait_caught_up("ingress").await;
+        ))
+        .await;
     host.start("optinout").await;
     host.wait_caught_up("optinout").await;
     host

@@ -130,6 +130,16 @@ max_concurrency = 16
         host
     }
 
+    /// Writes `workflows` as the config, spawns a host, starts Ingress and waits until it has
+    /// read everything and written its backlog.
+    pub async fn host_with_ingress_caught_up(&self, workflows: &str) -> HostProcess {
+        self.write_config(workflows);
+        let mut host = self.spawn_host().await;
+        host.start("ingress").await;
+        host.wait_caught_up("ingress").await;
+        host
+    }
+
     /// Campaign profiles by `externalId`.
     pub fn profiles(&self) -> std::collections::HashMap<String, serde_json::Value> {
         self.campaign
