@@ -12,23 +12,11 @@ use std::time::{Duration, Instant};
 
 use conduit::model::{EmailEvent, EmailEventKind};
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{HostProcess, SimPair};
+use conduit_e2e::{HostProcess, INGRESS_CONTACTS, SimPair};
 use serde_json::{Map, Value, json};
 
-const WORKFLOWS: &str = r#"
-[ingress]
-pacing = { page_size = 100, write_batch = 100, poll_interval_ms = 200 }
-[[ingress.mappings]]
-name = "contacts"
-source = "contact"
-destination = "profile"
-key = { source = "contactid", destination = "externalId" }
-fields = [
-  { source = "firstname", destination = "firstName" },
-  { source = "lastname", destination = "lastName" },
-  { source = "emailaddress1", destination = "email" },
-]
-
+/// Egress and Opt-in/out beside the shared Ingress contacts mapping.
+const OTHER_WORKFLOWS: &str = r#"
 [egress]
 pacing = { poll_interval_ms = 200 }
 send = true
@@ -86,7 +74,7 @@ fn lost_contacts(sims: &SimPair) -> usize {
 
 async fn soak(seconds: u64) {
     let sims = SimPair::start(500, 0).await;
-    sims.write_config(WORKFLOWS);
+    sims.write_config(&format!("{INGRESS_CONTACTS}{OTHER_WORKFLOWS}"));
     let mut host = sims.spawn_host().await;
     // Opt-outs update existing profiles only, so the initial load comes first.
     host.start("ingress").await;

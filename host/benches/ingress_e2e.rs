@@ -131,26 +131,11 @@ client_secret_env = "{ACS_SECRET_ENV}"
 max_concurrency = 32
 [ingress]
 pacing = {{ page_size = 5000, write_batch = 1000, poll_interval_ms = 500 }}
-[[ingress.mappings]]
-name = "contacts"
-source = "contact"
-destination = "profile"
-key = {{ source = "contactid", destination = "externalId" }}
-fields = [
-  {{ source = "firstname", destination = "firstName" }},
-  {{ source = "lastname", destination = "lastName" }},
-  {{ source = "emailaddress1", destination = "email" }},
-  {{ source = "gendercode", destination = "gender" }},
-  {{ source = "birthdate", destination = "birthDate", apply_updates = false }},
-]
-replacements = [
-  {{ field = "gendercode", from = "Male", to = "male" }},
-  {{ field = "gendercode", from = "Female", to = "female" }},
-]
-"#,
+{contacts_mapping}"#,
         dynamics = sims.dynamics_url,
         api = sims.campaign_api,
         ims = sims.ims_url,
+        contacts_mapping = conduit::sim::SEEDED_CONTACTS_MAPPING,
     )
 }
 

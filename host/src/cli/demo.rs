@@ -557,23 +557,7 @@ max_concurrency = 16
 [ingress]
 pacing = {{ page_size = 2000, write_batch = 1000, poll_interval_ms = 500 }}
 
-[[ingress.mappings]]
-name = "contacts"
-source = "contact"
-destination = "profile"
-key = {{ source = "contactid", destination = "externalId" }}
-fields = [
-  {{ source = "firstname", destination = "firstName" }},
-  {{ source = "lastname", destination = "lastName" }},
-  {{ source = "emailaddress1", destination = "email" }},
-  {{ source = "gendercode", destination = "gender" }},
-  {{ source = "birthdate", destination = "birthDate", apply_updates = false }},
-]
-replacements = [
-  {{ field = "gendercode", from = "Male", to = "male" }},
-  {{ field = "gendercode", from = "Female", to = "female" }},
-]
-
+{contacts_mapping}
 [[ingress.mappings]]
 name = "vehicles"
 source = "new_vehicle"
@@ -598,6 +582,7 @@ pacing = {{ poll_interval_ms = 500 }}
 direction = "bidirectional"
 pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
 "#,
-        drop_root = drop_root.display()
+        drop_root = drop_root.display(),
+        contacts_mapping = conduit::sim::SEEDED_CONTACTS_MAPPING,
     )
 }

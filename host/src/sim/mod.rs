@@ -14,6 +14,26 @@ pub mod campaign;
 pub mod dynamics;
 pub mod faults;
 
+/// An Ingress table mapping of the simulated Dynamics 365 contacts to Campaign profiles, as
+/// TOML: the one `conduit demo` runs and the ingress benchmark measures.
+pub const SEEDED_CONTACTS_MAPPING: &str = r#"[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [
+  { source = "firstname", destination = "firstName" },
+  { source = "lastname", destination = "lastName" },
+  { source = "emailaddress1", destination = "email" },
+  { source = "gendercode", destination = "gender" },
+  { source = "birthdate", destination = "birthDate", apply_updates = false },
+]
+replacements = [
+  { field = "gendercode", from = "Male", to = "male" },
+  { field = "gendercode", from = "Female", to = "female" },
+]
+"#;
+
 /// Why a simulator could not start or refused a control call.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
