@@ -308,6 +308,8 @@ async fn every_admin_output(admin: &str) -> String {
     let http = reqwest::Client::new();
     let mut text = String::new();
     let mut paths: Vec<String> = vec![
+        "/".into(),
+        "/assets/app.js".into(),
         "/healthz".into(),
         "/metrics".into(),
         "/api/workflows".into(),
@@ -354,7 +356,7 @@ fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_never_appear_in_logs_api_metrics_or_data_files() {
+async fn secrets_never_appear_in_logs_api_cli_page_metrics_or_data_files() {
     let sims = SimPair::start(30, 0).await;
     let contact = sims.ids("contact", "contactid")[0].clone();
     sims.campaign.emit_event(&EmailEvent {
@@ -407,6 +409,16 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
     sims.dynamics.revoke_tokens();
     sims.campaign.revoke_tokens();
     let mut everything = every_admin_output(&host.admin).await;
+    for args in [
+        &["status", "--json"][..],
+        &["status"],
+        &["config", "check"],
+        &["dlq", "list", "ingress"],
+    ] {
+        let output = sims.cli(args);
+        assert_eq!(output.code, 0, "{output}");
+        everything.push_str(&output.to_string());
+    }
     host.terminate();
     everything.push_str(&host.output());
 
