@@ -83,6 +83,10 @@ pub struct OptOutSnapshot {
     pub dynamics: Vec<OptOutValue>,
     /// Campaign values.
     pub campaign: Vec<OptOutValue>,
+    /// Values this workflow last queued for Campaign, by attribute, that Campaign has not
+    /// reported back yet: a repeat of one of them is not written again.
+    #[serde(default)]
+    pub sent_to_campaign: Vec<(String, bool)>,
 }
 
 impl Store {

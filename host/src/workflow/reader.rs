@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::connector::{ChangeRequest, ConnectorError};
 use crate::model::{
-    ContactOptOut, EmailEvent, Operation, OptOutValue, Outcome, Phase, RecordBatch, Value,
+    ContactOptOut, EmailEvent, Operation, OptOutValue, Outcome, Phase, RecordBatch, System, Value,
     WorkflowId,
 };
 use crate::store::{
@@ -392,6 +392,9 @@ impl Reader {
             snapshot
                 .campaign
                 .retain(|v| v.attribute != change.attribute);
+            snapshot
+                .sent_to_campaign
+                .retain(|(attribute, _)| *attribute != change.attribute);
             snapshot.campaign.push(OptOutValue {
                 attribute: change.attribute.clone(),
                 value: change.value,
@@ -442,6 +445,8 @@ impl Reader {
         .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
         *resolver = Some(plugin);
         crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
+        let mut results = results;
+        skip_values_already_sent(&mut results, &mut commit.opt_out_states);
         Ok(collect(commit, OPT_OUT_ORIGIN, results, |index| {
             DeadLetterPayload::OptOut {
                 contact: contacts[index].clone(),
@@ -608,6 +613,48 @@ fn collect(
     total > 0 && failed == total
 }
 
+/// Drops Campaign opt-out values that repeat what was last queued for the same contact while
+/// Campaign has not reported that attribute since, and remembers what is queued now. Without
+/// it every Dynamics 365 edit of a contact whose Campaign value is not known yet (exports are
+/// daily) would PATCH the same flag again. `states` lines up with `results`, one per contact.
+fn skip_values_already_sent(
+    results: &mut [Result<Outcome, String>],
+    states: &mut [(String, OptOutSnapshot)],
+) {
+    for (result, (_, snapshot)) in results.iter_mut().zip(states.iter_mut()) {
+        let Ok(Outcome::Write { records }) = result else {
+            continue;
+        };
+        for record in records.iter_mut() {
+            if record.target.system != System::Campaign || record.op == Operation::Delete {
+                continue;
+            }
+            record.fields.retain(|(attribute, value)| {
+                let Value::Boolean(flag) = value else {
+                    return true;
+                };
+                let already_sent = snapshot
+                    .sent_to_campaign
+                    .iter()
+                    .any(|(sent, sent_flag)| sent == attribute && sent_flag == flag);
+                if !already_sent {
+                    snapshot
+                        .sent_to_campaign
+                        .retain(|(sent, _)| sent != attribute);
+                    snapshot.sent_to_campaign.push((attribute.clone(), *flag));
+                }
+                !already_sent
+            });
+        }
+        records.retain(|record| !record.fields.is_empty());
+        if records.is_empty() {
+            *result = Ok(Outcome::Skip {
+                reason: "the opt-out values were already sent".into(),
+            });
+        }
+    }
+}
+
 /// Exposed for the supervisor's dead-letter retry: maps one source record again.
 pub(super) fn remap_one(
     mapper: &mut dyn RecordMapping,
@@ -623,4 +670,88 @@ pub(super) fn remap_event(
     event: &EmailEvent,
 ) -> Result<Outcome, String> {
     single_outcome(mapper.map(std::slice::from_ref(event)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Target, WriteRecord};
+
+    fn campaign_flag(contact: &str, flag: bool) -> Result<Outcome, String> {
+        Ok(Outcome::Write {
+            records: vec![WriteRecord {
+                target: Target {
+                    system: System::Campaign,
+                    table: "profile".into(),
+                    key_field: "externalId".into(),
+                },
+                key: contact.into(),
+                op: Operation::Update,
+                fields: vec![("blackListEmail".into(), Value::Boolean(flag))],
+            }],
+        })
+    }
+
+    fn state(contact: &str) -> (String, OptOutSnapshot) {
+        (contact.to_string(), OptOutSnapshot::default())
+    }
+
+    #[test]
+    fn a_campaign_opt_out_value_already_sent_is_not_written_again() {
+        let mut states = vec![state("c1")];
+        let mut first = vec![campaign_flag("c1", false)];
+        skip_values_already_sent(&mut first, &mut states);
+        assert_eq!(
+            first[0],
+            campaign_flag("c1", false),
+            "the first value is written"
+        );
+
+        let mut repeat = vec![campaign_flag("c1", false)];
+        skip_values_already_sent(&mut repeat, &mut states);
+        assert!(
+            matches!(repeat[0], Ok(Outcome::Skip { .. })),
+            "{:?}",
+            repeat[0]
+        );
+
+        let mut changed = vec![campaign_flag("c1", true)];
+        skip_values_already_sent(&mut changed, &mut states);
+        assert_eq!(
+            changed[0],
+            campaign_flag("c1", true),
+            "a new value is written"
+        );
+        assert_eq!(
+            states[0].1.sent_to_campaign,
+            vec![("blackListEmail".to_string(), true)]
+        );
+    }
+
+    #[test]
+    fn sent_values_are_per_contact_and_dynamics_writes_are_untouched() {
+        let mut states = vec![state("c1"), state("c2")];
+        let mut results = vec![campaign_flag("c1", true), campaign_flag("c2", true)];
+        skip_values_already_sent(&mut results, &mut states);
+        let mut results = vec![campaign_flag("c1", true), campaign_flag("c2", false)];
+        skip_values_already_sent(&mut results, &mut states);
+        assert!(matches!(results[0], Ok(Outcome::Skip { .. })));
+        assert_eq!(results[1], campaign_flag("c2", false));
+
+        let dynamics = Ok(Outcome::Write {
+            records: vec![WriteRecord {
+                target: Target {
+                    system: System::Dynamics,
+                    table: "contacts".into(),
+                    key_field: "contactid".into(),
+                },
+                key: "c1".into(),
+                op: Operation::Update,
+                fields: vec![("donotbulkemail".into(), Value::Boolean(true))],
+            }],
+        });
+        let mut results = vec![dynamics.clone()];
+        skip_values_already_sent(&mut results, &mut states);
+        assert_eq!(results[0], dynamics);
+    }
 }
