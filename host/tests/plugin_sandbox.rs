@@ -254,6 +254,7 @@ fn log_spam_is_rate_limited_without_failing_the_batch() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("no warning counting the dropped lines in:\n{text}"));
+    println!("{passed} log lines passed on, {dropped} dropped, in {elapsed:?}");
     assert_eq!(
         passed + dropped,
         10_000,
