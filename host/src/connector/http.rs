@@ -86,16 +86,25 @@ pub fn build_client(
 
 /// Reads a `ca_file` and checks that it holds at least one PEM certificate, naming the file
 /// in the error, so a bad file fails when a workflow starts rather than on the first request.
-pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path)
-        .map_err(|error| format!("cannot read the CA file {}: {error}", path.display()))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|error| format!("the CA file {} is not valid PEM: {error}", path.display()))?;
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConnectorError> {
+    let refuse = |message: String| ConnectorError::Permanent { message };
+    let pem = std::fs::read(path).map_err(|error| {
+        refuse(format!(
+            "cannot read the CA file {}: {error}",
+            path.display()
+        ))
+    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+        refuse(format!(
+            "the CA file {} is not valid PEM: {error}",
+            path.display()
+        ))
+    })?;
     if certificates.is_empty() {
-        return Err(format!(
+        return Err(refuse(format!(
             "the CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
             path.display()
-        ));
+        )));
     }
     Ok(pem)
 }

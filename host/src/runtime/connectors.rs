@@ -68,7 +68,7 @@ impl Connect for ServiceConnect {
         dynamics_settings.batch_size = *dynamics.batch_size.get_ref();
         if let Some(ca) = &dynamics.ca_file {
             let pem = http::read_ca_file(&config.resolve_path(ca))
-                .map_err(|problem| format!("dynamics.ca_file: {problem}"))?;
+                .map_err(|error| format!("dynamics.ca_file: {error}"))?;
             dynamics_settings.extra_ca_pem = Some(pem);
         }
         let dynamics_connector = Arc::new(
