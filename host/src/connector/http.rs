@@ -771,6 +771,22 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     #[test]
+    fn a_certificate_error_is_found_inside_nested_io_errors_and_nothing_else_is() {
+        use std::io::{Error, ErrorKind};
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // The shape reqwest hands over: the connector's io::Error around the stream's.
+        let nested = Error::other(Error::new(ErrorKind::InvalidData, untrusted));
+        assert_eq!(
+            untrusted_certificate(&nested).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let other_tls = Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(untrusted_certificate(&other_tls), None);
+        let refused = Error::new(ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(untrusted_certificate(&refused), None);
+    }
+
+    #[test]
     fn secret_never_prints_its_value() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret}"), "***");
