@@ -594,3 +594,136 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
     host.terminate();
     drop(disk);
 }
+
+/// The hostile test fixture as `host/build.rs` compiled it, for configs naming it by path.
+fn hostile_fixture_file() -> std::path::PathBuf {
+    let profile_dir = conduit_binary()
+        .parent()
+        .expect("the binary is in target/<profile>")
+        .to_path_buf();
+    std::fs::read_dir(profile_dir.join("build"))
+        .expect("target/<profile>/build exists")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .map(|entry| entry.path().join("out/fixtures/fixture_hostile.wasm"))
+        .filter(|path| path.exists())
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no fixture_hostile.wasm under {}/build",
+                profile_dir.display()
+            )
+        })
+}
+
+/// Dead letters of a workflow through the admin API.
+async fn dead_letters(host: &HostProcess, workflow: &str) -> Vec<Value> {
+    let (status, body) = host
+        .get_status(&format!("/api/workflows/{workflow}/dead-letters"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_records_that_trap_the_plugin_are_dead_lettered_while_the_workflow_keeps_running() {
+    let sims = SimPair::start(100, 0).await;
+    let poison_fields = |n: usize| {
+        let mut fields = contact_fields(n);
+        fields.insert("lastname".into(), json!("POISON"));
+        fields
+    };
+    let mut poison: Vec<String> = (0..5)
+        .map(|n| format!("00000000-0000-4000-9000-{n:012}"))
+        .collect();
+    for (n, id) in poison.iter().enumerate() {
+        sims.dynamics
+            .upsert("contact", id, poison_fields(n))
+            .unwrap();
+    }
+    let plugin = hostile_fixture_file();
+    let workflows = format!(
+        r#"[ingress]
+plugin = "{}"
+pacing = {{ page_size = 200, write_batch = 100, poll_interval_ms = 200 }}
+
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [
+  {{ source = "firstname", destination = "firstName" }},
+  {{ source = "lastname", destination = "lastName" }},
+  {{ source = "emailaddress1", destination = "email" }},
+]
+settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "firstname:firstName,lastname:lastName,emailaddress1:email" }}
+"#,
+        plugin.display()
+    );
+    sims.write_config(&workflows);
+    let mut host = sims.spawn_host().await;
+    host.start("ingress").await;
+    let view = host.wait_caught_up("ingress").await;
+    assert_eq!(view["status"], "RUNNING", "{view:#}");
+    assert_eq!(view["counters"]["dead_letters"], 5, "{view:#}");
+
+    // Changes while RUNNING: good and poison records in the same pages.
+    let good: Vec<String> = (0..20)
+        .map(|n| format!("00000000-0000-4000-8000-{n:012}"))
+        .collect();
+    for (n, id) in good.iter().enumerate() {
+        sims.dynamics
+            .upsert("contact", id, contact_fields(n))
+            .unwrap();
+        if n % 10 == 5 {
+            let id = format!("00000000-0000-4000-9000-{:012}", 100 + n);
+            sims.dynamics
+                .upsert("contact", &id, poison_fields(n))
+                .unwrap();
+            poison.push(id);
+        }
+    }
+    wait_for("the good contacts added while running", 120, || {
+        let profiles = sims.profiles();
+        good.iter().all(|id| profiles.contains_key(id))
+    })
+    .await;
+    let view = host
+        .wait_workflow("ingress", "every poison record dead-lettered", |view| {
+            view["counters"]["dead_letters"] == poison.len() && view["backlog"] == 0
+        })
+        .await;
+    assert_eq!(view["status"], "RUNNING", "{view:#}");
+
+    let profiles = sims.profiles();
+    assert_eq!(
+        profiles.len(),
+        100 + good.len(),
+        "every good contact arrived"
+    );
+    for id in &good {
+        let profile = &profiles[id];
+        assert_eq!(profile["lastName"], "Later", "{profile:#}");
+        assert!(
+            profile["email"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("@example.com"))
+        );
+    }
+    let letters = dead_letters(&host, "ingress").await;
+    assert_eq!(letters.len(), poison.len(), "{letters:#?}");
+    for id in &poison {
+        assert!(!profiles.contains_key(id), "poison record {id} was written");
+        let letter = letters
+            .iter()
+            .find(|letter| letter["payload"].to_string().contains(id.as_str()))
+            .unwrap_or_else(|| panic!("no dead letter for {id}: {letters:#?}"));
+        assert_eq!(letter["stage"], "read", "{letter:#}");
+        let reason = letter["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("trapped"), "{reason}");
+        assert!(reason.contains(&format!("poison record {id}")), "{reason}");
+    }
+    println!("a dead letter's reason: {}", letters[0]["reason"]);
+    host.terminate();
+}

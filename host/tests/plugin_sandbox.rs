@@ -1,10 +1,12 @@
-//! Hostile plugins (`plugins/fixtures/`) are contained: loops stop at the deadline, memory
-//! stops at the cap, the sandbox grants nothing, bad output is refused, and after each case
-//! the same `PluginHost` still maps a good batch correctly.
+//! Hostile plugins (`plugins/fixtures/`) are contained: loops stop at the deadline, deep
+//! recursion traps, memory stops at the cap and stays bounded over hundreds of batches, the
+//! sandbox grants nothing, bad or giant output is refused, log floods are rate-limited, a
+//! component of the wrong world or with unknown imports is refused at load, and after each
+//! case the same `PluginHost` still maps a good batch correctly.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use conduit::model::{Operation, Outcome, Phase, RecordBatch, Row, Value};
@@ -196,6 +198,11 @@ fn invalid_output_is_refused_by_validation() {
         ("bad-target", "target 7"),
         ("missing-outcome", "2 outcomes for 3 inputs"),
         ("empty-key", "empty key"),
+        ("giant-key", "whose key (`kkkkkkkk"),
+        (
+            "giant-value",
+            "sets `lastName` of the record `c-0` to a value of 2097152 bytes, above the limit of 1048576 bytes",
+        ),
     ];
     for (mode, problem_part) in cases {
         match run_hostile(mode) {
@@ -217,10 +224,188 @@ fn a_plugin_reported_batch_error_is_a_batch_failure() {
 
 #[test]
 fn log_spam_is_rate_limited_without_failing_the_batch() {
+    let captured = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(captured.clone())
+        .finish();
+    let limits = tight_limits();
     let started = Instant::now();
-    let outcomes = run_hostile("log-spam").unwrap();
-    assert_eq!(outcomes.len(), 3);
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // The plugin runs on this thread, so a thread-local subscriber sees every line it logs.
+    let outcomes = tracing::subscriber::with_default(subscriber, || run_hostile("log-spam"));
+    let elapsed = started.elapsed();
+    assert_eq!(outcomes.unwrap().len(), 3);
+    let text = captured.text();
+    let passed = text.matches("spam line ").count();
+    // The burst passes, then the refill rate: nothing like the 10,000 lines written.
+    let allowed = f64::from(limits.log_burst)
+        + f64::from(limits.log_lines_per_second) * elapsed.as_secs_f64()
+        + 1.0;
+    assert!(passed >= limits.log_burst as usize, "{passed} lines passed");
+    assert!(
+        (passed as f64) <= allowed,
+        "{passed} lines passed in {elapsed:?}, more than the {allowed} the rate limit allows"
+    );
+    let dropped: usize = text
+        .lines()
+        .find(|line| line.contains("plugin log lines dropped by the rate limit"))
+        .and_then(|line| line.split("dropped=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no warning counting the dropped lines in:\n{text}"));
+    println!("{passed} log lines passed on, {dropped} dropped, in {elapsed:?}");
+    assert_eq!(
+        passed + dropped,
+        10_000,
+        "every line is passed on or counted"
+    );
+    assert!(elapsed < Duration::from_secs(10));
+}
+
+/// A `tracing` writer keeping everything in memory.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> CapturedLog {
+        self.clone()
+    }
+}
+
+#[test]
+fn deep_recursion_traps_as_a_stack_overflow_and_the_host_survives() {
+    let error = run_hostile("recursion").unwrap_err();
+    let PluginError::Trap { message, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(message.contains("call stack exhausted"), "{message}");
+    assert!(error.is_batch_failure());
+    assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn far_more_output_records_than_inputs_are_refused_naming_the_count_and_the_limit() {
+    let error = run_hostile("flood").unwrap_err();
+    let PluginError::InvalidOutput { problem, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(
+        problem.contains("input 0 produced 10000 output records, above the limit of 16 per input"),
+        "{problem}"
+    );
+    assert!(error.is_batch_failure());
+    assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn many_strings_each_under_the_cap_are_refused_by_the_total_output_cap() {
+    // 3 values of 2 MiB: each passes a 4 MiB string cap, together they pass the 4 MiB total.
+    let limits = Limits {
+        max_string_bytes: 4 << 20,
+        max_output_bytes: 4 << 20,
+        ..tight_limits()
+    };
+    let mut mapper = hostile()
+        .record_mapper(&json!({ "mode": "giant-value" }), limits)
+        .unwrap();
+    let error = mapper.map(Phase::Initial, &batch(3)).unwrap_err();
+    let PluginError::InvalidOutput { problem, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(
+        problem.contains("more than 4194304 bytes of strings in total"),
+        "{problem}"
+    );
+    assert!(problem.contains("record `c-1`"), "{problem}");
+    assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn a_record_mapper_loaded_as_another_world_is_refused_naming_the_world() {
+    for (world, expected, export) in [
+        (
+            World::EventMapper,
+            "event-mapper",
+            "map(events: list<email-event>)",
+        ),
+        (
+            World::OptOutResolver,
+            "opt-out-resolver",
+            "resolve(contacts: list<contact-opt-out>)",
+        ),
+    ] {
+        let error = host()
+            .load(&PluginRef::Path(fixture("fixture_hostile.wasm")), world)
+            .unwrap_err();
+        assert!(matches!(error, PluginError::WrongWorld { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("does not implement the {expected} world")),
+            "{message}"
+        );
+        assert!(message.contains(export), "{message}");
+        assert!(
+            message.contains("it is a record-mapper component"),
+            "{message}"
+        );
+    }
+}
+
+/// The process's resident set size, from `/proc/self/statm` (pages of 4 KiB on our machines).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn memory_stays_bounded_over_hundreds_of_hostile_batches() {
+    let modes = ["allocate", "giant-value", "flood"];
+    let run_round = || {
+        for mode in modes {
+            assert!(run_hostile(mode).is_err(), "{mode} must fail its batch");
+        }
+    };
+    // Warm-up: the engine's pools, the compiled code and the allocator's arenas settle.
+    for _ in 0..20 {
+        run_round();
+    }
+    let before = resident_bytes();
+    // 70 rounds of 3 modes: 210 hostile batches.
+    for _ in 0..70 {
+        run_round();
+    }
+    let after = resident_bytes();
+    let grown = after.saturating_sub(before);
+    println!(
+        "RSS {} MiB -> {} MiB over 210 hostile batches",
+        before >> 20,
+        after >> 20
+    );
+    // Each allocate batch touches 16 MiB and each giant-value batch 6 MiB: a leak of either
+    // would grow by gigabytes.
+    assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
+    assert_host_still_maps_a_good_batch();
 }
 
 #[test]

@@ -84,6 +84,31 @@ pub fn build_client(
     })
 }
 
+/// Reads a `ca_file` and checks that it holds at least one PEM certificate, naming the file
+/// in the error, so a bad file fails when a workflow starts rather than on the first request.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConnectorError> {
+    let refuse = |message: String| ConnectorError::Permanent { message };
+    let pem = std::fs::read(path).map_err(|error| {
+        refuse(format!(
+            "cannot read the CA file {}: {error}",
+            path.display()
+        ))
+    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+        refuse(format!(
+            "the CA file {} is not valid PEM: {error}",
+            path.display()
+        ))
+    })?;
+    if certificates.is_empty() {
+        return Err(refuse(format!(
+            "the CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
 /// Parses `Retry-After`, given either as seconds or as an HTTP date.
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -172,18 +197,49 @@ pub fn classify_status(
     }
 }
 
-/// Classifies a failure to get any response (connect, reset, timeout): always transient.
+/// Classifies a failure to get any response: a server certificate we do not trust is `Auth`
+/// (retrying cannot help, and the fix is `ca_file`); anything else (connect, reset, timeout)
+/// is transient.
 pub fn transport_error(error: &reqwest::Error, what: &str) -> ConnectorError {
     // reqwest's Display never includes headers, so no token can leak through it.
     let mut message = format!("{what} failed: {error}");
+    let mut certificate_problem = None;
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         message.push_str(&format!(": {cause}"));
+        certificate_problem = certificate_problem.or_else(|| untrusted_certificate(cause));
         source = cause.source();
+    }
+    if let Some(problem) = certificate_problem {
+        return ConnectorError::Auth {
+            message: format!(
+                "{what} failed: the server's TLS certificate is not trusted ({problem}); if the service uses a private or self-signed CA, set ca_file in its config section ([dynamics] or [campaign]) to that CA's PEM file"
+            ),
+        };
     }
     ConnectorError::Transient {
         message,
         retry_after: None,
+    }
+}
+
+/// The rustls certificate error inside one link of an error chain, if that is what it is.
+fn untrusted_certificate(cause: &(dyn std::error::Error + 'static)) -> Option<String> {
+    // The TLS stream reports rustls errors inside io::Errors (nested: the connector wraps the
+    // stream's error again), and an io::Error's `source` skips the error it wraps, so the
+    // wrappers are opened by hand.
+    let mut current = cause;
+    let rustls_error = loop {
+        if let Some(found) = current.downcast_ref::<rustls::Error>() {
+            break found;
+        }
+        current = current.downcast_ref::<std::io::Error>()?.get_ref()?;
+    };
+    match rustls_error {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            Some(rustls_error.to_string())
+        }
+        _ => None,
     }
 }
 
@@ -713,6 +769,22 @@ impl ApiClient {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn a_certificate_error_is_found_inside_nested_io_errors_and_nothing_else_is() {
+        use std::io::{Error, ErrorKind};
+        let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        // The shape reqwest hands over: the connector's io::Error around the stream's.
+        let nested = Error::other(Error::new(ErrorKind::InvalidData, untrusted));
+        assert_eq!(
+            untrusted_certificate(&nested).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let other_tls = Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert_eq!(untrusted_certificate(&other_tls), None);
+        let refused = Error::new(ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(untrusted_certificate(&refused), None);
+    }
 
     #[test]
     fn secret_never_prints_its_value() {

@@ -135,6 +135,53 @@ pub(super) fn contact_to_wit(contact: &model::ContactOptOut) -> wit::ContactOptO
     }
 }
 
+/// Counts the string bytes of one call's output against `max_output_bytes`, so that a
+/// plugin cannot hand the host (and its queue) an output far larger than its input.
+struct OutputBudget {
+    used: usize,
+    limit: usize,
+}
+
+impl OutputBudget {
+    fn spend(&mut self, bytes: usize, what: impl FnOnce() -> String) -> Result<(), String> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(format!(
+                "the output holds more than {} bytes of strings in total (the limit of one call), reached at {}",
+                self.limit,
+                what()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks one string against the per-string cap and spends it from the budget.
+fn check_text(
+    what: &str,
+    text: &str,
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<(), String> {
+    if text.len() > limits.max_string_bytes {
+        return Err(format!(
+            "{what} is {} bytes long, above the limit of {} bytes",
+            text.len(),
+            limits.max_string_bytes
+        ));
+    }
+    budget.spend(text.len(), || what.to_owned())
+}
+
+/// The start of a possibly huge key, for error messages.
+fn key_excerpt(key: &str) -> String {
+    const SHOWN: usize = 40;
+    match key.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}...", &key[..cut]),
+        None => key.to_owned(),
+    }
+}
+
 /// Checks a plugin's result against `inputs` and `limits` and resolves its index tables into
 /// self-contained outcomes; the error says what was wrong.
 pub(super) fn outcomes_from_wit(
@@ -148,23 +195,27 @@ pub(super) fn outcomes_from_wit(
             batch.outcomes.len()
         ));
     }
-    let check_text = |what: &str, text: &str| -> Result<(), String> {
-        if text.len() > limits.max_string_bytes {
-            return Err(format!(
-                "{what} is {} bytes long, above the limit of {} bytes",
-                text.len(),
-                limits.max_string_bytes
-            ));
-        }
-        Ok(())
+    let mut budget = OutputBudget {
+        used: 0,
+        limit: limits.max_output_bytes,
     };
     let mut targets = Vec::with_capacity(batch.targets.len());
     for (index, target) in batch.targets.into_iter().enumerate() {
         if target.table.is_empty() || target.key_field.is_empty() {
             return Err(format!("target {index} has an empty table or key field"));
         }
-        check_text(&format!("target {index}'s table"), &target.table)?;
-        check_text(&format!("target {index}'s key field"), &target.key_field)?;
+        check_text(
+            &format!("target {index}'s table"),
+            &target.table,
+            limits,
+            &mut budget,
+        )?;
+        check_text(
+            &format!("target {index}'s key field"),
+            &target.key_field,
+            limits,
+            &mut budget,
+        )?;
         targets.push(model::Target {
             system: match target.system {
                 wit::System::Dynamics => model::System::Dynamics,
@@ -178,17 +229,32 @@ pub(super) fn outcomes_from_wit(
         if column.is_empty() {
             return Err(format!("column {index} has an empty name"));
         }
-        check_text(&format!("column {index}'s name"), column)?;
+        check_text(
+            &format!("column {index}'s name"),
+            column,
+            limits,
+            &mut budget,
+        )?;
     }
     let mut outcomes = Vec::with_capacity(inputs);
     for (input, outcome) in batch.outcomes.into_iter().enumerate() {
         outcomes.push(match outcome {
             wit::Outcome::Skip(reason) => {
-                check_text(&format!("the skip reason of input {input}"), &reason)?;
+                check_text(
+                    &format!("the skip reason of input {input}"),
+                    &reason,
+                    limits,
+                    &mut budget,
+                )?;
                 model::Outcome::Skip { reason }
             }
             wit::Outcome::Reject(reason) => {
-                check_text(&format!("the reject reason of input {input}"), &reason)?;
+                check_text(
+                    &format!("the reject reason of input {input}"),
+                    &reason,
+                    limits,
+                    &mut budget,
+                )?;
                 model::Outcome::Reject { reason }
             }
             wit::Outcome::Write(records) => {
@@ -201,7 +267,9 @@ pub(super) fn outcomes_from_wit(
                 }
                 let records = records
                     .into_iter()
-                    .map(|record| write_record(record, input, &targets, &batch.columns, limits))
+                    .map(|record| {
+                        write_record(record, input, &targets, &batch.columns, limits, &mut budget)
+                    })
                     .collect::<Result<_, _>>()?;
                 model::Outcome::Write { records }
             }
@@ -216,6 +284,7 @@ fn write_record(
     targets: &[model::Target],
     columns: &[String],
     limits: &Limits,
+    budget: &mut OutputBudget,
 ) -> Result<model::WriteRecord, String> {
     let target = targets.get(record.target as usize).ok_or_else(|| {
         format!(
@@ -229,11 +298,15 @@ fn write_record(
     }
     if record.key.len() > limits.max_string_bytes {
         return Err(format!(
-            "input {input} writes a key of {} bytes, above the limit of {} bytes",
+            "input {input} writes a record whose key (`{}`) is {} bytes long, above the limit of {} bytes",
+            key_excerpt(&record.key),
             record.key.len(),
             limits.max_string_bytes
         ));
     }
+    budget.spend(record.key.len(), || {
+        format!("input {input}'s record `{}`", key_excerpt(&record.key))
+    })?;
     let mut fields = Vec::with_capacity(record.fields.len());
     for (column, value) in record.fields {
         let name = columns.get(column as usize).ok_or_else(|| {
@@ -242,20 +315,33 @@ fn write_record(
                 columns.len()
             )
         })?;
-        let longest = match &value {
+        let (longest, total) = match &value {
             wit::Value::Text(text) | wit::Value::Datetime(text) | wit::Value::Guid(text) => {
-                text.len()
+                (text.len(), text.len())
             }
-            wit::Value::Picklist(picklist) => picklist.label.as_ref().map_or(0, String::len),
-            wit::Value::Lookup(lookup) => lookup.table.len().max(lookup.id.len()),
-            _ => 0,
+            wit::Value::Picklist(picklist) => {
+                let label = picklist.label.as_ref().map_or(0, String::len);
+                (label, label)
+            }
+            wit::Value::Lookup(lookup) => (
+                lookup.table.len().max(lookup.id.len()),
+                lookup.table.len() + lookup.id.len(),
+            ),
+            _ => (0, 0),
         };
         if longest > limits.max_string_bytes {
             return Err(format!(
-                "input {input} sets `{name}` to a value of {longest} bytes, above the limit of {} bytes",
+                "input {input} sets `{name}` of the record `{}` to a value of {longest} bytes, above the limit of {} bytes",
+                key_excerpt(&record.key),
                 limits.max_string_bytes
             ));
         }
+        budget.spend(total, || {
+            format!(
+                "`{name}` of input {input}'s record `{}`",
+                key_excerpt(&record.key)
+            )
+        })?;
         fields.push((name.clone(), value_from_wit(value)));
     }
     Ok(model::WriteRecord {
@@ -343,5 +429,56 @@ mod tests {
             let problem = outcomes_from_wit(batch, 1, &limits).unwrap_err();
             assert!(problem.contains(expected), "{problem} lacks {expected}");
         }
+    }
+
+    #[test]
+    fn output_over_the_total_byte_cap_is_refused_naming_where_it_tipped_over() {
+        let limits = Limits {
+            max_string_bytes: 10,
+            max_output_bytes: 40,
+            ..Limits::default()
+        };
+        // Each record spends its 2-byte key and its 5-byte value; the target and column
+        // names spend 22 bytes first.
+        let records: Vec<_> = (0..4).map(|i| record(0, &format!("c{i}"), 0)).collect();
+        let fits = outcomes_from_wit(
+            mapped(vec![wit::Outcome::Write(records[..2].to_vec())]),
+            1,
+            &limits,
+        );
+        assert!(fits.is_ok(), "{fits:?}");
+        let problem =
+            outcomes_from_wit(mapped(vec![wit::Outcome::Write(records)]), 1, &limits).unwrap_err();
+        assert!(problem.contains("more than 40 bytes"), "{problem}");
+        assert!(problem.contains("record `c2`"), "{problem}");
+    }
+
+    #[test]
+    fn an_oversized_key_or_value_names_the_record() {
+        let limits = Limits {
+            max_string_bytes: 10,
+            ..Limits::default()
+        };
+        let long_key = record(0, "k-is-far-too-long", 0);
+        let problem = outcomes_from_wit(
+            mapped(vec![wit::Outcome::Write(vec![long_key])]),
+            1,
+            &limits,
+        )
+        .unwrap_err();
+        assert!(
+            problem.contains("key (`k-is-far-too-long`) is 17 bytes"),
+            "{problem}"
+        );
+        let mut long_value = record(0, "c9", 0);
+        long_value.fields = vec![(0, wit::Value::Text("x".repeat(11)))];
+        let problem = outcomes_from_wit(
+            mapped(vec![wit::Outcome::Write(vec![long_value])]),
+            1,
+            &limits,
+        )
+        .unwrap_err();
+        assert!(problem.contains("`email` of the record `c9`"), "{problem}");
+        assert!(problem.contains("11 bytes"), "{problem}");
     }
 }

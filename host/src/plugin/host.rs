@@ -159,21 +159,30 @@ impl PluginHost {
                 "it imports something the host does not provide (plugins may import only WASI and conduit:plugin/log): {error:#}"
             ))
         })?;
-        let wrong_world = |error: wasmtime::Error| PluginError::WrongWorld {
-            plugin: name.clone(),
-            expected: world,
-            message: format!("{error:#}"),
-        };
-        let pre = match world {
-            World::RecordMapper => WorldPre::Record(
-                record_mapper::RecordMapperPre::new(instance_pre).map_err(wrong_world)?,
-            ),
-            World::EventMapper => WorldPre::Event(
-                event_mapper::EventMapperPre::new(instance_pre).map_err(wrong_world)?,
-            ),
-            World::OptOutResolver => WorldPre::OptOut(
-                opt_out_resolver::OptOutResolverPre::new(instance_pre).map_err(wrong_world)?,
-            ),
+        let pre = match world_pre(instance_pre.clone(), world) {
+            Ok(pre) => pre,
+            Err(error) => {
+                // Naming the world the component does implement turns a type-checking
+                // message into the fix: the plugin is in the wrong section of the config.
+                let implemented = World::ALL
+                    .into_iter()
+                    .filter(|other| *other != world)
+                    .find(|other| world_pre(instance_pre.clone(), *other).is_ok());
+                let hint = match implemented {
+                    Some(other) => format!(
+                        "; it is a {other} component, so it can only be used where a {other} plugin is expected"
+                    ),
+                    None => String::new(),
+                };
+                return Err(PluginError::WrongWorld {
+                    plugin: name,
+                    expected: world,
+                    message: format!(
+                        "it must export {} ({error:#}){hint}",
+                        required_exports(world)
+                    ),
+                });
+            }
         };
         Ok(LoadedPlugin {
             inner: Arc::new(LoadedInner {
@@ -190,6 +199,33 @@ impl PluginHost {
 
     pub(super) fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+}
+
+/// Checks a linked component against the exports of `world`.
+fn world_pre(
+    instance_pre: wasmtime::component::InstancePre<StoreState>,
+    world: World,
+) -> wasmtime::Result<WorldPre> {
+    Ok(match world {
+        World::RecordMapper => WorldPre::Record(record_mapper::RecordMapperPre::new(instance_pre)?),
+        World::EventMapper => WorldPre::Event(event_mapper::EventMapperPre::new(instance_pre)?),
+        World::OptOutResolver => {
+            WorldPre::OptOut(opt_out_resolver::OptOutResolverPre::new(instance_pre)?)
+        }
+    })
+}
+
+/// The functions a world's component must export, as `wit/conduit-plugin.wit` declares them.
+fn required_exports(world: World) -> &'static str {
+    match world {
+        World::RecordMapper => {
+            "`configure(settings: string)` and `map(phase: phase, batch: record-batch)`"
+        }
+        World::EventMapper => "`configure(settings: string)` and `map(events: list<email-event>)`",
+        World::OptOutResolver => {
+            "`configure(settings: string)` and `resolve(contacts: list<contact-opt-out>)`"
+        }
     }
 }
 

@@ -187,11 +187,17 @@ impl Configured {
                 deadline: self.limits.deadline,
             };
         }
+        // A trap's wasm backtrace lists unnamed functions of a stripped component: it would
+        // bury the one useful line (and the panic message) in every dead letter's reason.
+        let cause = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
         let stderr = store.data().stderr_text();
         let message = if stderr.is_empty() {
-            format!("{error:#}")
+            cause
         } else {
-            format!("{error:#}; the plugin wrote: {stderr}")
+            format!("{cause}; the plugin wrote: {stderr}")
         };
         PluginError::Trap { plugin, message }
     }

@@ -67,10 +67,8 @@ impl Connect for ServiceConnect {
         dynamics_settings.max_concurrency = dynamics.max_concurrency.max(1);
         dynamics_settings.batch_size = *dynamics.batch_size.get_ref();
         if let Some(ca) = &dynamics.ca_file {
-            let path = config.resolve_path(ca);
-            let pem = std::fs::read(&path).map_err(|error| {
-                format!("cannot read dynamics.ca_file {}: {error}", path.display())
-            })?;
+            let pem = http::read_ca_file(&config.resolve_path(ca))
+                .map_err(|error| format!("dynamics.ca_file: {error}"))?;
             dynamics_settings.extra_ca_pem = Some(pem);
         }
         let dynamics_connector = Arc::new(
