@@ -1,7 +1,8 @@
 //! Faults and security through the real `conduit run` binary: garbage pages from the source,
-//! a failing token endpoint, a full disk during commits, a second host on the same data
-//! directory, the admin API off loopback without a token, a world-readable config, and
-//! secrets that must never show up in any output of a full run.
+//! a destination down for a long while, a failing token endpoint, a full disk during commits,
+//! a second host on the same data directory, the admin API off loopback without a token, a
+//! world-readable config, secrets that must never show up in any output of a full run, and
+//! poison records that trap the plugin while the workflow runs.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
