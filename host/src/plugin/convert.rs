@@ -137,7 +137,7 @@ pub(super) fn contact_to_wit(contact: &model::ContactOptOut) -> wit::ContactOptO
 
 /// Checks a plugin's result against `inputs` and `limits` and resolves its index tables into
 /// self-contained outcomes; the error says what was wrong.
-pub(super) fn outcomes_from_wit(
+pub(crate) fn outcomes_from_wit(
     batch: wit::MappedBatch,
     inputs: usize,
     limits: &Limits,

@@ -12,6 +12,7 @@ mod builtin;
 mod cache;
 mod convert;
 mod error;
+pub(crate) mod fuzz_input;
 mod host;
 mod limits;
 mod mappers;
