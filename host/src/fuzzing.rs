@@ -90,7 +90,10 @@ pub fn dataverse_page(body: &[u8]) -> Result<ChangePage, ConnectorError> {
 }
 
 /// Reads a Dataverse `$batch` response given its `Content-Type` header value and body.
-pub fn dataverse_batch(content_type: &[u8], body: &[u8]) -> Result<Vec<HttpMessage>, ConnectorError> {
+pub fn dataverse_batch(
+    content_type: &[u8],
+    body: &[u8],
+) -> Result<Vec<HttpMessage>, ConnectorError> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Ok(value) = reqwest::header::HeaderValue::from_bytes(content_type) {
         headers.insert(reqwest::header::CONTENT_TYPE, value);

@@ -28,7 +28,11 @@ fn assert_located(text: &str, problems: &[Problem]) -> Result<(), TestCaseError>
             .split('\n')
             .nth(problem.line - 1)
             .map_or(0, |line| line.chars().count());
-        prop_assert!(problem.column >= 1 && problem.column <= line_chars + 1, "{}", problem);
+        prop_assert!(
+            problem.column >= 1 && problem.column <= line_chars + 1,
+            "{}",
+            problem
+        );
         prop_assert!(!problem.message.is_empty(), "{}", problem);
         prop_assert!(problem.hint.is_some(), "{}", problem);
     }
@@ -64,16 +68,22 @@ fn mapping() -> impl Strategy<Value = GeneratedMapping> {
     (
         proptest::collection::btree_set(ident(), 0..5),
         proptest::collection::vec(any::<bool>(), 5),
-        proptest::collection::vec((any::<prop::sample::Index>(), text_value(), text_value()), 0..3),
         proptest::collection::vec(
-            (any::<prop::sample::Index>(), prop::sample::select(FILTER_OPERATORS.to_vec()), text_value()),
+            (any::<prop::sample::Index>(), text_value(), text_value()),
+            0..3,
+        ),
+        proptest::collection::vec(
+            (
+                any::<prop::sample::Index>(),
+                prop::sample::select(FILTER_OPERATORS.to_vec()),
+                text_value(),
+            ),
             0..3,
         ),
         any::<[bool; 4]>(),
     )
         .prop_map(|(names, updates, replacements, rules, flags)| {
-            let fields: Vec<(String, bool)> =
-                names.into_iter().zip(updates).collect();
+            let fields: Vec<(String, bool)> = names.into_iter().zip(updates).collect();
             let count = fields.len();
             GeneratedMapping {
                 replacements: if count == 0 {

@@ -214,7 +214,9 @@ fn a_wrong_type_names_its_dotted_key() {
     let problems = parse(&text).unwrap_err();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
-        problems[0].message.starts_with("dynamics.batch_size: invalid type"),
+        problems[0]
+            .message
+            .starts_with("dynamics.batch_size: invalid type"),
         "{}",
         problems[0]
     );

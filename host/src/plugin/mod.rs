@@ -16,6 +16,8 @@ pub(crate) mod fuzz_input;
 mod host;
 mod limits;
 mod mappers;
+#[cfg(test)]
+mod proptests;
 mod reference;
 mod sandbox;
 

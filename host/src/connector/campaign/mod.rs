@@ -8,6 +8,8 @@
 
 pub(crate) mod events;
 mod exports;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod sink;
 mod transport;
 mod values;

@@ -8,6 +8,8 @@
 
 pub mod metadata;
 pub mod multipart;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod read;
 pub mod settings;
 pub(crate) mod write;
