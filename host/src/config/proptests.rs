@@ -260,7 +260,7 @@ const RETYPED: [(&str, &str); 8] = [
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 1024,
         rng_seed: RngSeed::Fixed(0xC0_4F16),
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -312,7 +312,7 @@ proptest! {
         let broken = broken.join("\n");
         let problems = parse(&broken);
         prop_assert!(problems.is_err(), "{}", broken);
-        let problems = problems.err().expect("checked above");
+        let problems = problems.expect_err("checked above");
         assert_located(&broken, &problems)?;
         prop_assert_eq!(problems.len(), 1, "{:?}", problems);
         prop_assert_eq!(problems[0].line, line_index + 1, "{}", problems[0]);

@@ -35,6 +35,10 @@ impl Reader<'_> {
         }
     }
 
+    fn flag(&mut self) -> bool {
+        self.byte().is_multiple_of(2)
+    }
+
     fn below(&mut self, bound: u8) -> usize {
         usize::from(self.byte() % bound)
     }
@@ -65,14 +69,14 @@ impl Reader<'_> {
     fn value(&mut self) -> wit::Value {
         match self.below(9) {
             0 => wit::Value::Null,
-            1 => wit::Value::Boolean(self.byte() % 2 == 0),
+            1 => wit::Value::Boolean(self.flag()),
             2 => wit::Value::Integer(i64::from(self.byte()) - 128),
             3 => wit::Value::Decimal(f64::from(self.byte()) / 7.0),
             4 => wit::Value::Text(self.text()),
             5 => wit::Value::Datetime(self.text()),
             6 => wit::Value::Picklist(wit::Picklist {
                 value: i64::from(self.byte()),
-                label: (self.byte() % 2 == 0).then(|| self.text()),
+                label: (self.flag()).then(|| self.text()),
             }),
             7 => wit::Value::Guid(self.text()),
             _ => wit::Value::Lookup(wit::Lookup {
@@ -105,7 +109,7 @@ impl Reader<'_> {
         wit::MappedBatch {
             targets: (0..self.below(4))
                 .map(|_| wit::Target {
-                    system: if self.byte() % 2 == 0 {
+                    system: if self.flag() {
                         wit::System::Dynamics
                     } else {
                         wit::System::Campaign

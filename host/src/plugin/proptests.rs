@@ -131,7 +131,7 @@ fn acceptable(batch: &wit::MappedBatch, inputs: usize) -> bool {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 512,
+        cases: 2048,
         rng_seed: RngSeed::Fixed(0x91_0617),
         failure_persistence: None,
         ..ProptestConfig::default()

@@ -170,7 +170,7 @@ fn opt_out_change() -> impl Strategy<Value = (OptOutChange, String)> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 1024,
         rng_seed: RngSeed::Fixed(0xAC5),
         failure_persistence: None,
         ..ProptestConfig::default()

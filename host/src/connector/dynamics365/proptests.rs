@@ -182,7 +182,7 @@ fn message() -> impl Strategy<Value = HttpMessage> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        cases: 1024,
         rng_seed: RngSeed::Fixed(0xD365),
         failure_persistence: None,
         ..ProptestConfig::default()
