@@ -275,6 +275,25 @@ proptest! {
     }
 
     #[test]
+    fn any_readable_date_text_writes_out_and_reads_back_as_the_same_instant(
+        text in "[+-]?[0-9]{1,6}-[01][0-9]-[0-3][0-9]([ T][0-2][0-9]:[0-5][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][01][0-9]:[0-5][0-9])?)?",
+    ) {
+        let Some(instant) = parse_instant(&text) else {
+            return Ok(());
+        };
+        let millis = instant.timestamp_millis();
+        let rfc3339 = rfc3339_from_campaign(&text);
+        prop_assert!(rfc3339.is_some(), "{}", text);
+        let rfc3339 = rfc3339.expect("checked above");
+        prop_assert_eq!(parse_instant(&rfc3339).map(|again| again.timestamp_millis()), Some(millis), "{} -> {}", text, rfc3339);
+        let written = to_campaign_json("f", &Value::Datetime(text.clone()), None);
+        prop_assert!(written.is_ok(), "{:?}", written);
+        let written = written.expect("checked above");
+        let written = written.as_str().unwrap_or_default();
+        prop_assert_eq!(parse_instant(written).map(|again| again.timestamp_millis()), Some(millis), "{} -> {}", text, written);
+    }
+
+    #[test]
     fn a_journal_page_of_n_events_reads_n_events_and_the_last_position(
         events in proptest::collection::vec(event(), 0..8),
         last in proptest::option::of("pos-[0-9a-f]{8}"),
