@@ -1,12 +1,14 @@
-//! Any bytes as a Dataverse change-tracking page: the reader never panics, and a page it
-//! accepts has one value per requested column in every row, upserts before deletes.
+//! Any bytes as a Dataverse change-tracking page (and as a picklist option set): the readers
+//! never panic, and a page they accept has one value per requested column in every row,
+//! upserts before deletes.
 #![no_main]
 
-use conduit::fuzzing::{contact_columns, dataverse_page};
+use conduit::fuzzing::{contact_columns, dataverse_option_set, dataverse_page};
 use conduit::model::Operation;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    let _ = dataverse_option_set(data);
     if let Ok(page) = dataverse_page(data) {
         let columns = contact_columns();
         assert_eq!(page.batch.columns, columns);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::config::{Config, Problem};
-use crate::connector::dynamics365::metadata::{AttributeMeta, TableMeta};
+use crate::connector::dynamics365::metadata::{AttributeMeta, PicklistOption, TableMeta};
 use crate::connector::dynamics365::multipart::HttpMessage;
 use crate::connector::{ChangePage, ConnectorError, EventPage, FieldInfo, OptOutChange};
 use crate::model::{Outcome, System, Target, WriteRecord};
@@ -87,6 +87,11 @@ pub fn dataverse_page(body: &[u8]) -> Result<ChangePage, ConnectorError> {
         body,
         RESPONSE_URL,
     )
+}
+
+/// Reads a Dataverse picklist attribute body into its options (values and user labels).
+pub fn dataverse_option_set(body: &[u8]) -> Result<Vec<PicklistOption>, ConnectorError> {
+    crate::connector::dynamics365::metadata::read_option_set(body, RESPONSE_URL)
 }
 
 /// Reads a Dataverse `$batch` response given its `Content-Type` header value and body.

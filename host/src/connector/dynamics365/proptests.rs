@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{Value as Json, json};
 
+use super::metadata::{PicklistOption, read_option_set};
 use super::multipart::{
     HttpMessage, boundary_of, parse_http_message, split_parts, write_end, write_http_part,
 };
@@ -239,6 +240,30 @@ proptest! {
             .map(|row| (row.key, row.op, row.values))
             .collect();
         prop_assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn any_option_set_json_is_read_or_refused_naming_the_url(body in any_json()) {
+        if let Err(error) = read_option_set(body.to_string().as_bytes(), URL) {
+            prop_assert!(error.to_string().contains(URL), "{}", error);
+        }
+    }
+
+    #[test]
+    fn a_generated_option_set_reads_back_as_its_values_and_labels(
+        options in proptest::collection::vec((any::<i64>(), "\\PC{0,12}"), 0..8),
+    ) {
+        let listed: Vec<Json> = options
+            .iter()
+            .map(|(value, label)| json!({"Value": value, "Label": {"UserLocalizedLabel": {"Label": label}, "LocalizedLabels": []}}))
+            .collect();
+        let body = json!({"LogicalName": "gendercode", "OptionSet": {"Options": listed}}).to_string();
+        let read = read_option_set(body.as_bytes(), URL);
+        let expected: Vec<PicklistOption> = options
+            .into_iter()
+            .map(|(value, label)| PicklistOption { value, label })
+            .collect();
+        prop_assert_eq!(read, Ok(expected));
     }
 
     #[test]
