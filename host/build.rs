@@ -4,7 +4,8 @@
 //!
 //! A fresh clone's `cargo test --workspace` must just work, so this also installs the
 //! wasm32-wasip2 target when the active rustup toolchain lacks it (auto-install is off on our
-//! machines).
+//! machines). `CONDUIT_PREBUILT_PLUGINS=<folder>` skips the nested build and takes the
+//! components from that folder instead (the nightly fuzz build uses it).
 
 use std::env;
 use std::fs;
@@ -12,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Names a folder of already built plugin components to use instead of building them.
+const PREBUILT_VARIABLE: &str = "CONDUIT_PREBUILT_PLUGINS";
 
 /// The builtins: (environment variable, component file name).
 const BUILTINS: [(&str, &str); 3] = [
@@ -82,11 +86,18 @@ fn run() -> Result<(), String> {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
 
-    ensure_wasm_target()?;
-    let plugin_target_dir = outer_target_dir(&out_dir).join("plugins");
-    build_plugins(&plugins, &plugin_target_dir)?;
-
-    let built = plugin_target_dir.join(WASM_TARGET).join("release");
+    println!("cargo:rerun-if-env-changed={PREBUILT_VARIABLE}");
+    // The fuzz targets build with a nightly toolchain that has no wasm32-wasip2 standard
+    // library; they reuse the plugins the pinned toolchain already built.
+    let built = match env::var_os(PREBUILT_VARIABLE) {
+        Some(prebuilt) => PathBuf::from(prebuilt),
+        None => {
+            ensure_wasm_target()?;
+            let plugin_target_dir = outer_target_dir(&out_dir).join("plugins");
+            build_plugins(&plugins, &plugin_target_dir)?;
+            plugin_target_dir.join(WASM_TARGET).join("release")
+        }
+    };
     // Copies in OUT_DIR keep `include_bytes!` stable while another build (say, clippy
     // alongside test) rewrites the shared plugin target directory.
     for (variable, file) in BUILTINS {

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod connector;
+pub mod fuzzing;
 pub mod model;
 pub mod plugin;
 pub mod runtime;

@@ -86,11 +86,11 @@ impl Config {
         let locate = Locator::new(path, text);
         let file: ConfigFile = toml::from_str(text).map_err(|error| {
             let span = error.span().unwrap_or(0..0);
-            vec![locate.problem(
-                span,
-                error.message().to_string(),
-                Some(parse_hint(error.message())),
-            )]
+            let message = match key_path(&error) {
+                Some(key) => format!("{key}: {}", error.message()),
+                None => error.message().to_string(),
+            };
+            vec![locate.problem(span, message, Some(parse_hint(error.message())))]
         })?;
         let config = Config {
             path: path.to_path_buf(),
@@ -282,6 +282,20 @@ fn floor_char_boundary(text: &str, mut offset: usize) -> usize {
     offset
 }
 
+/// The dotted key a deserialization error is about (`dynamics.batch_size`), when it names one:
+/// the message alone ("invalid type: string, expected usize") does not say which value is wrong.
+fn key_path(error: &toml::de::Error) -> Option<String> {
+    // Without its input, toml's rendering of an error ends with "in `<keys>`".
+    let mut bare = error.clone();
+    bare.set_input(None);
+    bare.to_string().lines().find_map(|line| {
+        line.strip_prefix("in `")
+            .and_then(|rest| rest.strip_suffix('`'))
+            .filter(|keys| !keys.is_empty())
+            .map(str::to_owned)
+    })
+}
+
 fn parse_hint(message: &str) -> String {
     if message.contains("unknown field") {
         "remove the key or fix its spelling; the README lists every key".into()
@@ -294,5 +308,7 @@ fn parse_hint(message: &str) -> String {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

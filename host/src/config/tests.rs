@@ -202,3 +202,22 @@ fn the_annotated_example_config_is_valid() {
     let config = parse(&text).unwrap();
     assert_eq!(config.file.ingress.unwrap().mappings.len(), 2);
 }
+
+/// Found by the property `a_value_of_the_wrong_type_is_reported_at_its_key`: toml's message
+/// alone ("invalid type: string \"many\", expected usize") did not say which key was wrong.
+#[test]
+fn a_wrong_type_names_its_dotted_key() {
+    let text = VALID.replace(
+        "client_id = \"app\"",
+        "client_id = \"app\"\nbatch_size = \"many\"",
+    );
+    let problems = parse(&text).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .message
+            .starts_with("dynamics.batch_size: invalid type"),
+        "{}",
+        problems[0]
+    );
+}

@@ -184,7 +184,7 @@ fn key_excerpt(key: &str) -> String {
 
 /// Checks a plugin's result against `inputs` and `limits` and resolves its index tables into
 /// self-contained outcomes; the error says what was wrong.
-pub(super) fn outcomes_from_wit(
+pub(crate) fn outcomes_from_wit(
     batch: wit::MappedBatch,
     inputs: usize,
     limits: &Limits,

@@ -12,9 +12,12 @@ mod builtin;
 mod cache;
 mod convert;
 mod error;
+pub(crate) mod fuzz_input;
 mod host;
 mod limits;
 mod mappers;
+#[cfg(test)]
+mod proptests;
 mod reference;
 mod sandbox;
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::CampaignConnector;
 use super::values::rfc3339_from_campaign;
+use crate::connector::http::parse_json;
 use crate::connector::{ConnectorError, EventPage, EventSource};
 use crate::model::{BounceDetail, EmailEvent, EmailEventKind};
 
@@ -141,29 +142,38 @@ impl EventSource for CampaignConnector {
                 cursor: cursor.map(str::to_owned),
             });
         }
-        let page: JournalPage =
-            reply.json(url.as_str(), "a journal page with `events` and `_page`")?;
-        let mut events = Vec::with_capacity(page.events.len());
-        for entry in &page.events {
-            let event =
-                parse_journal_event(&entry.event).map_err(|reason| ConnectorError::Permanent {
-                    message: format!(
-                        "Campaign event journal {url}, position {}: {reason}",
-                        entry.position
-                    ),
-                })?;
-            events.push(event);
-        }
-        let last = page
-            .page
-            .last
-            .or_else(|| page.events.last().map(|entry| entry.position.clone()))
-            .or_else(|| cursor.map(str::to_owned));
-        Ok(EventPage {
-            events,
-            cursor: last,
-        })
+        read_journal_page(&reply.body, url.as_str(), cursor)
     }
+}
+
+/// Reads one journal page body into its events and the cursor after them (`since` when the
+/// page names no position); an unconvertible event fails the page, naming its position.
+pub(crate) fn read_journal_page(
+    body: &[u8],
+    url: &str,
+    since: Option<&str>,
+) -> Result<EventPage, ConnectorError> {
+    let page: JournalPage = parse_json(body, url, "a journal page with `events` and `_page`")?;
+    let mut events = Vec::with_capacity(page.events.len());
+    for entry in &page.events {
+        let event =
+            parse_journal_event(&entry.event).map_err(|reason| ConnectorError::Permanent {
+                message: format!(
+                    "Campaign event journal {url}, position {}: {reason}",
+                    entry.position
+                ),
+            })?;
+        events.push(event);
+    }
+    let last = page
+        .page
+        .last
+        .or_else(|| page.events.last().map(|entry| entry.position.clone()))
+        .or_else(|| since.map(str::to_owned));
+    Ok(EventPage {
+        events,
+        cursor: last,
+    })
 }
 
 #[cfg(test)]

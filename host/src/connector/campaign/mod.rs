@@ -6,9 +6,11 @@
 //! One [`CampaignConnector`] serves one Campaign instance. It owns the HTTP details of the service;
 //! it never stores PKeys (they are deployment-specific) and knows nothing of queues or plugins.
 
-mod events;
+pub(crate) mod events;
 mod exports;
-mod sink;
+#[cfg(test)]
+mod proptests;
+pub(crate) mod sink;
 mod transport;
 mod values;
 
@@ -24,7 +26,7 @@ pub use exports::{EXPORTS_SUBFOLDER, export_file_name, is_opt_out_attribute, par
 pub use sink::{field_kind, filter_name as key_filter_name};
 pub use values::{
     campaign_date_text, campaign_datetime_text, parse_instant as parse_campaign_instant,
-    rfc3339_from_campaign,
+    rfc3339_from_campaign, to_campaign_json,
 };
 
 use crate::connector::FieldInfo;

@@ -14,6 +14,7 @@ use url::Url;
 
 use super::CampaignConnector;
 use super::values::to_campaign_json;
+use crate::connector::http::parse_json;
 use crate::connector::{ConnectorError, FieldInfo, FieldKind, RecordSink, WriteOutcome};
 use crate::model::{Operation, System, WriteRecord};
 
@@ -75,12 +76,11 @@ impl CampaignConnector {
         let mut records = Vec::new();
         loop {
             let reply = self.transport.send(Method::GET, &url, None).await?;
-            let page: ListPage = reply.json(url.as_str(), "a list with `content`")?;
-            let page_was_empty = page.content.is_empty();
-            records.extend(page.content);
-            match page.next {
-                Some(next) if !page_was_empty => url = self.same_origin_url(&next.href)?,
-                _ => return Ok(records),
+            let (content, next) = read_list_page(&reply.body, url.as_str())?;
+            records.extend(content);
+            match next {
+                Some(href) => url = self.same_origin_url(&href)?,
+                None => return Ok(records),
             }
         }
     }
@@ -93,27 +93,7 @@ impl CampaignConnector {
         check_resource_name(resource)?;
         let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
         let reply = self.transport.send(Method::GET, &url, None).await?;
-        let metadata: ResourceMetadata =
-            reply.json(url.as_str(), "resourceType metadata with `content`")?;
-        let mut fields = Vec::with_capacity(metadata.content.len());
-        for (name, field) in &metadata.content {
-            let api_name = field
-                .get("apiName")
-                .and_then(|value| value.as_str())
-                .unwrap_or(name);
-            let kind = field
-                .get("type")
-                .and_then(|value| value.as_str())
-                .ok_or_else(|| ConnectorError::Permanent {
-                    message: format!(
-                        "Campaign GET {url}: field {name:?} of {resource} has no `type` in its metadata"
-                    ),
-                })?;
-            fields.push(FieldInfo {
-                name: api_name.to_owned(),
-                kind: field_kind(kind),
-            });
-        }
+        let fields = read_resource_fields(&reply.body, url.as_str(), resource)?;
         let fields = Arc::new(fields);
         if let Ok(mut cache) = self.metadata.lock() {
             cache.insert(resource.to_owned(), Arc::clone(&fields));
@@ -168,33 +148,12 @@ impl CampaignConnector {
         url.query_pairs_mut()
             .append_pair(&format!("{key_field}_parameter"), &record.key);
         let reply = self.transport.send(Method::GET, &url, None).await?;
-        let page: ListPage = reply.json(url.as_str(), "a list with `content`")?;
-        match page.content.as_slice() {
-            [] => Ok(None),
-            [found] => {
-                let href = found.get("href").and_then(|value| value.as_str());
-                let pkey = found.get("PKey").and_then(|value| value.as_str());
-                let url = match (href, pkey) {
-                    (Some(href), _) => self.same_origin_url(href)?,
-                    (None, Some(pkey)) => self.api_url(&["profileAndServicesExt", resource, pkey]),
-                    (None, None) => {
-                        return Err(ConnectorError::Permanent {
-                            message: format!(
-                                "Campaign GET {url}: expected the found {resource} to carry an href or PKey"
-                            ),
-                        });
-                    }
-                };
-                Ok(Some(Found { url }))
-            }
-            many => Err(ConnectorError::Permanent {
-                message: format!(
-                    "{} {resource} records have {key_field} {:?}; the key must be unique",
-                    many.len(),
-                    record.key
-                ),
-            }),
-        }
+        let found = match read_lookup(&reply.body, url.as_str(), record)? {
+            None => return Ok(None),
+            Some(FoundAt::Href(href)) => self.same_origin_url(&href)?,
+            Some(FoundAt::PKey(pkey)) => self.api_url(&["profileAndServicesExt", resource, &pkey]),
+        };
+        Ok(Some(Found { url: found }))
     }
 
     /// Writes one record. The transport never resends a failed POST (it may have created the
@@ -365,6 +324,93 @@ impl RecordSink for CampaignConnector {
         reply.json::<ListPage>(url.as_str(), "a list with `content`")?;
         Ok(())
     }
+}
+
+/// Where a key lookup found its record: the href it gave, or its PKey when it gave none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FoundAt {
+    /// The record's href (still to be checked against the API base).
+    Href(String),
+    /// The record's PKey, to address it under its resource.
+    PKey(String),
+}
+
+/// Reads one list page body: its records, and the `next.href` to follow (none after an empty
+/// page, so a service that keeps linking never loops us forever).
+pub(crate) fn read_list_page(
+    body: &[u8],
+    url: &str,
+) -> Result<(Vec<serde_json::Value>, Option<String>), ConnectorError> {
+    let page: ListPage = parse_json(body, url, "a list with `content`")?;
+    let next = page
+        .next
+        .filter(|_| !page.content.is_empty())
+        .map(|link| link.href);
+    Ok((page.content, next))
+}
+
+/// Reads a key lookup's answer: nothing, one record (by href or PKey) or an error when the key
+/// matched several records or the one found cannot be addressed.
+pub(crate) fn read_lookup(
+    body: &[u8],
+    url: &str,
+    record: &WriteRecord,
+) -> Result<Option<FoundAt>, ConnectorError> {
+    let resource = &record.target.table;
+    let key_field = &record.target.key_field;
+    let page: ListPage = parse_json(body, url, "a list with `content`")?;
+    match page.content.as_slice() {
+        [] => Ok(None),
+        [found] => {
+            let href = found.get("href").and_then(|value| value.as_str());
+            let pkey = found.get("PKey").and_then(|value| value.as_str());
+            match (href, pkey) {
+                (Some(href), _) => Ok(Some(FoundAt::Href(href.to_owned()))),
+                (None, Some(pkey)) => Ok(Some(FoundAt::PKey(pkey.to_owned()))),
+                (None, None) => Err(ConnectorError::Permanent {
+                    message: format!(
+                        "Campaign GET {url}: expected the found {resource} to carry an href or PKey"
+                    ),
+                }),
+            }
+        }
+        many => Err(ConnectorError::Permanent {
+            message: format!(
+                "{} {resource} records have {key_field} {:?}; the key must be unique",
+                many.len(),
+                record.key
+            ),
+        }),
+    }
+}
+
+/// Reads a `resourceType` metadata body into the resource's fields and their kinds.
+pub(crate) fn read_resource_fields(
+    body: &[u8],
+    url: &str,
+    resource: &str,
+) -> Result<Vec<FieldInfo>, ConnectorError> {
+    let metadata: ResourceMetadata = parse_json(body, url, "resourceType metadata with `content`")?;
+    let mut fields = Vec::with_capacity(metadata.content.len());
+    for (name, field) in &metadata.content {
+        let api_name = field
+            .get("apiName")
+            .and_then(|value| value.as_str())
+            .unwrap_or(name);
+        let kind = field
+            .get("type")
+            .and_then(|value| value.as_str())
+            .ok_or_else(|| ConnectorError::Permanent {
+                message: format!(
+                    "Campaign GET {url}: field {name:?} of {resource} has no `type` in its metadata"
+                ),
+            })?;
+        fields.push(FieldInfo {
+            name: api_name.to_owned(),
+            kind: field_kind(kind),
+        });
+    }
+    Ok(fields)
 }
 
 /// `externalId` -> `byExternalId`: Campaign's filter name for an identification key.

@@ -2,7 +2,7 @@
 //! (`2018-05-16 23:08:13.006Z`, or `2018-05-16` for date fields), picklists as labels, lookups as
 //! their id. Used by the sink (writing) and by the event and export readers (dates back to RFC 3339).
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 use crate::connector::FieldKind;
 use crate::model::Value;
@@ -17,9 +17,13 @@ pub fn campaign_date_text(instant: DateTime<Utc>) -> String {
     instant.format("%Y-%m-%d").to_string()
 }
 
-/// Reads RFC 3339, Campaign date-time text or a bare date into an instant (UTC).
+/// Reads RFC 3339, Campaign date-time text or a bare date into an instant (UTC) of the years
+/// 0000 to 9999, the ones both formats can write back.
 pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
-    let text = text.trim();
+    read_instant(text.trim()).filter(|instant| (0..=9999).contains(&instant.year()))
+}
+
+fn read_instant(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
         return Some(instant.with_timezone(&Utc));
     }
@@ -135,6 +139,19 @@ mod tests {
         );
         let error = to_campaign_json("score", &Value::Decimal(f64::NAN), None).unwrap_err();
         assert!(error.contains("score"), "{error}");
+    }
+
+    /// Found by `any_readable_date_text_writes_out_and_reads_back_as_the_same_instant`:
+    /// `-1-01-01` was read as year -1, whose RFC 3339 text (`-0001-...`) nothing reads back.
+    #[test]
+    fn dates_outside_the_years_0000_to_9999_are_unreadable() {
+        for text in ["-1-01-01", "+10000-01-01", "10000-01-01 00:00:00.000Z"] {
+            assert_eq!(parse_instant(text), None, "{text}");
+            assert_eq!(rfc3339_from_campaign(text), None, "{text}");
+        }
+        assert!(to_campaign_json("f", &Value::Datetime("-1-01-01".into()), None).is_err());
+        assert!(parse_instant("0000-01-01").is_some());
+        assert!(parse_instant("9999-12-31 23:59:59.999Z").is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::Shared;
+use crate::connector::http::parse_json;
 use crate::connector::{ConnectorError, FieldInfo, FieldKind};
 
 /// What the connector knows about one table.
@@ -325,35 +326,9 @@ impl Shared {
             "EntityDefinitions(LogicalName='{}')/Attributes(LogicalName='{attribute}')/Microsoft.Dynamics.CRM.{class}?$select=LogicalName&$expand=OptionSet",
             meta.logical_name
         ));
-        let body: Json = self
-            .get_json(&url, "a picklist attribute with its option set")
-            .await?;
-        let options = body
-            .pointer("/OptionSet/Options")
-            .and_then(Json::as_array)
-            .ok_or_else(|| ConnectorError::Permanent {
-                message: format!("the response of {url} has no OptionSet.Options list"),
-            })?;
-        options
-            .iter()
-            .map(|option| {
-                let value = option.get("Value").and_then(Json::as_i64);
-                let label = option
-                    .pointer("/Label/UserLocalizedLabel/Label")
-                    .and_then(Json::as_str);
-                match (value, label) {
-                    (Some(value), Some(label)) => Ok(PicklistOption {
-                        value,
-                        label: label.to_string(),
-                    }),
-                    _ => Err(ConnectorError::Permanent {
-                        message: format!(
-                            "an option in the response of {url} lacks Value or Label.UserLocalizedLabel.Label: {option}"
-                        ),
-                    }),
-                }
-            })
-            .collect()
+        let response = self.get(&url, None).await?;
+        let response = response.into_success(&format!("GET {url}"))?;
+        read_option_set(&response.body, &url)
     }
 
     /// The fields of `table`, read fresh from the service (for drift checks).
@@ -371,4 +346,38 @@ impl Shared {
         fields.sort_by(|left, right| left.name.cmp(&right.name));
         Ok(fields)
     }
+}
+
+/// Reads a picklist attribute's `OptionSet.Options` body into its values and user labels.
+pub(crate) fn read_option_set(
+    body: &[u8],
+    url: &str,
+) -> Result<Vec<PicklistOption>, ConnectorError> {
+    let body: Json = parse_json(body, url, "a picklist attribute with its option set")?;
+    let options = body
+        .pointer("/OptionSet/Options")
+        .and_then(Json::as_array)
+        .ok_or_else(|| ConnectorError::Permanent {
+            message: format!("the response of {url} has no OptionSet.Options list"),
+        })?;
+    options
+        .iter()
+        .map(|option| {
+            let value = option.get("Value").and_then(Json::as_i64);
+            let label = option
+                .pointer("/Label/UserLocalizedLabel/Label")
+                .and_then(Json::as_str);
+            match (value, label) {
+                (Some(value), Some(label)) => Ok(PicklistOption {
+                    value,
+                    label: label.to_string(),
+                }),
+                _ => Err(ConnectorError::Permanent {
+                    message: format!(
+                        "an option in the response of {url} lacks Value or Label.UserLocalizedLabel.Label: {option}"
+                    ),
+                }),
+            }
+        })
+        .collect()
 }

@@ -8,9 +8,11 @@
 
 pub mod metadata;
 pub mod multipart;
-mod read;
+#[cfg(test)]
+mod proptests;
+pub(crate) mod read;
 pub mod settings;
-mod write;
+pub(crate) mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

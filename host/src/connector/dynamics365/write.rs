@@ -388,7 +388,7 @@ fn encode_key(key: &str) -> String {
 }
 
 /// The HTTP responses inside a `$batch` response, in order (change sets flattened).
-fn read_batch_response(
+pub(crate) fn read_batch_response(
     headers: &reqwest::header::HeaderMap,
     body: &[u8],
     url: &str,
