@@ -197,7 +197,33 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Killing chromedriver alone orphans the Chromium it started (dozens of processes per
+        // test run); ending the session first makes chromedriver close the browser.
+        end_session(&self.session);
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// Sends `DELETE <session>` to chromedriver over a plain socket: `drop` cannot await reqwest.
+fn end_session(session_url: &str) {
+    use std::io::{Read, Write};
+    let Some(rest) = session_url.strip_prefix("http://") else {
+        return;
+    };
+    let Some((authority, path)) = rest.split_once('/') else {
+        return;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect(authority) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let request = format!(
+        "DELETE /{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        // The answer comes once the browser has quit.
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
     }
 }
