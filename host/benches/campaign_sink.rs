@@ -15,6 +15,9 @@ use conduit::connector::{RecordSink, WriteOutcome};
 use conduit::model::{Operation, System, Target, Value, WriteRecord};
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 
+mod support;
+use support::process_cpu_time;
+
 const ROLE_VARIABLE: &str = "CONDUIT_BENCH_ROLE";
 const BATCH: usize = 500;
 
@@ -131,21 +134,6 @@ fn record(round: usize, index: usize, label: &str) -> WriteRecord {
             ),
         ],
     }
-}
-
-/// User + system CPU time of this process (Linux `/proc/self/stat`, in 1/100 s ticks).
-fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> u64 {
-        fields
-            .get(index)
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn serve_simulator() {

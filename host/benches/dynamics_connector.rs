@@ -16,6 +16,9 @@ use conduit::connector::http::Secret;
 use conduit::connector::{ChangeRequest, ChangeSource};
 use criterion::{Criterion, Throughput};
 
+mod support;
+use support::process_cpu_time;
+
 const ROWS: usize = 50_000;
 const PAGE_SIZE: u32 = 5000;
 const COLUMNS: [&str; 9] = [
@@ -88,25 +91,6 @@ async fn read_all(connector: &Dynamics365Connector, request: &ChangeRequest) -> 
         }
         cursor = Some(page.cursor);
     }
-}
-
-/// User + system CPU time of this process so far.
-fn process_cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("Linux /proc");
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after_name = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| {
-        fields
-            .get(index)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn main() {

@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 use conduit::model::WorkflowId;
 use conduit::runtime::{self, HostOptions, ServiceConnect};
 
+mod support;
+use support::{cpu_time_of, process_cpu_time};
+
 const DEFAULT_CONTACTS: usize = 1_000_000;
 const D365_SECRET_ENV: &str = "BENCH_D365_SECRET";
 const ACS_SECRET_ENV: &str = "BENCH_ACS_SECRET";
@@ -139,22 +142,6 @@ pacing = {{ page_size = 5000, write_batch = 1000, poll_interval_ms = 500 }}
     )
 }
 
-/// User + system CPU time from a `/proc/<pid>/stat` file.
-fn cpu_time_of(path: &str) -> Duration {
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |index: usize| -> u64 {
-        fields
-            .get(index)
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0)
-    };
-    // Linux reports in USER_HZ, which is 100 on every mainstream configuration.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}
-
 /// `VmHWM` (peak resident set) from a `/proc/<pid>/status` file, in KiB.
 fn peak_rss_kib_of(path: &str) -> u64 {
     let status = std::fs::read_to_string(path).unwrap_or_default();
@@ -249,7 +236,7 @@ fn run(scenario: Scenario, contacts: usize) {
                 .expect("the Campaign control API answers");
             assert!(reply.status().is_success(), "fault injection refused");
         }
-        let host_cpu_before = cpu_time_of("/proc/self/stat");
+        let host_cpu_before = process_cpu_time();
         let sims_cpu_before = sims.cpu_time();
         let started = Instant::now();
         let mut max_backlog = 0u64;
@@ -289,7 +276,7 @@ fn run(scenario: Scenario, contacts: usize) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let elapsed = started.elapsed();
-        let host_cpu = cpu_time_of("/proc/self/stat").saturating_sub(host_cpu_before);
+        let host_cpu = process_cpu_time().saturating_sub(host_cpu_before);
         let sims_cpu = sims.cpu_time().saturating_sub(sims_cpu_before);
         let data_file = runtime::store_path(&dir.path().join("data"));
         let file_mib = std::fs::metadata(&data_file)

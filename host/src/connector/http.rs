@@ -65,16 +65,9 @@ pub fn build_client(
         .connect_timeout(timeout.min(Duration::from_secs(30)))
         .pool_max_idle_per_host(64);
     if let Some(pem) = extra_ca_pem {
-        let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
-            ConnectorError::Permanent {
-                message: format!("the extra CA certificate is not valid PEM: {error}"),
-            }
+        let certificates = pem_certificates(pem).map_err(|reason| ConnectorError::Permanent {
+            message: format!("the extra CA certificate {reason}"),
         })?;
-        if certificates.is_empty() {
-            return Err(ConnectorError::Permanent {
-                message: "the extra CA certificate file holds no PEM certificate".to_string(),
-            });
-        }
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
@@ -94,19 +87,20 @@ pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>, ConnectorError> {
             path.display()
         ))
     })?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-        refuse(format!(
-            "the CA file {} is not valid PEM: {error}",
-            path.display()
-        ))
-    })?;
-    if certificates.is_empty() {
-        return Err(refuse(format!(
-            "the CA file {} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
-            path.display()
-        )));
-    }
+    pem_certificates(&pem)
+        .map_err(|reason| refuse(format!("the CA file {} {reason}", path.display())))?;
     Ok(pem)
+}
+
+/// The certificates of a PEM bundle; what is wrong (to follow the file's name) when it is not
+/// PEM or holds no certificate.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certificates = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|error| format!("is not valid PEM: {error}"))?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".to_string());
+    }
+    Ok(certificates)
 }
 
 /// Parses `Retry-After`, given either as seconds or as an HTTP date.
