@@ -56,6 +56,7 @@ fn queued_bytes(index: u64) -> Vec<u8> {
         origin: ORIGIN.into(),
         attempts: 0,
         queued_at_ms: 1_796_000_000_000,
+        phase: None,
     };
     serde_json::to_vec(&queued).expect("a plain record encodes")
 }

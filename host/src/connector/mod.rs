@@ -33,6 +33,14 @@ pub enum ConnectorError {
         /// What the service said, never the secret.
         message: String,
     },
+    /// An update-only write found no record to update. Another workflow may create it soon
+    /// (Ingress creates the profile an opt-out flag is for), so the engine waits for it a
+    /// bounded time instead of dead-lettering at once.
+    #[error("{message}")]
+    Missing {
+        /// What was looked for and where.
+        message: String,
+    },
     /// Retrying will not help: a 4xx other than 408/429, or a response we cannot read.
     #[error("{message}")]
     Permanent {
@@ -79,6 +87,15 @@ pub trait ChangeSource: Send + Sync {
         request: &ChangeRequest,
         cursor: Option<&str>,
     ) -> Result<ChangePage, ConnectorError>;
+
+    /// Reads the current rows of `keys` with the request's columns; keys no longer in the
+    /// table are left out. Used to map again records whose queued writes were mapped under a
+    /// mapping that has since changed.
+    async fn read_rows(
+        &self,
+        request: &ChangeRequest,
+        keys: &[String],
+    ) -> Result<RecordBatch, ConnectorError>;
 
     /// Counts the rows of a table (the replay guard refuses huge tables).
     async fn count_rows(&self, table: &str) -> Result<u64, ConnectorError>;
@@ -137,6 +154,39 @@ pub trait OptOutExportSource: Send + Sync {
         &self,
         cursor: Option<&str>,
     ) -> Result<OptOutExportPage, ConnectorError>;
+}
+
+/// One Campaign profile's opt-out attributes, as they are now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileOptOuts {
+    /// The profile's CRM ID (`contactid`).
+    pub contact_key: String,
+    /// The asked attributes the profile holds a boolean for.
+    pub values: Vec<(String, bool)>,
+}
+
+/// One page of profiles and the link to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileOptOutPage {
+    /// The profiles of this page that carry a CRM ID.
+    pub profiles: Vec<ProfileOptOuts>,
+    /// The next page's link; `None` after the last page.
+    pub next: Option<String>,
+}
+
+/// Campaign profiles' current opt-out attributes, read in pages: the first Opt-in/out start
+/// reconciles both sides from them.
+#[async_trait]
+pub trait ProfileOptOutSource: Send + Sync {
+    /// Reads the page at `cursor` (`None`: the first page) of profiles with `key_field` and
+    /// the boolean `attributes`.
+    async fn read_profile_opt_outs(
+        &self,
+        key_field: &str,
+        attributes: &[String],
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<ProfileOptOutPage, ConnectorError>;
 }
 
 /// The type of a destination or source field, as its metadata declares it.

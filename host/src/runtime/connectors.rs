@@ -115,6 +115,7 @@ impl Connect for ServiceConnect {
             dynamics_sink: dynamics_connector,
             campaign_sink: campaign_connector.clone(),
             events: campaign_connector.clone(),
+            profile_opt_outs: Some(campaign_connector.clone()),
             opt_out_exports: drop_root
                 .map(|_| campaign_connector as Arc<dyn crate::connector::OptOutExportSource>),
         })

@@ -244,6 +244,7 @@ impl Store {
                 origin: letter.origin,
                 attempts: 0,
                 queued_at_ms: now_ms(),
+                phase: None,
             };
             queue.insert((wf, seq), encode_json(&body).as_slice())?;
             drop(queue);
@@ -288,6 +289,7 @@ mod tests {
             origin: "opt-out".into(),
             attempts: 0,
             queued_at_ms: 0,
+            phase: None,
         };
         store
             .commit_read(

@@ -7,7 +7,9 @@
 //! O(1) to read. This module knows redb and serde; it knows nothing of HTTP or plugins.
 
 mod dead_letters;
+mod ledger;
 mod queue;
+mod reread;
 mod state;
 mod tables;
 
@@ -17,13 +19,15 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, ReadableDatabase};
 
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
+pub use ledger::LedgerPolicy;
 pub use queue::{QueuedRecord, ReadCommit, WriteCommit};
 pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
 
 use tables::{META, META_FORMAT_VERSION};
 
-/// The on-disk format this build writes and understands.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build writes and understands. Version 2 added the ledger; a
+/// version 1 file is upgraded in place when opened.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// redb's page cache. Its default (1 GiB) keeps every page touched in memory, so a large
 /// backlog would grow the host's RSS with the file; the queue is only ever read at its head
@@ -209,6 +213,7 @@ impl Store {
                 found: version,
                 supported: FORMAT_VERSION,
             }),
+            Some(Some(version)) if version < FORMAT_VERSION => self.upgrade(version),
             Some(Some(_)) => Ok(()),
             Some(None) => Err(StoreError::Corrupt {
                 what: "format version",
@@ -225,6 +230,25 @@ impl Store {
                 Ok(())
             }
         }
+    }
+}
+
+impl Store {
+    /// Upgrades an older file in place: new tables are created, and a store that already
+    /// synced records notes that its ledger does not know them.
+    fn upgrade(&self, from: u32) -> Result<(), StoreError> {
+        let write = self.begin_write()?;
+        {
+            tables::create_all(&write)?;
+            let mut meta = write.open_table(META)?;
+            if from < 2 {
+                meta.insert(tables::META_LEDGER_PARTIAL, [1u8].as_slice())?;
+            }
+            meta.insert(META_FORMAT_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
+        }
+        write.commit()?;
+        tracing::info!(from, to = FORMAT_VERSION, path = %self.path.display(), "upgraded the data file");
+        Ok(())
     }
 }
 

@@ -7,10 +7,13 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::dead_letters::{self, NewDeadLetter};
+use super::ledger::{self, Decision, LedgerPolicy};
 use super::state::{CursorState, OptOutSnapshot};
-use super::tables::{CURSORS, DEAD_LETTERS, OPT_OUT_STATE, QUEUE, counter};
+use super::tables::{
+    CURSORS, DEAD_LETTERS, LEDGER, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE, REREAD, counter,
+};
 use super::{Store, StoreError, decode_json, encode_json};
-use crate::model::{WorkflowId, WriteRecord};
+use crate::model::{Phase, WorkflowId, WriteRecord};
 
 /// A write waiting in a workflow's queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +29,10 @@ pub struct QueuedRecord {
     pub attempts: u32,
     /// When it was queued (milliseconds since the Unix epoch).
     pub queued_at_ms: i64,
+    /// The pass over the source it was read in (Ingress), so that a re-read under a changed
+    /// mapping knows whether apply-updates-off fields were due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
 }
 
 /// Everything one reader step produced, committed in one transaction.
@@ -47,6 +54,12 @@ pub struct ReadCommit {
     pub opt_out_states: Vec<(String, OptOutSnapshot)>,
     /// Dead letters this step re-processed successfully (a retry): removed.
     pub retired_dead_letters: Vec<u64>,
+    /// How `records` are checked against what was sent before (Ingress only).
+    pub ledger: LedgerPolicy,
+    /// The pass over the source `records` come from (Ingress).
+    pub phase: Option<Phase>,
+    /// Re-reads this step completed: (mapping, key), removed from the re-read list.
+    pub rereads_done: Vec<(String, String)>,
 }
 
 /// The outcome of one writer step, committed in one transaction.
@@ -70,14 +83,42 @@ impl Store {
         {
             let mut queue = write.open_table(QUEUE)?;
             let mut seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
-            let queued = commit.records.len() as u64;
+            let mut ledger_table = write.open_table(LEDGER)?;
+            // A store upgraded from before the ledger cannot tell whose records older ones
+            // are, so it keeps deleting by key as it always did.
+            let deletes_need_ownership = commit.ledger != LedgerPolicy::Off
+                && write.open_table(META)?.get(META_LEDGER_PARTIAL)?.is_none();
+            let (mut queued, mut unchanged, mut not_owned) = (0u64, 0u64, 0u64);
             for (origin, record) in commit.records {
+                match ledger::decide(
+                    &mut ledger_table,
+                    &record,
+                    commit.ledger,
+                    deletes_need_ownership,
+                )? {
+                    Decision::Queue => queued += 1,
+                    Decision::Unchanged => {
+                        unchanged += 1;
+                        continue;
+                    }
+                    Decision::NotOwned => {
+                        tracing::info!(
+                            workflow = wf,
+                            table = %record.target.table,
+                            key = %record.key,
+                            "delete skipped: the record was not created by Conduit"
+                        );
+                        not_owned += 1;
+                        continue;
+                    }
+                }
                 let body = QueuedRecord {
                     seq,
                     record,
                     origin,
                     attempts: 0,
                     queued_at_ms: now,
+                    phase: commit.phase,
                 };
                 queue.insert((wf, seq), encode_json(&body).as_slice())?;
                 seq += 1;
@@ -85,7 +126,15 @@ impl Store {
             counter_set(&write, wf, counter::NEXT_SEQ, seq)?;
             counter_add(&write, wf, counter::QUEUED, queued as i64)?;
             counter_add(&write, wf, counter::READ, commit.read as i64)?;
-            counter_add(&write, wf, counter::SKIPPED, commit.skipped as i64)?;
+            counter_add(
+                &write,
+                wf,
+                counter::SKIPPED,
+                (commit.skipped + unchanged + not_owned) as i64,
+            )?;
+            counter_add(&write, wf, counter::SKIPPED_UNCHANGED, unchanged as i64)?;
+            counter_add(&write, wf, counter::SKIPPED_NOT_OWNED, not_owned as i64)?;
+            drop(ledger_table);
 
             dead_letters::insert_all(&write, workflow, commit.dead_letters, now)?;
             if !commit.retired_dead_letters.is_empty() {
@@ -98,6 +147,13 @@ impl Store {
                 }
                 drop(table);
                 counter_add(&write, wf, counter::DEAD_LETTERS, -removed)?;
+            }
+
+            if !commit.rereads_done.is_empty() {
+                let mut rereads = write.open_table(REREAD)?;
+                for (mapping, key) in &commit.rereads_done {
+                    rereads.remove((mapping.as_str(), key.as_str()))?;
+                }
             }
 
             if !commit.opt_out_states.is_empty() {
@@ -172,7 +228,13 @@ impl Store {
             }
             let written = removed;
             let mut refused = Vec::new();
+            let mut ledger_table = write.open_table(LEDGER)?;
             for (record, reason) in commit.refused {
+                // What was refused never reached the destination: the next change of that
+                // record must not be skipped as already sent.
+                if workflow == WorkflowId::Ingress {
+                    ledger::forget_values(&mut ledger_table, &record.record)?;
+                }
                 if queue.remove((wf, record.seq))?.is_some() {
                     removed += 1;
                     refused.push(NewDeadLetter::write_refused(record, reason));
@@ -187,6 +249,7 @@ impl Store {
                 }
             }
             drop(queue);
+            drop(ledger_table);
             counter_add(&write, wf, counter::QUEUED, -removed)?;
             counter_add(&write, wf, counter::WRITTEN, written)?;
             dead_letters::insert_all(&write, workflow, refused, now)?;

@@ -30,6 +30,10 @@ pub struct WorkflowRecord {
     pub last_error: Option<String>,
     /// Table mappings whose replay was accepted and is taken at the next start.
     pub pending_replays: Vec<String>,
+    /// Each Ingress table mapping's fingerprint (its settings and plugin) when the workflow
+    /// last started: a different one at a start means its queued records are mapped again.
+    #[serde(default)]
+    pub mapping_fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 /// Where a source's reader continues.
@@ -68,8 +72,14 @@ pub struct Counters {
     pub read: u64,
     /// Records written, all time.
     pub written: u64,
-    /// Source records skipped by the plugin, all time.
+    /// Source records skipped by the plugin or as changing nothing, all time.
     pub skipped: u64,
+    /// Of the skipped: changes that would have written nothing new, all time.
+    #[serde(default)]
+    pub skipped_unchanged: u64,
+    /// Of the skipped: deletes of destination records Conduit never wrote, left alone.
+    #[serde(default)]
+    pub skipped_not_owned: u64,
     /// Records dead-lettered, all time.
     pub dead_lettered: u64,
     /// Dead letters currently held.
@@ -181,6 +191,8 @@ impl Store {
             read: get(counter::READ)?,
             written: get(counter::WRITTEN)?,
             skipped: get(counter::SKIPPED)?,
+            skipped_unchanged: get(counter::SKIPPED_UNCHANGED)?,
+            skipped_not_owned: get(counter::SKIPPED_NOT_OWNED)?,
             dead_lettered: get(counter::DEAD_LETTERED)?,
             dead_letters: get(counter::DEAD_LETTERS)?,
         })

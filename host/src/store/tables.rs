@@ -27,6 +27,18 @@ pub(super) const WORKFLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(super) const OPT_OUT_STATE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("opt_out_state");
 
+/// What Ingress last sent to each destination record: ("<system>/<table>", key) -> field
+/// hashes (see `ledger.rs`).
+pub(super) const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
+
+/// Ingress records to read again under a changed mapping: (mapping, key) -> phase byte
+/// (see `reread.rs`).
+pub(super) const REREAD: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("reread");
+
+/// The key in [`META`] set when the ledger started on a store that already held synced data:
+/// records written before it are not in it, so deletes cannot be checked against it.
+pub(super) const META_LEDGER_PARTIAL: &str = "ledger_partial";
+
 /// Counter names.
 pub(super) mod counter {
     /// Records in the queue (the backlog).
@@ -39,6 +51,10 @@ pub(super) mod counter {
     pub const WRITTEN: &str = "written";
     /// Records skipped by the plugin (filtered out, switched off), all time.
     pub const SKIPPED: &str = "skipped";
+    /// Of the skipped, incremental changes that would have written nothing new, all time.
+    pub const SKIPPED_UNCHANGED: &str = "skipped_unchanged";
+    /// Of the skipped, deletes of destination records Conduit never wrote, all time.
+    pub const SKIPPED_NOT_OWNED: &str = "skipped_not_owned";
     /// Records dead-lettered, all time.
     pub const DEAD_LETTERED: &str = "dead_lettered";
     /// Dead letters currently held.
@@ -55,5 +71,7 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(COUNTERS)?;
     write.open_table(WORKFLOWS)?;
     write.open_table(OPT_OUT_STATE)?;
+    write.open_table(LEDGER)?;
+    write.open_table(REREAD)?;
     Ok(())
 }

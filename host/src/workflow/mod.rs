@@ -226,6 +226,15 @@ impl Supervisor {
         Ok(Status::Stopped)
     }
 
+    /// The config a started workflow runs with, while it has one.
+    fn running_config(&self, id: WorkflowId) -> Option<Config> {
+        let slots = lock(&self.inner.slots);
+        slots
+            .get(&id)
+            .and_then(|slot| slot.snapshot.as_ref())
+            .map(|snapshot| snapshot.config.clone())
+    }
+
     /// Stops every workflow without changing what should run at the next host start.
     pub async fn shutdown(&self) {
         let tasks: Vec<_> = {
@@ -273,7 +282,13 @@ impl Supervisor {
                 names.join(", ")
             )));
         };
-        let limit = config.limits(id).replay_max_rows;
+        // The limit in force is the running workflow's: an edited limit shows as pending until
+        // the restart and must not apply before its badge clears.
+        let limit = self
+            .running_config(id)
+            .unwrap_or_else(|| config.clone())
+            .limits(id)
+            .replay_max_rows;
         let record = self.store().workflow(id)?;
         if record.pending_replays.iter().any(|m| m == mapping) {
             return Err(EngineError::Refused(format!(
@@ -364,6 +379,12 @@ impl Supervisor {
                     .map(|r| (dead.origin.clone(), r))
                     .collect(),
                 retired_dead_letters: vec![letter],
+                // A retried source record is written whatever was sent before, and recorded as
+                // Conduit's, as a first read would.
+                ledger: match &dead.payload {
+                    DeadLetterPayload::SourceRecord { .. } => crate::store::LedgerPolicy::Record,
+                    _ => crate::store::LedgerPolicy::Off,
+                },
                 ..ReadCommit::default()
             },
         )?;

@@ -93,6 +93,7 @@ pub(super) async fn prepare(
             let mut readers = Vec::new();
             let mut needed = Vec::new();
             let mut fingerprint = String::new();
+            let mut mapping_fingerprints = std::collections::BTreeMap::new();
             for mapping in &section.mappings {
                 check_source_fields(&services, mapping).await?;
                 let settings = mapping_settings(mapping)?;
@@ -100,6 +101,10 @@ pub(super) async fn prepare(
                     .plugins
                     .record_mapper(plugin, &settings, &limits)
                     .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
+                mapping_fingerprints.insert(
+                    mapping.name.get_ref().clone(),
+                    mapping_fingerprint(&settings, &loaded.fingerprint),
+                );
                 fingerprint = loaded.fingerprint;
                 readers.push(MappingReader {
                     name: mapping.name.get_ref().clone(),
@@ -120,6 +125,7 @@ pub(super) async fn prepare(
                 ));
             }
             take_pending_replays(env, config)?;
+            reread_changed_mappings(env, mapping_fingerprints)?;
             (ReaderKind::Ingress(readers), needed, fingerprint)
         }
         WorkflowId::Egress => {
@@ -167,7 +173,11 @@ pub(super) async fn prepare(
                 .map(|p| p.campaign.get_ref().clone())
                 .collect();
             let needed = if active && !campaign_fields.is_empty() {
-                vec![(System::Campaign, "profile".to_string(), campaign_fields)]
+                vec![(
+                    System::Campaign,
+                    "profile".to_string(),
+                    campaign_fields.clone(),
+                )]
             } else {
                 Vec::new()
             };
@@ -176,6 +186,7 @@ pub(super) async fn prepare(
                     resolver: Some(loaded.plugin),
                     contacts,
                     read_exports,
+                    campaign_attributes: campaign_fields.clone(),
                 },
                 needed,
                 loaded.fingerprint,
@@ -342,7 +353,7 @@ fn merge_extra(
 
 /// The columns a table mapping reads: the key, the mapped fields, the filtered fields and
 /// the change time.
-fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
+pub(super) fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
     let mut columns = vec![mapping.key.source.get_ref().clone()];
     columns.extend(mapping.fields.iter().map(|f| f.source.get_ref().clone()));
     if let Some(filters) = &mapping.filters {
@@ -385,6 +396,50 @@ async fn check_source_fields(
             .into());
         }
     }
+    Ok(())
+}
+
+/// What a table mapping's outputs depend on: its settings and the plugin's build.
+fn mapping_fingerprint(settings: &serde_json::Value, plugin_fingerprint: &str) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(settings.to_string().as_bytes());
+    hasher.update([0]);
+    hasher.update(plugin_fingerprint.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Records queued under a mapping that has changed since the last start leave the queue to be
+/// read again and mapped with the mapping as it is now: following the documented procedure
+/// (fix the mapping, restart) then loses nothing and dead-letters nothing.
+fn reread_changed_mappings(
+    env: &Environment,
+    fingerprints: std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    let record = env
+        .store
+        .workflow(WorkflowId::Ingress)
+        .map_err(|error| error.to_string())?;
+    for (name, now) in &fingerprints {
+        let changed = record
+            .mapping_fingerprints
+            .get(name)
+            .is_some_and(|before| before != now);
+        if changed {
+            let moved = env
+                .store
+                .queue_rereads(name)
+                .map_err(|error| error.to_string())?;
+            if moved > 0 {
+                tracing::info!(mapping = %name, records = moved, "the mapping changed: queued records are read again and mapped with it");
+            }
+        }
+    }
+    env.store
+        .update_workflow(WorkflowId::Ingress, |record| {
+            record.mapping_fingerprints = fingerprints;
+        })
+        .map_err(|error| error.to_string())?;
     Ok(())
 }
 

@@ -11,7 +11,8 @@ use crate::model::{
     WorkflowId,
 };
 use crate::store::{
-    CursorState, DeadLetterPayload, NewDeadLetter, OptOutSnapshot, ReadCommit, Stage, Store,
+    CursorState, DeadLetterPayload, LedgerPolicy, NewDeadLetter, OptOutSnapshot, ReadCommit, Stage,
+    Store,
 };
 
 use super::backoff::Backoff;
@@ -48,6 +49,8 @@ pub(super) enum ReaderKind {
         resolver: Option<Box<dyn OptOutResolution>>,
         contacts: Option<ChangeRequest>,
         read_exports: bool,
+        /// The paired Campaign attributes, read from every profile at the first start.
+        campaign_attributes: Vec<String>,
     },
 }
 
@@ -67,6 +70,10 @@ pub(super) const EVENTS_SOURCE: &str = "events";
 pub(super) const OPT_OUT_CONTACTS_SOURCE: &str = "contacts";
 /// The source name of the opt-out exports cursor.
 pub(super) const OPT_OUT_EXPORTS_SOURCE: &str = "exports";
+/// The source name of the first start's pass over Campaign's profiles.
+pub(super) const OPT_OUT_PROFILES_SOURCE: &str = "profiles";
+/// The Campaign field holding a profile's CRM ID.
+const PROFILE_KEY_FIELD: &str = "externalId";
 const OPT_OUT_ORIGIN: &str = "opt-out";
 
 impl Reader {
@@ -138,6 +145,10 @@ impl Reader {
             if ctx.stop_requested() {
                 break;
             }
+            if self.reread_step(ctx, mapping).await? {
+                worked = true;
+                continue;
+            }
             let stored = self.store.cursor(self.workflow, &mapping.name)?;
             let phase = stored.as_ref().map_or(Phase::Initial, |c| c.phase);
             let cursor = stored.and_then(|c| c.cursor);
@@ -184,6 +195,8 @@ impl Reader {
                 source: mapping.name.clone(),
                 cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
                 read: rows as u64,
+                ledger: ledger_policy(phase),
+                phase: Some(phase),
                 ..ReadCommit::default()
             };
             let all_failed = collect(&mut commit, &mapping.name, results, |index| {
@@ -200,6 +213,67 @@ impl Reader {
             worked |= rows > 0 || !page.caught_up;
         }
         Ok(worked)
+    }
+
+    /// Reads again, and maps with the mapping as configured now, a page of the records whose
+    /// queued writes were mapped under an older mapping; false when none wait.
+    async fn reread_step(
+        &mut self,
+        ctx: &StageContext,
+        mapping: &mut MappingReader,
+    ) -> Result<bool, StepError> {
+        let waiting = self
+            .store
+            .rereads(&mapping.name, mapping.request.page_size.max(1) as usize)?;
+        if waiting.is_empty() {
+            return Ok(false);
+        }
+        // One phase per commit: a replay-phase key writes apply-updates-off fields too.
+        let phase = waiting[0].1;
+        let keys: Vec<String> = waiting
+            .into_iter()
+            .filter(|(_, p)| *p == phase)
+            .map(|(key, _)| key)
+            .collect();
+        let batch = self
+            .services
+            .dynamics_source
+            .read_rows(&mapping.request, &keys)
+            .await
+            .map_err(|error| StepError::from_source(&mapping.name, error))?;
+        let mut mapper = mapping.mapper.take().ok_or_else(|| {
+            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
+        })?;
+        let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
+            let results = map_rows(mapper.as_mut(), phase, &batch);
+            (mapper, batch, results)
+        })
+        .await
+        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        mapping.mapper = Some(mapper);
+        let mut commit = ReadCommit {
+            source: mapping.name.clone(),
+            read: batch.rows.len() as u64,
+            ledger: ledger_policy(phase),
+            phase: Some(phase),
+            rereads_done: keys
+                .iter()
+                .map(|key| (mapping.name.clone(), key.clone()))
+                .collect(),
+            ..ReadCommit::default()
+        };
+        let all_failed = collect(&mut commit, &mapping.name, results, |index| {
+            DeadLetterPayload::SourceRecord {
+                batch: RecordBatch {
+                    table: batch.table.clone(),
+                    columns: batch.columns.clone(),
+                    rows: vec![batch.rows[index].clone()],
+                },
+                phase,
+            }
+        });
+        self.commit(ctx, commit, all_failed).await?;
+        Ok(true)
     }
 
     async fn step_egress(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
@@ -253,12 +327,20 @@ impl Reader {
         let ReaderKind::OptInOut {
             contacts,
             read_exports,
+            campaign_attributes,
             ..
         } = &self.kind
         else {
             return Ok(false);
         };
         let (contacts, read_exports) = (contacts.clone(), *read_exports);
+        let attributes = campaign_attributes.clone();
+        // The first start learns what Campaign holds now before it reads any change, so that
+        // its first pass over the contacts reconciles both sides and writes only where they
+        // disagree.
+        if contacts.is_some() && !self.profiles_known()? {
+            return self.step_opt_out_profiles(ctx, &attributes).await;
+        }
         let mut worked = false;
         if let Some(request) = contacts {
             worked |= self.step_opt_out_contacts(ctx, &request).await?;
@@ -269,8 +351,76 @@ impl Reader {
         Ok(worked)
     }
 
-    /// Dynamics 365 side: the first pass records each contact's values as the baseline;
-    /// later changes are resolved against Campaign's last known values.
+    /// True once Campaign's profiles were read, or when they need not be: no source of them,
+    /// or a store whose contacts were read before this pass existed.
+    fn profiles_known(&self) -> Result<bool, StepError> {
+        if self.services.profile_opt_outs.is_none() {
+            return Ok(true);
+        }
+        if let Some(done) = self.store.cursor(self.workflow, OPT_OUT_PROFILES_SOURCE)? {
+            return Ok(done.phase == Phase::Incremental);
+        }
+        let contacts = self.store.cursor(self.workflow, OPT_OUT_CONTACTS_SOURCE)?;
+        Ok(contacts.is_some_and(|c| c.phase == Phase::Incremental))
+    }
+
+    /// One page of Campaign's profiles: their paired attributes become the known Campaign
+    /// values (with no change time, so the conflict rule lets an opt-out win).
+    async fn step_opt_out_profiles(
+        &mut self,
+        ctx: &StageContext,
+        attributes: &[String],
+    ) -> Result<bool, StepError> {
+        let Some(source) = self.services.profile_opt_outs.clone() else {
+            return Ok(false);
+        };
+        let cursor = self
+            .store
+            .cursor(self.workflow, OPT_OUT_PROFILES_SOURCE)?
+            .and_then(|c| c.cursor);
+        let page = source
+            .read_profile_opt_outs(
+                PROFILE_KEY_FIELD,
+                attributes,
+                cursor.as_deref(),
+                self.pacing.page_size,
+            )
+            .await
+            .map_err(|error| StepError::from_source("Campaign profiles", error))?;
+        let mut states = Vec::with_capacity(page.profiles.len());
+        for profile in page.profiles {
+            let mut snapshot = self
+                .store
+                .opt_out_snapshot(&profile.contact_key)?
+                .unwrap_or_default();
+            for (attribute, value) in profile.values {
+                snapshot
+                    .campaign
+                    .retain(|known| known.attribute != attribute);
+                snapshot.campaign.push(OptOutValue {
+                    attribute,
+                    value,
+                    changed_at: None,
+                });
+            }
+            states.push((profile.contact_key, snapshot));
+        }
+        let cursor = match page.next {
+            Some(next) => CursorState::new(Some(next), Phase::Initial),
+            None => CursorState::new(None, Phase::Incremental),
+        };
+        let commit = ReadCommit {
+            source: OPT_OUT_PROFILES_SOURCE.into(),
+            cursor: Some(cursor),
+            opt_out_states: states,
+            ..ReadCommit::default()
+        };
+        self.commit(ctx, commit, false).await?;
+        Ok(true)
+    }
+
+    /// Dynamics 365 side: every contact of the first pass is reconciled with what Campaign
+    /// holds; later, a contact whose paired values did not change is not resolved again.
     async fn step_opt_out_contacts(
         &mut self,
         ctx: &StageContext,
@@ -299,7 +449,10 @@ impl Reader {
         let batch = page.batch;
         let modified_column = batch.columns.iter().position(|c| c == "modifiedon");
         let mut contacts = Vec::new();
+        // States of the contacts to resolve (in `contacts` order), and of the others.
         let mut states = Vec::new();
+        let mut other_states = Vec::new();
+        let mut unchanged_contacts = 0u64;
         for row in &batch.rows {
             if row.op == Operation::Delete {
                 continue;
@@ -324,13 +477,22 @@ impl Reader {
                 })
                 .collect();
             let mut snapshot = self.store.opt_out_snapshot(&row.key)?.unwrap_or_default();
+            let unchanged = phase == Phase::Incremental
+                && !snapshot.dynamics.is_empty()
+                && same_values(&snapshot.dynamics, &dynamics);
             snapshot.dynamics = dynamics.clone();
-            contacts.push(ContactOptOut {
-                contact_key: row.key.clone(),
-                dynamics,
-                campaign: snapshot.campaign.clone(),
-            });
-            states.push((row.key.clone(), snapshot));
+            if unchanged {
+                // Another column of the contact changed: nothing new to resolve.
+                unchanged_contacts += 1;
+                other_states.push((row.key.clone(), snapshot));
+            } else {
+                contacts.push(ContactOptOut {
+                    contact_key: row.key.clone(),
+                    dynamics,
+                    campaign: snapshot.campaign.clone(),
+                });
+                states.push((row.key.clone(), snapshot));
+            }
         }
         let next_phase = if page.caught_up {
             Phase::Incremental
@@ -341,16 +503,19 @@ impl Reader {
             source: OPT_OUT_CONTACTS_SOURCE.into(),
             cursor: Some(CursorState::new(Some(page.cursor), next_phase)),
             read: batch.rows.len() as u64,
-            opt_out_states: states,
+            skipped: unchanged_contacts,
             ..ReadCommit::default()
         };
         let rows = batch.rows.len();
-        if phase == Phase::Incremental && !contacts.is_empty() {
-            let all_failed = self.resolve_into(&mut commit, contacts).await?;
-            self.commit(ctx, commit, all_failed).await?;
-        } else {
-            commit.skipped = contacts.len() as u64;
+        if contacts.is_empty() {
+            commit.opt_out_states = other_states;
             self.commit(ctx, commit, false).await?;
+        } else {
+            // `resolve_into` lines the states up with the contacts it resolves.
+            commit.opt_out_states = states;
+            let all_failed = self.resolve_into(&mut commit, contacts).await?;
+            commit.opt_out_states.extend(other_states);
+            self.commit(ctx, commit, all_failed).await?;
         }
         Ok(rows > 0 || !page.caught_up)
     }
@@ -446,7 +611,7 @@ impl Reader {
         *resolver = Some(plugin);
         crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         let mut results = results;
-        skip_values_already_sent(&mut results, &mut commit.opt_out_states);
+        skip_campaign_values_that_agree(&mut results, &mut commit.opt_out_states);
         Ok(collect(commit, OPT_OUT_ORIGIN, results, |index| {
             DeadLetterPayload::OptOut {
                 contact: contacts[index].clone(),
@@ -519,6 +684,16 @@ impl From<crate::store::StoreError> for StepError {
 impl From<StageError> for StepError {
     fn from(error: StageError) -> Self {
         StepError::Stage(error)
+    }
+}
+
+/// How Ingress outputs are checked against what was sent before: a first read or a replay
+/// writes every value ("values written, apply-updates ignored"); later changes that would
+/// write nothing new are skipped.
+pub(super) fn ledger_policy(phase: Phase) -> LedgerPolicy {
+    match phase {
+        Phase::Incremental => LedgerPolicy::SkipUnchanged,
+        Phase::Initial | Phase::Replay => LedgerPolicy::Record,
     }
 }
 
@@ -613,11 +788,25 @@ fn collect(
     total > 0 && failed == total
 }
 
-/// Drops Campaign opt-out values that repeat what was last queued for the same contact while
-/// Campaign has not reported that attribute since, and remembers what is queued now. Without
-/// it every Dynamics 365 edit of a contact whose Campaign value is not known yet (exports are
-/// daily) would PATCH the same flag again. `states` lines up with `results`, one per contact.
-fn skip_values_already_sent(
+/// True when two sides' readings hold the same values, whatever their change times.
+fn same_values(before: &[OptOutValue], now: &[OptOutValue]) -> bool {
+    before.len() == now.len()
+        && now.iter().all(|value| {
+            before
+                .iter()
+                .any(|old| old.attribute == value.attribute && old.value == value.value)
+        })
+}
+
+/// Drops Campaign opt-out values that Campaign is known to hold already, and remembers what
+/// is queued now, so that nothing is written where both sides agree (every write costs API
+/// quota). What Campaign holds is, newest first: the value this workflow last queued, until
+/// Campaign reports the attribute again; the value Campaign last reported (an export, or the
+/// first start's read of every profile). A profile Campaign never reported holds no opt-out
+/// (every opt-out attribute is false until someone sets it, and that reaches us through the
+/// exports), so writing `false` to it is skipped too. `states` lines up with `results`, one
+/// per contact.
+fn skip_campaign_values_that_agree(
     results: &mut [Result<Outcome, String>],
     states: &mut [(String, OptOutSnapshot)],
 ) {
@@ -633,23 +822,33 @@ fn skip_values_already_sent(
                 let Value::Boolean(flag) = value else {
                     return true;
                 };
-                let already_sent = snapshot
+                let known = snapshot
                     .sent_to_campaign
                     .iter()
-                    .any(|(sent, sent_flag)| sent == attribute && sent_flag == flag);
-                if !already_sent {
+                    .find(|(sent, _)| sent == attribute)
+                    .map(|(_, sent)| *sent)
+                    .or_else(|| {
+                        snapshot
+                            .campaign
+                            .iter()
+                            .find(|reported| reported.attribute == *attribute)
+                            .map(|reported| reported.value)
+                    })
+                    .unwrap_or(false);
+                let agrees = known == *flag;
+                if !agrees {
                     snapshot
                         .sent_to_campaign
                         .retain(|(sent, _)| sent != attribute);
                     snapshot.sent_to_campaign.push((attribute.clone(), *flag));
                 }
-                !already_sent
+                !agrees
             });
         }
         records.retain(|record| !record.fields.is_empty());
         if records.is_empty() {
             *result = Ok(Outcome::Skip {
-                reason: "the opt-out values were already sent".into(),
+                reason: "Campaign already holds these opt-out values".into(),
             });
         }
     }
@@ -699,42 +898,92 @@ mod tests {
     #[test]
     fn a_campaign_opt_out_value_already_sent_is_not_written_again() {
         let mut states = vec![state("c1")];
-        let mut first = vec![campaign_flag("c1", false)];
-        skip_values_already_sent(&mut first, &mut states);
+        let mut first = vec![campaign_flag("c1", true)];
+        skip_campaign_values_that_agree(&mut first, &mut states);
         assert_eq!(
             first[0],
-            campaign_flag("c1", false),
+            campaign_flag("c1", true),
             "the first value is written"
         );
 
-        let mut repeat = vec![campaign_flag("c1", false)];
-        skip_values_already_sent(&mut repeat, &mut states);
+        let mut repeat = vec![campaign_flag("c1", true)];
+        skip_campaign_values_that_agree(&mut repeat, &mut states);
         assert!(
             matches!(repeat[0], Ok(Outcome::Skip { .. })),
             "{:?}",
             repeat[0]
         );
 
-        let mut changed = vec![campaign_flag("c1", true)];
-        skip_values_already_sent(&mut changed, &mut states);
+        let mut changed = vec![campaign_flag("c1", false)];
+        skip_campaign_values_that_agree(&mut changed, &mut states);
         assert_eq!(
             changed[0],
-            campaign_flag("c1", true),
+            campaign_flag("c1", false),
             "a new value is written"
         );
         assert_eq!(
             states[0].1.sent_to_campaign,
-            vec![("blackListEmail".to_string(), true)]
+            vec![("blackListEmail".to_string(), false)]
         );
+    }
+
+    #[test]
+    fn values_campaign_reported_or_never_set_are_not_written() {
+        let reported = |flag: bool| OptOutSnapshot {
+            campaign: vec![OptOutValue {
+                attribute: "blackListEmail".into(),
+                value: flag,
+                changed_at: None,
+            }],
+            ..OptOutSnapshot::default()
+        };
+        let mut states = vec![("c1".to_string(), reported(true))];
+        let mut results = vec![campaign_flag("c1", true)];
+        skip_campaign_values_that_agree(&mut results, &mut states);
+        assert!(
+            matches!(results[0], Ok(Outcome::Skip { .. })),
+            "{:?}",
+            results[0]
+        );
+
+        let mut states = vec![("c1".to_string(), reported(true))];
+        let mut results = vec![campaign_flag("c1", false)];
+        skip_campaign_values_that_agree(&mut results, &mut states);
+        assert_eq!(
+            results[0],
+            campaign_flag("c1", false),
+            "a disagreement is written"
+        );
+
+        let mut states = vec![state("c2")];
+        let mut results = vec![campaign_flag("c2", false)];
+        skip_campaign_values_that_agree(&mut results, &mut states);
+        assert!(
+            matches!(results[0], Ok(Outcome::Skip { .. })),
+            "a profile never reported holds no opt-out: {:?}",
+            results[0]
+        );
+    }
+
+    #[test]
+    fn change_times_do_not_make_values_differ() {
+        let value = |flag: bool, at: &str| OptOutValue {
+            attribute: "donotbulkemail".into(),
+            value: flag,
+            changed_at: Some(at.into()),
+        };
+        assert!(same_values(&[value(true, "a")], &[value(true, "b")]));
+        assert!(!same_values(&[value(true, "a")], &[value(false, "a")]));
+        assert!(!same_values(&[], &[value(false, "a")]));
     }
 
     #[test]
     fn sent_values_are_per_contact_and_dynamics_writes_are_untouched() {
         let mut states = vec![state("c1"), state("c2")];
         let mut results = vec![campaign_flag("c1", true), campaign_flag("c2", true)];
-        skip_values_already_sent(&mut results, &mut states);
+        skip_campaign_values_that_agree(&mut results, &mut states);
         let mut results = vec![campaign_flag("c1", true), campaign_flag("c2", false)];
-        skip_values_already_sent(&mut results, &mut states);
+        skip_campaign_values_that_agree(&mut results, &mut states);
         assert!(matches!(results[0], Ok(Outcome::Skip { .. })));
         assert_eq!(results[1], campaign_flag("c2", false));
 
@@ -751,7 +1000,7 @@ mod tests {
             }],
         });
         let mut results = vec![dynamics.clone()];
-        skip_values_already_sent(&mut results, &mut states);
+        skip_campaign_values_that_agree(&mut results, &mut states);
         assert_eq!(results[0], dynamics);
     }
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use crate::config::{Config, EffectiveLimits};
-use crate::connector::{ChangeSource, EventSource, OptOutExportSource, RecordSink};
+use crate::connector::{
+    ChangeSource, EventSource, OptOutExportSource, ProfileOptOutSource, RecordSink,
+};
 use crate::model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch, System};
 
 /// A plugin call that failed for the whole batch (trap, deadline, memory, invalid output or
@@ -83,6 +85,8 @@ pub struct Services {
     pub events: Arc<dyn EventSource>,
     /// Campaign's opt-out exports, when configured.
     pub opt_out_exports: Option<Arc<dyn OptOutExportSource>>,
+    /// Campaign profiles' current opt-out attributes, for the first Opt-in/out reconcile.
+    pub profile_opt_outs: Option<Arc<dyn ProfileOptOutSource>>,
 }
 
 impl Services {

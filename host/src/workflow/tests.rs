@@ -73,6 +73,28 @@ impl ChangeSource for FakeDynamics {
         })
     }
 
+    async fn read_rows(
+        &self,
+        request: &ChangeRequest,
+        keys: &[String],
+    ) -> Result<RecordBatch, ConnectorError> {
+        let rows = self.rows.lock().unwrap().clone();
+        Ok(RecordBatch {
+            table: request.table.clone(),
+            columns: vec!["contactid".into(), "firstname".into()],
+            rows: rows
+                .iter()
+                .filter(|(key, _)| keys.contains(key))
+                .map(|(key, name)| Row {
+                    key: key.clone(),
+                    op: Operation::Upsert,
+                    values: vec![Value::Guid(key.clone()), Value::Text(name.clone())],
+                    modified_at: None,
+                })
+                .collect(),
+        })
+    }
+
     async fn count_rows(&self, _table: &str) -> Result<u64, ConnectorError> {
         Ok(self.rows.lock().unwrap().len() as u64)
     }
@@ -168,6 +190,7 @@ impl Connect for FakeConnect {
             campaign_sink: self.campaign.clone(),
             events: Arc::new(NoEvents),
             opt_out_exports: None,
+            profile_opt_outs: None,
         })
     }
 }

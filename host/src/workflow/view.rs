@@ -6,7 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{Supervisor, lock};
-use crate::config::Problem;
+use crate::config::{Config, Problem};
 use crate::model::{Phase, WorkflowId};
 use crate::store::{Counters, StoreError};
 
@@ -132,7 +132,11 @@ impl Supervisor {
         };
         let record = self.store().workflow(WorkflowId::Ingress)?;
         let backlog = self.store().backlog(WorkflowId::Ingress)?;
-        let limit = config.limits(WorkflowId::Ingress).replay_max_rows;
+        let limit = self
+            .running_config(WorkflowId::Ingress)
+            .unwrap_or_else(|| config.clone())
+            .limits(WorkflowId::Ingress)
+            .replay_max_rows;
         let blocked = (backlog >= limit).then(|| {
             format!("Refused: the backlog holds {backlog} records (the limit is {limit})")
         });
@@ -178,6 +182,9 @@ impl Supervisor {
                     latest.workflow_section_json(id),
                     id.as_str(),
                 );
+                if id == WorkflowId::Ingress {
+                    summary.extend(ingress_notes(&snapshot.config, latest));
+                }
                 if snapshot.config.workflow_fingerprint(id) != latest.workflow_fingerprint(id)
                     && summary.is_empty()
                 {
@@ -194,7 +201,12 @@ impl Supervisor {
             }
             _ => Vec::new(),
         };
-        let backlog = counters.queued;
+        // Records waiting to be read again under a changed mapping are still to be written.
+        let rereads = match id {
+            WorkflowId::Ingress => store.reread_count()?,
+            _ => 0,
+        };
+        let backlog = counters.queued + rereads;
         Ok(WorkflowView {
             id,
             name: id.display_name(),
@@ -216,6 +228,45 @@ impl Supervisor {
             configured: latest.as_ref().is_some_and(|c| c.has_workflow(id)),
         })
     }
+}
+
+/// Says what a restart with an edited Ingress will do with each table mapping's columns: an
+/// added source field is read from the next change on (a replay backfills it), a removed one
+/// is no longer read, a new mapping reads its table in full.
+fn ingress_notes(running: &Config, edited: &Config) -> Vec<String> {
+    let mappings = |config: &Config| {
+        config
+            .file
+            .ingress
+            .iter()
+            .flat_map(|section| section.mappings.iter())
+            .map(|mapping| {
+                let columns = super::prepare::change_request(mapping, 1).columns;
+                (mapping.name.get_ref().clone(), columns)
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = mappings(running);
+    let mut notes = Vec::new();
+    for (name, columns) in mappings(edited) {
+        let Some((_, old)) = before.iter().find(|(old_name, _)| *old_name == name) else {
+            notes.push(format!(
+                "new mapping '{name}': its table is read in full at the next start"
+            ));
+            continue;
+        };
+        for added in columns.iter().filter(|column| !old.contains(column)) {
+            notes.push(format!(
+                "mapping '{name}': new field {added}: following changes carry it; replay to backfill"
+            ));
+        }
+        for removed in old.iter().filter(|column| !columns.contains(column)) {
+            notes.push(format!(
+                "mapping '{name}': field {removed} is no longer read"
+            ));
+        }
+    }
+    notes
 }
 
 /// Lists the keys whose values differ between two versions of a section, as dotted paths.

@@ -15,7 +15,10 @@ use url::Url;
 use super::CampaignConnector;
 use super::values::to_campaign_json;
 use crate::connector::http::parse_json;
-use crate::connector::{ConnectorError, FieldInfo, FieldKind, RecordSink, WriteOutcome};
+use crate::connector::{
+    ConnectorError, FieldInfo, FieldKind, ProfileOptOutPage, ProfileOptOutSource, ProfileOptOuts,
+    RecordSink, WriteOutcome,
+};
 use crate::model::{Operation, System, WriteRecord};
 
 /// One page of a Campaign list response.
@@ -83,6 +86,27 @@ impl CampaignConnector {
                 None => return Ok(records),
             }
         }
+    }
+
+    /// Reads one page of `resource` (`cursor`: a `next.href` from the previous page).
+    pub async fn list_page(
+        &self,
+        resource: &str,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), ConnectorError> {
+        check_resource_name(resource)?;
+        let url = match cursor {
+            Some(href) => self.same_origin_url(href)?,
+            None => {
+                let mut url = self.api_url(&["profileAndServicesExt", resource]);
+                url.query_pairs_mut()
+                    .append_pair("_lineCount", &page_size.max(1).to_string());
+                url
+            }
+        };
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        read_list_page(&reply.body, url.as_str())
     }
 
     /// Reads a resource's fields from `resourceType` metadata.
@@ -233,7 +257,7 @@ impl CampaignConnector {
                     })?;
             }
             (None, _) => {
-                return Err(ConnectorError::Permanent {
+                return Err(ConnectorError::Missing {
                     message: format!(
                         "no {resource} with {key_field} {:?} to update (update-only write)",
                         record.key
@@ -261,6 +285,40 @@ fn confirm_delete(body: &[u8], url: &str) -> Result<(), ConnectorError> {
         "an empty or JSON answer to DELETE",
     )
     .map(drop)
+}
+
+#[async_trait]
+impl ProfileOptOutSource for CampaignConnector {
+    async fn read_profile_opt_outs(
+        &self,
+        key_field: &str,
+        attributes: &[String],
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<ProfileOptOutPage, ConnectorError> {
+        let (content, next) = self.list_page("profile", cursor, page_size).await?;
+        let profiles = content
+            .iter()
+            .filter_map(|profile| {
+                let key = profile.get(key_field)?.as_str()?.trim();
+                if key.is_empty() {
+                    return None;
+                }
+                let values = attributes
+                    .iter()
+                    .filter_map(|attribute| {
+                        let flag = profile.get(attribute)?.as_bool()?;
+                        Some((attribute.clone(), flag))
+                    })
+                    .collect();
+                Some(ProfileOptOuts {
+                    contact_key: key.to_string(),
+                    values,
+                })
+            })
+            .collect();
+        Ok(ProfileOptOutPage { profiles, next })
+    }
 }
 
 #[async_trait]

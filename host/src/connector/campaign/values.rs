@@ -52,6 +52,18 @@ pub fn to_campaign_json(
 ) -> Result<serde_json::Value, String> {
     Ok(match value {
         Value::Null => serde_json::Value::Null,
+        // Into a text field a number or a flag goes as its text, as Campaign's own import
+        // does: a technical picklist value (an option number) mapped to a string field is then
+        // written as "1" instead of being refused.
+        Value::Boolean(flag) if kind == Some(&FieldKind::Text) => {
+            serde_json::Value::String(flag.to_string())
+        }
+        Value::Integer(number) if kind == Some(&FieldKind::Text) => {
+            serde_json::Value::String(number.to_string())
+        }
+        Value::Decimal(number) if kind == Some(&FieldKind::Text) && number.is_finite() => {
+            serde_json::Value::String(number.to_string())
+        }
         Value::Boolean(flag) => serde_json::Value::Bool(*flag),
         Value::Integer(number) => serde_json::Value::from(*number),
         Value::Decimal(number) => serde_json::Number::from_f64(*number)
@@ -100,6 +112,31 @@ mod tests {
         assert_eq!(
             to_campaign_json("birthDate", &bare, Some(&FieldKind::Date)).unwrap(),
             "1990-02-03"
+        );
+    }
+
+    #[test]
+    fn numbers_and_flags_become_text_in_text_fields_and_stay_numbers_elsewhere() {
+        let option = Value::Integer(1);
+        assert_eq!(
+            to_campaign_json("phone", &option, Some(&FieldKind::Text)).unwrap(),
+            serde_json::json!("1")
+        );
+        assert_eq!(
+            to_campaign_json("score", &option, Some(&FieldKind::Integer)).unwrap(),
+            serde_json::json!(1)
+        );
+        assert_eq!(
+            to_campaign_json("ratio", &Value::Decimal(2.5), Some(&FieldKind::Text)).unwrap(),
+            serde_json::json!("2.5")
+        );
+        assert_eq!(
+            to_campaign_json("flag", &Value::Boolean(true), Some(&FieldKind::Text)).unwrap(),
+            serde_json::json!("true")
+        );
+        assert_eq!(
+            to_campaign_json("flag", &Value::Boolean(true), Some(&FieldKind::Boolean)).unwrap(),
+            serde_json::json!(true)
         );
     }
 

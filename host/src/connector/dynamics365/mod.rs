@@ -163,6 +163,14 @@ impl ChangeSource for Dynamics365Connector {
         self.shared.read_changes(request, cursor).await
     }
 
+    async fn read_rows(
+        &self,
+        request: &ChangeRequest,
+        keys: &[String],
+    ) -> Result<crate::model::RecordBatch, ConnectorError> {
+        self.shared.read_rows(request, keys).await
+    }
+
     async fn count_rows(&self, table: &str) -> Result<u64, ConnectorError> {
         self.shared.count_rows(table).await
     }

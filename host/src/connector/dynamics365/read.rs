@@ -42,7 +42,10 @@ impl Shared {
         let meta = self.table(&request.table).await?;
         let columns = resolve_columns(&meta, &request.columns)?;
         let url = match cursor {
-            Some(cursor) => self.check_cursor(cursor)?,
+            // A stored link carries the `$select` it was made with; the columns asked for now
+            // replace it, so a field added to (or removed from) the mapping takes effect at the
+            // next page without a new baseline: the token only says where the changes start.
+            Some(cursor) => with_select(&self.check_cursor(cursor)?, &select_list(&meta, &columns)),
             None => self.initial_url(&meta, &columns),
         };
         let page_size = request.page_size.clamp(1, MAX_PAGE_SIZE);
@@ -69,6 +72,54 @@ impl Shared {
         })
     }
 
+    /// Reads rows by primary key, a few requests at a time; a key the table no longer holds
+    /// (404) is left out.
+    pub(super) async fn read_rows(
+        &self,
+        request: &ChangeRequest,
+        keys: &[String],
+    ) -> Result<RecordBatch, ConnectorError> {
+        use futures_util::StreamExt;
+        let meta = self.table(&request.table).await?;
+        let columns = resolve_columns(&meta, &request.columns)?;
+        let select = select_list(&meta, &columns);
+        let urls: Vec<String> = keys
+            .iter()
+            .map(|key| {
+                self.url(&format!(
+                    "{}({})?$select={select}",
+                    meta.entity_set,
+                    guid_literal(key)
+                ))
+            })
+            .collect();
+        let results: Vec<Result<Option<Map<String, Json>>, ConnectorError>> =
+            futures_util::stream::iter(urls)
+                .map(|url| self.read_row(url))
+                .buffered(READ_ROWS_CONCURRENCY)
+                .collect()
+                .await;
+        let mut entries = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(entry) = result? {
+                entries.push(entry);
+            }
+        }
+        let url = self.url(&meta.entity_set);
+        convert_page(&meta, &request.columns, &columns, entries, &url)
+    }
+
+    /// One row by its URL, with formatted values; `None` when the table no longer holds it.
+    async fn read_row(&self, url: String) -> Result<Option<Map<String, Json>>, ConnectorError> {
+        let prefer = "odata.include-annotations=\"OData.Community.Display.V1.FormattedValue\"";
+        let response = self.get(&url, Some(prefer)).await?;
+        if response.status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = response.into_success(&format!("GET {url}"))?;
+        parse_json::<Map<String, Json>>(&response.body, &url, "a JSON row").map(Some)
+    }
+
     /// A stored cursor is a full URL; it must point into this organization's API, because the
     /// bearer token goes with it.
     fn check_cursor(&self, cursor: &str) -> Result<String, ConnectorError> {
@@ -85,17 +136,11 @@ impl Shared {
     }
 
     fn initial_url(&self, meta: &TableMeta, columns: &[Column<'_>]) -> String {
-        let mut select: Vec<&str> = columns
-            .iter()
-            .map(|column| column.wire_name.as_str())
-            .collect();
-        if meta.attributes.contains_key("modifiedon") && !select.contains(&"modifiedon") {
-            select.push("modifiedon");
-        }
-        if select.is_empty() {
-            select.push(&meta.primary_id);
-        }
-        self.url(&format!("{}?$select={}", meta.entity_set, select.join(",")))
+        self.url(&format!(
+            "{}?$select={}",
+            meta.entity_set,
+            select_list(meta, columns)
+        ))
     }
 
     pub(super) async fn count_rows(&self, table: &str) -> Result<u64, ConnectorError> {
@@ -115,6 +160,52 @@ impl Shared {
                 ),
             })
     }
+}
+
+/// Requests in flight at once while re-reading rows by key (the pacer caps the total too).
+const READ_ROWS_CONCURRENCY: usize = 8;
+
+/// A key as it goes between parentheses in a URL: a GUID as it is, anything else quoted
+/// and percent-encoded, so that a key can never change the request's path or query.
+fn guid_literal(key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        key.to_string()
+    } else {
+        let quoted = format!("'{}'", key.replace('\'', "''"));
+        url::form_urlencoded::byte_serialize(quoted.as_bytes()).collect()
+    }
+}
+
+/// The `$select` value for the requested columns: their wire names, plus `modifiedon` when
+/// the table has it (the opt-out rule needs the record's change time).
+fn select_list(meta: &TableMeta, columns: &[Column<'_>]) -> String {
+    let mut select: Vec<&str> = columns
+        .iter()
+        .map(|column| column.wire_name.as_str())
+        .collect();
+    if meta.attributes.contains_key("modifiedon") && !select.contains(&"modifiedon") {
+        select.push("modifiedon");
+    }
+    if select.is_empty() {
+        select.push(&meta.primary_id);
+    }
+    select.join(",")
+}
+
+/// Replaces the `$select` of a next or delta link, keeping every other option (the tokens
+/// among them) byte for byte.
+pub(crate) fn with_select(link: &str, select: &str) -> String {
+    let (base, query) = link.split_once('?').unwrap_or((link, ""));
+    let mut options: Vec<String> = query
+        .split('&')
+        .filter(|option| {
+            let lower = option.to_ascii_lowercase();
+            !option.is_empty() && !lower.starts_with("$select=") && !lower.starts_with("%24select=")
+        })
+        .map(str::to_string)
+        .collect();
+    options.insert(0, format!("$select={select}"));
+    format!("{base}?{}", options.join("&"))
 }
 
 /// The service's error envelope, as far as it could be read.
@@ -316,6 +407,20 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_stored_link_is_read_with_the_columns_asked_for_now() {
+        let delta = "https://org/api/data/v9.2/contacts?$select=firstname,modifiedon&$deltatoken=919042%2108%2f22%2f2017";
+        assert_eq!(
+            with_select(delta, "emailaddress1,telephone1,modifiedon"),
+            "https://org/api/data/v9.2/contacts?$select=emailaddress1,telephone1,modifiedon&$deltatoken=919042%2108%2f22%2f2017"
+        );
+        let encoded = "https://org/api/data/v9.2/contacts?%24SELECT=a&%24skiptoken=x%3D1";
+        assert_eq!(
+            with_select(encoded, "b"),
+            "https://org/api/data/v9.2/contacts?$select=b&%24skiptoken=x%3D1"
+        );
+    }
 
     fn meta() -> TableMeta {
         let attribute = |name: &str, kind: &str, targets: &[&str]| {

@@ -273,7 +273,7 @@ impl Shared {
             match part.operation {
                 Operation::Delete => return WriteOutcome::Written,
                 Operation::Update => {
-                    return WriteOutcome::Failed(ConnectorError::Permanent {
+                    return WriteOutcome::Failed(ConnectorError::Missing {
                         message: format!(
                             "{} does not exist, and this write is update-only: {}",
                             part.description,
