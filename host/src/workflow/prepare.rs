@@ -182,7 +182,11 @@ pub(super) async fn prepare(
             )
         }
     };
-    let drift = DriftGuard::baseline(&services, &needed).await?;
+    let mut drift = DriftGuard::baseline(&services, &needed).await?;
+    if id == WorkflowId::Egress {
+        // Its plugin decides the activity tables and fields: learned on first write.
+        drift.learn_on_first_write(System::Dynamics);
+    }
     let reader = Reader {
         workflow: id,
         store: env.store.clone(),
