@@ -10,7 +10,7 @@ use std::time::Duration;
 use conduit::sim::campaign::{FieldChange, FieldType};
 use conduit_e2e::{
     CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, builtin_plugin_file, cli,
-    conduit_binary, free_port,
+    conduit_binary,
 };
 use serde_json::{Map, Value, json};
 
@@ -220,7 +220,10 @@ fn a_usage_error_exits_2() {
 #[test]
 fn an_unreachable_host_exits_5_saying_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", free_port());
+    // A port this test holds bound but never listens on: no other process can take it, and a
+    // connection to it is refused for as long as the socket lives.
+    let held = conduit_e2e::unlistened_port();
+    let url = format!("http://{}", held.address());
     for args in [
         vec!["status"],
         vec!["start", "ingress"],
@@ -235,6 +238,42 @@ fn an_unreachable_host_exits_5_saying_what_to_do() {
             "{output}"
         );
         assert!(output.stderr.contains("--admin-url"), "{output}");
+    }
+}
+
+/// Every command keeps its documented exit code when its stdout is closed (`| head`), and none
+/// panics: a closed stdout means the reader has seen enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_exits_quietly_with_its_own_code_on_a_closed_stdout() {
+    let sims = SimPair::start(0, 0).await;
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    let config = sims.config_path();
+    let invalid = sims.dir.path().join("invalid.toml");
+    std::fs::write(&invalid, offline_config("[ingress]\nbogus = 1\n")).unwrap();
+    let cases: [(&Path, &[&str], i32); 14] = [
+        (&config, &["status"], 0),
+        (&config, &["status", "--json"], 0),
+        (&config, &["status", "--watch"], 0),
+        (&config, &["dlq", "list", "ingress"], 0),
+        (&config, &["dlq", "list", "ingress", "--json"], 0),
+        (&config, &["dlq", "show", "ingress", "999"], 6),
+        (&config, &["start", "ingress"], 0),
+        (&config, &["stop", "ingress"], 0),
+        (&config, &["config", "check"], 0),
+        (&invalid, &["config", "check"], 4),
+        (&config, &["completions", "bash"], 0),
+        (&config, &["--help"], 0),
+        (&config, &["--version"], 0),
+        (&config, &["dlq", "list"], 2),
+    ];
+    for (config, args, code) in cases {
+        let output = conduit_e2e::cli_into_closed_pipe(config, args, Duration::from_secs(60));
+        assert_eq!(output.code, code, "{args:?}: {output}");
+        for noise in ["panicked", "Broken pipe", "backtrace", "failed printing"] {
+            assert!(!output.stderr.contains(noise), "{args:?}: {output}");
+        }
     }
 }
 

@@ -467,3 +467,105 @@ async fn dynamics_to_campaign_reconciles_at_the_first_start_without_touching_agr
     assert_eq!(view["counters"]["written"], 1, "{view}");
     assert_eq!(view["counters"]["dead_letters"], 0, "{view}");
 }
+
+/// Starts Ingress and Opt-in/out together on a fresh host, with opted-out contacts seeded on
+/// both sides: some only in Dynamics 365 (the seed), some only in profiles that already exist
+/// in Campaign. Returns the sims and the contact ids.
+async fn both_sides_opted_out(contacts: usize) -> (SimPair, Vec<String>) {
+    let sims = SimPair::start(contacts, 0).await;
+    let ids = sims.ids("contact", "contactid");
+    for id in ids.iter().take(4) {
+        sims.campaign
+            .insert(
+                "profile",
+                &json!({ "externalId": id, "lastName": "Existing", "blackListEmail": true }),
+            )
+            .unwrap();
+    }
+    sims.write_config(&with_opt_out("bidirectional"));
+    (sims, ids)
+}
+
+/// True when every contact's flag agrees on both sides and every contact has its profile.
+fn every_flag_agrees(sims: &SimPair, ids: &[String]) -> bool {
+    let profiles = sims.profiles();
+    let contacts: std::collections::HashMap<String, bool> = sims
+        .dynamics
+        .rows("contact")
+        .into_iter()
+        .filter_map(|c| {
+            Some((
+                c["contactid"].as_str()?.to_string(),
+                c["donotbulkemail"].as_bool().unwrap_or(false),
+            ))
+        })
+        .collect();
+    ids.iter().all(|id| {
+        profiles.get(id).is_some_and(|profile| {
+            (profile["blackListEmail"] == true) == contacts.get(id).copied().unwrap_or(false)
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_wait_for_the_profiles_ingress_creates_and_none_is_dead_lettered() {
+    let (sims, ids) = both_sides_opted_out(300).await;
+    let seeded_dynamics = ids
+        .iter()
+        .filter(|id| donotbulkemail(&sims, id) == Some(true))
+        .count();
+    assert!(
+        seeded_dynamics > 10,
+        "the seed opts contacts out in Dynamics 365"
+    );
+    let mut host = sims.spawn_host().await;
+    host.start("optinout").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    wait_for("every flag right on both sides", 120, || {
+        every_flag_agrees(&sims, &ids)
+    })
+    .await;
+    let view = host.wait_caught_up("optinout").await;
+    assert_eq!(view["counters"]["dead_letters"], 0, "{view}");
+    for id in ids.iter().take(4) {
+        assert_eq!(
+            donotbulkemail(&sims, id),
+            Some(true),
+            "Campaign's opt-out reached Dynamics 365"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opt_outs_and_profiles_converge_under_faults_and_kills() {
+    let (sims, ids) = both_sides_opted_out(400).await;
+    let faults = FaultConfig {
+        error_rate: 0.05,
+        seed: 11,
+        ..FaultConfig::default()
+    };
+    sims.campaign.faults().set(faults.clone()).unwrap();
+    sims.dynamics.faults().set(faults).unwrap();
+    let mut host = sims.spawn_host().await;
+    host.start("optinout").await;
+    host.start("ingress").await;
+    for round in 0..3u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(700 + 400 * round)).await;
+        host.kill_hard();
+        host = sims.spawn_host().await;
+    }
+    sims.campaign.faults().clear();
+    sims.dynamics.faults().clear();
+    host.wait_caught_up("ingress").await;
+    wait_for("every flag right on both sides", 180, || {
+        every_flag_agrees(&sims, &ids)
+    })
+    .await;
+    let view = host.wait_caught_up("optinout").await;
+    assert_eq!(view["counters"]["dead_letters"], 0, "{view}");
+    assert_eq!(
+        host.workflow("ingress").await["counters"]["dead_letters"],
+        0
+    );
+}

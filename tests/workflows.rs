@@ -321,6 +321,103 @@ async fn only_enabled_email_events_become_activities_and_soft_bounces_are_skippe
     assert_eq!(send["_regardingobjectid_value"], json!(contact));
 }
 
+/// A send event for `contact`, numbered `n`.
+fn send_event(n: u32, contact: &str) -> EmailEvent {
+    EmailEvent {
+        id: format!("00000000-0000-4000-8000-{n:012}"),
+        kind: EmailEventKind::Send,
+        contact_key: contact.to_string(),
+        campaign_id: "C1".into(),
+        campaign_name: "Spring".into(),
+        delivery_id: "D1".into(),
+        delivery_name: "Launch".into(),
+        timestamp: "2026-11-01T10:00:00Z".into(),
+        url: None,
+        mirror_page_url: None,
+        bounce: None,
+    }
+}
+
+/// Egress after one send activity is written; `[egress]` writes sends only.
+async fn egress_host_with_one_send(sims: &SimPair, contact: &str) -> HostProcess {
+    sims.campaign.emit_event(&send_event(1, contact));
+    sims.write_config("[egress]\npacing = { poll_interval_ms = 100 }\nsend = true\n");
+    let mut host = sims.spawn_host().await;
+    host.start("egress").await;
+    host.wait_workflow("egress", "the first send written", |v| {
+        v["counters"]["written"] == 1 && v["backlog"] == 0
+    })
+    .await;
+    host
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_activity_field_stops_egress_naming_it_and_dead_letters_nothing() {
+    let sims = SimPair::start(3, 0).await;
+    let contact = sims.ids("contact", "contactid")[0].clone();
+    let mut host = egress_host_with_one_send(&sims, &contact).await;
+    sims.dynamics
+        .change_attribute(
+            "adobe_emailsend",
+            "adobe_campaignname",
+            conduit::sim::dynamics::AttributeChange::Remove,
+        )
+        .unwrap();
+    sims.campaign.emit_event(&send_event(2, &contact));
+    let view = host
+        .wait_workflow("egress", "ERROR", |v| v["status"] == "ERROR")
+        .await;
+    let reason = view["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("'adobe_campaignname'"), "{reason}");
+    assert_eq!(view["backlog"], 1, "the activity stays queued");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
+    assert_eq!(sims.dynamics.count("adobe_emailsend"), 1);
+    // Started again with the field still missing: stopped before writing, naming it.
+    host.start("egress").await;
+    let view = host
+        .wait_workflow("egress", "ERROR after a restart", |v| {
+            v["status"] == "ERROR"
+        })
+        .await;
+    let reason = view["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("'adobe_campaignname'"), "{reason}");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retyped_activity_field_stops_egress_naming_it_and_dead_letters_nothing() {
+    let sims = SimPair::start(3, 0).await;
+    let contact = sims.ids("contact", "contactid")[0].clone();
+    let mut host = egress_host_with_one_send(&sims, &contact).await;
+    sims.dynamics
+        .change_attribute(
+            "adobe_emailsend",
+            "adobe_deliveryname",
+            conduit::sim::dynamics::AttributeChange::Retype(
+                conduit::sim::dynamics::AttributeType::Integer,
+            ),
+        )
+        .unwrap();
+    sims.campaign.emit_event(&send_event(2, &contact));
+    let view = host
+        .wait_workflow("egress", "ERROR", |v| v["status"] == "ERROR")
+        .await;
+    let reason = view["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("'adobe_deliveryname'"), "{reason}");
+    assert!(reason.contains("changed type"), "{reason}");
+    assert_eq!(view["backlog"], 1, "the activity stays queued");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
+}
+
 async fn opt_out_host(sims: &SimPair, direction: &str) -> HostProcess {
     let mut host = sims
         .host_with_ingress_caught_up(&format!(

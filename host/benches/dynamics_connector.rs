@@ -7,7 +7,6 @@
 //!
 //! Run: `cargo bench -p conduit --bench dynamics_connector`
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,23 +43,31 @@ impl Drop for Simulator {
 }
 
 fn start_simulator(runtime: &tokio::runtime::Runtime) -> (Simulator, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_conduit"))
+    use std::io::BufRead;
+    // Port 0: the simulator binds a port itself and prints it (a port picked here and released
+    // could be taken by another process before the simulator binds it).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_conduit"))
         .args([
             "sim",
             "dynamics",
             "--port",
-            &port.to_string(),
+            "0",
             "--seed-contacts",
             &ROWS.to_string(),
         ])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("the conduit binary starts");
-    let base = format!("http://127.0.0.1:{port}/");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = lines
+        .find_map(|line| {
+            line.ok()?
+                .split_once(" listening on ")
+                .map(|(_, url)| url.trim().to_string())
+        })
+        .expect("the simulator prints its address");
+    std::thread::spawn(move || lines.for_each(drop));
     let started = Instant::now();
     runtime.block_on(async {
         while reqwest::get(format!("{base}_sim/tables/contact/count"))

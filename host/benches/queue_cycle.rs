@@ -50,14 +50,7 @@ fn contact(index: u64) -> WriteRecord {
 
 /// The queue's encoding of a record, so that the raw side commits exactly the store's bytes.
 fn queued_bytes(index: u64) -> Vec<u8> {
-    let queued = QueuedRecord {
-        seq: index,
-        record: contact(index),
-        origin: ORIGIN.into(),
-        attempts: 0,
-        queued_at_ms: 1_796_000_000_000,
-        phase: None,
-    };
+    let queued = QueuedRecord::new(index, contact(index), ORIGIN.into(), 1_796_000_000_000);
     serde_json::to_vec(&queued).expect("a plain record encodes")
 }
 

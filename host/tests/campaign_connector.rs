@@ -66,7 +66,7 @@ fn text(value: &str) -> Value {
 fn failure(outcome: &WriteOutcome) -> &ConnectorError {
     match outcome {
         WriteOutcome::Failed(error) => error,
-        WriteOutcome::Written => panic!("expected a failure, got Written"),
+        other => panic!("expected a failure, got {other:?}"),
     }
 }
 
@@ -112,7 +112,7 @@ async fn upsert_posts_when_absent_then_patches_the_found_record() {
 }
 
 #[tokio::test]
-async fn update_only_on_a_missing_profile_fails_permanently_naming_the_key() {
+async fn update_only_on_a_missing_profile_is_missing_naming_the_key() {
     let h = harness().await;
     let outcomes = h
         .connector
@@ -123,7 +123,10 @@ async fn update_only_on_a_missing_profile_fails_permanently_naming_the_key() {
         )])
         .await;
     let error = failure(&outcomes[0]);
-    assert!(!error.is_transient());
+    assert!(
+        matches!(error, ConnectorError::Missing { .. }),
+        "the engine waits for a missing record: {error:?}"
+    );
     assert!(
         error
             .to_string()
@@ -542,7 +545,7 @@ async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retri
             match outcome {
                 WriteOutcome::Written => {}
                 WriteOutcome::Failed(error) if error.is_transient() => still_pending.push(record),
-                WriteOutcome::Failed(error) => panic!("permanent failure under faults: {error}"),
+                other => panic!("permanent failure under faults: {other:?}"),
             }
         }
         pending = still_pending;

@@ -9,24 +9,33 @@ use std::process::Command;
 
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 
+// The machine-wide install lock shared with every test binary (this test uses part of it).
+#[allow(dead_code)]
+#[path = "../../tests/support/install.rs"]
+mod install;
+
 fn script_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/node/campaign")
 }
 
+/// `npm ci` once, under the install lock: two runs never install into one folder together.
 fn ensure_node_modules() {
     let dir = script_dir();
-    if dir
-        .join("node_modules/@adobe/aio-lib-campaign-standard")
-        .exists()
-    {
-        return;
+    let installed = || {
+        dir.join("node_modules/@adobe/aio-lib-campaign-standard")
+            .exists()
+            // npm writes its hidden lockfile last: an interrupted install lacks it.
+            && dir.join("node_modules/.package-lock.json").exists()
+    };
+    if let Some(status) = install::once(installed, || {
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm must be installed to run the fidelity test")
+    }) {
+        assert!(status.success(), "npm ci failed in {}", dir.display());
     }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm must be installed to run the fidelity test");
-    assert!(status.success(), "npm ci failed in {}", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,11 @@ use std::time::Duration;
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 use tokio::process::Command;
 
+// The machine-wide install lock shared with every test binary (this test uses part of it).
+#[allow(dead_code)]
+#[path = "../../tests/support/install.rs"]
+mod install;
+
 const SEEDED_CONTACTS: usize = 250;
 
 fn script_dir() -> PathBuf {
@@ -35,15 +40,23 @@ async fn run(command: &mut Command, what: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamics_web_api_client_works_against_the_simulator() {
     let dir = script_dir();
-    if !dir.join("node_modules/dynamics-web-api").exists() {
-        run(
-            Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(&dir),
-            "npm ci in tests/node/dynamics",
-        )
-        .await;
-    }
+    // `npm ci` once, under the install lock: two runs never install into one folder together.
+    let installed = || {
+        dir.join("node_modules/dynamics-web-api").exists()
+            // npm writes its hidden lockfile last: an interrupted install lacks it.
+            && dir.join("node_modules/.package-lock.json").exists()
+    };
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        install::once(installed, || {
+            handle.block_on(run(
+                Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir),
+                "npm ci in tests/node/dynamics",
+            ))
+        })
+    });
     let sim = DynamicsSim::new(DynamicsSimOptions {
         seed_contacts: SEEDED_CONTACTS,
         seed_vehicles: 10,

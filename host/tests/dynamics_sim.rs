@@ -1,7 +1,6 @@
 //! The Dynamics 365 simulator over HTTP with a plain client: the `conduit sim dynamics`
 //! acceptance path, change tracking, writes, `$batch`, errors and the control API.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,21 @@ impl Drop for ChildGuard {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port()
+/// The address a `conduit sim` child prints once it listens ("... listening on <url>").
+fn listening_url(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let url = lines
+        .find_map(|line| {
+            line.ok()?
+                .split_once(" listening on ")
+                .map(|(_, url)| url.trim().to_string())
+        })
+        .expect("the simulator prints its address");
+    // Keep reading (and discarding) its output so that it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    url
 }
 
 async fn token(client: &reqwest::Client, base: &str, tenant: &str) -> String {
@@ -69,22 +77,16 @@ async fn get(
 
 #[tokio::test]
 async fn cli_simulator_pages_12000_contacts_and_an_unchanged_delta_is_empty() {
-    let port = free_port();
+    // Port 0: the simulator binds a port itself and prints it, so no other process can take
+    // a port picked in advance before the simulator binds it.
     let child = Command::new(env!("CARGO_BIN_EXE_conduit"))
-        .args([
-            "sim",
-            "dynamics",
-            "--port",
-            &port.to_string(),
-            "--seed-contacts",
-            "12000",
-        ])
-        .stdout(Stdio::null())
+        .args(["sim", "dynamics", "--port", "0", "--seed-contacts", "12000"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the conduit binary starts");
-    let _guard = ChildGuard(child);
-    let base = format!("http://127.0.0.1:{port}/");
+    let mut guard = ChildGuard(child);
+    let base = listening_url(&mut guard.0);
     let client = reqwest::Client::new();
     let started = Instant::now();
     while reqwest::get(format!("{base}_sim/tables/contact/count"))

@@ -6,6 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+// The machine-wide install lock shared with every test binary (this test uses part of it).
+#[allow(dead_code)]
+#[path = "../../tests/support/install.rs"]
+mod install;
+
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples")
 }
@@ -35,12 +40,15 @@ fn run_plugin(component: &Path) -> serde_json::Value {
 fn javascript_and_python_plugins_map_contacts_exactly_like_the_rust_one() {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
     let out = tempfile::tempdir().unwrap();
+    // The script installs its tools from npm and PyPI on first use: one run at a time.
+    let lock = install::lock();
     let built = Command::new("bash")
         .arg(examples().join("build-polyglot.sh"))
         .arg(&cache)
         .arg(out.path())
         .output()
         .unwrap();
+    drop(lock);
     assert!(
         built.status.success(),
         "build-polyglot.sh failed (needs node/npm and python3):\n{}",

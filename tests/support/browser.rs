@@ -14,19 +14,19 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-/// Installs Chromium and ChromeDriver from Debian's packages when they are missing.
+/// Installs Chromium and ChromeDriver from Debian's packages when they are missing, once per
+/// machine however many browser tests start together (see [`crate::install`]).
 pub fn ensure_chromium() {
-    if std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists() {
-        return;
+    let installed =
+        || std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists();
+    if let Some(Err(error)) = crate::install::once(installed, || {
+        crate::install::apt_install(&["chromium", "chromium-driver"])
+    }) {
+        panic!("installing chromium and chromium-driver failed (run the tests as root): {error}");
     }
-    let install = "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver";
-    let status = Command::new("sh")
-        .args(["-c", install])
-        .status()
-        .expect("sh runs");
     assert!(
-        status.success(),
-        "installing chromium and chromium-driver failed; run as root: {install}"
+        installed(),
+        "apt installed chromium but {CHROMEDRIVER} or {CHROMIUM} is missing"
     );
 }
 

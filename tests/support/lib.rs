@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod browser;
+pub mod install;
+mod ports;
 pub mod sims;
+
+pub use ports::{UnlistenedPort, free_port, unlistened_port};
 
 pub use sims::{SECRETS, SimPair};
 
@@ -39,14 +43,6 @@ pub fn conduit_binary() -> PathBuf {
         assert!(status.success(), "building the conduit binary failed");
     }
     binary
-}
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A `conduit run` process.
@@ -344,6 +340,48 @@ pub fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     }
 }
 
+/// Runs `conduit --config <config> <args>` with its stdout a pipe whose reading end is already
+/// closed, as after `| head` has read enough; returns the exit code and stderr (stdout is gone).
+/// A run that outlives `within` is killed and reported with code -1.
+pub fn cli_into_closed_pipe(config: &Path, args: &[&str], within: Duration) -> CliOutput {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut child = Command::new(conduit_binary())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CONDUIT_ADMIN_URL")
+        .env_remove("CONDUIT_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the conduit binary runs");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reading = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CliOutput {
+        code,
+        stdout: String::new(),
+        stderr: reading.join().unwrap_or_default(),
+    }
+}
+
 /// The Wasm file of a builtin plugin as `host/build.rs` compiled it (e.g. `table_mapper.wasm`),
 /// for tests that configure a plugin by path.
 pub fn builtin_plugin_file(file: &str) -> PathBuf {
@@ -360,4 +398,66 @@ pub fn builtin_plugin_file(file: &str) -> PathBuf {
     candidates
         .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
         .unwrap_or_else(|| panic!("no {file} under {}/build", profile_dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::process::Command;
+
+    /// Where the install-lock child processes meet (set by the parent test).
+    const MEETING: &str = "CONDUIT_E2E_INSTALL_LOCK_DIR";
+
+    /// One of the two processes racing to install the same thing: counts its installs, and
+    /// notes an overlap if it finds the other one installing at the same time.
+    #[test]
+    #[ignore = "a child of two_test_processes_install_once_one_at_a_time"]
+    fn install_lock_child() {
+        let Ok(dir) = std::env::var(MEETING) else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let marker = dir.join("installed");
+        crate::install::once(
+            || marker.exists(),
+            || {
+                let busy = std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(dir.join("busy"));
+                let mut log = std::fs::File::options()
+                    .append(true)
+                    .create(true)
+                    .open(dir.join("log"))
+                    .unwrap();
+                writeln!(log, "{}", if busy.is_ok() { "install" } else { "overlap" }).unwrap();
+                // Long enough for the other process to arrive while this one installs.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                std::fs::write(&marker, b"done").unwrap();
+                std::fs::remove_file(dir.join("busy")).unwrap();
+            },
+        );
+        assert!(marker.exists());
+    }
+
+    #[test]
+    fn two_test_processes_install_once_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(&exe)
+                    .args(["--ignored", "--exact", "tests::install_lock_child"])
+                    .env(MEETING, dir.path())
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+        assert_eq!(log, "install\n", "one install, never two at once");
+    }
 }

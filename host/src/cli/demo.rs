@@ -4,7 +4,6 @@
 //! the source. Exits 0 only when they match.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,7 +81,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         (None, None) => unreachable!("one of the two is set"),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    println!("Conduit demo in {}", dir.display());
+    outln!("Conduit demo in {}", dir.display());
 
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let dynamics = DynamicsSim::new(DynamicsSimOptions {
@@ -113,7 +112,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         .serve(loopback)
         .await
         .context("cannot start the Campaign simulator")?;
-    println!(
+    outln!(
         "Simulators: Dynamics 365 at {} ({} contacts, {} vehicles), Campaign at {} ({} email events)",
         dynamics_server.base_url(),
         dynamics.count("contact"),
@@ -147,7 +146,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     )
     .await
     .context("the host did not start")?;
-    println!("Host: admin API on http://{}\n", host.admin.address);
+    outln!("Host: admin API on http://{}\n", host.admin.address);
 
     let mut demo = Demo {
         dynamics,
@@ -168,10 +167,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("cannot start {id}"))?;
     }
 
-    println!("Initial load:");
+    outln!("Initial load:");
     demo.wait_until("the initial load", |demo| demo.caught_up())
         .await?;
-    println!("\nIncremental changes: renames, deletes and opt-outs on both sides");
+    outln!("\nIncremental changes: renames, deletes and opt-outs on both sides");
     demo.make_changes(&contact_ids)?;
     let started = Instant::now();
     let verified = loop {
@@ -181,9 +180,9 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
             break true;
         }
         if Instant::now() > demo.deadline || started.elapsed() > Duration::from_secs(120) {
-            println!("\nMismatches:");
+            outln!("\nMismatches:");
             for mismatch in mismatches.iter().take(20) {
-                println!("  {mismatch}");
+                outln!("  {mismatch}");
             }
             break false;
         }
@@ -192,7 +191,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     demo.print_summary(verified)?;
 
     if args.keep_running {
-        println!(
+        outln!(
             "\nStill running (--keep-running). Try: conduit status --admin-url http://{}   Ctrl-C stops.",
             demo.host.admin.address
         );
@@ -248,13 +247,11 @@ impl Demo {
 
     fn print_progress(&self) -> anyhow::Result<()> {
         let view = self.host.supervisor.view()?;
-        let mut out = std::io::stdout().lock();
         for w in &view.workflows {
             let eta = w
                 .eta_seconds
                 .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
-            writeln!(
-                out,
+            outln!(
                 "  {:<9} {:<8} read {:>7}  queued {:>6}  written {:>7}  dead {:>4}  {:>7.0}/s  ETA {:>5}",
                 w.id.as_str(),
                 w.status,
@@ -264,7 +261,7 @@ impl Demo {
                 w.counters.dead_letters,
                 w.write_rate,
                 eta
-            )?;
+            );
         }
         Ok(())
     }
@@ -298,7 +295,7 @@ impl Demo {
             }
         }
         let export = self.campaign.drop_opt_out_export()?;
-        println!(
+        outln!(
             "  {} renamed, {} deleted, {} opted out in Campaign (export {}), {} opted out in Dynamics 365",
             self.renamed.len(),
             self.deleted.len(),
@@ -434,13 +431,13 @@ impl Demo {
 
     fn print_summary(&self, verified: bool) -> anyhow::Result<()> {
         let view = self.host.supervisor.view()?;
-        println!("\nSummary");
-        println!(
+        outln!("\nSummary");
+        outln!(
             "  contacts in Dynamics 365: {:>7}   profiles in Campaign: {:>7}",
             self.dynamics.count("contact"),
             self.campaign.records("profile").len()
         );
-        println!(
+        outln!(
             "  vehicles in Dynamics 365: {:>7}   cusVehicle in Campaign: {:>5}",
             self.dynamics.count("new_vehicle"),
             self.campaign.records("cusVehicle").len()
@@ -454,18 +451,18 @@ impl Demo {
         .iter()
         .map(|t| self.dynamics.count(t))
         .sum();
-        println!(
+        outln!(
             "  email events in Campaign: {:>7}   activities in Dynamics 365: {:>3} (soft bounces are skipped)",
             self.events.len(),
             activities
         );
-        println!(
+        outln!(
             "  opt-outs: {} from Campaign to Dynamics 365, {} from Dynamics 365 to Campaign",
             self.opted_out_in_campaign.len(),
             self.opted_out_in_dynamics.len()
         );
         for w in &view.workflows {
-            println!(
+            outln!(
                 "  {:<9} read {:>7}  written {:>7}  skipped {:>5}  dead letters {:>3}",
                 w.id.as_str(),
                 w.counters.read,
@@ -475,9 +472,9 @@ impl Demo {
             );
         }
         if verified {
-            println!("\nVERIFIED: the destinations match the sources.");
+            outln!("\nVERIFIED: the destinations match the sources.");
         } else {
-            println!("\nNOT VERIFIED: the destinations do not match the sources.");
+            outln!("\nNOT VERIFIED: the destinations do not match the sources.");
         }
         Ok(())
     }

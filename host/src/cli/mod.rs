@@ -2,6 +2,9 @@
 //! 0 success, 1 failure, 2 usage error, 3 refused by the host, 4 invalid config, 5 host
 //! unreachable, 6 not found.
 
+#[macro_use]
+mod output;
+
 mod client;
 mod demo;
 mod ops;
@@ -99,7 +102,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            errln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -107,9 +110,15 @@ pub fn run(cli: Cli) -> ExitCode {
         init_logging();
     }
     match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match output::take_failure() {
+            None => ExitCode::SUCCESS,
+            Some(message) => {
+                errln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Err(error) => {
-            eprintln!("error: {}", error.message);
+            errln!("error: {}", error.message);
             ExitCode::from(error.code)
         }
     }
@@ -121,12 +130,10 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
         Command::Demo(args) => demo::run(args).await,
         Command::Config(ConfigCommand::Check) => check_config(&cli.config),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "conduit",
-                &mut std::io::stdout(),
-            );
+            // Generated in memory: clap_complete panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "conduit", &mut script);
+            output::write_bytes(&script);
             Ok(())
         }
         Command::Status(args) => ops::status(&admin(&cli)?, args).await,
@@ -134,21 +141,21 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
             let answer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/start"))
                 .await?;
-            println!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            outln!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
             Ok(())
         }
         Command::Stop { workflow } => {
             let answer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/stop"))
                 .await?;
-            println!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            outln!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
             Ok(())
         }
         Command::Replay { workflow, mapping } => {
             let answer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/replay/{mapping}"))
                 .await?;
-            println!("{}", answer["message"].as_str().unwrap_or("accepted"));
+            outln!("{}", answer["message"].as_str().unwrap_or("accepted"));
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
@@ -214,12 +221,12 @@ fn client_address(listen: &str) -> String {
 fn check_config(path: &std::path::Path) -> Result<(), CallError> {
     match conduit::config::Config::load(path) {
         Ok(_) => {
-            println!("{}: the config is valid", path.display());
+            outln!("{}: the config is valid", path.display());
             Ok(())
         }
         Err(conduit::config::ConfigError::Invalid(problems)) => {
             for problem in &problems {
-                println!("{problem}");
+                outln!("{problem}");
             }
             Err(CallError {
                 code: exit::INVALID_CONFIG,

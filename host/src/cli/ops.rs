@@ -1,7 +1,6 @@
 //! Operator commands against a running host: status (table, JSON, watch), start, stop,
 //! replay, and the dead-letter tools.
 
-use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -76,11 +75,14 @@ pub async fn status(client: &AdminClient, args: &StatusArgs) -> Result<(), CallE
             render_table(&view)
         };
         if args.watch {
-            println!("\x1b[2J\x1b[H{text}");
-            let _ = std::io::stdout().flush();
+            outln!("\x1b[2J\x1b[H{text}");
+            // Nobody reads any more (`| head`): the watch is over.
+            if super::output::closed() {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
         } else {
-            println!("{text}");
+            outln!("{text}");
             return Ok(());
         }
     }
@@ -182,18 +184,21 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
                 ))
                 .await?;
             if *json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&letters).unwrap_or_default()
                 );
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:>6}  {:<6} {:<14} {:>8}  REASON",
-                "ID", "STAGE", "ORIGIN", "ATTEMPTS"
+                "ID",
+                "STAGE",
+                "ORIGIN",
+                "ATTEMPTS"
             );
             for letter in letters.as_array().unwrap_or(&Vec::new()) {
-                println!(
+                outln!(
                     "{:>6}  {:<6} {:<14} {:>8}  {}",
                     letter["id"],
                     letter["stage"].as_str().unwrap_or(""),
@@ -208,7 +213,7 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
             let letter = client
                 .get(&format!("/api/workflows/{workflow}/dead-letters/{id}"))
                 .await?;
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&letter).unwrap_or_default()
             );
@@ -220,14 +225,14 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
                     "/api/workflows/{workflow}/dead-letters/{id}/retry"
                 ))
                 .await?;
-            println!("{}", answer["message"].as_str().unwrap_or("retried"));
+            outln!("{}", answer["message"].as_str().unwrap_or("retried"));
             Ok(())
         }
         DlqCommand::Drop { workflow, id } => {
             let answer = client
                 .post(&format!("/api/workflows/{workflow}/dead-letters/{id}/drop"))
                 .await?;
-            println!("{}", answer["message"].as_str().unwrap_or("dropped"));
+            outln!("{}", answer["message"].as_str().unwrap_or("dropped"));
             Ok(())
         }
     }

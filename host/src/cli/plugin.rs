@@ -108,9 +108,9 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
 fn run_new(args: NewArgs) -> anyhow::Result<()> {
     let root = plugin_scaffold::create(&args.name, args.world, &args.dir, args.sdk.as_deref())?;
     let root = root.display();
-    println!("created {root}; next:");
-    println!("  conduit plugin build {root}");
-    println!(
+    outln!("created {root}; next:");
+    outln!("  conduit plugin build {root}");
+    outln!(
         "  conduit plugin test {root}/{name}.wasm --world {world} --settings {root}/sample/settings.toml --input {root}/sample/input.json",
         name = args.name,
         world = args.world
@@ -123,7 +123,7 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let size = fs::metadata(&component)
         .with_context(|| format!("cannot read {}", component.display()))?
         .len();
-    println!("built {} ({size} bytes)", component.display());
+    outln!("built {} ({size} bytes)", component.display());
     Ok(())
 }
 
@@ -164,7 +164,7 @@ fn run_test(args: TestArgs) -> anyhow::Result<()> {
                 .resolve(&contacts)?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    outln!("{}", serde_json::to_string_pretty(&outcomes)?);
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use conduit::runtime::{self, HostOptions, ServiceConnect};
 /// Runs the host on a config file.
 pub async fn run(config: &Path) -> Result<(), super::CallError> {
     if let Some(warning) = world_readable_warning(config) {
-        eprintln!("{warning}");
+        errln!("{warning}");
     }
     let host = runtime::start(
         config,
@@ -25,12 +25,12 @@ pub async fn run(config: &Path) -> Result<(), super::CallError> {
         },
         message: error.to_string(),
     })?;
-    eprintln!(
+    errln!(
         "conduit is running; admin API on http://{} (Ctrl-C stops)",
         host.admin.address
     );
     wait_for_shutdown_signal().await.map_err(super::failure)?;
-    eprintln!("stopping: workflows finish their current page and batch");
+    errln!("stopping: workflows finish their current page and batch");
     host.shutdown().await;
     Ok(())
 }

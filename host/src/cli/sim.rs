@@ -97,11 +97,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .serve(SocketAddr::new(args.host, args.port))
             .await
             .context("cannot start the Dynamics 365 simulator")?;
-        println!("Dynamics 365 simulator listening on {}", server.base_url());
-        println!("  token URL:  {}", server.token_url("<any-tenant>"));
-        println!("  Web API:    {}api/data/v9.2/", server.base_url());
-        println!("  control:    {}_sim/", server.base_url());
-        println!("  contacts:   {}", sim.count("contact"));
+        outln!("Dynamics 365 simulator listening on {}", server.base_url());
+        outln!("  token URL:  {}", server.token_url("<any-tenant>"));
+        outln!("  Web API:    {}api/data/v9.2/", server.base_url());
+        outln!("  control:    {}_sim/", server.base_url());
+        outln!("  contacts:   {}", sim.count("contact"));
         contact_ids = sim
             .rows("contact")
             .iter()
@@ -136,15 +136,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .serve(SocketAddr::new(args.host, port))
             .await
             .context("cannot start the Campaign simulator")?;
-        println!("Campaign simulator listening on {}", server.origin());
-        println!("  API base:      {}", server.api_base());
-        println!("  IMS token:     {}", server.ims_url());
-        println!("  event journal: {}", server.journal_url());
-        println!("  drop folder:   {}", sim.drop_root().display());
-        println!("  events:        {}", sim.journal_len());
+        outln!("Campaign simulator listening on {}", server.origin());
+        outln!("  API base:      {}", server.api_base());
+        outln!("  IMS token:     {}", server.ims_url());
+        outln!("  event journal: {}", server.journal_url());
+        outln!("  drop folder:   {}", sim.drop_root().display());
+        outln!("  events:        {}", sim.journal_len());
         campaign_server = Some(server);
     }
-    println!("Press Ctrl-C to stop.");
+    outln!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c()
         .await
         .context("cannot wait for Ctrl-C")?;

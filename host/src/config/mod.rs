@@ -183,6 +183,10 @@ impl Config {
                 .replay_max_rows
                 .or(general.replay_max_rows)
                 .unwrap_or(2_000_000),
+            missing_record_wait_secs: specific
+                .missing_record_wait_secs
+                .or(general.missing_record_wait_secs)
+                .unwrap_or(3_600),
         }
     }
 
@@ -237,6 +241,8 @@ pub struct EffectiveLimits {
     pub failure_threshold: u32,
     /// The replay guard.
     pub replay_max_rows: u64,
+    /// How long an update-only write waits for its record to be created.
+    pub missing_record_wait_secs: u64,
 }
 
 /// Turns byte offsets into file/line/column problems.

@@ -145,6 +145,8 @@ pub struct LimitsSection {
     pub failure_threshold: Option<u32>,
     /// Replay is refused when the backlog or the table holds at least this many rows.
     pub replay_max_rows: Option<u64>,
+    /// How long an update-only write waits for its record to be created, in seconds.
+    pub missing_record_wait_secs: Option<u64>,
 }
 
 /// Settings every workflow has.

@@ -230,6 +230,18 @@ pub enum WriteOutcome {
     Written,
     /// It failed; `is_transient` says whether to retry.
     Failed(ConnectorError),
+    /// Not now: the destination is not ready for it yet (e.g. the record it updates does not
+    /// exist yet). The writer keeps it queued, passes it by (later writes of its key wait behind
+    /// it) and tries again after its own backoff, at least `retry_after`; once it has waited
+    /// `give_up_after` since it was first put off, it is dead-lettered with `reason`.
+    NotYet {
+        /// Why not now (kept with the queued record, and in the dead letter).
+        reason: String,
+        /// The earliest time to try again.
+        retry_after: std::time::Duration,
+        /// The longest wait, from the first time it was put off, before it is dead-lettered.
+        give_up_after: std::time::Duration,
+    },
 }
 
 /// A destination of writes.

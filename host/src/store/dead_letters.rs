@@ -238,14 +238,7 @@ impl Store {
             drop(table);
             let mut queue = write.open_table(QUEUE)?;
             let seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
-            let body = QueuedRecord {
-                seq,
-                record,
-                origin: letter.origin,
-                attempts: 0,
-                queued_at_ms: now_ms(),
-                phase: None,
-            };
+            let body = QueuedRecord::new(seq, record, letter.origin, now_ms());
             queue.insert((wf, seq), encode_json(&body).as_slice())?;
             drop(queue);
             counter_set(&write, wf, counter::NEXT_SEQ, seq + 1)?;
@@ -283,14 +276,7 @@ mod tests {
             op: Operation::Update,
             fields: vec![],
         };
-        let queued = QueuedRecord {
-            seq: 0,
-            record: record.clone(),
-            origin: "opt-out".into(),
-            attempts: 0,
-            queued_at_ms: 0,
-            phase: None,
-        };
+        let queued = QueuedRecord::new(0, record.clone(), "opt-out".into(), 0);
         store
             .commit_read(
                 WorkflowId::OptInOut,

@@ -20,7 +20,7 @@ use redb::{Database, ReadableDatabase};
 
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
 pub use ledger::LedgerPolicy;
-pub use queue::{QueuedRecord, ReadCommit, WriteCommit};
+pub use queue::{Deferral, InFlight, QueuedRecord, ReadCommit, ReadyBatch, WriteCommit, now_ms};
 pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
 
 use tables::{META, META_FORMAT_VERSION};

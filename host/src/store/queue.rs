@@ -1,7 +1,14 @@
 //! The queue between a workflow's reader and writer: the reader's atomic commit (outputs, dead
 //! letters, cursor, counters) and the writer's atomic commit (removals, dead letters, retries).
+//!
+//! A record that could not be written now (a transient failure, or a destination not ready for
+//! it yet) is *deferred*: it keeps its place in the queue with a "not before" time, its attempt
+//! count and the reason, all in the same transaction as the rest of the writer's step. Until
+//! then the writer passes it by and writes what is behind it, except later writes of the same
+//! key, which wait behind it: per-key order holds across deferrals, restarts and crashes.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -13,7 +20,7 @@ use super::tables::{
     CURSORS, DEAD_LETTERS, LEDGER, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE, REREAD, counter,
 };
 use super::{Store, StoreError, decode_json, encode_json};
-use crate::model::{Phase, WorkflowId, WriteRecord};
+use crate::model::{Phase, Target, WorkflowId, WriteRecord};
 
 /// A write waiting in a workflow's queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +40,97 @@ pub struct QueuedRecord {
     /// mapping knows whether apply-updates-off fields were due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Not handed to the writer before this time (ms since the Unix epoch); 0: at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_before_ms: i64,
+    /// Why the last attempt did not write it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<String>,
+    /// When it was first deferred (ms since the Unix epoch): the start of a bounded wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred_since_ms: Option<i64>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+impl QueuedRecord {
+    /// A record as the reader queues it: no attempt yet, ready at once.
+    pub fn new(seq: u64, record: WriteRecord, origin: String, queued_at_ms: i64) -> QueuedRecord {
+        QueuedRecord {
+            seq,
+            record,
+            origin,
+            attempts: 0,
+            queued_at_ms,
+            not_before_ms: 0,
+            last_reason: None,
+            deferred_since_ms: None,
+            phase: None,
+        }
+    }
+
+    /// How long it has been deferred at `now_ms` (zero if it never was).
+    pub fn deferred_for(&self, now_ms: i64) -> Duration {
+        let since = self.deferred_since_ms.unwrap_or(now_ms);
+        Duration::from_millis(u64::try_from(now_ms.saturating_sub(since)).unwrap_or(0))
+    }
+}
+
+/// A queued record not written now, to be tried again later: it stays queued (holding back later
+/// writes of its key) with one more attempt counted, but is not handed to the writer before
+/// `not_before_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferral {
+    /// The record's position in the queue.
+    pub seq: u64,
+    /// Not before this time (ms since the Unix epoch).
+    pub not_before_ms: i64,
+    /// Why it was not written (kept with the record, and in its dead letter if it comes to it).
+    pub reason: String,
+}
+
+/// The records an earlier batch is still writing: a later batch passes them by, and later
+/// writes of their keys wait until that batch is committed.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight {
+    seqs: HashSet<u64>,
+    keys: HashSet<(Target, String)>,
+}
+
+impl InFlight {
+    /// Marks records as being written.
+    pub fn add(&mut self, records: &[QueuedRecord]) {
+        for queued in records {
+            self.seqs.insert(queued.seq);
+            self.keys
+                .insert((queued.record.target.clone(), queued.record.key.clone()));
+        }
+    }
+
+    /// Marks records as no longer being written (their step was committed or abandoned).
+    pub fn remove(&mut self, records: &[QueuedRecord]) {
+        for queued in records {
+            self.seqs.remove(&queued.seq);
+            self.keys
+                .remove(&(queued.record.target.clone(), queued.record.key.clone()));
+        }
+    }
+
+    /// True when nothing is being written.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
+/// The records ready to write now, and when the next deferred one falls due.
+#[derive(Debug, Default)]
+pub struct ReadyBatch {
+    /// Ready records, oldest first, at most one per destination key.
+    pub records: Vec<QueuedRecord>,
+    /// The earliest "not before" of the deferred records seen, if any.
+    pub next_due_ms: Option<i64>,
 }
 
 /// Everything one reader step produced, committed in one transaction.
@@ -69,8 +167,9 @@ pub struct WriteCommit {
     pub written: Vec<u64>,
     /// Records the destination refused for good: moved to the dead letters with the reason.
     pub refused: Vec<(QueuedRecord, String)>,
-    /// Records that failed transiently: they stay queued with one more attempt counted.
-    pub failed_transiently: Vec<u64>,
+    /// Records not written now: they stay queued with one more attempt counted, the reason, and
+    /// a time before which they are not tried again.
+    pub deferred: Vec<Deferral>,
 }
 
 impl Store {
@@ -112,14 +211,8 @@ impl Store {
                         continue;
                     }
                 }
-                let body = QueuedRecord {
-                    seq,
-                    record,
-                    origin,
-                    attempts: 0,
-                    queued_at_ms: now,
-                    phase: commit.phase,
-                };
+                let mut body = QueuedRecord::new(seq, record, origin, now);
+                body.phase = commit.phase;
                 queue.insert((wf, seq), encode_json(&body).as_slice())?;
                 seq += 1;
             }
@@ -175,41 +268,86 @@ impl Store {
         Ok(())
     }
 
-    /// The oldest queued records, at most `max` of them and at most one per destination key,
-    /// so that a batch never holds two writes of one record and per-key order is kept even
+    /// The oldest queued records ready now, at most `max` of them and at most one per destination
+    /// key, so that a batch never holds two writes of one record and per-key order is kept even
     /// when a write fails and stays queued. Scans at most `max * 4` entries.
     pub fn next_batch(
         &self,
         workflow: WorkflowId,
         max: usize,
     ) -> Result<Vec<QueuedRecord>, StoreError> {
+        Ok(self
+            .ready_batch(workflow, max, now_ms(), &InFlight::default())?
+            .records)
+    }
+
+    /// The oldest records ready at `now_ms`, at most `max` and at most one per destination key.
+    /// A deferred record (not due yet) is passed by, and so is every later write of its key; so
+    /// are the records `in_flight` (being written by an earlier batch) with every later write of
+    /// their keys. Scans at most `max * 4` entries besides those.
+    pub fn ready_batch(
+        &self,
+        workflow: WorkflowId,
+        max: usize,
+        now_ms: i64,
+        in_flight: &InFlight,
+    ) -> Result<ReadyBatch, StoreError> {
         let wf = workflow.as_str();
         let read = self.begin_read()?;
         let queue = read.open_table(QUEUE)?;
-        let mut batch = Vec::new();
+        let mut ready = ReadyBatch::default();
         let mut keys = HashSet::new();
         let mut blocked = HashSet::new();
-        for (scanned, entry) in queue.range((wf, 0)..=(wf, u64::MAX))?.enumerate() {
-            if batch.len() >= max || scanned >= max.saturating_mul(4) {
+        let mut scanned = 0usize;
+        // Deferred records are passed by without counting towards the scan, up to a bound, so a
+        // few of them at the head of the queue never shorten a batch.
+        let mut passed = 0usize;
+        let pass_limit = max.saturating_mul(4).max(DEFERRED_SCAN);
+        for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+            if ready.records.len() >= max
+                || scanned >= max.saturating_mul(4)
+                || passed >= pass_limit
+            {
                 break;
             }
             let (key, value) = entry?;
+            let seq = key.value().1;
+            if in_flight.seqs.contains(&seq) {
+                // Its key is in `in_flight.keys`: no need to decode it.
+                continue;
+            }
             let mut record: QueuedRecord = decode_json("queued record", value.value())?;
-            record.seq = key.value().1;
+            record.seq = seq;
             let identity = (record.record.target.clone(), record.record.key.clone());
-            if keys.contains(&identity) || blocked.contains(&identity) {
+            if record.not_before_ms > now_ms {
+                ready.next_due_ms = Some(
+                    ready
+                        .next_due_ms
+                        .map_or(record.not_before_ms, |due| due.min(record.not_before_ms)),
+                );
+                // It keeps its place: later writes of its key wait behind it.
+                blocked.insert(identity);
+                passed += 1;
+                continue;
+            }
+            scanned += 1;
+            if keys.contains(&identity)
+                || blocked.contains(&identity)
+                || in_flight.keys.contains(&identity)
+            {
                 // A later write of a key already in the batch waits for the next batch.
                 blocked.insert(identity);
                 continue;
             }
             keys.insert(identity);
-            batch.push(record);
+            ready.records.push(record);
         }
-        Ok(batch)
+        Ok(ready)
     }
 
     /// Commits a writer step: removes what was written, dead-letters what was refused and
-    /// counts an attempt on what failed transiently, all or nothing.
+    /// defers the rest (an attempt counted, the reason and the "not before" kept), all or
+    /// nothing.
     pub fn commit_write(
         &self,
         workflow: WorkflowId,
@@ -240,12 +378,17 @@ impl Store {
                     refused.push(NewDeadLetter::write_refused(record, reason));
                 }
             }
-            for seq in &commit.failed_transiently {
-                let existing = queue.get((wf, *seq))?.map(|bytes| bytes.value().to_vec());
+            for deferral in commit.deferred {
+                let existing = queue
+                    .get((wf, deferral.seq))?
+                    .map(|bytes| bytes.value().to_vec());
                 if let Some(bytes) = existing {
                     let mut record: QueuedRecord = decode_json("queued record", &bytes)?;
                     record.attempts = record.attempts.saturating_add(1);
-                    queue.insert((wf, *seq), encode_json(&record).as_slice())?;
+                    record.not_before_ms = deferral.not_before_ms;
+                    record.last_reason = Some(deferral.reason);
+                    record.deferred_since_ms.get_or_insert(now);
+                    queue.insert((wf, deferral.seq), encode_json(&record).as_slice())?;
                 }
             }
             drop(queue);
@@ -304,7 +447,11 @@ impl Store {
     }
 }
 
-pub(super) fn now_ms() -> i64 {
+/// How many deferred or in-flight entries a batch scan may pass by at least.
+const DEFERRED_SCAN: usize = 4096;
+
+/// Now, in milliseconds since the Unix epoch (the clock of "queued at" and "not before").
+pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
@@ -426,7 +573,11 @@ mod tests {
                 WorkflowId::Ingress,
                 WriteCommit {
                     written: vec![batch[1].seq, batch[2].seq],
-                    failed_transiently: vec![first],
+                    deferred: vec![Deferral {
+                        seq: first,
+                        not_before_ms: 0,
+                        reason: "503".into(),
+                    }],
                     ..WriteCommit::default()
                 },
             )
@@ -436,6 +587,102 @@ mod tests {
         assert_eq!(next[0].seq, first);
         assert_eq!(next[0].attempts, 1);
         assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_deferred_record_is_passed_by_until_due_and_holds_back_later_writes_of_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        let store = Store::open(&path).unwrap();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let first = store.next_batch(WorkflowId::Ingress, 2).unwrap();
+        let (a1, b1) = (first[0].seq, first[1].seq);
+        let due = 1_000_000;
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![b1],
+                    deferred: vec![Deferral {
+                        seq: a1,
+                        not_before_ms: due,
+                        reason: "503 Service Unavailable".into(),
+                    }],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        // Kept across a restart: reopen the file.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let none = InFlight::default();
+        // Before it is due: a/v1 is passed by, a/v2 waits behind it, c flows.
+        let before = store
+            .ready_batch(WorkflowId::Ingress, 10, due - 1, &none)
+            .unwrap();
+        let keys: Vec<_> = before
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["c"]);
+        assert_eq!(before.next_due_ms, Some(due));
+        // Once due: a/v1 comes back first, with its attempt and reason; a/v2 still waits.
+        let after = store
+            .ready_batch(WorkflowId::Ingress, 10, due, &none)
+            .unwrap();
+        let keys: Vec<_> = after
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["a", "c"]);
+        let again = &after.records[0];
+        assert_eq!(again.seq, a1);
+        assert_eq!(again.record.fields[0].1, Value::Text("v1".into()));
+        assert_eq!(again.attempts, 1);
+        assert_eq!(
+            again.last_reason.as_deref(),
+            Some("503 Service Unavailable")
+        );
+        assert!(again.deferred_since_ms.is_some());
+        assert_eq!(after.next_due_ms, None);
+    }
+
+    #[test]
+    fn records_in_flight_are_passed_by_with_the_later_writes_of_their_keys() {
+        let (_dir, store) = store();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let first = store.next_batch(WorkflowId::Ingress, 1).unwrap();
+        let mut in_flight = InFlight::default();
+        in_flight.add(&first);
+        let second = store
+            .ready_batch(WorkflowId::Ingress, 10, now_ms(), &in_flight)
+            .unwrap();
+        let keys: Vec<_> = second
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
+        in_flight.remove(&first);
+        assert!(in_flight.is_empty());
     }
 
     #[test]
@@ -528,7 +775,11 @@ mod tests {
                                 if i % refuse_every == 0 {
                                     commit.refused.push((queued, "refused".into()));
                                 } else if i % fail_every == 0 {
-                                    commit.failed_transiently.push(queued.seq);
+                                    commit.deferred.push(Deferral {
+                                        seq: queued.seq,
+                                        not_before_ms: 0,
+                                        reason: "503".into(),
+                                    });
                                 } else {
                                     commit.written.push(queued.seq);
                                 }

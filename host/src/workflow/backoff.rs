@@ -1,4 +1,6 @@
-//! Exponential backoff with full jitter that honours a service's `Retry-After`.
+//! Exponential backoff with jitter that honours a service's `Retry-After`: the delay sequence of
+//! one retrying loop ([`Backoff`]), and the delay of one record's next try after a number of
+//! failed attempts ([`Backoff::delay_after`], for per-record retries kept in the queue).
 
 use std::time::Duration;
 
@@ -23,8 +25,15 @@ impl Backoff {
     /// The next delay: a random point in [ceiling/2, ceiling], where the ceiling doubles per
     /// attempt up to `max`, and never less than what the service asked for.
     pub fn next_delay(&mut self, retry_after: Option<Duration>) -> Duration {
-        let exponent = self.attempt.min(20);
+        let delay = self.delay_after(self.attempt, retry_after);
         self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+
+    /// The delay after `failures` earlier failed attempts (0 for the first retry), without
+    /// changing this sequence: the same curve as [`Backoff::next_delay`].
+    pub fn delay_after(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        let exponent = failures.min(20);
         let ceiling = self
             .base
             .saturating_mul(1u32 << exponent)
@@ -68,6 +77,21 @@ mod tests {
         assert_eq!(
             backoff.next_delay(Some(Duration::from_secs(5))),
             Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_record_delay_follows_the_same_curve_by_its_failure_count() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let first = backoff.delay_after(0, None);
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let third = backoff.delay_after(2, None);
+        assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+        let late = backoff.delay_after(30, None);
+        assert!(late >= Duration::from_secs(1) && late <= Duration::from_secs(2));
+        assert_eq!(
+            backoff.delay_after(0, Some(Duration::from_secs(9))),
+            Duration::from_secs(9)
         );
     }
 

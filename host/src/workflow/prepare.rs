@@ -193,7 +193,11 @@ pub(super) async fn prepare(
             )
         }
     };
-    let drift = DriftGuard::baseline(&services, &needed).await?;
+    let mut drift = DriftGuard::baseline(&services, &needed).await?;
+    if id == WorkflowId::Egress {
+        // Its plugin decides the activity tables and fields: learned on first write.
+        drift.learn_on_first_write(System::Dynamics);
+    }
     let reader = Reader {
         workflow: id,
         store: env.store.clone(),
@@ -208,6 +212,7 @@ pub(super) async fn prepare(
         services,
         batch_size: pacing.write_batch.max(1),
         drift: Arc::new(drift),
+        missing_record_wait: Duration::from_secs(limits.missing_record_wait_secs),
     };
     Ok(Prepared {
         reader,

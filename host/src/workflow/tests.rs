@@ -13,6 +13,7 @@ use super::*;
 use crate::config::EffectiveLimits;
 use crate::connector::*;
 use crate::model::*;
+use crate::store::{InFlight, now_ms};
 
 const CONFIG: &str = r#"
 [host]
@@ -557,4 +558,206 @@ async fn a_plugin_failing_every_record_puts_the_workflow_in_error_after_the_thre
         view.counters.read >= 14,
         "two batches of seven before the threshold"
     );
+}
+
+/// A sink that fails chosen keys once, transiently, and keeps every write it accepted.
+#[derive(Default)]
+struct FlakySink {
+    fail_once: Mutex<std::collections::HashSet<String>>,
+    written: Mutex<Vec<(String, Value)>>,
+}
+
+#[async_trait]
+impl RecordSink for FlakySink {
+    async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        records
+            .iter()
+            .map(|record| {
+                if self.fail_once.lock().unwrap().remove(&record.key) {
+                    return WriteOutcome::Failed(ConnectorError::Transient {
+                        message: "503 Service Unavailable".into(),
+                        retry_after: None,
+                    });
+                }
+                self.written
+                    .lock()
+                    .unwrap()
+                    .push((record.key.clone(), record.fields[0].1.clone()));
+                WriteOutcome::Written
+            })
+            .collect()
+    }
+
+    async fn describe(&self, _table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        Ok(Vec::new())
+    }
+
+    async fn check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+fn profile(key: &str, name: &str) -> WriteRecord {
+    WriteRecord {
+        target: Target {
+            system: System::Campaign,
+            table: "profile".into(),
+            key_field: "externalId".into(),
+        },
+        key: key.into(),
+        op: Operation::Upsert,
+        fields: vec![("firstName".into(), Value::Text(name.into()))],
+    }
+}
+
+fn enqueue(store: &Store, records: Vec<WriteRecord>) {
+    store
+        .commit_read(
+            WorkflowId::Ingress,
+            ReadCommit {
+                source: "contacts".into(),
+                records: records
+                    .into_iter()
+                    .map(|r| ("contacts".to_string(), r))
+                    .collect(),
+                ..ReadCommit::default()
+            },
+        )
+        .unwrap();
+}
+
+/// A writer of batches of 5 over `sink`, running until the returned sender says stop. Every
+/// delay is an hour: a deferred record is not retried while the test runs, and a writer that
+/// paused its whole queue would write nothing more.
+fn spawn_writer(
+    sink: Arc<FlakySink>,
+) -> (
+    tempfile::TempDir,
+    Store,
+    Arc<LiveState>,
+    watch::Sender<bool>,
+    JoinHandle<Result<(), stage::StageError>>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+    let writer = writer::Writer {
+        workflow: WorkflowId::Ingress,
+        store: store.clone(),
+        services: Services {
+            dynamics_source: Arc::new(FakeDynamics::default()),
+            dynamics_sink: sink.clone(),
+            campaign_sink: sink,
+            events: Arc::new(NoEvents),
+            opt_out_exports: None,
+            profile_opt_outs: None,
+        },
+        batch_size: 5,
+        drift: Arc::new(drift::DriftGuard::default()),
+        missing_record_wait: Duration::from_secs(3600),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let live = Arc::new(LiveState::default());
+    let ctx = StageContext {
+        stop: stopped,
+        queue_changed: Arc::new(Notify::new()),
+        live: live.clone(),
+    };
+    let hour = Duration::from_secs(3600);
+    let timing = writer::RetryTiming {
+        record: backoff::Backoff::new(hour, hour),
+        queue: backoff::Backoff::new(hour, hour),
+    };
+    let task = tokio::spawn(async move { writer.write_with(&ctx, timing).await });
+    (dir, store, live, stop, task)
+}
+
+fn written_keys(sink: &FlakySink) -> Vec<String> {
+    sink.written
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_with_some_transient_failures_does_not_delay_the_records_behind_it() {
+    let sink = Arc::new(FlakySink::default());
+    sink.fail_once
+        .lock()
+        .unwrap()
+        .extend(["c1".to_string(), "c3".to_string()]);
+    let (_dir, store, live, stop, task) = spawn_writer(sink.clone());
+    enqueue(
+        &store,
+        (0..5).map(|i| profile(&format!("c{i}"), "v1")).collect(),
+    );
+    // The first batch writes three and defers two.
+    wait_for("the first batch committed", || {
+        store.backlog(WorkflowId::Ingress).unwrap() == 2
+    })
+    .await;
+    // Behind it: five new keys, and a newer write of a deferred key.
+    let mut behind: Vec<_> = (5..10).map(|i| profile(&format!("c{i}"), "v1")).collect();
+    behind.push(profile("c1", "v2"));
+    enqueue(&store, behind);
+    wait_for("the records behind written", || {
+        written_keys(&sink).len() == 8
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+
+    let mut written = written_keys(&sink);
+    written.sort();
+    assert_eq!(
+        written,
+        ["c0", "c2", "c4", "c5", "c6", "c7", "c8", "c9"],
+        "the failed ones wait for their own retry, the rest flowed"
+    );
+    assert_eq!(live.warning(), None, "the queue was never paused");
+    // The deferred ones keep their place, attempt and reason; c1's newer write waits behind
+    // c1's older one.
+    let later = now_ms() + 2 * 3600 * 1000;
+    let queued = store
+        .ready_batch(WorkflowId::Ingress, 10, later, &InFlight::default())
+        .unwrap()
+        .records;
+    let seen: Vec<_> = queued
+        .iter()
+        .map(|q| (q.record.key.as_str(), q.attempts, q.last_reason.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("c1", 1, Some("503 Service Unavailable")),
+            ("c3", 1, Some("503 Service Unavailable"))
+        ]
+    );
+    assert_eq!(queued[0].record.fields[0].1, Value::Text("v1".into()));
+    assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_batch_that_mostly_fails_pauses_the_whole_queue() {
+    let sink = Arc::new(FlakySink::default());
+    sink.fail_once
+        .lock()
+        .unwrap()
+        .extend((0..5).filter(|i| *i != 2).map(|i| format!("c{i}")));
+    let (_dir, store, live, stop, task) = spawn_writer(sink.clone());
+    enqueue(
+        &store,
+        (0..5).map(|i| profile(&format!("c{i}"), "v1")).collect(),
+    );
+    wait_for("the batch committed", || {
+        store.backlog(WorkflowId::Ingress).unwrap() == 4
+    })
+    .await;
+    wait_for("the pause reported", || live.warning().is_some()).await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let warning = live.warning().unwrap();
+    assert!(warning.contains("destination unavailable"), "{warning}");
+    assert_eq!(written_keys(&sink), ["c2"]);
 }
