@@ -147,7 +147,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     )
     .await
     .context("the host did not start")?;
-    println!("Host: admin API on http://{}\n", host.admin.address);
+    println!("Host: admin API on {}\n", host.admin.url());
 
     let mut demo = Demo {
         dynamics,

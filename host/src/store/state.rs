@@ -30,6 +30,10 @@ pub struct WorkflowRecord {
     pub last_error: Option<String>,
     /// Table mappings whose replay was accepted and is taken at the next start.
     pub pending_replays: Vec<String>,
+    /// The fingerprint of the workflow's config at its last start, to record in the audit
+    /// trail when a start applies an edited config.
+    #[serde(default)]
+    pub applied_config: Option<String>,
 }
 
 /// Where a source's reader continues.

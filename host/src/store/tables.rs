@@ -27,6 +27,9 @@ pub(super) const WORKFLOWS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(super) const OPT_OUT_STATE: TableDefinition<&str, &[u8]> =
     TableDefinition::new("opt_out_state");
 
+/// The audit trail: id -> JSON of an `AuditEntry`.
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
 /// Counter names.
 pub(super) mod counter {
     /// Records in the queue (the backlog).
@@ -55,5 +58,6 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(COUNTERS)?;
     write.open_table(WORKFLOWS)?;
     write.open_table(OPT_OUT_STATE)?;
+    write.open_table(AUDIT)?;
     Ok(())
 }
