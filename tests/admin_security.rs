@@ -571,8 +571,10 @@ async fn every_state_change_is_audited_durably_and_listed_by_the_cli() {
         assert!(entry["at_ms"].as_i64().unwrap() > 0);
     }
 
-    // Durable: after a restart the trail is still there, and the table lists it.
+    // Durable: after a restart the trail is still there, and the table lists it. An edit
+    // made while the host was down is applied by the host itself when it restarts Ingress.
     host.terminate();
+    std::fs::write(&config, text.replace("page_size = 200", "page_size = 120")).unwrap();
     let host = spawn_reporting(&sims, &[]).await;
     let url = host.admin.clone();
     let table = cli(
@@ -588,7 +590,13 @@ async fn every_state_change_is_audited_durably_and_listed_by_the_cli() {
         "{table}"
     );
     assert!(
-        lines[1].contains("start") && lines[1].contains("loopback, no token"),
+        lines[1].contains("config-applied")
+            && lines[1].contains(" host ")
+            && lines[1].contains("changed since its last start"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("start") && lines[2].contains("loopback, no token"),
         "{table}"
     );
     stop_host(host);

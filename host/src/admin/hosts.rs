@@ -39,7 +39,7 @@ impl HostAllowList {
                 || self.listen.is_unspecified()
                 || self.names.iter().any(|name| name.parse() == Ok(ip));
         }
-        self.names.iter().any(|name| *name == host)
+        self.names.contains(&host)
     }
 }
 
