@@ -159,3 +159,64 @@ pub fn private_data_warnings(config: &Config) -> Vec<String> {
         .filter_map(|(path, holds)| crate::private::looser_than_private(path, holds))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn loose_data_export_and_key_paths_are_warned_about_and_private_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("conduit.toml");
+        let text = r#"
+[host]
+data_dir = "data"
+admin_tls_cert = "cert.pem"
+admin_tls_key = "key.pem"
+[campaign]
+url = "https://mc.adobe.io/acme/campaign"
+client_id = "key"
+client_secret_env = "ACS_SECRET"
+opt_out_exports = "exports"
+"#;
+        std::fs::write(&config_path, text).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(private_data_warnings(&config), Vec::<String>::new());
+
+        let loose = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        for folder in ["data", "data/plugin-cache", "exports"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+            loose(&dir.path().join(folder), 0o755);
+        }
+        for file in ["data/conduit.redb", "key.pem"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+            loose(&dir.path().join(file), 0o644);
+        }
+        let warnings = private_data_warnings(&config);
+        assert_eq!(warnings.len(), 5, "{warnings:#?}");
+        for (needle, fix) in [
+            ("host.data_dir", "chmod 700"),
+            ("conduit.redb", "chmod 600"),
+            ("plugin-cache", "chmod 700"),
+            ("campaign.opt_out_exports", "chmod 700"),
+            ("host.admin_tls_key", "chmod 600"),
+        ] {
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains(needle) && w.contains(fix)),
+                "{needle}: {warnings:#?}"
+            );
+        }
+        for folder in ["data", "data/plugin-cache", "exports"] {
+            loose(&dir.path().join(folder), 0o700);
+        }
+        for file in ["data/conduit.redb", "key.pem"] {
+            loose(&dir.path().join(file), 0o600);
+        }
+        assert_eq!(private_data_warnings(&config), Vec::<String>::new());
+    }
+}
