@@ -285,22 +285,33 @@ async fn wait_for_running(host: &HostProcess, token: Option<&str>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebinding_page_is_refused_on_ipv6_loopback_too() {
-    let sims = SimPair::start(3, 0).await;
-    let text = config_text(&sims, "[::1]:0", "", INGRESS_CONTACTS);
-    std::fs::write(sims.config_path(), text).unwrap();
-    let mut host = spawn_reporting(&sims, &[]).await;
-    assert!(host.admin.starts_with("http://[::1]:"), "{}", host.admin);
-    host.start("ingress").await;
-    wait_for_running(&host, None).await;
+async fn a_rebinding_page_is_refused_on_ipv6_loopback_too_with_and_without_a_token() {
+    for token in [None, Some(TOKEN)] {
+        let sims = SimPair::start(3, 0).await;
+        let text = config_text(&sims, "[::1]:0", "", INGRESS_CONTACTS);
+        std::fs::write(sims.config_path(), text).unwrap();
+        let env: Vec<(&str, &str)> = token
+            .map(|t| ("CONDUIT_ADMIN_TOKEN", t))
+            .into_iter()
+            .collect();
+        let mut host = spawn_reporting(&sims, &env).await;
+        assert!(host.admin.starts_with("http://[::1]:"), "{}", host.admin);
+        let http = reqwest::Client::new();
+        let authorize = |request: reqwest::RequestBuilder| match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let start = http
+            .post(format!("{}/api/workflows/ingress/start", host.admin))
+            .header("x-conduit-request", "1");
+        assert_eq!(authorize(start).send().await.unwrap().status(), 200);
+        wait_for_running(&host, token).await;
 
-    rebinding_is_refused(&mut host, None).await;
-    let response = reqwest::Client::new()
-        .get(format!("{}/api/workflows/ingress/dead-letters", host.admin))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "[::1] itself is served");
+        rebinding_is_refused(&mut host, token).await;
+        let own = http.get(format!("{}/api/workflows/ingress/dead-letters", host.admin));
+        let response = authorize(own).send().await.unwrap();
+        assert_eq!(response.status(), 200, "[::1] itself is served ({token:?})");
+    }
 }
 
 /// A CA and a certificate it signed for `127.0.0.1` and `localhost`, written to `dir` as
