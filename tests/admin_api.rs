@@ -218,11 +218,13 @@ async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_call_but_healthz_needs_it() {
     let sims = SimPair::start(0, 0).await;
+    // Plain HTTP off loopback needs the explicit opt-out (tests/admin_security.rs covers TLS).
     let text = config_text(
         &sims,
         &format!("0.0.0.0:{}", sims.admin_port),
         INGRESS_CONTACTS,
-    );
+    )
+    .replace("[host]\n", "[host]\nadmin_allow_plain_http = true\n");
     std::fs::write(sims.config_path(), text).unwrap();
     let mut host = sims.spawn(&[("CONDUIT_ADMIN_TOKEN", "the-right-token")]);
     // Only loopback traffic: the host listens on every interface, we call 127.0.0.1.

@@ -1,7 +1,8 @@
 //! The Workflows page in a real headless Chromium against the real host and the simulators:
 //! it lists the workflows, Start takes one to RUNNING, the backlog moves while a load runs,
 //! an edit of the TOML shows the pending badge until stop/start, and a dead letter is retried
-//! from the page. Screenshots of the key states go to `target/ui-screenshots/`.
+//! from the page and shows in its audit table. Screenshots of the key states go to
+//! `target/ui-screenshots/`.
 
 use conduit::sim::faults::FaultConfig;
 use conduit_e2e::browser::Browser;
@@ -279,4 +280,11 @@ async fn a_dead_letter_is_retried_from_the_page() {
         )
         .await;
     browser.screenshot("dead-letter-retried-390px").await;
+    // The audit table shows the retry, made from the page, among the latest changes.
+    browser
+        .wait_until(
+            "the retry in the page's audit table",
+            "return [...document.querySelectorAll('#audit-rows tr')].some(r => r.textContent.includes('dead-letter-retry') && r.textContent.includes('optinout/') && r.textContent.includes('page') && r.textContent.includes('ok'))",
+        )
+        .await;
 }

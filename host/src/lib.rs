@@ -11,6 +11,7 @@ pub mod connector;
 pub mod fuzzing;
 pub mod model;
 pub mod plugin;
+pub mod private;
 pub mod runtime;
 pub mod sim;
 pub mod store;

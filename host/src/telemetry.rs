@@ -1,5 +1,5 @@
 //! Process-wide measurements that have no home in the store: HTTP statuses returned by the
-//! services, time spent in plugins, and queue commit latency. The admin surface renders them
+//! services, time spent in plugins, queue commit latency and admin requests refused. The admin surface renders them
 //! (with the store's counters) as Prometheus text.
 
 use std::collections::BTreeMap;
@@ -43,6 +43,8 @@ pub struct Snapshot {
     pub plugin_seconds: BTreeMap<String, f64>,
     /// Queue commit latency, by workflow and stage (`read`/`write`).
     pub commit_latency: BTreeMap<(String, String), Histogram>,
+    /// Admin API requests refused, by reason (e.g. `foreign_host`).
+    pub admin_refusals: BTreeMap<String, u64>,
 }
 
 static REGISTRY: Mutex<Option<Snapshot>> = Mutex::new(None);
@@ -76,6 +78,11 @@ pub fn record_commit(workflow: &str, stage: &str, elapsed: Duration) {
             .or_default()
             .observe(elapsed.as_secs_f64());
     });
+}
+
+/// Counts an admin API request refused for `reason`.
+pub fn record_admin_refusal(reason: &str) {
+    with(|s| *s.admin_refusals.entry(reason.to_string()).or_default() += 1);
 }
 
 /// A copy of everything measured so far.

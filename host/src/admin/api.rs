@@ -1,17 +1,18 @@
 //! The JSON endpoints: workflows (list, show, start, stop, replay, config section), dead
-//! letters (list with filters, show, retry, drop), config problems and health.
+//! letters (list with filters, show, retry, drop), config problems, health and the audit
+//! trail. Every state change is recorded in the audit trail with its caller and outcome.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
 use crate::model::WorkflowId;
-use crate::store::{DeadLetterFilter, Stage, StoreError};
+use crate::store::{AuditOutcome, Caller, DeadLetterFilter, NewAuditEntry, Stage, StoreError};
 use crate::workflow::EngineError;
 
 type Shared = State<Arc<AdminState>>;
@@ -35,6 +36,49 @@ impl ApiError {
             body: serde_json::json!({ "error": message.into() }),
         }
     }
+}
+
+/// Records a state change and its outcome in the audit trail, then answers. The change has
+/// happened (or not) by now, so a failure to record is logged, not turned into an error.
+fn audited(
+    state: &AdminState,
+    caller: &Caller,
+    action: &str,
+    target: String,
+    result: Result<serde_json::Value, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let text = |body: &serde_json::Value, key: &str| {
+        body.get(key)
+            .and_then(|value| value.as_str())
+            .map(str::to_string)
+    };
+    let (outcome, detail) = match &result {
+        Ok(body) => (
+            AuditOutcome::Ok,
+            text(body, "message")
+                .or_else(|| text(body, "status"))
+                .unwrap_or_default(),
+        ),
+        Err(error) => (
+            if error.status.is_server_error() {
+                AuditOutcome::Failed
+            } else {
+                AuditOutcome::Refused
+            },
+            text(&error.body, "error").unwrap_or_else(|| error.status.to_string()),
+        ),
+    };
+    let entry = NewAuditEntry {
+        action: action.into(),
+        target,
+        caller: caller.clone(),
+        outcome,
+        detail,
+    };
+    if let Err(error) = state.supervisor.store().record_audit(entry) {
+        tracing::error!(%action, %error, "cannot record a state change in the audit trail");
+    }
+    result.map(Json)
 }
 
 impl From<StoreError> for ApiError {
@@ -93,26 +137,41 @@ pub(super) async fn get_workflow(
 
 pub(super) async fn start(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let status = state.supervisor.start(workflow(&id)?).await?;
-    Ok(Json(serde_json::json!({ "status": status.name() })))
+    let result = async {
+        let status = state.supervisor.start_as(workflow(&id)?, &caller).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+    }
+    .await;
+    audited(&state, &caller, "start", id, result)
 }
 
 pub(super) async fn stop(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let status = state.supervisor.stop(workflow(&id)?).await?;
-    Ok(Json(serde_json::json!({ "status": status.name() })))
+    let result = async {
+        let status = state.supervisor.stop(workflow(&id)?).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+    }
+    .await;
+    audited(&state, &caller, "stop", id, result)
 }
 
 pub(super) async fn replay(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     Path((id, mapping)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = state.supervisor.replay(workflow(&id)?, &mapping).await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    let result = async {
+        let message = state.supervisor.replay(workflow(&id)?, &mapping).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+    }
+    .await;
+    audited(&state, &caller, "replay", format!("{id}/{mapping}"), result)
 }
 
 pub(super) async fn workflow_config(
@@ -182,26 +241,64 @@ pub(super) async fn show_dead_letter(
 
 pub(super) async fn retry_dead_letter(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     Path((id, letter)): Path<(String, u64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let message = state
-        .supervisor
-        .retry_dead_letter(workflow(&id)?, letter)
-        .await?;
-    Ok(Json(serde_json::json!({ "message": message })))
+    let result = async {
+        let message = state
+            .supervisor
+            .retry_dead_letter(workflow(&id)?, letter)
+            .await?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+    }
+    .await;
+    audited(
+        &state,
+        &caller,
+        "dead-letter-retry",
+        format!("{id}/{letter}"),
+        result,
+    )
 }
 
 pub(super) async fn drop_dead_letter(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     Path((id, letter)): Path<(String, u64)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .supervisor
-        .store()
-        .drop_dead_letter(workflow(&id)?, letter)?;
-    Ok(Json(
-        serde_json::json!({ "message": format!("dead letter {letter} dropped") }),
-    ))
+    let result = (|| {
+        state
+            .supervisor
+            .store()
+            .drop_dead_letter(workflow(&id)?, letter)?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": format!("dead letter {letter} dropped") }))
+    })();
+    audited(
+        &state,
+        &caller,
+        "dead-letter-drop",
+        format!("{id}/{letter}"),
+        result,
+    )
+}
+
+/// Query parameters of the audit trail.
+#[derive(Debug, Deserialize)]
+pub(super) struct AuditQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// At most this many audit entries per call.
+const AUDIT_PAGE_MAX: usize = 1000;
+
+pub(super) async fn audit(
+    State(state): Shared,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, AUDIT_PAGE_MAX);
+    let entries = state.supervisor.store().audit(limit, query.before)?;
+    Ok(Json(serde_json::to_value(entries).unwrap_or_default()))
 }
 
 pub(super) async fn config_problems(State(state): Shared) -> Json<serde_json::Value> {

@@ -1,5 +1,6 @@
 //! `/metrics` in the Prometheus text format: backlog and record counters from the store,
-//! plugin time, HTTP errors by status and queue commit latency from the telemetry registry.
+//! plugin time, HTTP errors by status, queue commit latency and admin requests refused by
+//! reason from the telemetry registry. Every label value is escaped as the format requires.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminState;
+use super::auth::Refusal;
 use crate::store::Counters;
 use crate::telemetry::{self, LATENCY_BUCKETS};
 
@@ -22,7 +24,7 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
             let rows: Vec<_> = view
                 .workflows
                 .iter()
-                .map(|w| (w.id.as_str(), w.status, w.counters))
+                .map(|w| (label(w.id.as_str()), w.status, w.counters))
                 .collect();
             family(
                 &mut out,
@@ -90,6 +92,7 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
                 "Time spent in plugin calls.",
             );
             for (workflow, seconds) in &measured.plugin_seconds {
+                let workflow = label(workflow);
                 let _ = writeln!(
                     out,
                     "conduit_plugin_seconds_total{{workflow=\"{workflow}\"}} {seconds}"
@@ -102,6 +105,7 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
                 "Error responses from the services, by status.",
             );
             for ((service, status), count) in &measured.http_errors {
+                let service = label(service);
                 let _ = writeln!(
                     out,
                     "conduit_http_errors_total{{service=\"{service}\",status=\"{status}\"}} {count}"
@@ -114,7 +118,11 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
                 "Latency of queue commits.",
             );
             for ((workflow, stage), histogram) in &measured.commit_latency {
-                let labels = format!("workflow=\"{workflow}\",stage=\"{stage}\"");
+                let labels = format!(
+                    "workflow=\"{}\",stage=\"{}\"",
+                    label(workflow),
+                    label(stage)
+                );
                 for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
                     let _ = writeln!(
                         out,
@@ -137,6 +145,24 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
                     histogram.count
                 );
             }
+            family(
+                &mut out,
+                "conduit_admin_refusals_total",
+                "counter",
+                "Admin API requests refused, by reason (foreign_host is a DNS-rebinding attempt or a name missing from host.admin_hosts).",
+            );
+            for reason in Refusal::ALL {
+                let count = measured
+                    .admin_refusals
+                    .get(reason.label())
+                    .copied()
+                    .unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "conduit_admin_refusals_total{{reason=\"{}\"}} {count}",
+                    label(reason.label())
+                );
+            }
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
         }
         Err(error) => (
@@ -147,7 +173,33 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
     }
 }
 
+/// A label value escaped for the text format: backslash, double quote and line feed.
+fn label(value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_escape_backslash_quote_and_line_feed() {
+        assert_eq!(label("ingress"), "ingress");
+        assert_eq!(label(r#"a\b"c"#), r#"a\\b\"c"#);
+        assert_eq!(label("line\nbreak"), "line\\nbreak");
+    }
 }

@@ -1,6 +1,8 @@
 //! The CLI's client of the admin API: finds the host, sends the token and the
-//! same-origin header, and turns failures into messages that say what to do.
+//! same-origin header, trusts an extra CA for an HTTPS admin API, and turns failures into
+//! messages that say what to do.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,12 +40,25 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:7878`).
-    pub fn new(base: &str) -> anyhow::Result<AdminClient> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
+    /// A client for `base` (e.g. `https://127.0.0.1:7878`) that also trusts the PEM
+    /// certificates of `ca_file` (the admin API's own CA or self-signed certificate).
+    pub fn new(base: &str, ca_file: Option<&Path>) -> anyhow::Result<AdminClient> {
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            let pem = conduit::connector::http::read_ca_file(path).with_context(|| {
+                format!("--admin-ca-file (CONDUIT_ADMIN_CA_FILE) {}", path.display())
+            })?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                format!(
+                    "--admin-ca-file {} holds no usable PEM certificate",
+                    path.display()
+                )
+            })?;
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build().context("cannot build the HTTP client")?;
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             http,
@@ -64,7 +79,7 @@ impl AdminClient {
         let request = self
             .http
             .post(format!("{}{path}", self.base))
-            .header("x-conduit-request", "1");
+            .header("x-conduit-request", "cli");
         self.send(request).await
     }
 
@@ -75,12 +90,24 @@ impl AdminClient {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|error| CallError {
-            code: exit::UNREACHABLE,
-            message: format!(
-                "cannot reach the Conduit host at {}: {error}. Is `conduit run` running? Point --admin-url (or CONDUIT_ADMIN_URL) at its admin address.",
-                self.base
-            ),
+        let response = request.send().await.map_err(|error| {
+            let untrusted = error_chain(&error).contains("certificate");
+            CallError {
+                code: exit::UNREACHABLE,
+                message: if untrusted {
+                    format!(
+                        "cannot reach the Conduit host at {}: its TLS certificate is not trusted ({}); pass the admin API's CA (or its self-signed certificate) with --admin-ca-file or CONDUIT_ADMIN_CA_FILE",
+                        self.base,
+                        error_chain(&error)
+                    )
+                } else {
+                    format!(
+                        "cannot reach the Conduit host at {}: {}. Is `conduit run` running? Point --admin-url (or CONDUIT_ADMIN_URL) at its admin address.",
+                        self.base,
+                        error_chain(&error)
+                    )
+                },
+            }
         })?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
@@ -98,10 +125,11 @@ impl AdminClient {
             }
         }
         let code = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            StatusCode::UNAUTHORIZED => {
                 message.push_str(" (set CONDUIT_ADMIN_TOKEN to the host's token)");
                 exit::REFUSED
             }
+            StatusCode::FORBIDDEN => exit::REFUSED,
             StatusCode::BAD_REQUEST => exit::USAGE,
             StatusCode::NOT_FOUND => exit::NOT_FOUND,
             StatusCode::UNPROCESSABLE_ENTITY => exit::INVALID_CONFIG,
@@ -110,6 +138,19 @@ impl AdminClient {
         };
         Err(CallError { code, message })
     }
+}
+
+/// An error and its sources in one line: reqwest's own text ("error sending request") hides
+/// the reason (e.g. the certificate problem) in its sources.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
 }
 
 /// Renders a config problem returned by the API like the local checker prints it.

@@ -146,7 +146,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     )
     .await
     .context("the host did not start")?;
-    outln!("Host: admin API on http://{}\n", host.admin.address);
+    outln!("Host: admin API on {}\n", host.admin.url());
 
     let mut demo = Demo {
         dynamics,

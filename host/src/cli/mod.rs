@@ -42,9 +42,14 @@ pub struct Cli {
         default_value = "conduit.toml"
     )]
     config: PathBuf,
-    /// The admin API of the running host (default: host.admin_listen from the config).
+    /// The admin API of the running host (default: host.admin_listen from the config, over
+    /// https when host.admin_tls_cert is set).
     #[arg(long, global = true, env = "CONDUIT_ADMIN_URL")]
     admin_url: Option<String>,
+    /// A PEM file of CA certificates to trust for an HTTPS admin API (its private CA, or its
+    /// self-signed certificate).
+    #[arg(long, global = true, env = "CONDUIT_ADMIN_CA_FILE")]
+    admin_ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +82,8 @@ enum Command {
     /// Dead letters: list, show, retry, drop.
     #[command(subcommand)]
     Dlq(ops::DlqCommand),
+    /// The audit trail: who started, stopped, replayed, retried or dropped what, and when.
+    Audit(ops::AuditArgs),
     /// Config tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -159,6 +166,7 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
+        Command::Audit(args) => ops::audit(&admin(&cli)?, args).await,
         Command::Sim(_) | Command::Plugin(_) => match cli.command {
             Command::Sim(args) => sim::run(args).await.map_err(failure),
             Command::Plugin(args) => plugin::run(args).map_err(failure),
@@ -175,31 +183,45 @@ fn failure(error: anyhow::Error) -> CallError {
     }
 }
 
-/// The admin client: `--admin-url`, else the config's `host.admin_listen`, else the default.
+/// The admin client: `--admin-url`, else the config's `host.admin_listen` (https when the
+/// config sets `host.admin_tls_cert`), else the default.
 fn admin(cli: &Cli) -> Result<AdminClient, CallError> {
     let base = match &cli.admin_url {
         Some(url) => url.clone(),
         None => {
             let listen = admin_listen(&cli.config).unwrap_or_else(|| "127.0.0.1:7878".into());
-            format!("http://{}", client_address(&listen))
+            let scheme = if admin_tls(&cli.config) {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{}", client_address(&listen))
         }
     };
-    AdminClient::new(&base).map_err(|error| CallError {
+    AdminClient::new(&base, cli.admin_ca_file.as_deref()).map_err(|error| CallError {
         code: 1,
-        message: error.to_string(),
+        message: format!("{error:#}"),
     })
 }
 
-/// `host.admin_listen` of the config file, read without validating the rest: operators run
+/// A key of the config's `[host]` section, read without validating the rest: operators run
 /// `conduit status` precisely when an edit elsewhere in the file is invalid.
-fn admin_listen(path: &std::path::Path) -> Option<String> {
+fn host_setting(path: &std::path::Path, key: &str) -> Option<toml::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let table: toml::Table = toml::from_str(&text).ok()?;
-    table
-        .get("host")?
-        .get("admin_listen")?
+    table.get("host")?.get(key).cloned()
+}
+
+/// `host.admin_listen` of the config file.
+fn admin_listen(path: &std::path::Path) -> Option<String> {
+    host_setting(path, "admin_listen")?
         .as_str()
         .map(str::to_string)
+}
+
+/// Whether the config serves the admin API over HTTPS (`host.admin_tls_cert` is set).
+fn admin_tls(path: &std::path::Path) -> bool {
+    host_setting(path, "admin_tls_cert").is_some()
 }
 
 /// Where a client reaches a host listening on `listen`: every interface (0.0.0.0, [::]) is
@@ -256,6 +278,9 @@ mod tests {
         assert!(conduit::config::Config::load(&path).is_err());
         assert_eq!(admin_listen(&path).as_deref(), Some("127.0.0.1:9123"));
         assert_eq!(admin_listen(&dir.path().join("missing.toml")), None);
+        assert!(!admin_tls(&path));
+        std::fs::write(&path, "[host]\nadmin_tls_cert = \"cert.pem\"\nbogus = 1\n").unwrap();
+        assert!(admin_tls(&path));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Operator commands against a running host: status (table, JSON, watch), start, stop,
-//! replay, and the dead-letter tools.
+//! replay, the dead-letter tools and the audit trail.
 
 use std::time::Duration;
 
@@ -16,6 +16,73 @@ pub struct StatusArgs {
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `conduit audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// At most this many entries, newest first (1 to 1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+    /// Only entries older than this id (to page back).
+    #[arg(long)]
+    pub before: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the audit trail, newest first.
+pub async fn audit(client: &AdminClient, args: &AuditArgs) -> Result<(), CallError> {
+    let mut path = format!("/api/audit?limit={}", args.limit);
+    if let Some(before) = args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let entries = client.get(&path).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&entries).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    print!("{}", render_audit(&entries));
+    Ok(())
+}
+
+/// The audit table: one line per entry, newest first.
+pub fn render_audit(entries: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:>5}  {:<24} {:<18} {:<32} {:<18} {:<22} {:<8} {}\n",
+        "ID", "TIME (UTC)", "ACTION", "TARGET", "AUTH", "FROM", "OUTCOME", "DETAIL"
+    );
+    for entry in entries.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let time = entry["at_ms"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(
+                || "?".into(),
+                |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            );
+        let caller = &entry["caller"];
+        let from = format!(
+            "{} {}",
+            caller["via"].as_str().unwrap_or("?"),
+            caller["peer"].as_str().unwrap_or("")
+        );
+        out.push_str(&format!(
+            "{:>5}  {:<24} {:<18} {:<32} {:<18} {:<22} {:<8} {}\n",
+            entry["id"],
+            time,
+            entry["action"].as_str().unwrap_or("?"),
+            entry["target"].as_str().unwrap_or("?"),
+            caller["auth"].as_str().unwrap_or("?"),
+            from.trim_end(),
+            entry["outcome"].as_str().unwrap_or("?"),
+            entry["detail"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }
 
 /// `conduit dlq ...`.

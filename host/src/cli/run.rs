@@ -26,8 +26,8 @@ pub async fn run(config: &Path) -> Result<(), super::CallError> {
         message: error.to_string(),
     })?;
     errln!(
-        "conduit is running; admin API on http://{} (Ctrl-C stops)",
-        host.admin.address
+        "conduit is running; admin API on {} (Ctrl-C stops)",
+        host.admin.url()
     );
     wait_for_shutdown_signal().await.map_err(super::failure)?;
     errln!("stopping: workflows finish their current page and batch");

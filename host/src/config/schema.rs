@@ -36,9 +36,24 @@ pub struct HostSection {
     /// Where the redb store and the plugin cache live (relative to the config file).
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
-    /// The admin API's listen address; anything but loopback needs `CONDUIT_ADMIN_TOKEN`.
+    /// The admin API's listen address; anything but loopback needs `CONDUIT_ADMIN_TOKEN` and
+    /// TLS (or `admin_allow_plain_http`).
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
+    /// Host names (or addresses) the admin API answers to besides loopback and the listen
+    /// address: any other `Host` header is refused, which defeats DNS rebinding.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
+    /// A PEM certificate (chain) the admin API serves HTTPS with; needs `admin_tls_key`.
+    #[serde(default)]
+    pub admin_tls_cert: Option<String>,
+    /// The PEM private key of `admin_tls_cert`.
+    #[serde(default)]
+    pub admin_tls_key: Option<String>,
+    /// Allows plain HTTP off loopback, for a listener whose network already provides TLS
+    /// (e.g. a cluster-internal Service behind a TLS-terminating proxy or mesh).
+    #[serde(default)]
+    pub admin_allow_plain_http: bool,
 }
 
 impl Default for HostSection {
@@ -46,6 +61,10 @@ impl Default for HostSection {
         HostSection {
             data_dir: default_data_dir(),
             admin_listen: default_admin_listen(),
+            admin_hosts: Vec::new(),
+            admin_tls_cert: None,
+            admin_tls_key: None,
+            admin_allow_plain_http: false,
         }
     }
 }

@@ -221,3 +221,42 @@ fn a_wrong_type_names_its_dotted_key() {
         problems[0]
     );
 }
+
+#[test]
+fn admin_tls_files_come_in_pairs_and_admin_hosts_are_bare_names() {
+    let with_host = |host: &str| VALID.replace("[host]\n", &format!("[host]\n{host}\n"));
+    let both = parse(&with_host(
+        "admin_tls_cert = \"cert.pem\"\nadmin_tls_key = \"key.pem\"\nadmin_hosts = [\"conduit.internal\", \"10.0.0.5\", \"::1\"]",
+    ))
+    .unwrap();
+    assert_eq!(both.file.host.admin_hosts.len(), 3);
+    let only_cert = parse(&with_host("admin_tls_cert = \"cert.pem\"")).unwrap_err();
+    assert!(
+        only_cert[0].message.contains("host.admin_tls_key is not"),
+        "{only_cert:?}"
+    );
+    let only_key = parse(&with_host("admin_tls_key = \"key.pem\"")).unwrap_err();
+    assert!(
+        only_key[0].message.contains("host.admin_tls_cert is not"),
+        "{only_key:?}"
+    );
+    let urls = parse(&with_host(
+        "admin_hosts = [\"https://conduit.internal\", \"conduit.internal:7878\", \"ok.example\"]",
+    ))
+    .unwrap_err();
+    assert_eq!(urls.len(), 2, "{urls:?}");
+    assert!(
+        urls[0]
+            .message
+            .contains("host.admin_hosts: 'https://conduit.internal'"),
+        "{urls:?}"
+    );
+    assert!(
+        urls[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("without scheme, port or path"),
+        "{urls:?}"
+    );
+}

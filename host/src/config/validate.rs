@@ -77,6 +77,7 @@ pub(super) fn validate(config: &Config, locate: &Locator<'_>) -> Vec<Problem> {
         locate,
         problems: Vec::new(),
     };
+    check_host(&mut checker);
     check_connections(&mut checker);
     if let Some(ingress) = &config.file.ingress {
         check_plugin(
@@ -105,6 +106,53 @@ pub(super) fn validate(config: &Config, locate: &Locator<'_>) -> Vec<Problem> {
         check_opt_out(&mut checker);
     }
     checker.problems
+}
+
+/// The admin settings: TLS files come in pairs, and `admin_hosts` holds bare host names.
+fn check_host(checker: &mut Checker<'_>) {
+    let host = &checker.config.file.host;
+    match (&host.admin_tls_cert, &host.admin_tls_key) {
+        (Some(_), None) => checker.report_at_start(
+            "host.admin_tls_cert is set but host.admin_tls_key is not".into(),
+            "set host.admin_tls_key to the PEM private key of the certificate",
+        ),
+        (None, Some(_)) => checker.report_at_start(
+            "host.admin_tls_key is set but host.admin_tls_cert is not".into(),
+            "set host.admin_tls_cert to the PEM certificate (chain) the admin API serves",
+        ),
+        _ => {}
+    }
+    let bad: Vec<String> = host
+        .admin_hosts
+        .iter()
+        .filter(|name| !is_host_name(name))
+        .cloned()
+        .collect();
+    for name in bad {
+        checker.report_at_start(
+            format!("host.admin_hosts: '{name}' is not a host name"),
+            "write the bare name or address the admin API is reached by, without scheme, port or path, e.g. \"conduit.internal\" or \"10.0.0.5\"",
+        );
+    }
+}
+
+/// A DNS name or an IP address, without scheme, port, path or user info.
+fn is_host_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 fn check_connections(checker: &mut Checker<'_>) {

@@ -56,9 +56,9 @@ pub(super) fn engine_key(engine: &Engine) -> String {
 }
 
 impl CompiledCache {
-    /// Opens (creating when needed) the cache directory for `engine`.
+    /// Opens (creating when needed, private to the host's user) the cache directory for `engine`.
     pub(super) fn open(dir: &Path, engine: &Engine) -> Result<CompiledCache, String> {
-        fs::create_dir_all(dir).map_err(|error| {
+        crate::private::create_dir(dir).map_err(|error| {
             format!("cannot create the plugin cache {}: {error}", dir.display())
         })?;
         Ok(CompiledCache {
@@ -106,7 +106,9 @@ impl CompiledCache {
     fn try_store(&self, path: &Path, component: &Component) -> Result<(), String> {
         let payload = component.serialize().map_err(|error| error.to_string())?;
         let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = fs::File::create(&temporary).map_err(|error| error.to_string())?;
+        // Private: a compiled plugin may embed mapping tables (names, values) from its author.
+        let mut file =
+            crate::private::create_file(&temporary).map_err(|error| error.to_string())?;
         file.write_all(&entry_bytes(&payload))
             .and_then(|()| file.sync_all())
             .map_err(|error| error.to_string())?;

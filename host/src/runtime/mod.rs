@@ -1,6 +1,8 @@
 //! Assembles a running host from a config file: the store in the data directory, the Wasm
 //! plugin runtime with its on-disk cache, the connectors, the workflow supervisor (restoring
-//! the workflows that were running), the config watcher and the admin API.
+//! the workflows that were running), the config watcher and the admin API. Everything it
+//! creates on disk is private to the host's user; existing paths others can read are warned
+//! about at start.
 
 mod connectors;
 mod plugins;
@@ -50,6 +52,8 @@ pub struct RunningHost {
     pub supervisor: Supervisor,
     /// The admin API.
     pub admin: AdminServer,
+    /// Warnings found at start (e.g. a data directory other users can read); each is logged.
+    pub warnings: Vec<String>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
@@ -76,6 +80,11 @@ pub async fn start(
 ) -> Result<RunningHost, HostError> {
     let config = Config::load(config_path)?;
     let data_dir = config.data_dir();
+    // Looked at before anything is created: what Conduit creates is private already.
+    let warnings = private_data_warnings(&config);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     let store = Store::open(&store_path(&data_dir))?;
     let plugin_host = PluginHost::new(Some(&data_dir.join("plugin-cache")))
         .map_err(|error| HostError::Plugins(error.to_string()))?;
@@ -85,12 +94,24 @@ pub async fn start(
         plugins: Arc::new(WasmPlugins::new(plugin_host, config.base_dir())),
         config_path: config_path.to_path_buf(),
     });
-    let listen = options
-        .admin_listen
-        .unwrap_or_else(|| config.file.host.admin_listen.clone());
-    let token = std::env::var(admin::TOKEN_ENV).ok();
-    let admin = admin::serve(supervisor.clone(), &listen, token).await?;
-    tracing::info!(address = %admin.address, "admin API listening");
+    let host = &config.file.host;
+    let admin_options = admin::AdminOptions {
+        listen: options
+            .admin_listen
+            .unwrap_or_else(|| host.admin_listen.clone()),
+        token: std::env::var(admin::TOKEN_ENV).ok(),
+        hosts: host.admin_hosts.clone(),
+        tls: match (&host.admin_tls_cert, &host.admin_tls_key) {
+            (Some(cert), Some(key)) => Some(admin::TlsFiles {
+                cert: config.resolve_path(cert),
+                key: config.resolve_path(key),
+            }),
+            _ => None,
+        },
+        allow_plain_http: host.admin_allow_plain_http,
+    };
+    let admin = admin::serve(supervisor.clone(), admin_options).await?;
+    tracing::info!(url = %admin.url(), "admin API listening");
     let watcher = supervisor.watch_config(options.watch_interval.unwrap_or(Duration::from_secs(1)));
     for (workflow, error) in supervisor.restore().await {
         tracing::error!(%workflow, %error, "could not restart the workflow");
@@ -98,6 +119,104 @@ pub async fn start(
     Ok(RunningHost {
         supervisor,
         admin,
+        warnings,
         watcher,
     })
+}
+
+/// Warnings for the existing paths holding personal data or keys that other users can read:
+/// the data directory, the store, the plugin cache, the opt-out export folder and the admin
+/// TLS key. Each names the path and the `chmod` that fixes it.
+pub fn private_data_warnings(config: &Config) -> Vec<String> {
+    let data_dir = config.data_dir();
+    let mut checks = vec![
+        (
+            data_dir.clone(),
+            "the store with contacts' personal data (host.data_dir)",
+        ),
+        (store_path(&data_dir), "contacts' personal data"),
+        (data_dir.join("plugin-cache"), "compiled mapping plugins"),
+    ];
+    if let Some(folder) = config
+        .file
+        .campaign
+        .as_ref()
+        .and_then(|campaign| campaign.opt_out_exports.as_ref())
+    {
+        checks.push((
+            config.resolve_path(folder.get_ref()),
+            "Campaign's opt-out exports (campaign.opt_out_exports)",
+        ));
+    }
+    if let Some(key) = &config.file.host.admin_tls_key {
+        checks.push((
+            config.resolve_path(key),
+            "the admin API's TLS private key (host.admin_tls_key)",
+        ));
+    }
+    checks
+        .iter()
+        .filter_map(|(path, holds)| crate::private::looser_than_private(path, holds))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn loose_data_export_and_key_paths_are_warned_about_and_private_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("conduit.toml");
+        let text = r#"
+[host]
+data_dir = "data"
+admin_tls_cert = "cert.pem"
+admin_tls_key = "key.pem"
+[campaign]
+url = "https://mc.adobe.io/acme/campaign"
+client_id = "key"
+client_secret_env = "ACS_SECRET"
+opt_out_exports = "exports"
+"#;
+        std::fs::write(&config_path, text).unwrap();
+        let config = Config::load(&config_path).unwrap();
+        assert_eq!(private_data_warnings(&config), Vec::<String>::new());
+
+        let loose = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        for folder in ["data", "data/plugin-cache", "exports"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+            loose(&dir.path().join(folder), 0o755);
+        }
+        for file in ["data/conduit.redb", "key.pem"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+            loose(&dir.path().join(file), 0o644);
+        }
+        let warnings = private_data_warnings(&config);
+        assert_eq!(warnings.len(), 5, "{warnings:#?}");
+        for (needle, fix) in [
+            ("host.data_dir", "chmod 700"),
+            ("conduit.redb", "chmod 600"),
+            ("plugin-cache", "chmod 700"),
+            ("campaign.opt_out_exports", "chmod 700"),
+            ("host.admin_tls_key", "chmod 600"),
+        ] {
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains(needle) && w.contains(fix)),
+                "{needle}: {warnings:#?}"
+            );
+        }
+        for folder in ["data", "data/plugin-cache", "exports"] {
+            loose(&dir.path().join(folder), 0o700);
+        }
+        for file in ["data/conduit.redb", "key.pem"] {
+            loose(&dir.path().join(file), 0o600);
+        }
+        assert_eq!(private_data_warnings(&config), Vec::<String>::new());
+    }
 }

@@ -1,11 +1,12 @@
 //! The durable store (redb): each workflow's queue between its reader and writer, the cursor
-//! per source, dead letters, workflow state and counters.
+//! per source, dead letters, workflow state and counters, and the operators' audit trail.
 //!
 //! Every change a stage makes is one write transaction: the reader's outputs, dead letters,
 //! counters and new cursor commit together, and so do the writer's removals and dead letters.
 //! Counters live in the same transactions as the data they count, so the backlog is exact and
 //! O(1) to read. This module knows redb and serde; it knows nothing of HTTP or plugins.
 
+mod audit;
 mod dead_letters;
 mod ledger;
 mod queue;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase};
 
+pub use audit::{AuditEntry, AuditOutcome, Caller, NewAuditEntry};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
 pub use ledger::LedgerPolicy;
 pub use queue::{Deferral, InFlight, QueuedRecord, ReadCommit, ReadyBatch, WriteCommit, now_ms};
@@ -118,13 +120,18 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (or creates) the store at `path`, recovering from a crash if needed, and checks
-    /// its format version. A second host on the same file is refused.
+    /// its format version. A second host on the same file is refused. A new file and its
+    /// missing folders are private (0600 / 0700): queued records and dead letters hold
+    /// contacts' personal data.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|error| {
+            crate::private::create_dir(parent).map_err(|error| {
                 StoreError::Storage(format!("cannot create {}: {error}", parent.display()))
             })?;
         }
+        crate::private::precreate_file(path).map_err(|error| {
+            StoreError::Storage(format!("cannot create {}: {error}", path.display()))
+        })?;
         let db = open_database(path)?;
         let store = Store {
             db: Arc::new(Mutex::new(Some(Arc::new(db)))),

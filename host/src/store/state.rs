@@ -34,6 +34,10 @@ pub struct WorkflowRecord {
     /// last started: a different one at a start means its queued records are mapped again.
     #[serde(default)]
     pub mapping_fingerprints: std::collections::BTreeMap<String, String>,
+    /// The fingerprint of the workflow's config at its last start, to record in the audit
+    /// trail when a start applies an edited config.
+    #[serde(default)]
+    pub applied_config: Option<String>,
 }
 
 /// Where a source's reader continues.

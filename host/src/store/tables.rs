@@ -39,6 +39,9 @@ pub(super) const REREAD: TableDefinition<(&str, &str), &[u8]> = TableDefinition:
 /// records written before it are not in it, so deletes cannot be checked against it.
 pub(super) const META_LEDGER_PARTIAL: &str = "ledger_partial";
 
+/// The audit trail: id -> JSON of an `AuditEntry`.
+pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
 /// Counter names.
 pub(super) mod counter {
     /// Records in the queue (the backlog).
@@ -73,5 +76,6 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(OPT_OUT_STATE)?;
     write.open_table(LEDGER)?;
     write.open_table(REREAD)?;
+    write.open_table(AUDIT)?;
     Ok(())
 }

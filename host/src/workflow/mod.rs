@@ -25,7 +25,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Problem};
 use crate::model::WorkflowId;
-use crate::store::{DeadLetterPayload, DesiredState, ReadCommit, Store, StoreError};
+use crate::store::{
+    AuditOutcome, Caller, DeadLetterPayload, DesiredState, NewAuditEntry, ReadCommit, Store,
+    StoreError,
+};
 
 pub use lifecycle::Status;
 pub use services::{Connect, PluginFactory, Services};
@@ -164,6 +167,12 @@ impl Supervisor {
     /// with its problems), then STARTING loads plugins and checks credentials and schemas in
     /// the background. Starting a running workflow does nothing.
     pub async fn start(&self, id: WorkflowId) -> Result<Status, EngineError> {
+        self.start_as(id, &Caller::host()).await
+    }
+
+    /// [`Supervisor::start`] on behalf of `caller`: when the config the workflow starts with
+    /// differs from the one of its last start, the audit trail records that `caller` applied it.
+    pub async fn start_as(&self, id: WorkflowId, caller: &Caller) -> Result<Status, EngineError> {
         let config = self.load_config()?;
         if !config.has_workflow(id) {
             return Err(EngineError::NotConfigured(id));
@@ -185,11 +194,22 @@ impl Supervisor {
             slot.snapshot = None;
             (slot.live.clone(), stop_rx)
         };
+        let fingerprint = config.workflow_fingerprint(id);
+        let mut previous = None;
         self.store().update_workflow(id, |record| {
             record.desired = DesiredState::Running;
             record.last_status = "STARTING".into();
             record.last_error = None;
+            if record.applied_config != fingerprint {
+                previous = Some(std::mem::replace(
+                    &mut record.applied_config,
+                    fingerprint.clone(),
+                ));
+            }
         })?;
+        if let Some(previous) = previous {
+            self.audit_config_applied(id, caller, previous, fingerprint);
+        }
         let supervisor = self.clone();
         let task = tokio::spawn(async move {
             supervisor.run(id, config, live, stop_rx).await;
@@ -233,6 +253,38 @@ impl Supervisor {
             .get(&id)
             .and_then(|slot| slot.snapshot.as_ref())
             .map(|snapshot| snapshot.config.clone())
+    }
+
+    /// Records that a start applied a config other than the one of the workflow's last start.
+    /// The start has happened by now, so a failure to record is logged rather than returned.
+    fn audit_config_applied(
+        &self,
+        id: WorkflowId,
+        caller: &Caller,
+        previous: Option<String>,
+        now: Option<String>,
+    ) {
+        let short = |fingerprint: Option<String>| {
+            fingerprint.map_or_else(|| "none".to_string(), |f| f.chars().take(12).collect())
+        };
+        let detail = match previous {
+            None => format!("first start with this config (fingerprint {})", short(now)),
+            Some(previous) => format!(
+                "the config of {id} changed since its last start (fingerprint {} -> {})",
+                short(Some(previous)),
+                short(now)
+            ),
+        };
+        let entry = NewAuditEntry {
+            action: "config-applied".into(),
+            target: id.to_string(),
+            caller: caller.clone(),
+            outcome: AuditOutcome::Ok,
+            detail,
+        };
+        if let Err(error) = self.store().record_audit(entry) {
+            tracing::error!(workflow = %id, %error, "cannot record the applied config in the audit trail");
+        }
     }
 
     /// Stops every workflow without changing what should run at the next host start.

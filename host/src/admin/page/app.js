@@ -1,16 +1,17 @@
 // The Workflows page: polls the admin API and renders the workflows table, a workflow's
 // detail (mappings with Replay Data, event switches, opt-out direction, dead letters) and a
-// read-only view of its config section. Rows are updated in place so keyboard focus survives
-// the live updates.
+// read-only view of its config section, and the latest entries of the audit trail. Rows are
+// updated in place so keyboard focus survives the live updates.
 "use strict";
 
 const POLL_MS = 1000;
-const state = { detail: null, refused: {}, lastError: "" };
+const AUDIT_ROWS = 10;
+const state = { detail: null, refused: {}, lastError: "", auditShown: "" };
 
 function token() { return sessionStorage.getItem("conduit-token"); }
 
 async function call(method, path) {
-  const headers = { "X-Conduit-Request": "1" };
+  const headers = { "X-Conduit-Request": "page" };
   if (token()) headers["Authorization"] = "Bearer " + token();
   const response = await fetch(path, { method, headers });
   if (response.status === 401) {
@@ -241,6 +242,27 @@ async function deadLetter(id, action) {
   poll();
 }
 
+// ---- audit trail -----------------------------------------------------------------------
+
+function renderAudit(entries) {
+  // Rebuilt only when a new entry arrived: the table holds no focusable controls.
+  const shown = entries.map((entry) => entry.id).join(",");
+  if (shown === state.auditShown) return;
+  state.auditShown = shown;
+  const rows = entries.map((entry) => {
+    const by = entry.caller.auth + " · " + entry.caller.via + (entry.caller.peer ? " · " + entry.caller.peer : "");
+    return el("tr", { class: "outcome-" + entry.outcome },
+      el("td", { "data-label": "Time", text: new Date(entry.at_ms).toLocaleString() }),
+      el("td", { "data-label": "Action", text: entry.action }),
+      el("td", { "data-label": "Target", text: entry.target }),
+      el("td", { "data-label": "By", text: by }),
+      el("td", { "data-label": "Outcome", text: entry.outcome }),
+      el("td", { "data-label": "Detail", text: entry.detail }));
+  });
+  if (rows.length === 0) rows.push(el("tr", {}, el("td", { colspan: "6", class: "note", text: "No changes recorded yet." })));
+  document.getElementById("audit-rows").replaceChildren(...rows);
+}
+
 // ---- loop --------------------------------------------------------------------------------
 
 function route() {
@@ -256,6 +278,7 @@ async function poll() {
     const view = await call("GET", "/api/workflows");
     renderWorkflows(view);
     await renderDetail(view);
+    renderAudit(await call("GET", "/api/audit?limit=" + AUDIT_ROWS));
     if (!state.lastError) setText(document.getElementById("connection"), "Live · updated " + new Date().toLocaleTimeString());
   } catch (error) {
     showError("Cannot reach the host: " + error.message);

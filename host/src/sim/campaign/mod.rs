@@ -314,7 +314,7 @@ impl CampaignSim {
     /// Starts serving on `addr` (port 0 picks a free port); creates the drop folder root.
     pub async fn serve(&self, addr: SocketAddr) -> Result<CampaignSimServer, SimError> {
         let drop_root = &self.shared.drop_root;
-        std::fs::create_dir_all(drop_root).map_err(|source| SimError::Export {
+        crate::private::create_dir(drop_root).map_err(|source| SimError::Export {
             path: drop_root.clone(),
             source,
         })?;

@@ -85,10 +85,11 @@ pub fn write_export(
     changes: &[PendingOptOut],
 ) -> std::io::Result<PathBuf> {
     let folder = drop_root.join(EXPORTS_SUBFOLDER);
-    std::fs::create_dir_all(&folder)?;
+    // Exports name contacts: private to the user, as Campaign's SFTP drop should be.
+    crate::private::create_dir(&folder)?;
     let path = folder.join(export_file_name(at));
     let partial = folder.join(format!("{}.partial", export_file_name(at)));
-    let mut writer = csv::Writer::from_path(&partial)?;
+    let mut writer = csv::Writer::from_writer(crate::private::create_file(&partial)?);
     writer.write_record(["crmId", "attribute", "value", "changedAt"])?;
     for change in changes {
         writer.write_record([
@@ -132,5 +133,18 @@ mod tests {
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].contact_key, "c-1");
         assert!(log.pending().is_empty());
+    }
+
+    #[test]
+    fn export_files_and_their_folder_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let mut log = OptOutLog::default();
+        log.record(Some("c-1"), "blackListEmail", true, Utc::now());
+        let (at, changes) = log.take_export(Utc::now());
+        let path = write_export(root.path(), at, &changes).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 }
