@@ -230,6 +230,14 @@ async fn records_made_in_campaign_by_someone_else_are_never_deleted() {
         view["counters"]["skipped_not_owned"].as_u64() >= Some(1),
         "{view}"
     );
+    let status = sims.cli(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("deletes of records Conduit did not create"),
+        "the reason is shown: {}",
+        status.stdout
+    );
 
     // A profile Conduit created and that is then filtered out is deleted, as asked.
     sims.dynamics

@@ -188,6 +188,14 @@ pub fn render_table(view: &serde_json::Value) -> String {
         if let Some(warning) = workflow["warning"].as_str() {
             out.push_str(&format!("           warning: {warning}\n"));
         }
+        let not_owned = workflow["counters"]["skipped_not_owned"]
+            .as_u64()
+            .unwrap_or(0);
+        if not_owned > 0 {
+            out.push_str(&format!(
+                "           left alone: {not_owned} deletes of records Conduit did not create\n"
+            ));
+        }
         for change in workflow["pending_summary"].as_array().unwrap_or(&empty) {
             out.push_str(&format!(
                 "           changed: {}\n",

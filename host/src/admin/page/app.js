@@ -165,6 +165,7 @@ async function renderDetail(view) {
   parts.push(el("dl", { class: "kv" },
     el("dt", { text: "Read" }), el("dd", { text: String(workflow.counters.read) }),
     el("dt", { text: "Written" }), el("dd", { text: String(workflow.counters.written) }),
+    el("dt", { text: "Skipped" }), el("dd", { text: skippedText(workflow.counters) }),
     el("dt", { text: "Rate" }), el("dd", { text: `${workflow.write_rate.toFixed(1)} records/s` }),
     el("dt", { text: "ETA" }), el("dd", { text: workflow.eta_seconds ? `${Math.round(workflow.eta_seconds)} s` : "-" })));
   const settings = (config && config.section) || {};
@@ -292,3 +293,13 @@ document.getElementById("crumb-home").addEventListener("click", (event) => { eve
 route();
 poll();
 setInterval(poll, POLL_MS);
+
+// The skipped count with its reasons: nothing new to write, or a record Conduit did not create.
+function skippedText(counters) {
+  const reasons = [];
+  if (counters.skipped_unchanged) reasons.push(`${counters.skipped_unchanged} unchanged`);
+  if (counters.skipped_not_owned) {
+    reasons.push(`${counters.skipped_not_owned} not created by Conduit, left alone`);
+  }
+  return reasons.length ? `${counters.skipped} (${reasons.join("; ")})` : String(counters.skipped);
+}
