@@ -370,7 +370,10 @@ async fn a_removed_activity_field_stops_egress_naming_it_and_dead_letters_nothin
     let reason = view["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("'adobe_campaignname'"), "{reason}");
     assert_eq!(view["backlog"], 1, "the activity stays queued");
-    assert_eq!(view["counters"]["dead_letters"], 0, "nothing is dead-lettered");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
     assert_eq!(sims.dynamics.count("adobe_emailsend"), 1);
     // Started again with the field still missing: stopped before writing, naming it.
     host.start("egress").await;
@@ -381,7 +384,10 @@ async fn a_removed_activity_field_stops_egress_naming_it_and_dead_letters_nothin
         .await;
     let reason = view["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("'adobe_campaignname'"), "{reason}");
-    assert_eq!(view["counters"]["dead_letters"], 0, "nothing is dead-lettered");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,7 +412,10 @@ async fn a_retyped_activity_field_stops_egress_naming_it_and_dead_letters_nothin
     assert!(reason.contains("'adobe_deliveryname'"), "{reason}");
     assert!(reason.contains("changed type"), "{reason}");
     assert_eq!(view["backlog"], 1, "the activity stays queued");
-    assert_eq!(view["counters"]["dead_letters"], 0, "nothing is dead-lettered");
+    assert_eq!(
+        view["counters"]["dead_letters"], 0,
+        "nothing is dead-lettered"
+    );
 }
 
 async fn opt_out_host(sims: &SimPair, direction: &str) -> HostProcess {

@@ -24,7 +24,10 @@ pub fn ensure_chromium() {
     }) {
         panic!("installing chromium and chromium-driver failed (run the tests as root): {error}");
     }
-    assert!(installed(), "apt installed chromium but {CHROMEDRIVER} or {CHROMIUM} is missing");
+    assert!(
+        installed(),
+        "apt installed chromium but {CHROMEDRIVER} or {CHROMIUM} is missing"
+    );
 }
 
 /// Where screenshots go: `target/ui-screenshots/`.

@@ -45,7 +45,6 @@ pub fn conduit_binary() -> PathBuf {
     binary
 }
 
-
 /// A `conduit run` process.
 pub struct HostProcess {
     child: Child,

@@ -57,7 +57,9 @@ fn claim(dir: &std::path::Path, port: u16) -> Option<File> {
 fn ephemeral_range() -> (u16, u16) {
     let text =
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let mut numbers = text.split_whitespace().filter_map(|n| n.parse::<u16>().ok());
+    let mut numbers = text
+        .split_whitespace()
+        .filter_map(|n| n.parse::<u16>().ok());
     match (numbers.next(), numbers.next()) {
         (Some(low), Some(high)) if low > LOWEST => (low, high),
         _ => (32_768, 60_999),

@@ -192,7 +192,10 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
             }
             outln!(
                 "{:>6}  {:<6} {:<14} {:>8}  REASON",
-                "ID", "STAGE", "ORIGIN", "ATTEMPTS"
+                "ID",
+                "STAGE",
+                "ORIGIN",
+                "ATTEMPTS"
             );
             for letter in letters.as_array().unwrap_or(&Vec::new()) {
                 outln!(

@@ -247,7 +247,9 @@ impl Store {
         let mut passed = 0usize;
         let pass_limit = max.saturating_mul(4).max(DEFERRED_SCAN);
         for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
-            if ready.records.len() >= max || scanned >= max.saturating_mul(4) || passed >= pass_limit
+            if ready.records.len() >= max
+                || scanned >= max.saturating_mul(4)
+                || passed >= pass_limit
             {
                 break;
             }
@@ -562,18 +564,31 @@ mod tests {
         let before = store
             .ready_batch(WorkflowId::Ingress, 10, due - 1, &none)
             .unwrap();
-        let keys: Vec<_> = before.records.iter().map(|r| r.record.key.as_str()).collect();
+        let keys: Vec<_> = before
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
         assert_eq!(keys, ["c"]);
         assert_eq!(before.next_due_ms, Some(due));
         // Once due: a/v1 comes back first, with its attempt and reason; a/v2 still waits.
-        let after = store.ready_batch(WorkflowId::Ingress, 10, due, &none).unwrap();
-        let keys: Vec<_> = after.records.iter().map(|r| r.record.key.as_str()).collect();
+        let after = store
+            .ready_batch(WorkflowId::Ingress, 10, due, &none)
+            .unwrap();
+        let keys: Vec<_> = after
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
         assert_eq!(keys, ["a", "c"]);
         let again = &after.records[0];
         assert_eq!(again.seq, a1);
         assert_eq!(again.record.fields[0].1, Value::Text("v1".into()));
         assert_eq!(again.attempts, 1);
-        assert_eq!(again.last_reason.as_deref(), Some("503 Service Unavailable"));
+        assert_eq!(
+            again.last_reason.as_deref(),
+            Some("503 Service Unavailable")
+        );
         assert!(again.deferred_since_ms.is_some());
         assert_eq!(after.next_due_ms, None);
     }
@@ -596,7 +611,11 @@ mod tests {
         let second = store
             .ready_batch(WorkflowId::Ingress, 10, now_ms(), &in_flight)
             .unwrap();
-        let keys: Vec<_> = second.records.iter().map(|r| r.record.key.as_str()).collect();
+        let keys: Vec<_> = second
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
         assert_eq!(keys, ["b", "c"]);
         in_flight.remove(&first);
         assert!(in_flight.is_empty());

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 
 use super::services::*;
 use super::*;
-use crate::store::{InFlight, now_ms};
 use crate::config::EffectiveLimits;
 use crate::connector::*;
 use crate::model::*;
+use crate::store::{InFlight, now_ms};
 
 const CONFIG: &str = r#"
 [host]
@@ -733,9 +733,6 @@ async fn a_batch_that_mostly_fails_pauses_the_whole_queue() {
     stop.send(true).unwrap();
     task.await.unwrap().unwrap();
     let warning = live.warning().unwrap();
-    assert!(
-        warning.contains("destination unavailable"),
-        "{warning}"
-    );
+    assert!(warning.contains("destination unavailable"), "{warning}");
     assert_eq!(written_keys(&sink), ["c2"]);
 }

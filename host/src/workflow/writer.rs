@@ -99,7 +99,8 @@ impl Writer {
             if stopping && writing.is_empty() {
                 return Ok(());
             }
-            let pause_left = paused_until.and_then(|until| until.checked_duration_since(Instant::now()));
+            let pause_left =
+                paused_until.and_then(|until| until.checked_duration_since(Instant::now()));
             let mut next_due = None;
             if !stopping && pause_left.is_none() && writing.len() < IN_FLIGHT_BATCHES {
                 let ready = self.ready(&in_flight).await?;
@@ -245,7 +246,10 @@ impl Writer {
                     let drift = match drift_checked.get(&key) {
                         Some(None) => None,
                         _ => {
-                            let found = self.drift.check_record(&self.services, &queued.record).await;
+                            let found = self
+                                .drift
+                                .check_record(&self.services, &queued.record)
+                                .await;
                             drift_checked.insert(key, found.clone());
                             found
                         }
