@@ -66,7 +66,7 @@ fn text(value: &str) -> Value {
 fn failure(outcome: &WriteOutcome) -> &ConnectorError {
     match outcome {
         WriteOutcome::Failed(error) => error,
-        WriteOutcome::Written => panic!("expected a failure, got Written"),
+        other => panic!("expected a failure, got {other:?}"),
     }
 }
 
@@ -543,6 +543,7 @@ async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retri
                 WriteOutcome::Written => {}
                 WriteOutcome::Failed(error) if error.is_transient() => still_pending.push(record),
                 WriteOutcome::Failed(error) => panic!("permanent failure under faults: {error}"),
+                WriteOutcome::NotYet { reason, .. } => panic!("put off under faults: {reason}"),
             }
         }
         pending = still_pending;
