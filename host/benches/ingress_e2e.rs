@@ -11,8 +11,13 @@
 //! - `backlog`: Campaign answers every API call with 503 from the moment the workflow runs, so
 //!   the whole table piles up in the durable queue; reports the peak RSS of the host once
 //!   the backlog holds every contact (target: <= 150 MB).
+//! - `faults`: the drain rate (records written per second, RUNNING to the last write) without
+//!   faults, then, in the same run with fresh simulators and a fresh host, with 2% mixed faults
+//!   on every Campaign API call (0.5% each of 5xx, connection resets, lost responses and
+//!   malformed 200 answers); reports both and their ratio (target: >= 0.70). Not part of the
+//!   default run; default size 30,000 contacts.
 //!
-//! Run: `cargo bench -p conduit --bench ingress_e2e [-- throughput|backlog] [-- <contacts>]`
+//! Run: `cargo bench -p conduit --bench ingress_e2e [-- throughput|backlog|faults] [-- <contacts>]`
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -169,9 +174,45 @@ fn mib(kib: u64) -> f64 {
 enum Scenario {
     Throughput,
     Backlog,
+    /// The initial load with the given Campaign faults (the `faults` comparison's phases).
+    Drain(Option<MixedFaults>),
 }
 
-fn run(scenario: Scenario, contacts: usize) {
+/// Mixed faults on every Campaign API call: each kind at `each` probability.
+#[derive(Clone, Copy, PartialEq)]
+struct MixedFaults {
+    each: f64,
+}
+
+impl MixedFaults {
+    /// The simulator's fault rates: 5xx, resets, lost responses and malformed answers.
+    fn rates(self) -> serde_json::Value {
+        serde_json::json!({
+            "error_rate": self.each,
+            "error_status": 503,
+            "reset_rate": self.each,
+            "lost_response_rate": self.each,
+            "malformed_rate": self.each,
+            "seed": 13,
+        })
+    }
+}
+
+/// The size of the `faults` comparison when none is given.
+const DEFAULT_FAULTS_CONTACTS: usize = 30_000;
+
+/// Runs the drain with and without 2% mixed faults and prints both rates and their ratio.
+fn compare_faults(contacts: usize) {
+    let clean = run(Scenario::Drain(None), contacts);
+    let faulty = run(Scenario::Drain(Some(MixedFaults { each: 0.005 })), contacts);
+    println!(
+        "ingress_e2e faults: {contacts} contacts; drain without faults {clean:.0} records/s, with 2% mixed Campaign faults {faulty:.0} records/s = {:.2} of the fault-free rate (target >= 0.70)",
+        faulty / clean
+    );
+}
+
+/// Runs a scenario; returns the write rate (records/s) for the throughput and drain ones.
+fn run(scenario: Scenario, contacts: usize) -> f64 {
     let sims_started = Instant::now();
     let sims = Simulators::start(contacts);
     println!(
@@ -227,6 +268,15 @@ fn run(scenario: Scenario, contacts: usize) {
             assert!(Instant::now() < deadline, "ingress did not start");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        if let Scenario::Drain(Some(faults)) = scenario {
+            let reply = http
+                .put(format!("{}/_sim/faults/rates", sims.campaign_origin))
+                .json(&faults.rates())
+                .send()
+                .await
+                .expect("the Campaign control API answers");
+            assert!(reply.status().is_success(), "fault injection refused");
+        }
         if scenario == Scenario::Backlog {
             let reply = http
                 .put(format!("{}/_sim/faults/rates", sims.campaign_origin))
@@ -258,7 +308,9 @@ fn run(scenario: Scenario, contacts: usize) {
                 last_print = Instant::now();
             }
             let done = match scenario {
-                Scenario::Throughput => counters.written + counters.dead_lettered >= contacts as u64,
+                Scenario::Throughput | Scenario::Drain(_) => {
+                    counters.written + counters.dead_lettered >= contacts as u64
+                }
                 Scenario::Backlog => counters.read >= contacts as u64,
             };
             if done {
@@ -282,7 +334,17 @@ fn run(scenario: Scenario, contacts: usize) {
         let file_mib = std::fs::metadata(&data_file)
             .map(|m| m.len() as f64 / 1_048_576.0)
             .unwrap_or(0.0);
+        let rate = counters.written as f64 / elapsed.as_secs_f64();
         match scenario {
+            Scenario::Drain(faults) => {
+                println!(
+                    "  drain {}: {} written ({} dead-lettered) in {:.1?} = {rate:.0} records/s; host CPU {host_cpu:.1?}, simulators {sims_cpu:.1?}",
+                    if faults.is_some() { "with 2% mixed faults" } else { "without faults" },
+                    counters.written,
+                    counters.dead_lettered,
+                    elapsed,
+                );
+            }
             Scenario::Throughput => {
                 let records = counters.written as f64;
                 println!(
@@ -318,7 +380,8 @@ fn run(scenario: Scenario, contacts: usize) {
             mib(sims.peak_rss_kib())
         );
         host.shutdown().await;
-    });
+        rate
+    })
 }
 
 fn main() {
@@ -327,6 +390,14 @@ fn main() {
         .iter()
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(DEFAULT_CONTACTS);
+    if args.iter().any(|arg| arg == "faults") {
+        let contacts = args
+            .iter()
+            .find_map(|arg| arg.parse().ok())
+            .unwrap_or(DEFAULT_FAULTS_CONTACTS);
+        compare_faults(contacts);
+        return;
+    }
     let scenario = if args.iter().any(|arg| arg == "throughput") {
         Some(Scenario::Throughput)
     } else if args.iter().any(|arg| arg == "backlog") {
@@ -335,7 +406,9 @@ fn main() {
         None
     };
     match scenario {
-        Some(scenario) => run(scenario, contacts),
+        Some(scenario) => {
+            run(scenario, contacts);
+        }
         None => {
             // Each scenario in its own process so that peak RSS is per scenario.
             let executable = std::env::current_exe().expect("the bench knows its own path");

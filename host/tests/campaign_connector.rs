@@ -545,7 +545,8 @@ async fn random_faults_never_lose_or_duplicate_records_once_transients_are_retri
             match outcome {
                 WriteOutcome::Written => {}
                 WriteOutcome::Failed(error) if error.is_transient() => still_pending.push(record),
-                other => panic!("permanent failure under faults: {other:?}"),
+                WriteOutcome::Failed(error) => panic!("permanent failure under faults: {error}"),
+                WriteOutcome::NotYet { reason, .. } => panic!("put off under faults: {reason}"),
             }
         }
         pending = still_pending;

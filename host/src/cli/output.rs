@@ -1,4 +1,5 @@
-//! The CLI's standard output and error: every command prints through here (`outln!`, `errln!`) so that a closed pipe (`conduit dlq list ingress | head`) ends the output quietly
+//! The CLI's standard output and error: every command prints through here (`outln!`,
+//! `errln!`) so that a closed pipe (`conduit dlq list ingress | head`) ends the output quietly
 //! instead of panicking the way `println!` does. A closed stdout means the reader has seen
 //! enough: further output is dropped, streaming commands stop, and the command still exits with
 //! its own documented code. Any other write failure (a full disk) is reported once at the end.

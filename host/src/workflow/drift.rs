@@ -24,8 +24,11 @@ pub(super) struct DriftGuard {
     expected: HashMap<(System, String), HashMap<String, FieldKind>>,
     /// The system whose tables are learned on first write (Egress), with what was learned:
     /// every field of each table as described then.
-    learned: Option<(System, Mutex<HashMap<String, HashMap<String, FieldKind>>>)>,
+    learned: Option<(System, Mutex<HashMap<String, Fields>>)>,
 }
+
+/// A table's fields and their types.
+type Fields = HashMap<String, FieldKind>;
 
 impl DriftGuard {
     /// Describes each destination table and checks that every needed field exists; returns

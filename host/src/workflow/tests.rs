@@ -629,15 +629,7 @@ fn enqueue(store: &Store, records: Vec<WriteRecord>) {
 /// A writer of batches of 5 over `sink`, running until the returned sender says stop. Every
 /// delay is an hour: a deferred record is not retried while the test runs, and a writer that
 /// paused its whole queue would write nothing more.
-fn spawn_writer(
-    sink: Arc<FlakySink>,
-) -> (
-    tempfile::TempDir,
-    Store,
-    Arc<LiveState>,
-    watch::Sender<bool>,
-    JoinHandle<Result<(), stage::StageError>>,
-) {
+fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
     let writer = writer::Writer {
@@ -670,6 +662,15 @@ fn spawn_writer(
     let task = tokio::spawn(async move { writer.write_with(&ctx, timing).await });
     (dir, store, live, stop, task)
 }
+
+/// A running writer: its folder, store, live state, stop switch and task.
+type WriterRun = (
+    tempfile::TempDir,
+    Store,
+    Arc<LiveState>,
+    watch::Sender<bool>,
+    JoinHandle<Result<(), stage::StageError>>,
+);
 
 fn written_keys(sink: &FlakySink) -> Vec<String> {
     sink.written
