@@ -939,3 +939,94 @@ async fn a_plugin_failing_in_configure_is_an_error_with_its_reason_and_a_fixed_p
     assert!(!sims.profiles().contains_key(&poison[0]));
     host.terminate();
 }
+
+/// Builds the JavaScript and Python plugins (`plugins/examples/build-polyglot.sh`, tools from
+/// npm and PyPI cached under the target folder) into `out`.
+fn build_polyglot(out: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/build-polyglot.sh");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(cache)
+        .arg(out)
+        .output()
+        .expect("bash runs");
+    assert!(
+        built.status.success(),
+        "build-polyglot.sh failed (needs node/npm and python3):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thrown_javascript_error_or_python_exception_dead_letters_the_record_with_its_message() {
+    let components = tempfile::tempdir().unwrap();
+    build_polyglot(components.path());
+    let sims = SimPair::start(20, 0).await;
+    let poison = add_poison(&sims, 2);
+    let cases = [
+        ("hostile_js.wasm", "javascript", "throw-on-value", "Error: poison record"),
+        ("hostile_py.wasm", "python", "raise-on-value", "ValueError: poison record"),
+    ];
+    let mut host: Option<HostProcess> = None;
+    for (component, mapping, mode, says) in cases {
+        sims.write_config(&format!(
+            r#"[ingress]
+plugin = "{}"
+pacing = {{ page_size = 50, write_batch = 100, poll_interval_ms = 200 }}
+
+[[ingress.mappings]]
+name = "{mapping}"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [
+  {{ source = "firstname", destination = "firstName" }},
+  {{ source = "lastname", destination = "lastName" }},
+  {{ source = "emailaddress1", destination = "email" }},
+]
+settings = {{ mode = "{mode}", trap_value = "POISON" }}
+"#,
+            components.path().join(component).display()
+        ));
+        let running = match host.as_mut() {
+            Some(running) => running,
+            None => host.insert(sims.spawn_host().await),
+        };
+        running.start("ingress").await;
+        let view = running
+            .wait_workflow("ingress", &format!("{mapping} caught up"), |view| {
+                view["backlog"] == 0
+                    && view["cursors"].as_array().is_some_and(|cursors| {
+                        cursors
+                            .iter()
+                            .any(|c| c["source"] == mapping && c["phase"] == "incremental")
+                    })
+            })
+            .await;
+        assert_eq!(view["status"], "RUNNING", "{mapping}: {view:#}");
+        let letters = dead_letters(running, "ingress").await;
+        let own: Vec<&Value> = letters
+            .iter()
+            .filter(|letter| letter["origin"] == mapping)
+            .collect();
+        assert_eq!(own.len(), poison.len(), "{mapping}: {own:#?}");
+        for id in &poison {
+            let letter = own
+                .iter()
+                .find(|letter| letter["payload"].to_string().contains(id.as_str()))
+                .unwrap_or_else(|| panic!("{mapping}: no dead letter for {id}"));
+            let reason = letter["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains(&format!("{says} {id}")),
+                "{mapping}: {reason}"
+            );
+        }
+        running.stop("ingress").await;
+    }
+    let profiles = sims.profiles();
+    assert_eq!(profiles.len(), 20, "every good contact arrived");
+    if let Some(mut running) = host {
+        running.terminate();
+    }
+}
