@@ -943,7 +943,8 @@ async fn a_plugin_failing_in_configure_is_an_error_with_its_reason_and_a_fixed_p
 /// Builds the JavaScript and Python plugins (`plugins/examples/build-polyglot.sh`, tools from
 /// npm and PyPI cached under the target folder) into `out`.
 fn build_polyglot(out: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/build-polyglot.sh");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/build-polyglot.sh");
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
     let built = Command::new("bash")
         .arg(script)
@@ -965,8 +966,18 @@ async fn a_thrown_javascript_error_or_python_exception_dead_letters_the_record_w
     let sims = SimPair::start(20, 0).await;
     let poison = add_poison(&sims, 2);
     let cases = [
-        ("hostile_js.wasm", "javascript", "throw-on-value", "Error: poison record"),
-        ("hostile_py.wasm", "python", "raise-on-value", "ValueError: poison record"),
+        (
+            "hostile_js.wasm",
+            "javascript",
+            "throw-on-value",
+            "Error: poison record",
+        ),
+        (
+            "hostile_py.wasm",
+            "python",
+            "raise-on-value",
+            "ValueError: poison record",
+        ),
     ];
     let mut host: Option<HostProcess> = None;
     for (component, mapping, mode, says) in cases {

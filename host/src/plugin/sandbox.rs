@@ -320,6 +320,26 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_in_a_plugin_call_is_a_trap_of_that_call() {
+        let result: Result<(), PluginError> = run_isolated("p", || panic!("boom in the runtime"));
+        let Err(PluginError::Trap { message, .. }) = &result else {
+            panic!("{result:?}")
+        };
+        assert!(message.contains("boom in the runtime"), "{message}");
+    }
+
+    #[test]
+    fn plugin_calls_run_outside_any_async_runtime() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let inside = runtime
+            .block_on(async {
+                run_isolated("p", || Ok(tokio::runtime::Handle::try_current().is_ok()))
+            })
+            .unwrap();
+        assert!(!inside, "a plugin call ran inside the caller's runtime");
+    }
+
+    #[test]
     fn log_bucket_drops_lines_past_the_burst() {
         let mut bucket = LogBucket {
             plugin: Arc::from("test"),
