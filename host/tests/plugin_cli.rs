@@ -230,11 +230,14 @@ fn plugin_test_shows_log_lines_stdout_and_stderr_unless_quiet() {
     );
 }
 
+/// A catalogue case: its name, the settings (TOML), the rows of input, extra arguments,
+/// whether `plugin test` succeeds, and what its output says.
+type Case<'a> = (&'a str, &'a str, usize, &'a [&'a str], bool, &'a str);
+
 #[test]
 fn the_hostile_catalogue_through_plugin_test_exits_cleanly_with_capped_messages_in_bounded_memory()
 {
-    // (case, settings, rows, extra arguments, succeeds, what the output says)
-    let cases: [(&str, &str, usize, &[&str], bool, &str); 12] = [
+    let cases: [Case; 12] = [
         (
             "stdout flood (64 MiB)",
             r#"mode = "stdout-flood""#,
