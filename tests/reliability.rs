@@ -1,8 +1,9 @@
 //! Faults and security through the real `conduit run` binary: garbage pages from the source,
 //! a destination down for a long while, a failing token endpoint, a full disk during commits,
 //! a second host on the same data directory, the admin API off loopback without a token, a
-//! world-readable config, secrets that must never show up in any output of a full run, and
-//! poison records that trap the plugin while the workflow runs.
+//! world-readable config, secrets that must never show up in any output of a full run,
+//! poison records that trap the plugin while the workflow runs, the hostile catalogue's
+//! floods, giant errors and amplified outputs, and plugins failing in `configure`.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -727,4 +728,319 @@ settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "fir
     }
     println!("a dead letter's reason: {}", letters[0]["reason"]);
     host.terminate();
+}
+
+/// A `[[ingress.mappings]]` section running the hostile fixture in `trap-on-value` mode (copy
+/// the contact onto the profile; a batch holding `POISON` does `poison_action`).
+fn hostile_mapping(name: &str, poison_action: &str) -> String {
+    format!(
+        r#"
+[[ingress.mappings]]
+name = "{name}"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [
+  {{ source = "firstname", destination = "firstName" }},
+  {{ source = "lastname", destination = "lastName" }},
+  {{ source = "emailaddress1", destination = "email" }},
+]
+settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "firstname:firstName,lastname:lastName,emailaddress1:email", poison_action = "{poison_action}" }}
+"#
+    )
+}
+
+/// An Ingress section running the hostile fixture with room for its giant cases: 256 MiB of
+/// plugin memory (a 100 MB error must fit) and a 10 s deadline (a 64 MiB flood must finish).
+fn hostile_ingress(mappings: &str) -> String {
+    format!(
+        r#"[ingress]
+plugin = "{}"
+pacing = {{ page_size = 50, write_batch = 100, poll_interval_ms = 200 }}
+limits = {{ plugin_memory_mb = 256, plugin_deadline_ms = 10000 }}
+{mappings}"#,
+        hostile_fixture_file().display()
+    )
+}
+
+/// Adds `count` contacts whose last name is `POISON`; returns their ids.
+fn add_poison(sims: &SimPair, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            let id = format!("00000000-0000-4000-9000-{n:012}");
+            let mut fields = contact_fields(n);
+            fields.insert("lastname".into(), json!("POISON"));
+            sims.dynamics.upsert("contact", &id, fields).unwrap();
+            id
+        })
+        .collect()
+}
+
+/// The hostile fixture's poison actions and what the reason of each one's dead letters says.
+const POISON_ACTIONS: [(&str, &str); 8] = [
+    ("panic", "poison record"),
+    ("stdout-flood", "after a stdout flood"),
+    ("stderr-flood", "after a stderr flood"),
+    ("giant-error", "bytes in all]"),
+    ("giant-reject", "bytes in all]"),
+    ("amplify-columns", "counting every copy"),
+    ("amplify-targets", "counting every copy"),
+    ("alloc-fail", "memory cap"),
+];
+
+/// The most a dead letter's reason may hold: the engine's and the host's words around one
+/// capped plugin message.
+const MAX_REASON_BYTES: usize = conduit::plugin::MAX_MESSAGE_BYTES + 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_only_their_poison_records_with_capped_reasons_in_bounded_memory() {
+    let sims = SimPair::start(40, 0).await;
+    let poison = add_poison(&sims, 3);
+    // A table is the source of one mapping only: each action runs in turn, as a new mapping
+    // (so from the start of the table) on the same host.
+    sims.write_config(&hostile_ingress(&hostile_mapping("panic", "panic")));
+    let mut host = sims.spawn_host().await;
+    for (action, says) in POISON_ACTIONS {
+        sims.write_config(&hostile_ingress(&hostile_mapping(action, action)));
+        let written_before = host.workflow("ingress").await["counters"]["written"]
+            .as_u64()
+            .unwrap_or(0);
+        let started = std::time::Instant::now();
+        host.start("ingress").await;
+        let view = host
+            .wait_workflow("ingress", &format!("{action} caught up"), |view| {
+                view["backlog"] == 0
+                    && view["cursors"].as_array().is_some_and(|cursors| {
+                        cursors
+                            .iter()
+                            .any(|c| c["source"] == action && c["phase"] == "incremental")
+                    })
+            })
+            .await;
+        let elapsed = started.elapsed();
+        assert_eq!(view["status"], "RUNNING", "{action}: {view:#}");
+        let written = view["counters"]["written"].as_u64().unwrap_or(0) - written_before;
+        assert_eq!(written, 40, "{action}: every good contact arrived");
+        let letters = dead_letters(&host, "ingress").await;
+        let own: Vec<&Value> = letters
+            .iter()
+            .filter(|letter| letter["origin"] == action)
+            .collect();
+        assert_eq!(own.len(), poison.len(), "{action}: {own:#?}");
+        for letter in own {
+            let reason = letter["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains(says), "{action}: {reason:.300}");
+            assert!(
+                reason.len() <= MAX_REASON_BYTES,
+                "{action}: a reason of {} bytes",
+                reason.len()
+            );
+        }
+        let peak = host.peak_rss_bytes();
+        println!(
+            "| {action} | RUNNING | {} dead letters | caught up in {:.1} s | host peak RSS so far {} MiB |",
+            poison.len(),
+            elapsed.as_secs_f64(),
+            peak >> 20
+        );
+        assert!(peak < 512 << 20, "{action}: peak RSS {} MiB", peak >> 20);
+        host.stop("ingress").await;
+    }
+    let profiles = sims.profiles();
+    assert_eq!(
+        profiles.len(),
+        40,
+        "every good contact arrived, no poison one"
+    );
+    for id in &poison {
+        assert!(!profiles.contains_key(id), "poison record {id} was written");
+    }
+    // The CLI shows the same capped reasons.
+    let expected_letters = POISON_ACTIONS.len() * poison.len();
+    let listed = sims.cli(&["dlq", "list", "ingress", "--json"]);
+    assert_eq!(listed.code, 0, "{listed}");
+    assert!(
+        listed.stdout.len() < expected_letters * (MAX_REASON_BYTES + 4096),
+        "dlq list printed {} bytes",
+        listed.stdout.len()
+    );
+    assert_eq!(dead_letters(&host, "ingress").await.len(), expected_letters);
+    host.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_failing_in_configure_is_an_error_with_its_reason_and_a_fixed_plugin_starts_again()
+{
+    let sims = SimPair::start(20, 0).await;
+    let poison = add_poison(&sims, 1);
+    let good = hostile_ingress(&hostile_mapping("contacts", "panic"));
+    sims.write_config(&good);
+    let mut host = sims.spawn_host().await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    let letters = dead_letters(&host, "ingress").await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let letter = letters[0]["id"].to_string();
+    host.stop("ingress").await;
+
+    let failing = [
+        ("panic-in-configure", "", "panics in configure on purpose"),
+        ("trap-in-configure", "", "unreachable"),
+        (
+            "fail-in-configure",
+            r#", error_bytes = "60000000""#,
+            "[truncated, 60000000 bytes in all]",
+        ),
+    ];
+    for (mode, extra, says) in failing {
+        let broken = good.replace(
+            "mode = \"trap-on-value\"",
+            &format!("mode = \"{mode}\"{extra}"),
+        );
+        assert_ne!(broken, good);
+        sims.write_config(&broken);
+        // A dead-letter retry configures the plugin as configured now: refused with the reason.
+        let retry = sims.cli(&["dlq", "retry", "ingress", &letter]);
+        assert!(retry.code != 0 && retry.code != 101, "{mode}: {retry}");
+        assert!(retry.stderr.contains(says), "{mode}: {retry}");
+        assert!(
+            retry.stderr.len() < MAX_REASON_BYTES + 1024,
+            "{mode}: {retry}"
+        );
+
+        let started = std::time::Instant::now();
+        host.start("ingress").await;
+        let view = host
+            .wait_workflow("ingress", "ERROR", |view| view["status"] == "ERROR")
+            .await;
+        let reason = view["reason"].as_str().unwrap_or_default();
+        println!(
+            "{mode}: ERROR after {:.1}s: {reason:.200}",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(reason.contains(says), "{mode}: {reason:.300}");
+        assert!(reason.len() <= MAX_REASON_BYTES, "{mode}: {}", reason.len());
+        let status = sims.cli(&["status"]);
+        assert!(status.stdout.len() < 64 << 10, "{mode}: {status}");
+    }
+
+    // The plugin is fixed: the next start runs, and new contacts arrive.
+    sims.write_config(&good);
+    host.start("ingress").await;
+    let id = "00000000-0000-4000-8000-000000000777";
+    sims.dynamics
+        .upsert("contact", id, contact_fields(777))
+        .unwrap();
+    wait_for("the contact added after the fix", 120, || {
+        sims.profiles().contains_key(id)
+    })
+    .await;
+    assert_eq!(host.workflow("ingress").await["status"], "RUNNING");
+    assert!(!sims.profiles().contains_key(&poison[0]));
+    host.terminate();
+}
+
+/// Builds the JavaScript and Python plugins (`plugins/examples/build-polyglot.sh`, tools from
+/// npm and PyPI cached under the target folder) into `out`.
+fn build_polyglot(out: &Path) {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/build-polyglot.sh");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
+    // The script installs its tools from npm and PyPI on first use: one installer at a time.
+    let lock = conduit_e2e::install::lock();
+    let built = Command::new("bash")
+        .arg(script)
+        .arg(cache)
+        .arg(out)
+        .output()
+        .expect("bash runs");
+    drop(lock);
+    assert!(
+        built.status.success(),
+        "build-polyglot.sh failed (needs node/npm and python3):\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thrown_javascript_error_or_python_exception_dead_letters_the_record_with_its_message() {
+    let components = tempfile::tempdir().unwrap();
+    build_polyglot(components.path());
+    let sims = SimPair::start(20, 0).await;
+    let poison = add_poison(&sims, 2);
+    let cases = [
+        (
+            "hostile_js.wasm",
+            "javascript",
+            "throw-on-value",
+            "Error: poison record",
+        ),
+        (
+            "hostile_py.wasm",
+            "python",
+            "raise-on-value",
+            "ValueError: poison record",
+        ),
+    ];
+    let mut host: Option<HostProcess> = None;
+    for (component, mapping, mode, says) in cases {
+        sims.write_config(&format!(
+            r#"[ingress]
+plugin = "{}"
+pacing = {{ page_size = 50, write_batch = 100, poll_interval_ms = 200 }}
+
+[[ingress.mappings]]
+name = "{mapping}"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [
+  {{ source = "firstname", destination = "firstName" }},
+  {{ source = "lastname", destination = "lastName" }},
+  {{ source = "emailaddress1", destination = "email" }},
+]
+settings = {{ mode = "{mode}", trap_value = "POISON" }}
+"#,
+            components.path().join(component).display()
+        ));
+        let running = match host.as_mut() {
+            Some(running) => running,
+            None => host.insert(sims.spawn_host().await),
+        };
+        running.start("ingress").await;
+        let view = running
+            .wait_workflow("ingress", &format!("{mapping} caught up"), |view| {
+                view["backlog"] == 0
+                    && view["cursors"].as_array().is_some_and(|cursors| {
+                        cursors
+                            .iter()
+                            .any(|c| c["source"] == mapping && c["phase"] == "incremental")
+                    })
+            })
+            .await;
+        assert_eq!(view["status"], "RUNNING", "{mapping}: {view:#}");
+        let letters = dead_letters(running, "ingress").await;
+        let own: Vec<&Value> = letters
+            .iter()
+            .filter(|letter| letter["origin"] == mapping)
+            .collect();
+        assert_eq!(own.len(), poison.len(), "{mapping}: {own:#?}");
+        for id in &poison {
+            let letter = own
+                .iter()
+                .find(|letter| letter["payload"].to_string().contains(id.as_str()))
+                .unwrap_or_else(|| panic!("{mapping}: no dead letter for {id}"));
+            let reason = letter["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains(&format!("{says} {id}")),
+                "{mapping}: {reason}"
+            );
+        }
+        running.stop("ingress").await;
+    }
+    let profiles = sims.profiles();
+    assert_eq!(profiles.len(), 20, "every good contact arrived");
+    if let Some(mut running) = host {
+        running.terminate();
+    }
 }

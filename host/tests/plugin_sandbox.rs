@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use conduit::model::{Operation, Outcome, Phase, RecordBatch, Row, Value};
-use conduit::plugin::{Limits, LoadedPlugin, PluginError, PluginHost, PluginRef, World};
+use conduit::plugin::{
+    Limits, LoadedPlugin, MAX_MESSAGE_BYTES, PluginError, PluginHost, PluginRef, World,
+};
 use serde_json::json;
 
 fn host() -> &'static PluginHost {
@@ -232,7 +234,8 @@ fn log_spam_is_rate_limited_without_failing_the_batch() {
         .finish();
     let limits = tight_limits();
     let started = Instant::now();
-    // The plugin runs on this thread, so a thread-local subscriber sees every line it logs.
+    // The plugin call takes the caller's subscriber along, so a thread-local subscriber sees
+    // every line it logs.
     let outcomes = tracing::subscriber::with_default(subscriber, || run_hostile("log-spam"));
     let elapsed = started.elapsed();
     assert_eq!(outcomes.unwrap().len(), 3);
@@ -333,7 +336,7 @@ fn many_strings_each_under_the_cap_are_refused_by_the_total_output_cap() {
         panic!("{error}")
     };
     assert!(
-        problem.contains("more than 4194304 bytes of strings in total"),
+        problem.contains("more than 4194304 bytes in total"),
         "{problem}"
     );
     assert!(problem.contains("record `c-1`"), "{problem}");
@@ -466,4 +469,210 @@ fn limits_outside_the_engine_are_refused() {
         )
         .unwrap_err();
     assert!(matches!(error, PluginError::Limits(_)), "{error}");
+}
+
+/// Runs `call` on a tokio worker thread: where the engine used to run `configure`, and where
+/// wasmtime-wasi's synchronous stdio panicked ("Cannot start a runtime from within a runtime").
+fn on_async_worker<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    runtime.block_on(async { tokio::spawn(async move { call() }).await.unwrap() })
+}
+
+/// Runs the hostile fixture with `settings` on a `rows`-row batch on an async worker, under
+/// the default limits with `memory_mb` of memory, capturing what reaches the host log.
+fn run_on_worker(
+    settings: serde_json::Value,
+    rows: usize,
+    memory_mb: usize,
+) -> (Result<Vec<Outcome>, PluginError>, String) {
+    let captured = CapturedLog::default();
+    let writer = captured.clone();
+    let result = on_async_worker(move || {
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(writer)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let limits = Limits {
+                memory_bytes: memory_mb << 20,
+                ..Limits::default()
+            };
+            hostile()
+                .record_mapper(&settings, limits)?
+                .map(Phase::Initial, &batch(rows))
+        })
+    });
+    (result, captured.text())
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`).
+fn peak_resident_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
+    let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib << 10
+}
+
+#[test]
+fn stdout_and_stderr_floods_are_logged_bounded_and_the_batch_still_maps() {
+    for mode in ["stdout-flood", "stderr-flood"] {
+        let (result, log) = run_on_worker(json!({"mode": mode, "flood_bytes": "16777216"}), 3, 64);
+        let outcomes = result.unwrap_or_else(|error| panic!("{mode}: {error}"));
+        assert_eq!(outcomes.len(), 3, "{mode}");
+        let stream = &mode[..6];
+        assert!(
+            log.lines()
+                .any(|line| line.contains("plugin=") && line.contains("ffffffff")),
+            "{mode}: no flood line tagged with the plugin in the log"
+        );
+        assert!(
+            log.contains(&format!(
+                "of the plugin's {stream} were dropped (16777216 in all"
+            )),
+            "{mode}: {}",
+            &log[log.len().saturating_sub(2000)..]
+        );
+        // 16 MiB written: the log holds a bounded head of it, rate-limited.
+        let logged: usize = log
+            .lines()
+            .filter(|line| line.contains("stream="))
+            .map(str::len)
+            .sum();
+        assert!(logged < 64 << 10, "{mode}: {logged} bytes logged");
+    }
+}
+
+#[test]
+fn log_lines_stdout_and_stderr_reach_the_host_log_tagged_with_the_plugin() {
+    let (result, log) = run_on_worker(json!({"mode": "chatty"}), 1, 64);
+    assert_eq!(result.unwrap().len(), 1);
+    for line in [
+        "chatty: a log line",
+        "chatty: a stdout line",
+        "chatty: a stderr line",
+    ] {
+        let found = log
+            .lines()
+            .find(|logged| logged.contains(line))
+            .unwrap_or_else(|| panic!("{line} is not in the log:\n{log}"));
+        assert!(
+            found.contains("plugin=") && found.contains("fixture_hostile"),
+            "{found}"
+        );
+    }
+}
+
+#[test]
+fn stdin_and_udp_are_denied_without_taking_the_caller_down() {
+    let (result, _) = run_on_worker(json!({"mode": "stdio-probe"}), 1, 64);
+    assert_eq!(
+        result.unwrap(),
+        vec![Outcome::Skip {
+            reason: "stdin=read 0 bytes udp=denied".into()
+        }]
+    );
+}
+
+#[test]
+fn a_panic_or_trap_in_configure_is_an_error_with_the_reason_on_an_async_worker() {
+    let (result, _) = run_on_worker(json!({"mode": "panic-in-configure"}), 1, 64);
+    let error = result.unwrap_err();
+    assert!(matches!(error, PluginError::Trap { .. }), "{error}");
+    assert!(
+        error.to_string().contains("panics in configure on purpose"),
+        "{error}"
+    );
+    let (result, _) = run_on_worker(json!({"mode": "trap-in-configure"}), 1, 64);
+    let error = result.unwrap_err();
+    assert!(error.to_string().contains("unreachable"), "{error}");
+    // A configure flooding stderr and then succeeding configures.
+    let (result, _) = run_on_worker(
+        json!({"mode": "stderr-flood-in-configure", "flood_bytes": "4194304"}),
+        1,
+        64,
+    );
+    assert_eq!(result.unwrap().len(), 1);
+    assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn a_panic_in_map_on_an_async_worker_is_a_trap_with_its_message() {
+    let (result, _) = run_on_worker(json!({"mode": "panic"}), 3, 64);
+    let error = result.unwrap_err();
+    assert!(error.to_string().contains("panics on purpose"), "{error}");
+}
+
+#[test]
+fn an_allocation_failure_is_a_memory_error() {
+    let (result, log) = run_on_worker(json!({"mode": "alloc-fail"}), 1, 64);
+    let error = result.unwrap_err();
+    assert!(matches!(error, PluginError::MemoryLimit { .. }), "{error}");
+    assert!(log.contains("memory allocation of"), "{log}");
+}
+
+#[test]
+fn giant_errors_and_reasons_are_kept_capped_noting_their_length() {
+    // 60 MB from configure, 100 MB from map: only a few KiB of each is kept.
+    let (result, _) = run_on_worker(
+        json!({"mode": "fail-in-configure", "error_bytes": "60000000"}),
+        1,
+        256,
+    );
+    let error = result.unwrap_err();
+    let PluginError::Configure { message, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(message.len() <= MAX_MESSAGE_BYTES + 64, "{}", message.len());
+    assert!(
+        message.ends_with("[truncated, 60000000 bytes in all]"),
+        "{}",
+        &message[message.len() - 100..]
+    );
+    let (result, _) = run_on_worker(
+        json!({"mode": "giant-error", "error_bytes": "100000000"}),
+        3,
+        256,
+    );
+    let error = result.unwrap_err();
+    let PluginError::Batch { message, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(message.len() <= MAX_MESSAGE_BYTES + 64, "{}", message.len());
+    assert!(message.ends_with("[truncated, 100000000 bytes in all]"));
+    let (result, _) = run_on_worker(json!({"mode": "giant-reject"}), 3, 64);
+    for outcome in result.unwrap() {
+        let Outcome::Reject { reason } = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(reason.len() <= MAX_MESSAGE_BYTES + 64, "{}", reason.len());
+        assert!(
+            reason.ends_with("[truncated, 1048575 bytes in all]"),
+            "{reason:.100}"
+        );
+    }
+}
+
+#[test]
+fn amplified_column_names_and_targets_are_refused_within_the_memory_bound() {
+    // 200 rows x 16 records x 64 fields naming one 1 MiB column would be 200 GiB of copies;
+    // 200 x 16 records sharing a 1 MiB target, 3.2 GiB.
+    for mode in ["amplify-columns", "amplify-targets"] {
+        let (result, _) = run_on_worker(json!({ "mode": mode }), 200, 64);
+        let error = result.unwrap_err();
+        let PluginError::InvalidOutput { problem, .. } = &error else {
+            panic!("{mode}: {error}")
+        };
+        assert!(problem.contains("counting every copy"), "{mode}: {problem}");
+        let peak = peak_resident_bytes();
+        println!("{mode}: peak RSS of the test process {} MiB", peak >> 20);
+        assert!(peak < 512 << 20, "{mode}: peak RSS {} MiB", peak >> 20);
+    }
+    assert_host_still_maps_a_good_batch();
 }

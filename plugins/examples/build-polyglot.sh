@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the JavaScript and Python example plugins into components. The tools are installed,
+# Builds the JavaScript and Python example plugins (and the hostile JS/Python fixtures) into
+# components. The tools are installed,
 # pinned, from npm and PyPI into a cache folder (reused while the pins are unchanged).
 # Usage: build-polyglot.sh <cache dir> <output dir>; needs node/npm and python3.
 set -euo pipefail
@@ -27,3 +28,9 @@ fi
 node "$here/contact-mapper-js/build.mjs" "$cache/node/node_modules" "$wit" "$out/contact_mapper_js.wasm"
 "$cache/py/bin/componentize-py" -d "$wit" -w record-mapper componentize \
   -p "$here/contact-mapper-py" app -o "$out/contact_mapper_py.wasm" >&2
+
+# The hostile JavaScript and Python fixtures: a thrown Error and a raised exception.
+fixtures="$here/../fixtures"
+node "$fixtures/hostile-js/build.mjs" "$cache/node/node_modules" "$wit" "$out/hostile_js.wasm"
+"$cache/py/bin/componentize-py" -d "$wit" -w record-mapper componentize \
+  -p "$fixtures/hostile-py" app -o "$out/hostile_py.wasm" >&2

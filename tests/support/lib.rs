@@ -229,6 +229,19 @@ impl HostProcess {
         .await
     }
 
+    /// The process's peak resident set size so far (`VmHWM` in `/proc/<pid>/status`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the host process is alive");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .expect("VmHWM in /proc/<pid>/status")
+            << 10
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();

@@ -1,6 +1,7 @@
 //! `conduit plugin test`: runs a plugin (`builtin:<name>` or a `.wasm` component) on sample
-//! input, outside any workflow, and prints its outcomes as JSON. For plugin authors and for
-//! checking a settings section before starting a workflow.
+//! input, outside any workflow, and prints its outcomes as JSON on stdout; the plugin's `log`
+//! lines and what it wrote to stdout and stderr go to stderr (unless `--quiet`). For plugin
+//! authors and for checking a settings section before starting a workflow.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,15 @@ struct TestArgs {
     /// A directory to cache compiled components in.
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The plugin's memory cap in MiB, as a workflow's `limits.plugin_memory_mb`.
+    #[arg(long, default_value_t = 64)]
+    memory_mb: usize,
+    /// The deadline of each call in milliseconds, as a workflow's `limits.plugin_deadline_ms`.
+    #[arg(long, default_value_t = 2000)]
+    deadline_ms: u64,
+    /// Hide the plugin's log lines and what it wrote to stdout and stderr.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn parse_world(text: &str) -> Result<World, String> {
@@ -127,14 +137,33 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Shows the plugin's `log` lines and captured stdout/stderr (all logged by the plugin
+/// runtime, tagged with the plugin) on stderr; other host messages only from warnings up.
+fn show_plugin_output() {
+    let filter = tracing_subscriber::EnvFilter::new("warn,conduit::plugin=debug");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
 fn run_test(args: TestArgs) -> anyhow::Result<()> {
+    if !args.quiet {
+        show_plugin_output();
+    }
     let reference: PluginRef = args.plugin.parse()?;
     let settings = read_settings(&args.settings, args.section.as_deref())?;
     let input = fs::read_to_string(&args.input)
         .with_context(|| format!("cannot read the input file {}", args.input.display()))?;
     let host = PluginHost::new(args.cache_dir.as_deref())?;
     let plugin = host.load(&reference, args.world)?;
-    let limits = Limits::default();
+    let limits = Limits {
+        memory_bytes: args.memory_mb.saturating_mul(1 << 20),
+        deadline: std::time::Duration::from_millis(args.deadline_ms),
+        ..Limits::default()
+    };
     let input_path = args.input.display().to_string();
     let world = args.world;
     let bad_input = |expected: &'static str| {

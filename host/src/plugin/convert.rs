@@ -1,11 +1,22 @@
 //! Conversions between the host data model and the WIT types, and the validation of
 //! everything a plugin returns before the host trusts it: outcome count, index ranges, key
-//! presence, string sizes and output record counts.
+//! presence, string sizes and output record counts, and the output budget, which counts
+//! what the host materialises (a column name or target shared by many records is counted
+//! once per copy), so that sharing strings cannot amplify one call's output.
+
+use std::mem::size_of;
 
 use crate::model;
 
 use super::Limits;
 use super::bindings::wit;
+use super::untrusted::cap;
+
+/// What the host holds per output field besides its strings (name and value, inline).
+const FIELD_BYTES: usize = size_of::<(String, model::Value)>();
+
+/// What the host holds per output record besides its strings.
+const RECORD_BYTES: usize = size_of::<model::WriteRecord>();
 
 /// The WIT form of a model value.
 pub(super) fn value_to_wit(value: &model::Value) -> wit::Value {
@@ -135,8 +146,9 @@ pub(super) fn contact_to_wit(contact: &model::ContactOptOut) -> wit::ContactOptO
     }
 }
 
-/// Counts the string bytes of one call's output against `max_output_bytes`, so that a
-/// plugin cannot hand the host (and its queue) an output far larger than its input.
+/// Counts the bytes the host materialises from one call's output (every string copy, and a
+/// fixed size per record and per field) against `max_output_bytes`, so that a plugin cannot
+/// hand the host (and its queue) an output far larger than its input.
 struct OutputBudget {
     used: usize,
     limit: usize,
@@ -147,7 +159,7 @@ impl OutputBudget {
         self.used = self.used.saturating_add(bytes);
         if self.used > self.limit {
             return Err(format!(
-                "the output holds more than {} bytes of strings in total (the limit of one call), reached at {}",
+                "the output holds more than {} bytes in total (the limit of one call, counting every copy of a shared name or target), reached at {}",
                 self.limit,
                 what()
             ));
@@ -246,7 +258,9 @@ pub(crate) fn outcomes_from_wit(
                     limits,
                     &mut budget,
                 )?;
-                model::Outcome::Skip { reason }
+                model::Outcome::Skip {
+                    reason: cap(&reason),
+                }
             }
             wit::Outcome::Reject(reason) => {
                 check_text(
@@ -255,7 +269,9 @@ pub(crate) fn outcomes_from_wit(
                     limits,
                     &mut budget,
                 )?;
-                model::Outcome::Reject { reason }
+                model::Outcome::Reject {
+                    reason: cap(&reason),
+                }
             }
             wit::Outcome::Write(records) => {
                 if records.len() > limits.max_output_records_per_input {
@@ -304,17 +320,21 @@ fn write_record(
             limits.max_string_bytes
         ));
     }
-    budget.spend(record.key.len(), || {
+    // The record holds its own copy of the target's names.
+    let materialised =
+        RECORD_BYTES + record.key.len() + target.table.len() + target.key_field.len();
+    budget.spend(materialised, || {
         format!("input {input}'s record `{}`", key_excerpt(&record.key))
     })?;
     let mut fields = Vec::with_capacity(record.fields.len());
     for (column, value) in record.fields {
-        let name = columns.get(column as usize).ok_or_else(|| {
+        let column_name = columns.get(column as usize).ok_or_else(|| {
             format!(
                 "input {input} sets column {column}, but there are only {} columns",
                 columns.len()
             )
         })?;
+        let name = key_excerpt(column_name);
         let (longest, total) = match &value {
             wit::Value::Text(text) | wit::Value::Datetime(text) | wit::Value::Guid(text) => {
                 (text.len(), text.len())
@@ -336,13 +356,14 @@ fn write_record(
                 limits.max_string_bytes
             ));
         }
-        budget.spend(total, || {
+        // The field holds its own copy of the column name.
+        budget.spend(FIELD_BYTES + column_name.len() + total, || {
             format!(
                 "`{name}` of input {input}'s record `{}`",
                 key_excerpt(&record.key)
             )
         })?;
-        fields.push((name.clone(), value_from_wit(value)));
+        fields.push((column_name.clone(), value_from_wit(value)));
     }
     Ok(model::WriteRecord {
         target: target.clone(),
@@ -433,13 +454,15 @@ mod tests {
 
     #[test]
     fn output_over_the_total_byte_cap_is_refused_naming_where_it_tipped_over() {
+        // The target and column names cost 22 bytes up front; each record then costs its
+        // bookkeeping, its 2-byte key, its copy of the target's names (17 bytes) and one
+        // field: its bookkeeping, its copy of the column name (5) and its value (5).
+        let per_record = RECORD_BYTES + 2 + 17 + FIELD_BYTES + 5 + 5;
         let limits = Limits {
             max_string_bytes: 10,
-            max_output_bytes: 40,
+            max_output_bytes: 22 + 2 * per_record,
             ..Limits::default()
         };
-        // Each record spends its 2-byte key and its 5-byte value; the target and column
-        // names spend 22 bytes first.
         let records: Vec<_> = (0..4).map(|i| record(0, &format!("c{i}"), 0)).collect();
         let fits = outcomes_from_wit(
             mapped(vec![wit::Outcome::Write(records[..2].to_vec())]),
@@ -449,8 +472,66 @@ mod tests {
         assert!(fits.is_ok(), "{fits:?}");
         let problem =
             outcomes_from_wit(mapped(vec![wit::Outcome::Write(records)]), 1, &limits).unwrap_err();
-        assert!(problem.contains("more than 40 bytes"), "{problem}");
+        assert!(
+            problem.contains(&format!("more than {} bytes", limits.max_output_bytes)),
+            "{problem}"
+        );
         assert!(problem.contains("record `c2`"), "{problem}");
+    }
+
+    #[test]
+    fn a_column_name_shared_by_many_fields_is_counted_once_per_copy() {
+        // One 1 MiB name referenced by 64 fields: the host would hold 64 MiB of copies.
+        let mut batch = mapped(vec![wit::Outcome::Write(vec![wit::OutputRecord {
+            target: 0,
+            key: "c1".into(),
+            op: wit::Operation::Upsert,
+            fields: (0..64).map(|_| (0, wit::Value::Null)).collect(),
+        }])]);
+        batch.columns = vec!["n".repeat(1 << 20)];
+        let problem = outcomes_from_wit(batch, 1, &Limits::default()).unwrap_err();
+        assert!(problem.contains("more than 16777216 bytes"), "{problem}");
+        assert!(problem.contains("counting every copy"), "{problem}");
+        assert!(
+            problem.len() < 1024,
+            "the name is quoted in short: {problem}"
+        );
+    }
+
+    #[test]
+    fn a_target_shared_by_many_records_is_counted_once_per_copy() {
+        let limits = Limits::default();
+        let records = |input: usize| {
+            wit::Outcome::Write(
+                (0..limits.max_output_records_per_input)
+                    .map(|i| record(0, &format!("c{input}-{i}"), 0))
+                    .collect(),
+            )
+        };
+        // A 1 MiB table name shared by 2 x 16 records: 32 MiB of copies.
+        let mut batch = mapped(vec![records(0), records(1)]);
+        batch.targets[0].table = "t".repeat(1 << 20);
+        let problem = outcomes_from_wit(batch, 2, &limits).unwrap_err();
+        assert!(problem.contains("more than 16777216 bytes"), "{problem}");
+    }
+
+    #[test]
+    fn reasons_are_kept_capped() {
+        let reason = "r".repeat(100_000);
+        let outcomes = outcomes_from_wit(
+            mapped(vec![wit::Outcome::Reject(reason)]),
+            1,
+            &Limits::default(),
+        )
+        .unwrap();
+        let model::Outcome::Reject { reason } = &outcomes[0] else {
+            panic!("{outcomes:?}")
+        };
+        assert!(reason.len() < 5000, "{}", reason.len());
+        assert!(
+            reason.ends_with("[truncated, 100000 bytes in all]"),
+            "{reason}"
+        );
     }
 
     #[test]

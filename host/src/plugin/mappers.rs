@@ -9,7 +9,8 @@ use crate::model;
 
 use super::convert;
 use super::host::{LoadedInner, LoadedPlugin, WorldPre};
-use super::sandbox::{self, StoreState};
+use super::sandbox::{self, StoreState, run_isolated};
+use super::untrusted::cap;
 use super::{Limits, PluginError, World};
 
 /// Maps Dynamics 365 row batches (Ingress).
@@ -98,31 +99,33 @@ impl LoadedPlugin {
             limits,
         };
         // Configure once up front so bad settings fail the workflow's start, not its batches.
-        let probe = match &self.inner.pre {
-            WorldPre::Record(pre) => configured
-                .start(
-                    |store| pre.instantiate(store),
-                    |i, s, json| i.call_configure(s, json),
-                )
-                .map(drop),
-            WorldPre::Event(pre) => configured
-                .start(
-                    |store| pre.instantiate(store),
-                    |i, s, json| i.call_configure(s, json),
-                )
-                .map(drop),
-            WorldPre::OptOut(pre) => configured
-                .start(
-                    |store| pre.instantiate(store),
-                    |i, s, json| i.call_configure(s, json),
-                )
-                .map(drop),
-        };
+        let probe = run_isolated(&self.inner.reference, || {
+            Ok(match &self.inner.pre {
+                WorldPre::Record(pre) => configured
+                    .start(
+                        |store| pre.instantiate(store),
+                        |i, s, json| i.call_configure(s, json),
+                    )
+                    .map(drop),
+                WorldPre::Event(pre) => configured
+                    .start(
+                        |store| pre.instantiate(store),
+                        |i, s, json| i.call_configure(s, json),
+                    )
+                    .map(drop),
+                WorldPre::OptOut(pre) => configured
+                    .start(
+                        |store| pre.instantiate(store),
+                        |i, s, json| i.call_configure(s, json),
+                    )
+                    .map(drop),
+            })
+        })?;
         match probe {
             Ok(()) => Ok(configured),
             Err(ConfigureFailure::Rejected(message)) => Err(PluginError::Configure {
                 plugin: self.inner.reference.clone(),
-                message,
+                message: cap(&message),
             }),
             Err(ConfigureFailure::Failed(error)) => Err(error),
         }
@@ -165,7 +168,8 @@ impl Configured {
                 ConfigureFailure::Rejected(message) => PluginError::Batch {
                     plugin: self.inner().reference.clone(),
                     message: format!(
-                        "settings accepted earlier were rejected on a fresh instance: {message}"
+                        "settings accepted earlier were rejected on a fresh instance: {}",
+                        cap(&message)
                     ),
                 },
                 ConfigureFailure::Failed(error) => error,
@@ -191,7 +195,7 @@ impl Configured {
         // bury the one useful line (and the panic message) in every dead letter's reason.
         let cause = match error.downcast_ref::<Trap>() {
             Some(trap) => trap.to_string(),
-            None => format!("{error:#}"),
+            None => cap(&format!("{error:#}")),
         };
         let stderr = store.data().stderr_text();
         let message = if stderr.is_empty() {
@@ -214,12 +218,12 @@ impl Configured {
             .map_err(|error| self.classify(store, error))?
             .map_err(|message| PluginError::Batch {
                 plugin: plugin(),
-                message,
+                message: cap(&message),
             })?;
         convert::outcomes_from_wit(mapped, inputs, &self.limits).map_err(|problem| {
             PluginError::InvalidOutput {
                 plugin: plugin(),
-                problem,
+                problem: cap(&problem),
             }
         })
     }
@@ -245,13 +249,15 @@ impl RecordMapper {
         let WorldPre::Record(pre) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::RecordMapper));
         };
-        let (mut store, instance) = configured.start_batch(
-            |store| pre.instantiate(store),
-            |i, s, json| i.call_configure(s, json),
-        )?;
-        let input = convert::batch_to_wit(batch);
-        let result = instance.call_map(&mut store, convert::phase_to_wit(phase), &input);
-        configured.finish(&store, result, batch.rows.len())
+        run_isolated(&configured.inner().reference, || {
+            let (mut store, instance) = configured.start_batch(
+                |store| pre.instantiate(store),
+                |i, s, json| i.call_configure(s, json),
+            )?;
+            let input = convert::batch_to_wit(batch);
+            let result = instance.call_map(&mut store, convert::phase_to_wit(phase), &input);
+            configured.finish(&store, result, batch.rows.len())
+        })
     }
 }
 
@@ -265,13 +271,15 @@ impl EventMapper {
         let WorldPre::Event(pre) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::EventMapper));
         };
-        let (mut store, instance) = configured.start_batch(
-            |store| pre.instantiate(store),
-            |i, s, json| i.call_configure(s, json),
-        )?;
-        let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
-        let result = instance.call_map(&mut store, &input);
-        configured.finish(&store, result, events.len())
+        run_isolated(&configured.inner().reference, || {
+            let (mut store, instance) = configured.start_batch(
+                |store| pre.instantiate(store),
+                |i, s, json| i.call_configure(s, json),
+            )?;
+            let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
+            let result = instance.call_map(&mut store, &input);
+            configured.finish(&store, result, events.len())
+        })
     }
 }
 
@@ -285,12 +293,14 @@ impl OptOutResolver {
         let WorldPre::OptOut(pre) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::OptOutResolver));
         };
-        let (mut store, instance) = configured.start_batch(
-            |store| pre.instantiate(store),
-            |i, s, json| i.call_configure(s, json),
-        )?;
-        let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
-        let result = instance.call_resolve(&mut store, &input);
-        configured.finish(&store, result, contacts.len())
+        run_isolated(&configured.inner().reference, || {
+            let (mut store, instance) = configured.start_batch(
+                |store| pre.instantiate(store),
+                |i, s, json| i.call_configure(s, json),
+            )?;
+            let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
+            let result = instance.call_resolve(&mut store, &input);
+            configured.finish(&store, result, contacts.len())
+        })
     }
 }

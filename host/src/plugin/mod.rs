@@ -3,9 +3,10 @@
 //!
 //! The workflow engine loads a plugin once ([`PluginHost::load`]), configures it into a
 //! mapper per workflow ([`LoadedPlugin::record_mapper`] and friends) and calls the mapper once
-//! per page of input from `spawn_blocking`. Each call runs in a fresh instance with its own
-//! deadline and memory cap, and everything the plugin returns is validated before the host
-//! trusts it. This module knows the data model and WIT, not HTTP, redb or workflows.
+//! per page of input from `spawn_blocking`. Each call runs on a thread of its own (outside
+//! any async runtime, a panic turned into a trap) in a fresh instance with its own deadline
+//! and memory cap; everything the plugin returns is validated, and every text it hands back
+//! capped ([`cap`]), before the host trusts it. This module knows the data model and WIT, not HTTP, redb or workflows.
 
 mod bindings;
 mod builtin;
@@ -16,10 +17,12 @@ pub(crate) mod fuzz_input;
 mod host;
 mod limits;
 mod mappers;
+mod output;
 #[cfg(test)]
 mod proptests;
 mod reference;
 mod sandbox;
+mod untrusted;
 
 pub use builtin::BUILTIN_NAMES;
 pub use error::PluginError;
@@ -27,6 +30,7 @@ pub use host::{LoadedPlugin, PluginHost};
 pub use limits::Limits;
 pub use mappers::{EventMapper, OptOutResolver, RecordMapper};
 pub use reference::{PluginRef, World};
+pub use untrusted::{MAX_MESSAGE_BYTES, cap};
 
 #[cfg(test)]
 mod tests {

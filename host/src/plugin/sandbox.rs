@@ -1,23 +1,22 @@
 //! The per-instance sandbox: a `Store` whose WASI context grants nothing (no files, env,
-//! args, sockets or name lookup; stdout discarded, stderr kept only as a bounded buffer for
-//! panic messages), a memory cap, an epoch deadline, and the rate-limited `log` import.
+//! args, sockets or name lookup; stdin closed; stdout and stderr captured, bounded, into the
+//! host log), a memory cap, an epoch deadline, the rate-limited `log` import, and
+//! [`run_isolated`], the thread every plugin call runs on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-use super::Limits;
 use super::bindings::{log, wit};
+use super::output::{CapturedStream, Written};
+use super::untrusted::{cap_to, panic_message};
+use super::{Limits, PluginError};
 
 /// How often the host's ticker bumps the engine epoch; deadlines are rounded up to it.
 pub(super) const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Bytes of a plugin's stderr kept for error messages (a panic message fits easily).
-const STDERR_CAPTURE_BYTES: usize = 4096;
 
 /// The data of one plugin instance's `Store`.
 pub(super) struct StoreState {
@@ -25,15 +24,57 @@ pub(super) struct StoreState {
     table: ResourceTable,
     pub(super) memory: MemoryCap,
     log: LogBucket,
-    stderr: MemoryOutputPipe,
+    stdout: CapturedStream,
+    stderr: CapturedStream,
 }
 
 impl StoreState {
-    /// What the plugin wrote to stderr (e.g. a panic message), lossily decoded.
+    /// The end of what the plugin wrote to stderr (e.g. a panic message or a JS/Python
+    /// runtime's uncaught exception), capped.
     pub(super) fn stderr_text(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
-            .trim()
-            .to_owned()
+        self.stderr.tail_text()
+    }
+
+    /// Passes what the plugin wrote to stdout and stderr to the host log, line by line,
+    /// through the same rate limit as its `log` lines.
+    fn log_output(&mut self) {
+        for (stream, captured) in [
+            ("stdout", self.stdout.take()),
+            ("stderr", self.stderr.take()),
+        ] {
+            let Written { head, total } = captured;
+            if total == 0 {
+                continue;
+            }
+            let plugin = Arc::clone(&self.log.plugin);
+            let plugin = &*plugin;
+            let text = String::from_utf8_lossy(&head);
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                if !self.log.take() {
+                    break;
+                }
+                let line = sanitize(line, self.log.max_line_bytes);
+                match stream {
+                    "stdout" => tracing::info!(plugin, stream, "{line}"),
+                    _ => tracing::warn!(plugin, stream, "{line}"),
+                }
+            }
+            let unlogged = total.saturating_sub(head.len() as u64);
+            if unlogged > 0 {
+                tracing::warn!(
+                    plugin,
+                    stream,
+                    "{unlogged} more bytes of the plugin's {stream} were dropped ({total} in all in one call)"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for StoreState {
+    fn drop(&mut self) {
+        // Every call's store is dropped when the call ends, however it ended.
+        self.log_output();
     }
 }
 
@@ -136,21 +177,39 @@ impl log::Host for StoreState {
     }
 }
 
-/// One line of at most `max_bytes` (cut on a character boundary), with control characters
-/// replaced so a plugin cannot forge extra log lines.
+/// One line of at most `max_bytes` (capped by [`cap_to`]), with control characters replaced
+/// so a plugin cannot forge extra log lines.
 fn sanitize(message: &str, max_bytes: usize) -> String {
-    let mut end = message.len().min(max_bytes);
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut line: String = message[..end]
+    cap_to(message, max_bytes)
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if end < message.len() {
-        line.push_str(" [truncated]");
-    }
-    line
+        .collect()
+}
+
+/// Runs one plugin call on a thread of its own, outside any async runtime, and turns a panic
+/// into a trap. wasmtime-wasi's synchronous WASI functions (every stdout, stderr or stdin
+/// access) drive a runtime of their own, which panics on a tokio thread ("Cannot start a
+/// runtime from within a runtime"); and no plugin behaviour may take its caller down. The
+/// caller's log subscriber comes along, so the plugin's lines go where the caller's do.
+pub(super) fn run_isolated<T: Send>(
+    plugin: &str,
+    call: impl FnOnce() -> Result<T, PluginError> + Send,
+) -> Result<T, PluginError> {
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("plugin-call".to_owned())
+            .spawn_scoped(scope, || tracing::dispatcher::with_default(&dispatch, call))
+            .map_err(|error| {
+                PluginError::Engine(format!("cannot start a thread for a plugin call: {error}"))
+            })?;
+        thread.join().unwrap_or_else(|payload| {
+            Err(PluginError::Trap {
+                plugin: plugin.to_owned(),
+                message: format!("the plugin runtime panicked: {}", panic_message(&*payload)),
+            })
+        })
+    })
 }
 
 /// The WASI interface whose functions wait on the host.
@@ -203,11 +262,13 @@ impl HostMonotonicClock for StoppedClock {
 
 /// A fresh store for one call: nothing granted, memory capped, deadline armed.
 pub(super) fn new_store(engine: &Engine, plugin: &Arc<str>, limits: &Limits) -> Store<StoreState> {
-    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+    let stdout = CapturedStream::default();
+    let stderr = CapturedStream::default();
     // The builder's defaults grant nothing: no preopened dirs, env or args, every socket
-    // address denied, name lookup off, stdin closed and stdout a sink. Only randomness
-    // (Rust's std seeds hash maps with it) is real.
+    // address denied, name lookup off and stdin closed. Only randomness (Rust's std seeds hash
+    // maps with it) is real. stdout and stderr never block and keep a bounded record.
     let wasi = WasiCtx::builder()
+        .stdout(stdout.clone())
         .stderr(stderr.clone())
         .wall_clock(StoppedClock)
         .monotonic_clock(StoppedClock)
@@ -231,6 +292,7 @@ pub(super) fn new_store(engine: &Engine, plugin: &Arc<str>, limits: &Limits) -> 
             max_line_bytes: limits.max_log_line_bytes,
             dropped: 0,
         },
+        stdout,
         stderr,
     };
     let mut store = Store::new(engine, state);
@@ -253,8 +315,28 @@ mod tests {
     #[test]
     fn log_lines_are_cut_on_a_char_boundary_and_stripped_of_control_characters() {
         let line = sanitize("héllo\nforged line", 2);
-        assert_eq!(line, "h [truncated]");
+        assert_eq!(line, "h… [truncated, 18 bytes in all]");
         assert_eq!(sanitize("a\nb", 100), "a b");
+    }
+
+    #[test]
+    fn a_panic_in_a_plugin_call_is_a_trap_of_that_call() {
+        let result: Result<(), PluginError> = run_isolated("p", || panic!("boom in the runtime"));
+        let Err(PluginError::Trap { message, .. }) = &result else {
+            panic!("{result:?}")
+        };
+        assert!(message.contains("boom in the runtime"), "{message}");
+    }
+
+    #[test]
+    fn plugin_calls_run_outside_any_async_runtime() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let inside = runtime
+            .block_on(async {
+                run_isolated("p", || Ok(tokio::runtime::Handle::try_current().is_ok()))
+            })
+            .unwrap();
+        assert!(!inside, "a plugin call ran inside the caller's runtime");
     }
 
     #[test]

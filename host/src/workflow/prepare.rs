@@ -13,7 +13,7 @@ use crate::store::{CursorState, DeadLetter, DeadLetterPayload};
 use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
-use super::services::Services;
+use super::services::{PluginFactory, Services};
 use super::writer::Writer;
 
 /// The stages of a workflow ready to run.
@@ -97,10 +97,13 @@ pub(super) async fn prepare(
             for mapping in &section.mappings {
                 check_source_fields(&services, mapping).await?;
                 let settings = mapping_settings(mapping)?;
-                let loaded = env
-                    .plugins
-                    .record_mapper(plugin, &settings, &limits)
-                    .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
+                let (plugin, limits) = (plugin.to_string(), limits);
+                let settings_for_plugin = settings.clone();
+                let loaded = off_worker(env, move |plugins| {
+                    plugins.record_mapper(&plugin, &settings_for_plugin, &limits)
+                })
+                .await
+                .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
                 mapping_fingerprints.insert(
                     mapping.name.get_ref().clone(),
                     mapping_fingerprint(&settings, &loaded.fingerprint),
@@ -135,7 +138,11 @@ pub(super) async fn prepare(
                 .as_ref()
                 .ok_or("egress is not configured")?;
             let settings = egress_settings(section);
-            let loaded = env.plugins.event_mapper(plugin, &settings, &limits)?;
+            let (plugin, limits) = (plugin.to_string(), limits);
+            let loaded = off_worker(env, move |plugins| {
+                plugins.event_mapper(&plugin, &settings, &limits)
+            })
+            .await?;
             (
                 ReaderKind::Egress(Some(loaded.plugin)),
                 Vec::new(),
@@ -149,7 +156,11 @@ pub(super) async fn prepare(
                 .as_ref()
                 .ok_or("optinout is not configured")?;
             let settings = opt_out_settings(section);
-            let loaded = env.plugins.opt_out_resolver(plugin, &settings, &limits)?;
+            let (plugin, limits) = (plugin.to_string(), limits);
+            let loaded = off_worker(env, move |plugins| {
+                plugins.opt_out_resolver(&plugin, &settings, &limits)
+            })
+            .await?;
             let direction = section.direction.get_ref().as_str();
             let active = direction != "disabled";
             let mut columns: Vec<String> = section
@@ -248,7 +259,10 @@ pub(super) async fn remap(
                     format!("the mapping '{}' is no longer in the config", dead.origin)
                 })?;
             let settings = mapping_settings(mapping)?;
-            let mut loaded = env.plugins.record_mapper(&plugin, &settings, &limits)?;
+            let mut loaded = off_worker(env, move |plugins| {
+                plugins.record_mapper(&plugin, &settings, &limits)
+            })
+            .await?;
             let (batch, phase) = (batch.clone(), *phase);
             tokio::task::spawn_blocking(move || {
                 super::reader::remap_one(loaded.plugin.as_mut(), &batch, phase)
@@ -262,9 +276,11 @@ pub(super) async fn remap(
                 .egress
                 .as_ref()
                 .ok_or("egress is not configured")?;
-            let mut loaded =
-                env.plugins
-                    .event_mapper(&plugin, &egress_settings(section), &limits)?;
+            let settings = egress_settings(section);
+            let mut loaded = off_worker(env, move |plugins| {
+                plugins.event_mapper(&plugin, &settings, &limits)
+            })
+            .await?;
             let event = event.clone();
             tokio::task::spawn_blocking(move || {
                 super::reader::remap_event(loaded.plugin.as_mut(), &event)
@@ -278,9 +294,11 @@ pub(super) async fn remap(
                 .optinout
                 .as_ref()
                 .ok_or("optinout is not configured")?;
-            let mut loaded =
-                env.plugins
-                    .opt_out_resolver(&plugin, &opt_out_settings(section), &limits)?;
+            let settings = opt_out_settings(section);
+            let mut loaded = off_worker(env, move |plugins| {
+                plugins.opt_out_resolver(&plugin, &settings, &limits)
+            })
+            .await?;
             let contact = contact.clone();
             tokio::task::spawn_blocking(move || {
                 let mut outcomes = loaded
@@ -301,6 +319,33 @@ pub(super) async fn remap(
         }
         DeadLetterPayload::Write { .. } => Err("a refused write is requeued, not remapped".into()),
     }
+}
+
+/// Loads and configures a plugin on a blocking thread: `configure` runs plugin code for up to
+/// its deadline, which must not hold an async worker, and a panic while loading must fail the
+/// start with a reason rather than leave the workflow STARTING.
+async fn off_worker<T: Send + 'static>(
+    env: &Environment,
+    load: impl FnOnce(&dyn PluginFactory) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let plugins = Arc::clone(&env.plugins);
+    tokio::task::spawn_blocking(move || load(plugins.as_ref()))
+        .await
+        .map_err(|error| {
+            let reason = match error.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|text| crate::plugin::cap(text))
+                    .or_else(|| {
+                        payload
+                            .downcast_ref::<String>()
+                            .map(|text| crate::plugin::cap(text))
+                    })
+                    .unwrap_or_else(|| "no message".to_owned()),
+                Err(error) => error.to_string(),
+            };
+            format!("loading or configuring the plugin failed: it panicked: {reason}")
+        })?
 }
 
 /// The plugin settings of a table mapping: the mapping's section as JSON.

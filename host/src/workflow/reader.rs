@@ -697,12 +697,16 @@ pub(super) fn ledger_policy(phase: Phase) -> LedgerPolicy {
     }
 }
 
-/// Maps a page of rows, falling back to one row at a time when the batch fails.
+/// Maps a page of rows, falling back to one row at a time when the batch fails. An empty page
+/// (every poll of a caught-up source) does not call the plugin.
 fn map_rows(
     mapper: &mut dyn RecordMapping,
     phase: Phase,
     batch: &RecordBatch,
 ) -> Vec<Result<Outcome, String>> {
+    if batch.rows.is_empty() {
+        return Vec::new();
+    }
     if let Ok(outcomes) = mapper.map(phase, batch)
         && outcomes.len() == batch.rows.len()
     {
@@ -722,11 +726,15 @@ fn map_rows(
         .collect()
 }
 
-/// Calls a plugin on a batch, falling back to one item at a time when the batch fails.
+/// Calls a plugin on a batch, falling back to one item at a time when the batch fails. An
+/// empty batch does not call the plugin.
 fn isolate<T: Clone>(
     items: &[T],
     mut call: impl FnMut(&[T]) -> Result<Vec<Outcome>, MappingFailed>,
 ) -> Vec<Result<Outcome, String>> {
+    if items.is_empty() {
+        return Vec::new();
+    }
     if let Ok(outcomes) = call(items)
         && outcomes.len() == items.len()
     {
@@ -893,6 +901,41 @@ mod tests {
 
     fn state(contact: &str) -> (String, OptOutSnapshot) {
         (contact.to_string(), OptOutSnapshot::default())
+    }
+
+    /// Counts its calls; maps nothing.
+    struct CountingMapper(usize);
+
+    impl RecordMapping for CountingMapper {
+        fn map(&mut self, _: Phase, batch: &RecordBatch) -> Result<Vec<Outcome>, MappingFailed> {
+            self.0 += 1;
+            Ok(batch
+                .rows
+                .iter()
+                .map(|_| Outcome::Skip {
+                    reason: "counted".into(),
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn an_empty_page_does_not_call_the_plugin() {
+        let mut mapper = CountingMapper(0);
+        let empty = RecordBatch {
+            table: "contact".into(),
+            columns: vec!["firstname".into()],
+            rows: Vec::new(),
+        };
+        assert!(map_rows(&mut mapper, Phase::Incremental, &empty).is_empty());
+        assert_eq!(mapper.0, 0);
+        let events: Vec<EmailEvent> = Vec::new();
+        let results = isolate(&events, |_| {
+            mapper.0 += 1;
+            Ok(Vec::new())
+        });
+        assert!(results.is_empty());
+        assert_eq!(mapper.0, 0);
     }
 
     #[test]

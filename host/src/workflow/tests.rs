@@ -243,6 +243,10 @@ impl PluginFactory for NativePlugins {
         _settings: &serde_json::Value,
         _limits: &EffectiveLimits,
     ) -> Result<Loaded<Box<dyn RecordMapping>>, String> {
+        if plugin.ends_with("panics.wasm") {
+            // Like a plugin runtime failing inside `configure`.
+            panic!("configure panicked on purpose");
+        }
         let mapper: Box<dyn RecordMapping> = if plugin.ends_with("broken.wasm") {
             Box::new(BrokenMapper)
         } else {
@@ -761,4 +765,33 @@ async fn a_batch_that_mostly_fails_pauses_the_whole_queue() {
     let warning = live.warning().unwrap();
     assert!(warning.contains("destination unavailable"), "{warning}");
     assert_eq!(written_keys(&sink), ["c2"]);
+}
+
+#[tokio::test]
+async fn a_panic_while_configuring_the_plugin_is_an_error_with_the_reason_and_a_fixed_plugin_starts()
+ {
+    let h = harness(10);
+    std::fs::write(
+        h.config_path.with_file_name("panics.wasm"),
+        b"not used by the fake",
+    )
+    .unwrap();
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("[ingress]\n", "[ingress]\nplugin = \"panics.wasm\"\n"),
+    )
+    .unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("error", || status(&h).status == "ERROR").await;
+    let reason = status(&h).reason.unwrap();
+    assert!(reason.contains("configure panicked on purpose"), "{reason}");
+
+    // The plugin is fixed: the next start works.
+    std::fs::write(&h.config_path, CONFIG).unwrap();
+    h.supervisor.start(WorkflowId::Ingress).await.unwrap();
+    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("all written", || {
+        h.campaign.profiles.lock().unwrap().len() == 10
+    })
+    .await;
 }
