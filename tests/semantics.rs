@@ -528,6 +528,17 @@ async fn opt_outs_wait_for_the_profiles_ingress_creates_and_none_is_dead_lettere
     );
     let mut host = sims.spawn_host().await;
     host.start("optinout").await;
+    // Before Ingress runs, the opt-outs for profiles not created yet wait, and status says so.
+    let view = host
+        .wait_workflow("optinout", "writes waiting for their profile", |v| {
+            v["waiting"]
+                .as_str()
+                .is_some_and(|w| w.contains("wait for their record to be created"))
+        })
+        .await;
+    assert_eq!(view["counters"]["dead_letters"], 0, "{view}");
+    let status = sims.cli(&["status"]);
+    assert!(status.stdout.contains("waiting:"), "{}", status.stdout);
     host.start("ingress").await;
     host.wait_caught_up("ingress").await;
     wait_for("every flag right on both sides", 120, || {

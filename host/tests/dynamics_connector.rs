@@ -435,7 +435,7 @@ async fn batch_with_failing_parts_gives_one_outcome_per_record() {
         outcomes[2]
     );
     assert!(
-        matches!(&outcomes[3], WriteOutcome::Failed(ConnectorError::Permanent { message }) if message.contains("does not exist")),
+        matches!(&outcomes[3], WriteOutcome::Failed(ConnectorError::Missing { message }) if message.contains("does not exist")),
         "{:?}",
         outcomes[3]
     );

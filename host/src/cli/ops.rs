@@ -188,6 +188,9 @@ pub fn render_table(view: &serde_json::Value) -> String {
         if let Some(warning) = workflow["warning"].as_str() {
             out.push_str(&format!("           warning: {warning}\n"));
         }
+        if let Some(waiting) = workflow["waiting"].as_str() {
+            out.push_str(&format!("           waiting: {waiting}\n"));
+        }
         let not_owned = workflow["counters"]["skipped_not_owned"]
             .as_u64()
             .unwrap_or(0);

@@ -44,6 +44,7 @@ impl Status {
 pub struct LiveState {
     status: Mutex<Status>,
     warning: Mutex<Option<String>>,
+    waiting: Mutex<Option<String>>,
 }
 
 impl Default for LiveState {
@@ -51,6 +52,7 @@ impl Default for LiveState {
         LiveState {
             status: Mutex::new(Status::Stopped),
             warning: Mutex::new(None),
+            waiting: Mutex::new(None),
         }
     }
 }
@@ -82,6 +84,16 @@ impl LiveState {
     /// Reports (or clears) a transient problem.
     pub fn set_warning(&self, warning: Option<String>) {
         *lock(&self.warning) = warning;
+    }
+
+    /// What queued writes wait for (a record another workflow has not created yet), if any.
+    pub fn waiting(&self) -> Option<String> {
+        lock(&self.waiting).clone()
+    }
+
+    /// Reports (or clears) what queued writes wait for.
+    pub fn set_waiting(&self, waiting: Option<String>) {
+        *lock(&self.waiting) = waiting;
     }
 }
 

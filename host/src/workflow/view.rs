@@ -23,6 +23,8 @@ pub struct WorkflowView {
     pub reason: Option<String>,
     /// A transient problem a running workflow is retrying through.
     pub warning: Option<String>,
+    /// Writes waiting for their record to be created, with one of their reasons.
+    pub waiting: Option<String>,
     /// Records read and queued, not yet written.
     pub backlog: u64,
     /// All-time counters.
@@ -213,6 +215,7 @@ impl Supervisor {
             status: status.name(),
             reason: status.reason().map(str::to_string),
             warning: slot.live.warning(),
+            waiting: slot.live.waiting(),
             backlog,
             counters,
             read_rate,

@@ -79,6 +79,8 @@ struct Step {
     transient: usize,
     /// Records in the batch.
     total: usize,
+    /// Records deferred because their record does not exist yet, with the reason.
+    waiting: Vec<(u64, String)>,
 }
 
 impl Writer {
@@ -99,6 +101,8 @@ impl Writer {
     ) -> Result<(), StageError> {
         let mut in_flight = Arc::new(InFlight::default());
         let mut writing = FuturesUnordered::new();
+        // Records deferred because their record does not exist yet, with the latest reason.
+        let mut waiting: HashMap<u64, String> = HashMap::new();
         let mut paused_until: Option<Instant> = None;
         loop {
             let stopping = ctx.stop_requested();
@@ -137,7 +141,12 @@ impl Writer {
             // No batch is fetched before this one is committed, so its records may leave the
             // in-flight set now.
             Arc::make_mut(&mut in_flight).remove(&batch);
+            for queued in &batch {
+                waiting.remove(&queued.seq);
+            }
             let step = self.decide(batch, outcomes, &timing.record).await?;
+            waiting.extend(step.waiting.iter().cloned());
+            ctx.live.set_waiting(waiting_note(&waiting));
             self.commit(step.commit).await?;
             ctx.notify_progress();
             if let Some(message) = step.auth_failure {
@@ -239,14 +248,18 @@ impl Writer {
                 WriteOutcome::Failed(ConnectorError::Missing { message }) => {
                     // Another workflow may not have created the record yet (Ingress creating
                     // the profile an opt-out is for): wait for it, a bounded time.
+                    let reason = format!(
+                        "waiting for the record to be created (is the contact synced by Ingress, or was it filtered out or deleted?): {message}"
+                    );
+                    let seq = queued.seq;
                     let wait = Wait {
-                        reason: format!(
-                            "waiting for the record to be created (is the contact synced by Ingress, or was it filtered out or deleted?): {message}"
-                        ),
+                        reason: reason.clone(),
                         retry_after: Some(MISSING_RECORD_RETRY),
                         give_up_after: Some(self.missing_record_wait),
                     };
-                    wait.apply(queued, record_retry, now, &mut step.commit);
+                    if wait.apply(queued, record_retry, now, &mut step.commit) {
+                        step.waiting.push((seq, reason));
+                    }
                 }
                 WriteOutcome::Failed(ConnectorError::Auth { message }) => {
                     // Retried as soon as the stage restarts with new credentials.
@@ -284,6 +297,15 @@ impl Writer {
     }
 }
 
+/// The status line for writes waiting for their record: how many, and one reason.
+fn waiting_note(waiting: &HashMap<u64, String>) -> Option<String> {
+    let (_, reason) = waiting.iter().min_by_key(|(seq, _)| **seq)?;
+    Some(format!(
+        "{} write(s) wait for their record to be created; the oldest: {reason}",
+        waiting.len()
+    ))
+}
+
 /// A record not written now: why, the earliest retry the destination asked for, and how long
 /// it may wait in all (counted from its first deferral) before it is dead-lettered.
 struct Wait {
@@ -295,7 +317,14 @@ struct Wait {
 impl Wait {
     /// Defers the record by its own backoff (at least `retry_after`), or refuses it with the
     /// reason once it has waited `give_up_after`.
-    fn apply(self, queued: QueuedRecord, backoff: &Backoff, now: i64, commit: &mut WriteCommit) {
+    /// True when the record was deferred, false when it was refused.
+    fn apply(
+        self,
+        queued: QueuedRecord,
+        backoff: &Backoff,
+        now: i64,
+        commit: &mut WriteCommit,
+    ) -> bool {
         if let Some(limit) = self.give_up_after
             && queued.deferred_since_ms.is_some()
             && queued.deferred_for(now) >= limit
@@ -306,7 +335,7 @@ impl Wait {
                 self.reason
             );
             commit.refused.push((queued, reason));
-            return;
+            return false;
         }
         let delay = backoff.delay_after(queued.attempts, self.retry_after);
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
@@ -315,6 +344,7 @@ impl Wait {
             not_before_ms: now.saturating_add(delay_ms),
             reason: self.reason,
         });
+        true
     }
 }
 

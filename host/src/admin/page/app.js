@@ -81,8 +81,9 @@ function renderWorkflows(view) {
     setText(reason, workflow.reason || "");
     reason.hidden = !workflow.reason;
     const warning = row.querySelector(".warning");
-    setText(warning, workflow.warning || "");
-    warning.hidden = !workflow.warning;
+    const note = [workflow.warning, workflow.waiting].filter(Boolean).join(" · ");
+    setText(warning, note);
+    warning.hidden = !note;
 
     const toggle = row.querySelector("button.toggle");
     const running = workflow.status === "RUNNING" || workflow.status === "STARTING";
