@@ -6,15 +6,8 @@
 use conduit::sim::campaign::FieldChange;
 use conduit::sim::dynamics::AttributeChange;
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{HostProcess, SimPair, wait_for};
-use serde_json::{Map, Value, json};
-
-fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
+use conduit_e2e::{HostProcess, SimPair, fields, wait_for};
+use serde_json::{Value, json};
 
 /// An Ingress contacts mapping with these field pairs and extra mapping lines.
 fn contacts_mapping(pairs: &[(&str, &str)], extra: &str) -> String {
@@ -384,14 +377,6 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
     )
 }
 
-fn donotbulkemail(sims: &SimPair, id: &str) -> Option<bool> {
-    sims.dynamics
-        .rows("contact")
-        .into_iter()
-        .find(|c| c["contactid"] == id)
-        .and_then(|c| c["donotbulkemail"].as_bool())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_opt_in_out_start_reconciles_both_sides_and_then_writes_only_disagreements() {
     let sims = SimPair::start(22, 0).await;
@@ -401,8 +386,8 @@ async fn the_first_opt_in_out_start_reconciles_both_sides_and_then_writes_only_d
     let ids = sims.ids("contact", "contactid");
     // Seeded: contacts 5 and 16 are opted out in Dynamics 365 only. Campaign opts out
     // contact 0 on its side only (no export yet), and contact 16 on both sides.
-    assert_eq!(donotbulkemail(&sims, &ids[5]), Some(true));
-    assert_eq!(donotbulkemail(&sims, &ids[16]), Some(true));
+    assert_eq!(sims.donotbulkemail(&ids[5]), Some(true));
+    assert_eq!(sims.donotbulkemail(&ids[16]), Some(true));
     sims.campaign
         .set_opt_out(&ids[0], "blackListEmail", true)
         .unwrap();
@@ -414,7 +399,7 @@ async fn the_first_opt_in_out_start_reconciles_both_sides_and_then_writes_only_d
     host.wait_caught_up("optinout").await;
     wait_for("both sides in line", 30, || {
         profile(&sims, &ids[5])["blackListEmail"] == true
-            && donotbulkemail(&sims, &ids[0]) == Some(true)
+            && sims.donotbulkemail(&ids[0]) == Some(true)
     })
     .await;
     let view = host.wait_caught_up("optinout").await;
@@ -424,7 +409,7 @@ async fn the_first_opt_in_out_start_reconciles_both_sides_and_then_writes_only_d
     );
     for (n, id) in ids.iter().enumerate() {
         let campaign = profile(&sims, id)["blackListEmail"] == true;
-        let dynamics = donotbulkemail(&sims, id) == Some(true);
+        let dynamics = sims.donotbulkemail(id) == Some(true);
         assert_eq!(campaign, dynamics, "contact {n} agrees on both sides");
     }
 
@@ -520,7 +505,7 @@ async fn opt_outs_wait_for_the_profiles_ingress_creates_and_none_is_dead_lettere
     let (sims, ids) = both_sides_opted_out(300).await;
     let seeded_dynamics = ids
         .iter()
-        .filter(|id| donotbulkemail(&sims, id) == Some(true))
+        .filter(|id| sims.donotbulkemail(id) == Some(true))
         .count();
     assert!(
         seeded_dynamics > 10,
@@ -549,7 +534,7 @@ async fn opt_outs_wait_for_the_profiles_ingress_creates_and_none_is_dead_lettere
     assert_eq!(view["counters"]["dead_letters"], 0, "{view}");
     for id in ids.iter().take(4) {
         assert_eq!(
-            donotbulkemail(&sims, id),
+            sims.donotbulkemail(id),
             Some(true),
             "Campaign's opt-out reached Dynamics 365"
         );

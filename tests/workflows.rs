@@ -4,15 +4,8 @@
 use conduit::model::{BounceDetail, EmailEvent, EmailEventKind};
 use conduit::sim::campaign::FieldChange;
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{HostProcess, SimPair, wait_for};
+use conduit_e2e::{HostProcess, SimPair, fields, wait_for};
 use serde_json::{Map, Value, json};
-
-fn fields(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
 
 const CONTACTS: &str = r#"
 [ingress]
@@ -443,21 +436,13 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
     host
 }
 
-fn donotbulkemail(sims: &SimPair, id: &str) -> Option<bool> {
-    sims.dynamics
-        .rows("contact")
-        .into_iter()
-        .find(|c| c["contactid"] == id)
-        .and_then(|c| c["donotbulkemail"].as_bool())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaign_to_dynamics_moves_campaign_opt_outs_only() {
     let sims = SimPair::start(20, 0).await;
     let mut host = opt_out_host(&sims, "campaign-to-dynamics").await;
     let ids = sims.ids("contact", "contactid");
     let (from_campaign, from_dynamics) = (&ids[0], &ids[1]);
-    assert_eq!(donotbulkemail(&sims, from_campaign), Some(false));
+    assert_eq!(sims.donotbulkemail(from_campaign), Some(false));
     sims.campaign
         .set_opt_out(from_campaign, "blackListEmail", true)
         .unwrap();
@@ -470,7 +455,7 @@ async fn campaign_to_dynamics_moves_campaign_opt_outs_only() {
         )
         .unwrap();
     wait_for("Campaign's opt-out in Dynamics 365", 30, || {
-        donotbulkemail(&sims, from_campaign) == Some(true)
+        sims.donotbulkemail(from_campaign) == Some(true)
     })
     .await;
     host.wait_caught_up("optinout").await;
@@ -504,7 +489,7 @@ async fn dynamics_to_campaign_moves_dynamics_opt_outs_only() {
     .await;
     host.wait_caught_up("optinout").await;
     assert_eq!(
-        donotbulkemail(&sims, from_campaign),
+        sims.donotbulkemail(from_campaign),
         Some(false),
         "Campaign changes do not flow to Dynamics 365 in this direction"
     );
@@ -521,7 +506,7 @@ async fn bidirectional_opt_out_lets_the_newer_value_win_on_both_sides() {
         .unwrap();
     sims.campaign.drop_opt_out_export().unwrap();
     wait_for("Campaign's opt-out in Dynamics 365", 30, || {
-        donotbulkemail(&sims, &ids[0]) == Some(true)
+        sims.donotbulkemail(&ids[0]) == Some(true)
     })
     .await;
     // Campaign opts back in later: the newer Campaign value wins, even though it is false.
@@ -530,7 +515,7 @@ async fn bidirectional_opt_out_lets_the_newer_value_win_on_both_sides() {
         .unwrap();
     sims.campaign.drop_opt_out_export().unwrap();
     wait_for("Campaign's opt-in in Dynamics 365", 30, || {
-        donotbulkemail(&sims, &ids[0]) == Some(false)
+        sims.donotbulkemail(&ids[0]) == Some(false)
     })
     .await;
     // Dynamics 365 opts out another contact: its newer value reaches Campaign.

@@ -16,6 +16,14 @@ pub use ports::{UnlistenedPort, free_port, unlistened_port};
 
 pub use sims::{SECRETS, SimPair};
 
+/// A row's fields for the simulators' upserts, from name and value pairs.
+pub fn fields(pairs: &[(&str, Value)]) -> serde_json::Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone()))
+        .collect()
+}
+
 /// Polls `check` every 100 ms until it holds, failing the test after `seconds`.
 pub async fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(seconds);

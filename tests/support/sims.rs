@@ -149,6 +149,15 @@ max_concurrency = 16
             .collect()
     }
 
+    /// A contact's `donotbulkemail` in Dynamics 365, when it has one.
+    pub fn donotbulkemail(&self, id: &str) -> Option<bool> {
+        self.dynamics
+            .rows("contact")
+            .into_iter()
+            .find(|c| c["contactid"] == id)
+            .and_then(|c| c["donotbulkemail"].as_bool())
+    }
+
     /// The ids of the Dynamics 365 rows of a table, in seed order.
     pub fn ids(&self, table: &str, key: &str) -> Vec<String> {
         self.dynamics

@@ -172,20 +172,6 @@ impl Reader {
                 Err(error) => return Err(StepError::from_source(&mapping.name, error)),
             };
             let rows = page.batch.rows.len();
-            let mut mapper = mapping.mapper.take().ok_or_else(|| {
-                StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
-            })?;
-            let batch = page.batch;
-            let started = std::time::Instant::now();
-            let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
-                let results = map_rows(mapper.as_mut(), phase, &batch);
-                (mapper, batch, results)
-            })
-            .await
-            .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
-            mapping.mapper = Some(mapper);
-            crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
-
             let next_phase = if page.caught_up {
                 Phase::Incremental
             } else {
@@ -199,16 +185,9 @@ impl Reader {
                 phase: Some(phase),
                 ..ReadCommit::default()
             };
-            let all_failed = collect(&mut commit, &mapping.name, results, |index| {
-                DeadLetterPayload::SourceRecord {
-                    batch: RecordBatch {
-                        table: batch.table.clone(),
-                        columns: batch.columns.clone(),
-                        rows: vec![batch.rows[index].clone()],
-                    },
-                    phase,
-                }
-            });
+            let all_failed = self
+                .map_into(mapping, phase, page.batch, &mut commit)
+                .await?;
             self.commit(ctx, commit, all_failed).await?;
             worked |= rows > 0 || !page.caught_up;
         }
@@ -241,16 +220,6 @@ impl Reader {
             .read_rows(&mapping.request, &keys)
             .await
             .map_err(|error| StepError::from_source(&mapping.name, error))?;
-        let mut mapper = mapping.mapper.take().ok_or_else(|| {
-            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
-        })?;
-        let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
-            let results = map_rows(mapper.as_mut(), phase, &batch);
-            (mapper, batch, results)
-        })
-        .await
-        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
-        mapping.mapper = Some(mapper);
         let mut commit = ReadCommit {
             source: mapping.name.clone(),
             read: batch.rows.len() as u64,
@@ -262,7 +231,33 @@ impl Reader {
                 .collect(),
             ..ReadCommit::default()
         };
-        let all_failed = collect(&mut commit, &mapping.name, results, |index| {
+        let all_failed = self.map_into(mapping, phase, batch, &mut commit).await?;
+        self.commit(ctx, commit, all_failed).await?;
+        Ok(true)
+    }
+
+    /// Maps rows with a table mapping's plugin (on a blocking thread) into `commit`: queued
+    /// writes, skips and dead letters. True when the plugin failed on every row.
+    async fn map_into(
+        &mut self,
+        mapping: &mut MappingReader,
+        phase: Phase,
+        batch: RecordBatch,
+        commit: &mut ReadCommit,
+    ) -> Result<bool, StepError> {
+        let mut mapper = mapping.mapper.take().ok_or_else(|| {
+            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
+        })?;
+        let started = std::time::Instant::now();
+        let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
+            let results = map_rows(mapper.as_mut(), phase, &batch);
+            (mapper, batch, results)
+        })
+        .await
+        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        mapping.mapper = Some(mapper);
+        crate::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
+        Ok(collect(commit, &mapping.name, results, |index| {
             DeadLetterPayload::SourceRecord {
                 batch: RecordBatch {
                     table: batch.table.clone(),
@@ -271,9 +266,7 @@ impl Reader {
                 },
                 phase,
             }
-        });
-        self.commit(ctx, commit, all_failed).await?;
-        Ok(true)
+        }))
     }
 
     async fn step_egress(&mut self, ctx: &StageContext) -> Result<bool, StepError> {
