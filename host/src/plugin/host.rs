@@ -254,6 +254,17 @@ pub(super) enum WorldPre {
     OptOut(opt_out_resolver::OptOutResolverPre<StoreState>),
 }
 
+impl WorldPre {
+    /// The linked component, whichever world it was checked against.
+    pub(super) fn instance_pre(&self) -> &wasmtime::component::InstancePre<StoreState> {
+        match self {
+            WorldPre::Record(pre) => pre.instance_pre(),
+            WorldPre::Event(pre) => pre.instance_pre(),
+            WorldPre::OptOut(pre) => pre.instance_pre(),
+        }
+    }
+}
+
 /// A compiled, linked plugin checked against its world; configure it into a mapper.
 #[derive(Clone)]
 pub struct LoadedPlugin {

@@ -3,10 +3,13 @@
 //! the next batch), the settings are applied with `configure`, the deadline is re-armed for
 //! the batch itself, and the result is validated before it is returned.
 
+use wasmtime::component::{ComponentNamedList, Instance, Lower};
 use wasmtime::{Store, Trap};
 
 use crate::model;
 
+use super::bindings::wit;
+use super::capped::CappedText;
 use super::convert;
 use super::host::{LoadedInner, LoadedPlugin, WorldPre};
 use super::sandbox::{self, StoreState, run_isolated};
@@ -99,33 +102,12 @@ impl LoadedPlugin {
             limits,
         };
         // Configure once up front so bad settings fail the workflow's start, not its batches.
-        let probe = run_isolated(&self.inner.reference, || {
-            Ok(match &self.inner.pre {
-                WorldPre::Record(pre) => configured
-                    .start(
-                        |store| pre.instantiate(store),
-                        |i, s, json| i.call_configure(s, json),
-                    )
-                    .map(drop),
-                WorldPre::Event(pre) => configured
-                    .start(
-                        |store| pre.instantiate(store),
-                        |i, s, json| i.call_configure(s, json),
-                    )
-                    .map(drop),
-                WorldPre::OptOut(pre) => configured
-                    .start(
-                        |store| pre.instantiate(store),
-                        |i, s, json| i.call_configure(s, json),
-                    )
-                    .map(drop),
-            })
-        })?;
+        let probe = run_isolated(&self.inner.reference, || Ok(configured.start().map(drop)))?;
         match probe {
             Ok(()) => Ok(configured),
             Err(ConfigureFailure::Rejected(message)) => Err(PluginError::Configure {
                 plugin: self.inner.reference.clone(),
-                message: cap(&message),
+                message,
             }),
             Err(ConfigureFailure::Failed(error)) => Err(error),
         }
@@ -138,18 +120,20 @@ impl Configured {
     }
 
     /// A fresh store and instance with `configure` applied and the deadline re-armed.
-    fn start<I>(
-        &self,
-        instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<I>,
-        configure: impl FnOnce(&I, &mut Store<StoreState>, &str) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<(Store<StoreState>, I), ConfigureFailure> {
+    fn start(&self) -> Result<(Store<StoreState>, Instance), ConfigureFailure> {
         let inner = self.inner();
         let mut store = sandbox::new_store(inner.host.engine(), &inner.name, &self.limits);
-        let instance = instantiate(&mut store)
+        let instance = inner
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
             .map_err(|error| ConfigureFailure::Failed(self.classify(&store, error)))?;
-        match configure(&instance, &mut store, &self.settings) {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(ConfigureFailure::Rejected(message)),
+        let configured = instance
+            .get_typed_func::<(&str,), (Result<(), CappedText>,)>(&mut store, "configure")
+            .and_then(|configure| configure.call(&mut store, (self.settings.as_str(),)));
+        match configured {
+            Ok((Ok(()),)) => {}
+            Ok((Err(CappedText(message)),)) => return Err(ConfigureFailure::Rejected(message)),
             Err(error) => return Err(ConfigureFailure::Failed(self.classify(&store, error))),
         }
         sandbox::arm_deadline(&mut store, self.limits.deadline);
@@ -158,22 +142,35 @@ impl Configured {
 
     /// `start` for a batch call: a settings rejection now (they were accepted before) fails
     /// the batch.
-    fn start_batch<I>(
+    fn start_batch(&self) -> Result<(Store<StoreState>, Instance), PluginError> {
+        self.start().map_err(|failure| match failure {
+            ConfigureFailure::Rejected(message) => PluginError::Batch {
+                plugin: self.inner().reference.clone(),
+                message: format!(
+                    "settings accepted earlier were rejected on a fresh instance: {message}"
+                ),
+            },
+            ConfigureFailure::Failed(error) => error,
+        })
+    }
+
+    /// Calls the batch export `name` with `input` on a fresh, configured instance and turns
+    /// its result into validated outcomes. The error text of the result is read capped.
+    fn call<P>(
         &self,
-        instantiate: impl FnOnce(&mut Store<StoreState>) -> wasmtime::Result<I>,
-        configure: impl FnOnce(&I, &mut Store<StoreState>, &str) -> wasmtime::Result<Result<(), String>>,
-    ) -> Result<(Store<StoreState>, I), PluginError> {
-        self.start(instantiate, configure)
-            .map_err(|failure| match failure {
-                ConfigureFailure::Rejected(message) => PluginError::Batch {
-                    plugin: self.inner().reference.clone(),
-                    message: format!(
-                        "settings accepted earlier were rejected on a fresh instance: {}",
-                        cap(&message)
-                    ),
-                },
-                ConfigureFailure::Failed(error) => error,
-            })
+        name: &str,
+        input: P,
+        inputs: usize,
+    ) -> Result<Vec<model::Outcome>, PluginError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+    {
+        let (mut store, instance) = self.start_batch()?;
+        let result = instance
+            .get_typed_func::<P, (Result<wit::MappedBatch, CappedText>,)>(&mut store, name)
+            .and_then(|function| function.call(&mut store, input))
+            .map(|(result,)| result);
+        self.finish(&store, result, inputs)
     }
 
     /// Tells a deadline and a memory overrun apart from any other trap.
@@ -189,6 +186,15 @@ impl Configured {
             return PluginError::DeadlineExceeded {
                 plugin,
                 deadline: self.limits.deadline,
+            };
+        }
+        if is_over_hostcall_fuel(&error) {
+            return PluginError::InvalidOutput {
+                plugin,
+                problem: format!(
+                    "the output holds more than {} bytes in total (the limit of one call, counting every copy of a string the plugin shares), found while copying its result or a log line",
+                    self.limits.max_output_bytes
+                ),
             };
         }
         // A trap's wasm backtrace lists unnamed functions of a stripped component: it would
@@ -210,15 +216,15 @@ impl Configured {
     fn finish(
         &self,
         store: &Store<StoreState>,
-        result: wasmtime::Result<Result<super::bindings::wit::MappedBatch, String>>,
+        result: wasmtime::Result<Result<wit::MappedBatch, CappedText>>,
         inputs: usize,
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let plugin = || self.inner().reference.clone();
         let mapped = result
             .map_err(|error| self.classify(store, error))?
-            .map_err(|message| PluginError::Batch {
+            .map_err(|CappedText(message)| PluginError::Batch {
                 plugin: plugin(),
-                message: cap(&message),
+                message,
             })?;
         convert::outcomes_from_wit(mapped, inputs, &self.limits).map_err(|problem| {
             PluginError::InvalidOutput {
@@ -237,6 +243,17 @@ impl Configured {
     }
 }
 
+/// True when wasmtime stopped copying a plugin's data into the host because the call's
+/// hostcall fuel (set to the output budget in `sandbox::new_store`) ran out. wasmtime does not
+/// export the error's type, so its fixed message is matched.
+fn is_over_hostcall_fuel(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
 impl RecordMapper {
     /// Maps one batch: one outcome per row, in row order; write records carry their resolved
     /// target and field names.
@@ -246,17 +263,13 @@ impl RecordMapper {
         batch: &model::RecordBatch,
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let configured = &self.configured;
-        let WorldPre::Record(pre) = &configured.inner().pre else {
+        let WorldPre::Record(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::RecordMapper));
         };
         run_isolated(&configured.inner().reference, || {
-            let (mut store, instance) = configured.start_batch(
-                |store| pre.instantiate(store),
-                |i, s, json| i.call_configure(s, json),
-            )?;
             let input = convert::batch_to_wit(batch);
-            let result = instance.call_map(&mut store, convert::phase_to_wit(phase), &input);
-            configured.finish(&store, result, batch.rows.len())
+            let phase = convert::phase_to_wit(phase);
+            configured.call("map", (phase, &input), batch.rows.len())
         })
     }
 }
@@ -268,17 +281,12 @@ impl EventMapper {
         events: &[model::EmailEvent],
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let configured = &self.configured;
-        let WorldPre::Event(pre) = &configured.inner().pre else {
+        let WorldPre::Event(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::EventMapper));
         };
         run_isolated(&configured.inner().reference, || {
-            let (mut store, instance) = configured.start_batch(
-                |store| pre.instantiate(store),
-                |i, s, json| i.call_configure(s, json),
-            )?;
             let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
-            let result = instance.call_map(&mut store, &input);
-            configured.finish(&store, result, events.len())
+            configured.call("map", (input.as_slice(),), events.len())
         })
     }
 }
@@ -290,17 +298,12 @@ impl OptOutResolver {
         contacts: &[model::ContactOptOut],
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let configured = &self.configured;
-        let WorldPre::OptOut(pre) = &configured.inner().pre else {
+        let WorldPre::OptOut(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::OptOutResolver));
         };
         run_isolated(&configured.inner().reference, || {
-            let (mut store, instance) = configured.start_batch(
-                |store| pre.instantiate(store),
-                |i, s, json| i.call_configure(s, json),
-            )?;
             let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
-            let result = instance.call_resolve(&mut store, &input);
-            configured.finish(&store, result, contacts.len())
+            configured.call("resolve", (input.as_slice(),), contacts.len())
         })
     }
 }

@@ -11,6 +11,7 @@
 mod bindings;
 mod builtin;
 mod cache;
+mod capped;
 mod convert;
 mod error;
 pub(crate) mod fuzz_input;

@@ -297,6 +297,12 @@ pub(super) fn new_store(engine: &Engine, plugin: &Arc<str>, limits: &Limits) -> 
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.memory);
+    // wasmtime copies a plugin's result (and each log line) into host values before the host
+    // sees any of it, and the canonical ABI lets any number of strings point at the same
+    // bytes: without this bound, a small component could make that copy gigabytes. The fuel
+    // counts every string and list copied in one lift, so a call's result can never occupy
+    // more than the output budget before `convert` checks it.
+    store.set_hostcall_fuel(limits.max_output_bytes);
     arm_deadline(&mut store, limits.deadline);
     store
 }
