@@ -39,6 +39,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// Tests here run one at a time, so one's allocations never count in the other's peak.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A linear-memory image laid out by the canonical ABI (memory32), with strings interned:
 /// the same text is stored once and every reference points at it.
 #[derive(Default)]
@@ -212,6 +215,7 @@ fn one_row() -> RecordBatch {
 
 #[test]
 fn strings_shared_by_pointer_cost_the_host_no_more_than_the_output_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let limits = Limits::default();
     // 16 records x 6 fields all pointing at one 1 MiB text: 96 MiB once copied, under
     // wasmtime's own default bound (128 MiB), six times the output budget.
@@ -270,4 +274,59 @@ fn strings_shared_by_pointer_cost_the_host_no_more_than_the_output_budget() {
         .map(Phase::Initial, &batch)
         .expect("an honest result maps");
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+}
+
+#[test]
+fn plugin_test_refuses_the_aliased_result_in_bounded_memory() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let limits = Limits::default();
+    let mut image = Image::default();
+    let value = "v".repeat(limits.max_string_bytes);
+    let result = aliased_result(&mut image, 16, 6, &value);
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("aliasing.wasm");
+    std::fs::write(
+        &component,
+        wat::parse_str(record_mapper_wat(&image, result)).unwrap(),
+    )
+    .unwrap();
+    let settings = dir.path().join("settings.toml");
+    std::fs::write(&settings, "").unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(
+        &input,
+        r#"{"phase": "initial", "table": "contact", "columns": ["emailaddress1"], "rows": [
+            {"key": "c0", "op": "upsert", "values": [{"type": "text", "value": "a@example.com"}],
+             "modified_at": null}]}"#,
+    )
+    .unwrap();
+    let rss_file = dir.path().join("rss");
+    let output = std::process::Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .arg(env!("CARGO_BIN_EXE_conduit"))
+        .args(["plugin", "test"])
+        .arg(&component)
+        .args(["--world", "record-mapper", "--settings"])
+        .arg(&settings)
+        .arg("--input")
+        .arg(&input)
+        .output()
+        .expect("GNU time (/usr/bin/time) runs the conduit binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr:.3000}");
+    assert!(
+        stderr.contains("more than 16777216 bytes in total"),
+        "{stderr:.3000}"
+    );
+    let kib: u64 = std::fs::read_to_string(&rss_file)
+        .unwrap()
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("GNU time wrote the peak RSS");
+    println!("plugin test on aliased strings: peak RSS {} MiB", kib >> 10);
+    assert!(kib < 512 << 10, "peak RSS {} MiB", kib >> 10);
 }
