@@ -12,6 +12,7 @@ pub mod fuzzing;
 pub mod model;
 pub mod plugin;
 pub mod private;
+pub mod retry;
 pub mod runtime;
 pub mod sim;
 pub mod store;

@@ -215,7 +215,9 @@ fn one_row() -> RecordBatch {
 
 #[test]
 fn strings_shared_by_pointer_cost_the_host_no_more_than_the_output_budget() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let limits = Limits::default();
     // 16 records x 6 fields all pointing at one 1 MiB text: 96 MiB once copied, under
     // wasmtime's own default bound (128 MiB), six times the output budget.
@@ -278,7 +280,9 @@ fn strings_shared_by_pointer_cost_the_host_no_more_than_the_output_budget() {
 
 #[test]
 fn plugin_test_refuses_the_aliased_result_in_bounded_memory() {
-    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let limits = Limits::default();
     let mut image = Image::default();
     let value = "v".repeat(limits.max_string_bytes);

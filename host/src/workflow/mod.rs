@@ -5,7 +5,6 @@
 //!
 //! The engine knows the connector and mapping traits, never HTTP or Wasm.
 
-mod backoff;
 mod drift;
 mod lifecycle;
 mod prepare;
@@ -528,7 +527,8 @@ impl Supervisor {
         live: Arc<LiveState>,
         stop: watch::Receiver<bool>,
     ) {
-        let mut retries = backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let mut retries =
+            crate::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let prepared = loop {
             match prepare::prepare(&self.inner.env, &config, id).await {
                 Ok(prepared) => break prepared,
@@ -622,7 +622,8 @@ async fn supervise<S: StageRun>(
 ) -> Option<String> {
     let mut other_failed = failed.subscribe();
     let mut failures = 0u32;
-    let mut delays = backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut delays =
+        crate::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let started = Instant::now();
         let result = tokio::select! {

@@ -15,9 +15,9 @@ use crate::store::{
     Store,
 };
 
-use super::backoff::Backoff;
 use super::services::{EventMapping, MappingFailed, OptOutResolution, RecordMapping, Services};
 use super::stage::{StageContext, StageError};
+use crate::retry::Backoff;
 
 /// How a reader paces itself.
 #[derive(Debug, Clone, Copy)]

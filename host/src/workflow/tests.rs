@@ -660,8 +660,8 @@ fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
     };
     let hour = Duration::from_secs(3600);
     let timing = writer::RetryTiming {
-        record: backoff::Backoff::new(hour, hour),
-        queue: backoff::Backoff::new(hour, hour),
+        record: crate::retry::Backoff::new(hour, hour),
+        queue: crate::retry::Backoff::new(hour, hour),
     };
     let task = tokio::spawn(async move { writer.write_with(&ctx, timing).await });
     (dir, store, live, stop, task)

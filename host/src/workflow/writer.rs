@@ -24,10 +24,10 @@ use crate::connector::{ConnectorError, WriteOutcome};
 use crate::model::{System, WorkflowId};
 use crate::store::{Deferral, InFlight, QueuedRecord, ReadyBatch, Store, WriteCommit, now_ms};
 
-use super::backoff::Backoff;
 use super::drift::DriftGuard;
 use super::services::Services;
 use super::stage::{StageContext, StageError};
+use crate::retry::Backoff;
 
 /// Batches written at the same time (each at most `batch_size` records, disjoint keys).
 const IN_FLIGHT_BATCHES: usize = 3;
