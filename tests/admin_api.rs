@@ -465,71 +465,105 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         response.headers()["content-type"]
             .to_str()
             .unwrap()
-            .starts_with("text/plain; version=0.0.4")
+            .starts_with("application/openmetrics-text; version=1.0.0")
     );
     let text = response.text().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("the metrics parse as Prometheus text");
-    let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| s.value.clone())
+    let scrape = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+        .unwrap_or_else(|error| panic!("the metrics parse as OpenMetrics: {error:?}\n{text}"));
+    use openmetrics_parser::{OpenMetricsType as T, OpenMetricsValue as V};
+    let family = |name: &str, kind: T| {
+        let family = scrape
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("no family {name} in:\n{text}"));
+        assert_eq!(family.family_type, kind, "{name}");
+        family
+    };
+    let value = |name: &str, kind: T, labels: &[(&str, &str)]| {
+        family(name, kind)
+            .iter_samples()
+            .find(|sample| {
+                let set = sample
+                    .get_labelset()
+                    .expect("a sample of a family has labels");
+                labels
+                    .iter()
+                    .all(|(key, wanted)| set.get_label_value(key) == Some(*wanted))
+            })
+            .map(|sample| sample.value.clone())
             .unwrap_or_else(|| panic!("no sample {name} {labels:?} in:\n{text}"))
     };
-    use prometheus_parse::Value as V;
+    let number = |value: V| match value {
+        V::Gauge(number) => number.as_f64(),
+        V::Counter(counter) => counter.value.as_f64(),
+        other => panic!("not a number: {other:?}"),
+    };
     let ingress = [("workflow", "ingress")];
-    assert_eq!(value("conduit_backlog", &ingress), V::Gauge(0.0));
+    assert_eq!(number(value("conduit_backlog", T::Gauge, &ingress)), 0.0);
     assert_eq!(
-        value("conduit_records_read_total", &ingress),
-        V::Counter(31.0)
+        number(value("conduit_records_read", T::Counter, &ingress)),
+        31.0
     );
     assert_eq!(
-        value("conduit_records_written_total", &ingress),
-        V::Counter(30.0)
+        number(value("conduit_records_written", T::Counter, &ingress)),
+        30.0
     );
     assert_eq!(
-        value("conduit_records_dead_lettered_total", &ingress),
-        V::Counter(1.0)
+        number(value("conduit_records_dead_lettered", T::Counter, &ingress)),
+        1.0
     );
-    assert_eq!(value("conduit_dead_letters", &ingress), V::Gauge(1.0));
-    assert_eq!(value("conduit_workflow_running", &ingress), V::Gauge(1.0));
     assert_eq!(
-        value("conduit_workflow_running", &[("workflow", "egress")]),
-        V::Gauge(0.0)
+        number(value("conduit_dead_letters", T::Gauge, &ingress)),
+        1.0
     );
-    match value("conduit_plugin_seconds_total", &ingress) {
-        V::Counter(seconds) => assert!(seconds > 0.0, "{text}"),
-        other => panic!("plugin time is {other:?}"),
+    assert_eq!(
+        number(value("conduit_workflow_running", T::Gauge, &ingress)),
+        1.0
+    );
+    assert_eq!(
+        number(value(
+            "conduit_workflow_running",
+            T::Gauge,
+            &[("workflow", "egress")]
+        )),
+        0.0
+    );
+    let plugin_seconds = number(value("conduit_plugin_seconds", T::Counter, &ingress));
+    assert!(plugin_seconds > 0.0, "{text}");
+    for status in ["503", "400"] {
+        // One 503 (retried) and the refused write (too long) are error responses.
+        let errors = number(value(
+            "conduit_http_errors",
+            T::Counter,
+            &[("service", "campaign"), ("status", status)],
+        ));
+        assert!(errors >= 1.0, "{status}: {text}");
     }
-    assert!(
-        matches!(
-            value("conduit_http_errors_total", &[("service", "campaign"), ("status", "503")]),
-            V::Counter(n) if n >= 1.0
-        ),
-        "{text}"
-    );
-    // The refused write (too long) is an error response too.
-    assert!(
-        matches!(
-            value("conduit_http_errors_total", &[("service", "campaign"), ("status", "400")]),
-            V::Counter(n) if n >= 1.0
-        ),
-        "{text}"
+    assert_eq!(
+        number(value(
+            "conduit_admin_refusals",
+            T::Counter,
+            &[("reason", "foreign_host")]
+        )),
+        0.0,
+        "every refusal reason is declared at 0"
     );
     for stage in ["read", "write"] {
         match value(
             "conduit_queue_commit_seconds",
+            T::Histogram,
             &[("workflow", "ingress"), ("stage", stage)],
         ) {
             V::Histogram(histogram) => {
-                assert!(!histogram.is_empty(), "{text}");
-                let last = histogram.last().unwrap();
-                assert!(last.less_than.is_infinite(), "{text}");
-                assert!(last.count >= 1.0, "{text}");
+                assert!(!histogram.buckets.is_empty(), "{text}");
+                let last = histogram.buckets.last().unwrap();
+                assert!(last.upper_bound.is_infinite(), "{text}");
+                assert!(last.count.as_f64() >= 1.0, "{text}");
                 assert!(
-                    histogram.windows(2).all(|w| w[0].count <= w[1].count),
+                    histogram
+                        .buckets
+                        .windows(2)
+                        .all(|w| w[0].count.as_f64() <= w[1].count.as_f64()),
                     "buckets are cumulative: {text}"
                 );
             }

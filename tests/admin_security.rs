@@ -144,20 +144,26 @@ async fn rebinding_is_refused(host: &mut HostProcess, token: Option<&str>) -> us
     refused
 }
 
-/// The value of `conduit_admin_refusals_total{reason}` in a scrape that must parse.
+/// The value of the counter `conduit_admin_refusals{reason}` in a scrape that must parse as
+/// OpenMetrics.
 fn refusals(text: &str, reason: &str) -> f64 {
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .expect("the metrics parse as Prometheus text");
-    let sample = scrape
-        .samples
-        .iter()
-        .find(|s| {
-            s.metric == "conduit_admin_refusals_total" && s.labels.get("reason") == Some(reason)
+    let scrape = openmetrics_parser::openmetrics::parse_openmetrics(text)
+        .unwrap_or_else(|error| panic!("the metrics parse as OpenMetrics: {error:?}\n{text}"));
+    let family = scrape
+        .families
+        .get("conduit_admin_refusals")
+        .unwrap_or_else(|| panic!("no refusals family:\n{text}"));
+    let sample = family
+        .iter_samples()
+        .find(|sample| {
+            sample
+                .get_labelset()
+                .is_ok_and(|set| set.get_label_value("reason") == Some(reason))
         })
         .unwrap_or_else(|| panic!("no refusals sample for {reason}:\n{text}"));
-    match sample.value {
-        prometheus_parse::Value::Counter(n) => n,
-        ref other => panic!("{other:?}"),
+    match &sample.value {
+        openmetrics_parser::OpenMetricsValue::Counter(counter) => counter.value.as_f64(),
+        other => panic!("{other:?}"),
     }
 }
 

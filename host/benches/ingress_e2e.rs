@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use conduit::model::WorkflowId;
 use conduit::runtime::{self, HostOptions, ServiceConnect};
+use conduit::workflow::StatusKind;
 
 mod support;
 use support::{cpu_time_of, process_cpu_time};
@@ -257,11 +258,11 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
                 .workflow_view(WorkflowId::Ingress)
                 .expect("view");
             let status = view.status;
-            if status == "RUNNING" {
+            if status == StatusKind::Running {
                 break;
             }
             assert!(
-                status != "ERROR",
+                status != StatusKind::Error,
                 "ingress failed to start: {:?}",
                 view.reason
             );
@@ -320,7 +321,7 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
                 .workflow_view(WorkflowId::Ingress)
                 .expect("view");
             assert!(
-                view.status != "ERROR",
+                view.status != StatusKind::Error,
                 "ingress failed: {:?}",
                 view.reason
             );

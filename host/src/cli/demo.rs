@@ -18,6 +18,7 @@ use conduit::model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
 use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
+use conduit::workflow::StatusKind;
 
 const D365_SECRET_ENV: &str = "CONDUIT_DEMO_D365_SECRET";
 const ACS_SECRET_ENV: &str = "CONDUIT_DEMO_ACS_SECRET";
@@ -211,7 +212,7 @@ impl Demo {
                 return Ok(());
             }
             for workflow in self.host.supervisor.view()?.workflows {
-                if workflow.status == "ERROR" {
+                if workflow.status == StatusKind::Error {
                     bail!(
                         "{} failed: {}",
                         workflow.id,
@@ -232,7 +233,7 @@ impl Demo {
             return false;
         };
         view.workflows.iter().all(|w| {
-            w.status == "RUNNING"
+            w.status == StatusKind::Running
                 && w.backlog == 0
                 && !w.cursors.is_empty()
                 && w.cursors

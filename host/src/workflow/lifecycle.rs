@@ -19,15 +19,52 @@ pub enum Status {
     Error(String),
 }
 
+/// Where a workflow is, without the reason: what views, metrics and the CLI compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum StatusKind {
+    /// Not running.
+    Stopped,
+    /// Starting.
+    Starting,
+    /// Reading and writing.
+    Running,
+    /// Stopped by a failure.
+    Error,
+}
+
+impl StatusKind {
+    /// The upper-case name shown to operators.
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusKind::Stopped => "STOPPED",
+            StatusKind::Starting => "STARTING",
+            StatusKind::Running => "RUNNING",
+            StatusKind::Error => "ERROR",
+        }
+    }
+}
+
+impl std::fmt::Display for StatusKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl Status {
+    /// Where the workflow is, without the reason.
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            Status::Stopped => StatusKind::Stopped,
+            Status::Starting => StatusKind::Starting,
+            Status::Running => StatusKind::Running,
+            Status::Error(_) => StatusKind::Error,
+        }
+    }
+
     /// The upper-case name shown to operators.
     pub fn name(&self) -> &'static str {
-        match self {
-            Status::Stopped => "STOPPED",
-            Status::Starting => "STARTING",
-            Status::Running => "RUNNING",
-            Status::Error(_) => "ERROR",
-        }
+        self.kind().name()
     }
 
     /// The error reason, if any.

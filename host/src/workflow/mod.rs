@@ -29,7 +29,7 @@ use crate::store::{
     StoreError,
 };
 
-pub use lifecycle::Status;
+pub use lifecycle::{Status, StatusKind};
 pub use services::{Connect, PluginFactory, Services};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
 

@@ -339,7 +339,7 @@ fn status(h: &Harness) -> WorkflowView {
 async fn start_delivers_every_record_and_reaches_running() {
     let h = harness(40);
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("running", || status(&h).status == StatusKind::Running).await;
     wait_for("all written", || {
         h.campaign.profiles.lock().unwrap().len() == 40
     })
@@ -358,7 +358,7 @@ async fn stop_keeps_backlog_and_resumes_after_start() {
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
     wait_for("everything queued", || status(&h).backlog == 30).await;
     h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
-    assert_eq!(status(&h).status, "STOPPED");
+    assert_eq!(status(&h).status, StatusKind::Stopped);
     assert_eq!(status(&h).backlog, 30);
     assert!(h.campaign.profiles.lock().unwrap().is_empty());
     h.campaign.fail_next.store(0, Ordering::SeqCst);
@@ -387,7 +387,7 @@ async fn a_poison_record_is_dead_lettered_alone_and_the_rest_flows() {
         "{}",
         letters[0].reason
     );
-    assert_eq!(status(&h).status, "RUNNING");
+    assert_eq!(status(&h).status, StatusKind::Running);
 }
 
 #[tokio::test]
@@ -417,7 +417,7 @@ async fn a_missing_destination_field_at_start_is_an_error_naming_it() {
         .unwrap()
         .retain(|(name, _)| name != "firstName");
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("error", || status(&h).status == "ERROR").await;
+    wait_for("error", || status(&h).status == StatusKind::Error).await;
     let reason = status(&h).reason.unwrap();
     assert!(reason.contains("firstName"), "{reason}");
     assert!(h.campaign.profiles.lock().unwrap().is_empty());
@@ -433,14 +433,14 @@ async fn an_invalid_config_is_refused_at_start_with_its_problems() {
     .unwrap();
     let error = h.supervisor.start(WorkflowId::Ingress).await.unwrap_err();
     assert!(error.to_string().contains("nmae"), "{error}");
-    assert_eq!(status(&h).status, "STOPPED");
+    assert_eq!(status(&h).status, StatusKind::Stopped);
 }
 
 #[tokio::test]
 async fn an_edit_marks_only_the_running_workflow_as_pending_until_restart() {
     let h = harness(3);
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("running", || status(&h).status == StatusKind::Running).await;
     assert!(!status(&h).pending_changes);
     std::fs::write(
         &h.config_path,
@@ -458,7 +458,7 @@ async fn an_edit_marks_only_the_running_workflow_as_pending_until_restart() {
     std::fs::write(&h.config_path, "this is = = not toml").unwrap();
     let host = h.supervisor.view().unwrap();
     assert!(!host.config_problems.is_empty());
-    assert_eq!(status(&h).status, "RUNNING");
+    assert_eq!(status(&h).status, StatusKind::Running);
     std::fs::write(
         &h.config_path,
         CONFIG.replace("page_size = 7", "page_size = 9"),
@@ -466,7 +466,7 @@ async fn an_edit_marks_only_the_running_workflow_as_pending_until_restart() {
     .unwrap();
     h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("running again", || status(&h).status == "RUNNING").await;
+    wait_for("running again", || status(&h).status == StatusKind::Running).await;
     assert!(!status(&h).pending_changes);
 }
 
@@ -474,7 +474,7 @@ async fn an_edit_marks_only_the_running_workflow_as_pending_until_restart() {
 async fn the_desired_state_is_restored_when_the_host_starts() {
     let h = harness(5);
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("running", || status(&h).status == StatusKind::Running).await;
     h.supervisor.shutdown().await;
     let store = h.supervisor.store().clone();
     let restored = Supervisor::new(Environment {
@@ -488,12 +488,12 @@ async fn the_desired_state_is_restored_when_the_host_starts() {
     });
     assert!(restored.restore().await.is_empty());
     wait_for("running after restore", || {
-        restored.workflow_view(WorkflowId::Ingress).unwrap().status == "RUNNING"
+        restored.workflow_view(WorkflowId::Ingress).unwrap().status == StatusKind::Running
     })
     .await;
     assert_eq!(
         restored.workflow_view(WorkflowId::Egress).unwrap().status,
-        "STOPPED"
+        StatusKind::Stopped
     );
 }
 
@@ -548,7 +548,7 @@ async fn a_plugin_failing_every_record_puts_the_workflow_in_error_after_the_thre
     )
     .unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("error", || status(&h).status == "ERROR").await;
+    wait_for("error", || status(&h).status == StatusKind::Error).await;
     let view = status(&h);
     let reason = view.reason.unwrap();
     assert!(
@@ -782,14 +782,14 @@ async fn a_panic_while_configuring_the_plugin_is_an_error_with_the_reason_and_a_
     )
     .unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("error", || status(&h).status == "ERROR").await;
+    wait_for("error", || status(&h).status == StatusKind::Error).await;
     let reason = status(&h).reason.unwrap();
     assert!(reason.contains("configure panicked on purpose"), "{reason}");
 
     // The plugin is fixed: the next start works.
     std::fs::write(&h.config_path, CONFIG).unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
-    wait_for("running", || status(&h).status == "RUNNING").await;
+    wait_for("running", || status(&h).status == StatusKind::Running).await;
     wait_for("all written", || {
         h.campaign.profiles.lock().unwrap().len() == 10
     })

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::lifecycle::StatusKind;
 use super::{Supervisor, lock};
 use crate::config::{Config, Problem};
 use crate::model::{Phase, WorkflowId};
@@ -18,7 +19,7 @@ pub struct WorkflowView {
     /// The display name.
     pub name: &'static str,
     /// `STOPPED`, `STARTING`, `RUNNING` or `ERROR`.
-    pub status: &'static str,
+    pub status: StatusKind,
     /// The reason of an ERROR.
     pub reason: Option<String>,
     /// A transient problem a running workflow is retrying through.
@@ -212,7 +213,7 @@ impl Supervisor {
         Ok(WorkflowView {
             id,
             name: id.display_name(),
-            status: status.name(),
+            status: status.kind(),
             reason: status.reason().map(str::to_string),
             warning: slot.live.warning(),
             waiting: slot.live.waiting(),
