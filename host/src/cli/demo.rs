@@ -69,6 +69,8 @@ struct Demo {
     renamed: Vec<String>,
     opted_out_in_campaign: Vec<String>,
     opted_out_in_dynamics: Vec<String>,
+    /// The workflows' progress lines, redrawn in place on a terminal.
+    progress: super::progress::LiveLines,
 }
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
@@ -159,6 +161,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         renamed: Vec::new(),
         opted_out_in_campaign: Vec::new(),
         opted_out_in_dynamics: Vec::new(),
+        progress: super::progress::LiveLines::new(),
     };
     for id in WorkflowId::ALL {
         demo.host
@@ -171,6 +174,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     outln!("Initial load:");
     demo.wait_until("the initial load", |demo| demo.caught_up())
         .await?;
+    demo.progress.finish();
     outln!("\nIncremental changes: renames, deletes and opt-outs on both sides");
     demo.make_changes(&contact_ids)?;
     let started = Instant::now();
@@ -181,6 +185,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
             break true;
         }
         if Instant::now() > demo.deadline || started.elapsed() > Duration::from_secs(120) {
+            demo.progress.finish();
             outln!("\nMismatches:");
             for mismatch in mismatches.iter().take(20) {
                 outln!("  {mismatch}");
@@ -189,6 +194,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    demo.progress.finish();
     demo.print_summary(verified)?;
 
     if args.keep_running {
@@ -248,22 +254,27 @@ impl Demo {
 
     fn print_progress(&self) -> anyhow::Result<()> {
         let view = self.host.supervisor.view()?;
-        for w in &view.workflows {
-            let eta = w
-                .eta_seconds
-                .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
-            outln!(
-                "  {:<9} {:<8} read {:>7}  queued {:>6}  written {:>7}  dead {:>4}  {:>7.0}/s  ETA {:>5}",
-                w.id.as_str(),
-                w.status,
-                w.counters.read,
-                w.backlog,
-                w.counters.written,
-                w.counters.dead_letters,
-                w.write_rate,
-                eta
-            );
-        }
+        let lines: Vec<String> = view
+            .workflows
+            .iter()
+            .map(|w| {
+                let eta = w
+                    .eta_seconds
+                    .map_or_else(|| "-".to_string(), |s| format!("{s:.0}s"));
+                format!(
+                    "  {:<9} {:<8} read {:>7}  queued {:>6}  written {:>7}  dead {:>4}  {:>7.0}/s  ETA {:>5}",
+                    w.id.as_str(),
+                    w.status.name(),
+                    w.counters.read,
+                    w.backlog,
+                    w.counters.written,
+                    w.counters.dead_letters,
+                    w.write_rate,
+                    eta
+                )
+            })
+            .collect();
+        self.progress.show(&lines);
         Ok(())
     }
 

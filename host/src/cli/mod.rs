@@ -10,6 +10,7 @@ mod demo;
 mod ops;
 mod plugin;
 mod plugin_scaffold;
+mod progress;
 mod run;
 mod sim;
 
