@@ -34,7 +34,9 @@ impl LiveLines {
     pub(crate) fn show(&self, lines: &[String]) {
         match &self.bars {
             Some((multi, bars)) => {
-                let mut bars = bars.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut bars = bars
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 while bars.len() < lines.len() {
                     let bar = multi.add(ProgressBar::new_spinner());
                     bar.set_style(
@@ -67,7 +69,9 @@ impl LiveLines {
     /// Leaves the last lines on screen and starts a fresh block for the next `show`.
     pub(crate) fn finish(&self) {
         if let Some((_, bars)) = &self.bars {
-            let mut bars = bars.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut bars = bars
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for bar in bars.drain(..) {
                 bar.finish();
             }

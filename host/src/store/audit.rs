@@ -6,7 +6,7 @@
 use redb::{ReadableTable, TableError};
 use serde::{Deserialize, Serialize};
 
-use super::queue::now_ms;
+use super::record::now_ms;
 use super::tables::AUDIT;
 use super::{Store, StoreError, decode_json, encode_json};
 

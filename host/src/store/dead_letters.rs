@@ -5,7 +5,8 @@
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
-use super::queue::{QueuedRecord, counter_add, counter_get, counter_set, now_ms};
+use super::counters::{counter_add, counter_get, counter_set};
+use super::record::{QueuedRecord, now_ms};
 use super::tables::{DEAD_LETTERS, QUEUE, counter};
 use super::{Store, StoreError, decode_json, encode_json};
 use crate::model::{ContactOptOut, EmailEvent, Phase, RecordBatch, WorkflowId, WriteRecord};

@@ -7,9 +7,11 @@
 //! O(1) to read. This module knows redb and serde; it knows nothing of HTTP or plugins.
 
 mod audit;
+mod counters;
 mod dead_letters;
 mod ledger;
 mod queue;
+mod record;
 mod reread;
 mod state;
 mod tables;
@@ -22,7 +24,8 @@ use redb::{Database, ReadableDatabase};
 pub use audit::{AuditEntry, AuditOutcome, Caller, NewAuditEntry};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
 pub use ledger::LedgerPolicy;
-pub use queue::{Deferral, InFlight, QueuedRecord, ReadCommit, ReadyBatch, WriteCommit, now_ms};
+pub use queue::{Deferral, InFlight, ReadCommit, ReadyBatch, WriteCommit};
+pub use record::{QueuedRecord, now_ms};
 pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
 
 use tables::{META, META_FORMAT_VERSION};

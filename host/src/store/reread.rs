@@ -6,8 +6,9 @@
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use super::counters::counter_add;
 use super::ledger;
-use super::queue::{QueuedRecord, counter_add};
+use super::record::QueuedRecord;
 use super::tables::{LEDGER, QUEUE, REREAD, counter};
 use super::{Store, StoreError, decode_json};
 use crate::model::{Operation, Phase, WorkflowId};

@@ -62,7 +62,7 @@ impl CursorState {
         CursorState {
             cursor,
             phase,
-            updated_at_ms: super::queue::now_ms(),
+            updated_at_ms: super::record::now_ms(),
         }
     }
 }
