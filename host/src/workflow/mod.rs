@@ -8,6 +8,7 @@
 mod backoff;
 mod drift;
 mod lifecycle;
+pub mod offline;
 mod prepare;
 mod reader;
 pub mod services;
