@@ -453,7 +453,7 @@ fn stdout_of(output: &Output) -> String {
 #[test]
 fn plugin_test_detects_the_world_and_names_it_when_another_is_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    let settings = write(dir.path(), "settings.toml", "mode = \"batch-error\"");
+    let settings = write(dir.path(), "settings.toml", "mode = \"chatty\"");
     let input = write(dir.path(), "input.json", &contacts(1));
     let fixture = hostile_fixture();
     let run = |world: &[&str]| {
@@ -466,6 +466,7 @@ fn plugin_test_detects_the_world_and_names_it_when_another_is_asked_for() {
             "--input",
             &input,
             "--json",
+            "--quiet",
         ];
         args.extend_from_slice(world);
         conduit(&args)
@@ -680,7 +681,7 @@ fn plugin_test_maps_a_failing_batch_record_by_record_as_the_engine_does() {
         outcomes[1]["error"]
             .as_str()
             .unwrap()
-            .contains("panics on purpose"),
+            .contains("poison record c-1"),
         "{outcomes}"
     );
     assert_eq!(outcomes[2]["records"][0]["key"], "c-2");
