@@ -719,9 +719,9 @@ settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "fir
     let output = sims.cli(&["dlq", "show", "ingress", &id, "--as-input", input]);
     assert_eq!(output.code, 0, "{output}");
     assert!(
-        output
-            .stderr
-            .contains(&format!("conduit plugin test --mapping contacts --input {input}")),
+        output.stderr.contains(&format!(
+            "conduit plugin test --mapping contacts --input {input}"
+        )),
         "{output}"
     );
     // Without a file the input goes to stdout, the same.
@@ -732,7 +732,14 @@ settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "fir
 
     // The file runs through the plugin and settings of the config, and fails as it did.
     let tested = sims.cli(&[
-        "plugin", "test", "--mapping", "contacts", "--input", input, "--json", "--quiet",
+        "plugin",
+        "test",
+        "--mapping",
+        "contacts",
+        "--input",
+        input,
+        "--json",
+        "--quiet",
     ]);
     assert_eq!(tested.code, 1, "{tested}");
     let outcomes: Value = serde_json::from_str(&tested.stdout).unwrap();

@@ -480,9 +480,8 @@ fn plugin_test_detects_the_world_and_names_it_when_another_is_asked_for() {
     let wrong = run(&["--world", "event-mapper"]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
-        stderr_of(&wrong).contains(
-            "does not implement the event-mapper world: it is a record-mapper component"
-        ),
+        stderr_of(&wrong)
+            .contains("does not implement the event-mapper world: it is a record-mapper component"),
         "{}",
         stderr_of(&wrong)
     );
@@ -567,7 +566,13 @@ fn plugin_test_takes_the_settings_the_engine_gives_from_a_mapping_or_a_workflow(
             "no Ingress table mapping named 'leads' (it has: contacts)",
         ),
         (
-            vec!["builtin:table-mapper", "--workflow", "egress", "--input", &events],
+            vec![
+                "builtin:table-mapper",
+                "--workflow",
+                "egress",
+                "--input",
+                &events,
+            ],
             "is a record-mapper component, but the egress workflow needs an event-mapper plugin",
         ),
         (
@@ -580,7 +585,11 @@ fn plugin_test_takes_the_settings_the_engine_gives_from_a_mapping_or_a_workflow(
         args.extend(extra);
         let output = conduit(&args);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
-        assert!(stderr_of(&output).contains(says), "{args:?}: {}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains(says),
+            "{args:?}: {}",
+            stderr_of(&output)
+        );
     }
 }
 
@@ -593,7 +602,14 @@ fn plugin_test_prints_a_table_by_default_and_checks_an_expected_file() {
         &config_text("builtin:table-mapper", ""),
     );
     let rows = write(dir.path(), "rows.json", ROWS);
-    let base = ["plugin", "test", "--config", &config, "--mapping", "contacts"];
+    let base = [
+        "plugin",
+        "test",
+        "--config",
+        &config,
+        "--mapping",
+        "contacts",
+    ];
     let with = |extra: &[&str]| {
         let mut args = base.to_vec();
         args.extend_from_slice(&["--input", &rows]);
@@ -603,7 +619,10 @@ fn plugin_test_prints_a_table_by_default_and_checks_an_expected_file() {
     let table = with(&[]);
     assert!(table.status.success(), "{}", stderr_of(&table));
     let text = stdout_of(&table);
-    assert!(serde_json::from_str::<serde_json::Value>(&text).is_err(), "{text}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&text).is_err(),
+        "{text}"
+    );
     assert!(text.contains("OUTCOME"), "{text}");
     let first = text.lines().find(|l| l.contains("c-1")).unwrap();
     assert!(
@@ -621,7 +640,11 @@ fn plugin_test_prints_a_table_by_default_and_checks_an_expected_file() {
     let expected_path = write(dir.path(), "expected.json", &expected);
     let matches = with(&["--expect", &expected_path]);
     assert!(matches.status.success(), "{}", stderr_of(&matches));
-    assert!(stdout_of(&matches).contains("matches"), "{}", stdout_of(&matches));
+    assert!(
+        stdout_of(&matches).contains("matches"),
+        "{}",
+        stdout_of(&matches)
+    );
 
     let wrong = expected.replace("\"Ada\"", "\"Bob\"");
     assert_ne!(wrong, expected);
@@ -667,7 +690,10 @@ fn plugin_test_maps_a_failing_batch_record_by_record_as_the_engine_does() {
             .unwrap_or_else(|| panic!("no line for {key}:\n{text}"));
         assert!(line.contains(outcome), "{line}");
     }
-    assert!(text.contains("#2 c-1: the plugin failed on this record"), "{text}");
+    assert!(
+        text.contains("#2 c-1: the plugin failed on this record"),
+        "{text}"
+    );
     let stderr = stderr_of(&table);
     assert!(stderr.contains("each record was mapped alone"), "{stderr}");
     assert!(stderr.contains("failed on 1 of 3 records"), "{stderr}");
@@ -719,8 +745,9 @@ fn config_check_loads_and_configures_every_plugin_and_locates_each_failure() {
     let at = position(&text, &format!("\"{fixture}\""));
     let report = stdout_of(&wrong_world);
     assert!(
-        report.contains(&format!("{config}:{at}: plugin {fixture} does not implement the event-mapper world"))
-            && report.contains("it is a record-mapper component"),
+        report.contains(&format!(
+            "{config}:{at}: plugin {fixture} does not implement the event-mapper world"
+        )) && report.contains("it is a record-mapper component"),
         "{report}"
     );
 
@@ -730,7 +757,9 @@ fn config_check_loads_and_configures_every_plugin_and_locates_each_failure() {
     assert_eq!(missing.status.code(), Some(4));
     let at = position(&text, "\"missing.wasm\"");
     assert!(
-        stdout_of(&missing).contains(&format!("{config}:{at}: the plugin file 'missing.wasm' does not exist")),
+        stdout_of(&missing).contains(&format!(
+            "{config}:{at}: the plugin file 'missing.wasm' does not exist"
+        )),
         "{}",
         stdout_of(&missing)
     );

@@ -341,9 +341,8 @@ fn write_as_input(
     let text = serde_json::to_string_pretty(&input).unwrap_or_default();
     let written = match file {
         Some(path) => {
-            std::fs::write(path, format!("{text}\n")).map_err(|error| {
-                failed(format!("cannot write {}: {error}", path.display()))
-            })?;
+            std::fs::write(path, format!("{text}\n"))
+                .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))?;
             path.display().to_string()
         }
         None => {

@@ -375,12 +375,17 @@ fn render_table(labels: &[String], results: &[Result<Outcome, String>]) -> Strin
         .max()
         .unwrap_or(5)
         .max(5);
-    let mut out = format!("{:>4}  {:<width$}  {:<7}  DETAIL\n", "#", "INPUT", "OUTCOME");
+    let mut out = format!(
+        "{:>4}  {:<width$}  {:<7}  DETAIL\n",
+        "#", "INPUT", "OUTCOME"
+    );
     let (mut writes, mut records, mut skips, mut rejects, mut failures) = (0, 0, 0, 0, 0);
     let mut failed_reasons = Vec::new();
     for (index, result) in results.iter().enumerate() {
         let number = index + 1;
-        let label = labels.get(index).map_or_else(String::new, |l| preview(l, 24));
+        let label = labels
+            .get(index)
+            .map_or_else(String::new, |l| preview(l, 24));
         let line = |outcome: &str, detail: &str| {
             format!("{number:>4}  {label:<width$}  {outcome:<7}  {detail}\n")
         };
@@ -421,10 +426,7 @@ fn render_table(labels: &[String], results: &[Result<Outcome, String>]) -> Strin
                     if n == 0 {
                         out.push_str(&line("write", &detail));
                     } else {
-                        out.push_str(&format!(
-                            "{:>4}  {:<width$}  {:<7}  {detail}\n",
-                            "", "", ""
-                        ));
+                        out.push_str(&format!("{:>4}  {:<width$}  {:<7}  {detail}\n", "", "", ""));
                     }
                 }
             }
@@ -440,6 +442,8 @@ fn render_table(labels: &[String], results: &[Result<Outcome, String>]) -> Strin
                 failures += 1;
                 out.push_str(&line("FAILED", &preview(reason, PREVIEW_CHARS)));
                 if failed_reasons.len() < MAX_FAILURES_SHOWN {
+                    // Indented as a block: a trap's reason carries the plugin's stderr lines.
+                    let reason = reason.trim_end().replace('\n', "\n      ");
                     failed_reasons.push(format!("  #{number} {label}: {reason}\n"));
                 }
             }
@@ -457,9 +461,8 @@ fn render_table(labels: &[String], results: &[Result<Outcome, String>]) -> Strin
             ));
         }
     }
-    let plural = |n: usize, one: &str, many: &str| {
-        format!("{n} {}", if n == 1 { one } else { many })
-    };
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     out.push_str(&format!(
         "{}: {} ({}), {}, {}, {}\n",
         plural(results.len(), "input", "inputs"),
@@ -733,18 +736,33 @@ mod tests {
             ]
         );
         let mut out = Vec::new();
-        diff("", &serde_json::json!({"outcome": "skip", "reason": "x"}), &serde_json::json!({"outcome": "write", "records": []}), &mut out);
-        assert!(out.contains(&"outcome: expected \"skip\", got \"write\"".to_owned()), "{out:?}");
+        diff(
+            "",
+            &serde_json::json!({"outcome": "skip", "reason": "x"}),
+            &serde_json::json!({"outcome": "write", "records": []}),
+            &mut out,
+        );
+        assert!(
+            out.contains(&"outcome: expected \"skip\", got \"write\"".to_owned()),
+            "{out:?}"
+        );
     }
 
     #[test]
     fn sections_reach_into_arrays_of_tables_by_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("conduit.toml");
-        fs::write(&path, "[[ingress.mappings]]\nname = \"a\"\n[[ingress.mappings]]\nname = \"b\"\n").unwrap();
+        fs::write(
+            &path,
+            "[[ingress.mappings]]\nname = \"a\"\n[[ingress.mappings]]\nname = \"b\"\n",
+        )
+        .unwrap();
         let second = read_settings(&path, Some("ingress.mappings.1")).unwrap();
         assert_eq!(second, serde_json::json!({"name": "b"}));
         let error = read_settings(&path, Some("ingress.mappings.contacts")).unwrap_err();
-        assert!(error.to_string().contains("pick an element by number"), "{error}");
+        assert!(
+            error.to_string().contains("pick an element by number"),
+            "{error}"
+        );
     }
 }

@@ -208,9 +208,11 @@ impl PluginHost {
         };
         let path = match plugin {
             PluginRef::Builtin(builtin_name) => {
-                return builtin(builtin_name).map(|found| found.world).ok_or_else(|| {
-                    load_error(format!("there is no builtin plugin `{builtin_name}`"))
-                });
+                return builtin(builtin_name)
+                    .map(|found| found.world)
+                    .ok_or_else(|| {
+                        load_error(format!("there is no builtin plugin `{builtin_name}`"))
+                    });
             }
             PluginRef::Path(path) => path,
         };

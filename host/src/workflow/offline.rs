@@ -132,7 +132,10 @@ fields = [{ source = "firstname", destination = "firstName" }]
         let unknown = plugin_settings(&config, WorkflowId::Ingress, Some("leads"))
             .unwrap_err()
             .to_string();
-        assert!(unknown.contains("'leads'") && unknown.contains("contacts"), "{unknown}");
+        assert!(
+            unknown.contains("'leads'") && unknown.contains("contacts"),
+            "{unknown}"
+        );
         let unnamed = plugin_settings(&config, WorkflowId::Ingress, None).unwrap_err();
         assert!(unnamed.to_string().contains("--mapping"), "{unnamed}");
         assert_eq!(
