@@ -751,6 +751,23 @@ fn config_check_loads_and_configures_every_plugin_and_locates_each_failure() {
         "{report}"
     );
 
+    // An opt-out-resolver component as the Ingress plugin: caught here, not at start.
+    let opt_out = Path::new(env!("CONDUIT_PLUGIN_FIXTURES"))
+        .join("../builtins/opt_out.wasm")
+        .to_string_lossy()
+        .into_owned();
+    let text = config_text(&opt_out, "");
+    let (config, wrong_world) = check(&text);
+    assert_eq!(wrong_world.status.code(), Some(4));
+    let at = position(&text, &format!("\"{opt_out}\""));
+    let report = stdout_of(&wrong_world);
+    assert!(
+        report.contains(&format!(
+            "{config}:{at}: plugin {opt_out} does not implement the record-mapper world"
+        )) && report.contains("opt-out-resolver component"),
+        "{report}"
+    );
+
     // A missing component, at its `plugin` key.
     let text = config_text("missing.wasm", "");
     let (config, missing) = check(&text);
