@@ -729,10 +729,10 @@ mod tests {
         assert_eq!(
             out,
             [
-                "records[0].key: expected \"c-1\", got \"c-2\"",
                 "records[0].fields.firstName.value: expected \"Ada\", got \"Bob\"",
                 "records[0].fields.lastName: expected {\"type\":\"null\"}, got no such field",
                 "records[0].fields.email: not expected, got {\"type\":\"null\"}",
+                "records[0].key: expected \"c-1\", got \"c-2\"",
             ]
         );
         let mut out = Vec::new();
