@@ -701,8 +701,13 @@ destination = "profile"
 key = {{ source = "contactid", destination = "externalId" }}
 fields = [{{ source = "firstname", destination = "firstName" }}, {{ source = "lastname", destination = "lastName" }}]
 settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "firstname:firstName,lastname:lastName" }}
+
+[egress]
+plugin = "{}"
+send = true
 "#,
-        hostile_fixture_file().display()
+        hostile_fixture_file().display(),
+        builtin_plugin_file("opt_out.wasm").display()
     ));
     let mut host = sims.spawn_host().await;
     host.start("ingress").await;
@@ -751,5 +756,30 @@ settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "fir
             .contains(&format!("poison record {poison}")),
         "{outcomes:#}"
     );
+    // An opt-out-resolver as the Egress plugin: `config check` and the start's ERROR reason
+    // give the same located message.
+    let checked = sims.cli(&["config", "check"]);
+    assert_eq!(checked.code, 4, "{checked}");
+    let problem = checked
+        .stdout
+        .lines()
+        .find(|line| line.contains("does not implement the event-mapper world"))
+        .unwrap_or_else(|| panic!("{checked}"));
+    let located = problem.split(" (hint:").next().unwrap();
+    let config = sims.config_path();
+    assert!(
+        located.starts_with(&format!("{}:", config.display())),
+        "{problem}"
+    );
+    let output = sims.cli(&["start", "egress"]);
+    assert_eq!(output.code, 0, "{output}");
+    let view = host
+        .wait_workflow(
+            "egress",
+            "the wrong-world plugin refused at start",
+            |view| view["status"] == "ERROR",
+        )
+        .await;
+    assert_eq!(view["reason"].as_str(), Some(located), "{view:#}");
     host.terminate();
 }
