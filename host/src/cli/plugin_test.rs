@@ -327,12 +327,18 @@ fn report(args: &TestArgs, labels: &[String], isolated: &Isolated) -> anyhow::Re
         })?;
         let differences = compare(labels, &expected, &got);
         if differences.is_empty() {
-            outln!(
+            let matches = format!(
                 "matches {} ({} record{})",
                 path.display(),
                 got.len(),
                 if got.len() == 1 { "" } else { "s" }
             );
+            // With --json, stdout stays one JSON document.
+            if args.json {
+                errln!("{matches}");
+            } else {
+                outln!("{matches}");
+            }
             return Ok(());
         }
         errln!("the outcomes differ from {}:", path.display());
