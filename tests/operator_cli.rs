@@ -10,7 +10,7 @@ use std::time::Duration;
 use conduit::sim::campaign::{FieldChange, FieldType};
 use conduit_e2e::{
     CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, builtin_plugin_file, cli,
-    conduit_binary,
+    conduit_binary, hostile_fixture_file,
 };
 use serde_json::{Map, Value, json};
 
@@ -385,6 +385,13 @@ async fn cli_commands_drive_a_running_host() {
     );
     let output = sims.cli(&["dlq", "show", "ingress", "9999"]);
     assert_eq!(output.code, 6, "{output}");
+    // A refused write holds no plugin input.
+    let output = sims.cli(&["dlq", "show", "ingress", &letter_ids[0], "--as-input"]);
+    assert_eq!(output.code, 1, "{output}");
+    assert!(
+        output.stderr.contains("nothing to run `plugin test` on"),
+        "{output}"
+    );
 
     let output = sims.cli(&["dlq", "drop", "ingress", &letter_ids[0]]);
     assert_eq!(output.code, 0, "{output}");
@@ -672,4 +679,107 @@ async fn editing_a_plugin_file_marks_its_workflow_pending_until_restarted() {
         .await;
     assert_eq!(ingress["pending_changes"], false, "{ingress:#}");
     assert_eq!(sims.campaign.records("profile").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_dead_letter_becomes_a_plugin_test_input_that_fails_the_same_way() {
+    let sims = SimPair::start(0, 0).await;
+    let poison = contact_id(7);
+    let mut fields = Map::new();
+    fields.insert("firstname".into(), json!("POISON"));
+    fields.insert("lastname".into(), json!("Seven"));
+    sims.dynamics.upsert("contact", &poison, fields).unwrap();
+    sims.write_config(&format!(
+        r#"[ingress]
+plugin = "{}"
+pacing = {{ page_size = 50, write_batch = 100, poll_interval_ms = 200 }}
+
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = {{ source = "contactid", destination = "externalId" }}
+fields = [{{ source = "firstname", destination = "firstName" }}, {{ source = "lastname", destination = "lastName" }}]
+settings = {{ mode = "trap-on-value", trap_value = "POISON", copy_columns = "firstname:firstName,lastname:lastName" }}
+
+[egress]
+plugin = "{}"
+send = true
+"#,
+        hostile_fixture_file().display(),
+        builtin_plugin_file("opt_out.wasm").display()
+    ));
+    let mut host = sims.spawn_host().await;
+    host.start("ingress").await;
+    host.wait_workflow("ingress", "the poison contact dead-lettered", |view| {
+        view["counters"]["dead_letters"] == 1 && view["backlog"] == 0
+    })
+    .await;
+    let letters = json_of(&sims.cli(&["dlq", "list", "ingress", "--json", "--stage", "read"]));
+    let id = letters[0]["id"].to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    let input = input.to_str().unwrap();
+    let output = sims.cli(&["dlq", "show", "ingress", &id, "--as-input", input]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(
+        output.stderr.contains(&format!(
+            "conduit plugin test --mapping contacts --input {input}"
+        )),
+        "{output}"
+    );
+    // Without a file the input goes to stdout, the same.
+    let printed = json_of(&sims.cli(&["dlq", "show", "ingress", &id, "--as-input"]));
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(input).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    assert_eq!(written["rows"][0]["key"], poison.as_str(), "{written:#}");
+
+    // The file runs through the plugin and settings of the config, and fails as it did.
+    let tested = sims.cli(&[
+        "plugin",
+        "test",
+        "--mapping",
+        "contacts",
+        "--input",
+        input,
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(tested.code, 1, "{tested}");
+    let outcomes: Value = serde_json::from_str(&tested.stdout).unwrap();
+    assert_eq!(outcomes[0]["outcome"], "failed", "{outcomes:#}");
+    assert!(
+        outcomes[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("poison record {poison}")),
+        "{outcomes:#}"
+    );
+    // An opt-out-resolver as the Egress plugin: `config check` and the start's ERROR reason
+    // give the same located message.
+    let checked = sims.cli(&["config", "check"]);
+    assert_eq!(checked.code, 4, "{checked}");
+    let problem = checked
+        .stdout
+        .lines()
+        .find(|line| line.contains("does not implement the event-mapper world"))
+        .unwrap_or_else(|| panic!("{checked}"));
+    let located = problem.split(" (hint:").next().unwrap();
+    let config = sims.config_path();
+    assert!(
+        located.starts_with(&format!("{}:", config.display())),
+        "{problem}"
+    );
+    let output = sims.cli(&["start", "egress"]);
+    assert_eq!(output.code, 0, "{output}");
+    let view = host
+        .wait_workflow(
+            "egress",
+            "the wrong-world plugin refused at start",
+            |view| view["status"] == "ERROR",
+        )
+        .await;
+    assert_eq!(view["reason"].as_str(), Some(located), "{view:#}");
+    host.terminate();
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use conduit::model::{EmailEvent, EmailEventKind};
 use conduit::sim::faults::FaultConfig;
-use conduit_e2e::{HostProcess, INGRESS_CONTACTS, SECRETS, SimPair, conduit_binary, wait_for};
+use conduit_e2e::{
+    HostProcess, INGRESS_CONTACTS, SECRETS, SimPair, conduit_binary, hostile_fixture_file, wait_for,
+};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -595,27 +597,6 @@ async fn a_full_disk_during_commits_is_a_clear_error_and_the_host_resumes_with_n
     assert_eq!(sims.profiles().len(), 200 + ids.len());
     host.terminate();
     drop(disk);
-}
-
-/// The hostile test fixture as `host/build.rs` compiled it, for configs naming it by path.
-fn hostile_fixture_file() -> std::path::PathBuf {
-    let profile_dir = conduit_binary()
-        .parent()
-        .expect("the binary is in target/<profile>")
-        .to_path_buf();
-    std::fs::read_dir(profile_dir.join("build"))
-        .expect("target/<profile>/build exists")
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
-        .map(|entry| entry.path().join("out/fixtures/fixture_hostile.wasm"))
-        .filter(|path| path.exists())
-        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "no fixture_hostile.wasm under {}/build",
-                profile_dir.display()
-            )
-        })
 }
 
 /// Dead letters of a workflow through the admin API.

@@ -56,6 +56,7 @@ fn new_then_build_then_test_passes_for_every_world() {
                 &format!("{root}/sample/settings.toml"),
                 "--input",
                 &format!("{root}/sample/input.json"),
+                "--json",
             ],
             &target_dir,
         );

@@ -403,6 +403,27 @@ pub fn cli_into_closed_pipe(config: &Path, args: &[&str], within: Duration) -> C
     }
 }
 
+/// The hostile test fixture as `host/build.rs` compiled it, for configs naming it by path.
+pub fn hostile_fixture_file() -> PathBuf {
+    let profile_dir = conduit_binary()
+        .parent()
+        .expect("the binary is in target/<profile>")
+        .to_path_buf();
+    std::fs::read_dir(profile_dir.join("build"))
+        .expect("target/<profile>/build exists")
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .map(|entry| entry.path().join("out/fixtures/fixture_hostile.wasm"))
+        .filter(|path| path.exists())
+        .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no fixture_hostile.wasm under {}/build",
+                profile_dir.display()
+            )
+        })
+}
+
 /// The Wasm file of a builtin plugin as `host/build.rs` compiled it (e.g. `table_mapper.wasm`),
 /// for tests that configure a plugin by path.
 pub fn builtin_plugin_file(file: &str) -> PathBuf {

@@ -10,6 +10,7 @@ mod demo;
 mod ops;
 mod plugin;
 mod plugin_scaffold;
+mod plugin_test;
 mod progress;
 mod run;
 mod sim;
@@ -101,7 +102,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Validate the config file and report every problem with its position.
+    /// Validate the config file, load every configured plugin and run its `configure` with
+    /// its settings; report every problem with its position.
     Check,
 }
 
@@ -136,7 +138,7 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
     match &cli.command {
         Command::Run => run::run(&cli.config).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Config(ConfigCommand::Check) => check_config(&cli.config),
+        Command::Config(ConfigCommand::Check) => check_config(&cli.config).await,
         Command::Completions { shell } => {
             // Generated in memory: clap_complete panics when its writer fails (a closed pipe).
             let mut script = Vec::new();
@@ -170,7 +172,7 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
         Command::Audit(args) => ops::audit(&admin(&cli)?, args).await,
         Command::Sim(_) | Command::Plugin(_) => match cli.command {
             Command::Sim(args) => sim::run(args).await.map_err(failure),
-            Command::Plugin(args) => plugin::run(args).map_err(failure),
+            Command::Plugin(args) => plugin::run(args, &cli.config).map_err(failure),
             _ => Ok(()),
         },
     }
@@ -241,26 +243,55 @@ fn client_address(listen: &str) -> String {
     }
 }
 
-fn check_config(path: &std::path::Path) -> Result<(), CallError> {
-    match conduit::config::Config::load(path) {
-        Ok(_) => {
-            outln!("{}: the config is valid", path.display());
-            Ok(())
-        }
-        Err(conduit::config::ConfigError::Invalid(problems)) => {
-            for problem in &problems {
-                outln!("{problem}");
-            }
-            Err(CallError {
+/// Validates the config, then loads every configured plugin and runs its `configure` with
+/// the settings the workflow would give it (on a blocking thread, under the workflow's
+/// deadline and memory cap); every problem is printed with its place in the file.
+async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
+    let config = match conduit::config::Config::load(path) {
+        Ok(config) => config,
+        Err(conduit::config::ConfigError::Invalid(problems)) => return invalid(path, &problems),
+        Err(other) => {
+            return Err(CallError {
                 code: exit::INVALID_CONFIG,
-                message: format!("{} problem(s) in {}", problems.len(), path.display()),
-            })
+                message: other.to_string(),
+            });
         }
-        Err(other) => Err(CallError {
-            code: exit::INVALID_CONFIG,
-            message: other.to_string(),
-        }),
+    };
+    // The host's compiled-component cache, when it has one, spares compiling again.
+    let cache = config.data_dir().join("plugin-cache");
+    let cache = cache.is_dir().then_some(cache);
+    let problems = tokio::task::spawn_blocking(move || {
+        // A cache this user cannot open is no reason to fail the check: compile instead.
+        conduit::plugin::PluginHost::new(cache.as_deref())
+            .or_else(|_| conduit::plugin::PluginHost::new(None))
+            .map(|host| conduit::runtime::check_plugins(&config, &host))
+            .map_err(|error| error.to_string())
+    })
+    .await
+    .map_err(|error| CallError {
+        code: 1,
+        message: format!("checking the plugins failed: {error}"),
+    })?
+    .map_err(|message| CallError { code: 1, message })?;
+    if !problems.is_empty() {
+        return invalid(path, &problems);
     }
+    outln!(
+        "{}: the config is valid; every plugin loads and accepts its settings",
+        path.display()
+    );
+    Ok(())
+}
+
+/// Prints each problem and fails with the invalid-config exit code.
+fn invalid(path: &std::path::Path, problems: &[conduit::config::Problem]) -> Result<(), CallError> {
+    for problem in problems {
+        outln!("{problem}");
+    }
+    Err(CallError {
+        code: exit::INVALID_CONFIG,
+        message: format!("{} problem(s) in {}", problems.len(), path.display()),
+    })
 }
 
 #[cfg(test)]

@@ -108,12 +108,16 @@ pub enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show one dead letter in full.
+    /// Show one dead letter in full, or (--as-input) its input as a `plugin test` input file.
     Show {
         /// The workflow.
         workflow: String,
         /// The dead letter's id.
         id: u64,
+        /// Write the records the plugin failed on or rejected (a read-stage dead letter) as a
+        /// `conduit plugin test --input` file: to FILE, or to stdout without one.
+        #[arg(long, value_name = "FILE", num_args = 0..=1)]
+        as_input: Option<Option<std::path::PathBuf>>,
     },
     /// Retry a dead letter (a refused write is queued again; a rejected record is mapped
     /// again by the current plugin).
@@ -287,14 +291,21 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
             }
             Ok(())
         }
-        DlqCommand::Show { workflow, id } => {
+        DlqCommand::Show {
+            workflow,
+            id,
+            as_input,
+        } => {
             let letter = client
                 .get(&format!("/api/workflows/{workflow}/dead-letters/{id}"))
                 .await?;
-            outln!(
-                "{}",
-                serde_json::to_string_pretty(&letter).unwrap_or_default()
-            );
+            match as_input {
+                None => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&letter).unwrap_or_default()
+                ),
+                Some(file) => write_as_input(&letter, workflow, *id, file.as_deref())?,
+            }
             Ok(())
         }
         DlqCommand::Retry { workflow, id } => {
@@ -314,6 +325,35 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
             Ok(())
         }
     }
+}
+
+/// Writes a dead letter's input as a `plugin test` input file (or to stdout), and says on
+/// stderr how to run it.
+fn write_as_input(
+    letter: &serde_json::Value,
+    workflow: &str,
+    id: u64,
+    file: Option<&std::path::Path>,
+) -> Result<(), CallError> {
+    let failed = |message: String| CallError { code: 1, message };
+    let (input, settings) = super::plugin_test::dead_letter_input(letter, workflow)
+        .map_err(|error| failed(format!("dead letter {id}: {error:#}")))?;
+    let text = serde_json::to_string_pretty(&input).unwrap_or_default();
+    let written = match file {
+        Some(path) => {
+            std::fs::write(path, format!("{text}\n"))
+                .map_err(|error| failed(format!("cannot write {}: {error}", path.display())))?;
+            path.display().to_string()
+        }
+        None => {
+            outln!("{text}");
+            "FILE".to_owned()
+        }
+    };
+    errln!(
+        "the input of dead letter {id}; run it as the workflow does with: conduit plugin test {settings} --input {written}"
+    );
+    Ok(())
 }
 
 fn url_encode(value: &str) -> String {

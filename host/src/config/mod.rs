@@ -104,6 +104,19 @@ impl Config {
         }
     }
 
+    /// A problem at a span of this config's file, located by reading the file again (line 1,
+    /// column 1 when it cannot be read): for checks made after loading, such as loading and
+    /// configuring the plugins.
+    pub fn problem_at(
+        &self,
+        span: std::ops::Range<usize>,
+        message: String,
+        hint: Option<String>,
+    ) -> Problem {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        Locator::new(&self.path, &text).problem(span, message, hint)
+    }
+
     /// The folder relative paths in the config are resolved against.
     pub fn base_dir(&self) -> PathBuf {
         self.path

@@ -197,6 +197,60 @@ impl PluginHost {
         })
     }
 
+    /// The world `plugin` implements, found by checking the component against each world's
+    /// exports (a builtin knows its own). Compiles the component (or takes it from the cache,
+    /// and stores it there, so that a following [`PluginHost::load`] does not compile again).
+    pub fn world_of(&self, plugin: &PluginRef) -> Result<World, PluginError> {
+        let name = plugin.to_string();
+        let load_error = |message: String| PluginError::Load {
+            plugin: name.clone(),
+            message,
+        };
+        let path = match plugin {
+            PluginRef::Builtin(builtin_name) => {
+                return builtin(builtin_name)
+                    .map(|found| found.world)
+                    .ok_or_else(|| {
+                        load_error(format!("there is no builtin plugin `{builtin_name}`"))
+                    });
+            }
+            PluginRef::Path(path) => path,
+        };
+        let bytes = std::fs::read(path)
+            .map_err(|error| load_error(format!("cannot read {}: {error}", path.display())))?;
+        check_is_component(&bytes).map_err(load_error)?;
+        let engine = &self.inner.engine;
+        let fingerprint = hex::encode(Sha256::digest(&bytes));
+        let cache = self.inner.cache.as_ref();
+        let component = match cache.and_then(|cache| cache.load(engine, &fingerprint)) {
+            Some(component) => component,
+            None => {
+                let component = Component::new(engine, &bytes)
+                    .map_err(|error| load_error(format!("cannot compile: {error:#}")))?;
+                if let Some(cache) = cache {
+                    cache.store(&fingerprint, &component);
+                }
+                component
+            }
+        };
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|error| {
+            load_error(format!(
+                "it imports something the host does not provide (plugins may import only WASI and conduit:plugin/log): {error:#}"
+            ))
+        })?;
+        World::ALL
+            .into_iter()
+            .find(|world| world_pre(instance_pre.clone(), *world).is_ok())
+            .ok_or_else(|| {
+                load_error(format!(
+                    "it implements none of the plugin worlds: a record-mapper exports {}, an event-mapper {}, an opt-out-resolver {}",
+                    required_exports(World::RecordMapper),
+                    required_exports(World::EventMapper),
+                    required_exports(World::OptOutResolver)
+                ))
+            })
+    }
+
     pub(super) fn engine(&self) -> &Engine {
         &self.inner.engine
     }

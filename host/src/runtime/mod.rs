@@ -5,6 +5,7 @@
 //! about at start.
 
 mod connectors;
+mod plugin_check;
 mod plugins;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ use crate::store::Store;
 use crate::workflow::{Connect, Environment, Supervisor};
 
 pub use connectors::ServiceConnect;
-pub use plugins::{WasmPlugins, sandbox_limits};
+pub use plugin_check::{check_plugins, workflow_world};
+pub use plugins::{WasmPlugins, resolve_reference, sandbox_limits};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]

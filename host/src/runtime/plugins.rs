@@ -30,12 +30,7 @@ impl WasmPlugins {
     }
 
     fn reference(&self, plugin: &str) -> Result<PluginRef, String> {
-        match PluginRef::from_str(plugin).map_err(|error| error.to_string())? {
-            PluginRef::Path(path) if path.is_relative() => {
-                Ok(PluginRef::Path(self.base_dir.join(path)))
-            }
-            other => Ok(other),
-        }
+        resolve_reference(&self.base_dir, plugin)
     }
 
     fn load(&self, plugin: &str, world: World) -> Result<crate::plugin::LoadedPlugin, String> {
@@ -43,6 +38,15 @@ impl WasmPlugins {
         self.host
             .load(&reference, world)
             .map_err(|error| error.to_string())
+    }
+}
+
+/// A plugin as written in a config (`builtin:...` or a path), a relative path resolved against
+/// `base_dir` (the config's folder).
+pub fn resolve_reference(base_dir: &std::path::Path, plugin: &str) -> Result<PluginRef, String> {
+    match PluginRef::from_str(plugin).map_err(|error| error.to_string())? {
+        PluginRef::Path(path) if path.is_relative() => Ok(PluginRef::Path(base_dir.join(path))),
+        other => Ok(other),
     }
 }
 

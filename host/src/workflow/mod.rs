@@ -7,6 +7,7 @@
 
 mod drift;
 mod lifecycle;
+pub mod offline;
 mod prepare;
 mod reader;
 pub mod services;

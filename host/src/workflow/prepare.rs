@@ -103,7 +103,13 @@ pub(super) async fn prepare(
                     plugins.record_mapper(&plugin, &settings_for_plugin, &limits)
                 })
                 .await
-                .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
+                .map_err(|error| {
+                    located(
+                        config,
+                        mapping.name.span(),
+                        format!("mapping '{}': {error}", mapping.name.get_ref()),
+                    )
+                })?;
                 mapping_fingerprints.insert(
                     mapping.name.get_ref().clone(),
                     mapping_fingerprint(&settings, &loaded.fingerprint),
@@ -142,7 +148,8 @@ pub(super) async fn prepare(
             let loaded = off_worker(env, move |plugins| {
                 plugins.event_mapper(&plugin, &settings, &limits)
             })
-            .await?;
+            .await
+            .map_err(|error| located(config, section.plugin.span(), error))?;
             (
                 ReaderKind::Egress(Some(loaded.plugin)),
                 Vec::new(),
@@ -160,7 +167,8 @@ pub(super) async fn prepare(
             let loaded = off_worker(env, move |plugins| {
                 plugins.opt_out_resolver(&plugin, &settings, &limits)
             })
-            .await?;
+            .await
+            .map_err(|error| located(config, section.plugin.span(), error))?;
             let direction = section.direction.get_ref().as_str();
             let active = direction != "disabled";
             let mut columns: Vec<String> = section
@@ -321,6 +329,13 @@ pub(super) async fn remap(
     }
 }
 
+/// A plugin failure at start, located in the config file as `conduit config check` locates
+/// it (the workflow's `plugin` key, or the table mapping for Ingress), so that the ERROR
+/// reason and the check name the same place.
+fn located(config: &Config, span: std::ops::Range<usize>, message: String) -> String {
+    config.problem_at(span, message, None).to_string()
+}
+
 /// Loads and configures a plugin on a blocking thread: `configure` runs plugin code for up to
 /// its deadline, which must not hold an async worker, and a panic while loading must fail the
 /// start with a reason rather than leave the workflow STARTING.
@@ -349,7 +364,7 @@ async fn off_worker<T: Send + 'static>(
 }
 
 /// The plugin settings of a table mapping: the mapping's section as JSON.
-pub(super) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Value, String> {
+pub(crate) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Value, String> {
     let mut value = serde_json::to_value(mapping)
         .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
     // Extra settings for custom plugins sit beside the standard ones.
@@ -364,7 +379,7 @@ pub(super) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Val
 }
 
 /// The plugin settings of Egress.
-pub(super) fn egress_settings(section: &crate::config::EgressSection) -> serde_json::Value {
+pub(crate) fn egress_settings(section: &crate::config::EgressSection) -> serde_json::Value {
     let mut settings = serde_json::json!({
         "send": section.send,
         "open": section.open,
@@ -376,7 +391,7 @@ pub(super) fn egress_settings(section: &crate::config::EgressSection) -> serde_j
 }
 
 /// The plugin settings of Opt-in/out.
-pub(super) fn opt_out_settings(section: &crate::config::OptInOutSection) -> serde_json::Value {
+pub(crate) fn opt_out_settings(section: &crate::config::OptInOutSection) -> serde_json::Value {
     let mut settings = serde_json::json!({
         "direction": section.direction.get_ref(),
         "pairs": section.pairs.iter().map(|p| serde_json::json!({

@@ -690,6 +690,16 @@ pub(super) fn ledger_policy(phase: Phase) -> LedgerPolicy {
     }
 }
 
+/// A plugin call on a batch, record by record: one result per input and, when the call on the
+/// whole batch failed (so that each input was then mapped alone), why it failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Isolated {
+    /// Why the call on the whole batch failed, when it did.
+    pub batch_failure: Option<String>,
+    /// One result per input, in order.
+    pub results: Vec<Result<Outcome, String>>,
+}
+
 /// Maps a page of rows, falling back to one row at a time when the batch fails. An empty page
 /// (every poll of a caught-up source) does not call the plugin.
 fn map_rows(
@@ -697,15 +707,31 @@ fn map_rows(
     phase: Phase,
     batch: &RecordBatch,
 ) -> Vec<Result<Outcome, String>> {
+    map_rows_isolated(mapper, phase, batch).results
+}
+
+/// [`map_rows`] saying why the whole page failed, for `conduit plugin test`.
+pub fn map_rows_isolated(
+    mapper: &mut dyn RecordMapping,
+    phase: Phase,
+    batch: &RecordBatch,
+) -> Isolated {
     if batch.rows.is_empty() {
-        return Vec::new();
+        return Isolated {
+            batch_failure: None,
+            results: Vec::new(),
+        };
     }
-    if let Ok(outcomes) = mapper.map(phase, batch)
-        && outcomes.len() == batch.rows.len()
-    {
-        return outcomes.into_iter().map(Ok).collect();
-    }
-    batch
+    let batch_failure = match batch_call(batch.rows.len(), mapper.map(phase, batch)) {
+        Ok(results) => {
+            return Isolated {
+                batch_failure: None,
+                results,
+            };
+        }
+        Err(failure) => failure,
+    };
+    let results = batch
         .rows
         .iter()
         .map(|row| {
@@ -716,27 +742,65 @@ fn map_rows(
             };
             single_outcome(mapper.map(phase, &single))
         })
-        .collect()
+        .collect();
+    Isolated {
+        batch_failure: Some(batch_failure),
+        results,
+    }
 }
 
 /// Calls a plugin on a batch, falling back to one item at a time when the batch fails. An
 /// empty batch does not call the plugin.
-fn isolate<T: Clone>(
+fn isolate<T>(
+    items: &[T],
+    call: impl FnMut(&[T]) -> Result<Vec<Outcome>, MappingFailed>,
+) -> Vec<Result<Outcome, String>> {
+    isolate_items(items, call).results
+}
+
+/// [`isolate`] saying why the whole batch failed, for `conduit plugin test`.
+pub fn isolate_items<T>(
     items: &[T],
     mut call: impl FnMut(&[T]) -> Result<Vec<Outcome>, MappingFailed>,
-) -> Vec<Result<Outcome, String>> {
+) -> Isolated {
     if items.is_empty() {
-        return Vec::new();
+        return Isolated {
+            batch_failure: None,
+            results: Vec::new(),
+        };
     }
-    if let Ok(outcomes) = call(items)
-        && outcomes.len() == items.len()
-    {
-        return outcomes.into_iter().map(Ok).collect();
-    }
-    items
+    let batch_failure = match batch_call(items.len(), call(items)) {
+        Ok(results) => {
+            return Isolated {
+                batch_failure: None,
+                results,
+            };
+        }
+        Err(failure) => failure,
+    };
+    let results = items
         .iter()
         .map(|item| single_outcome(call(std::slice::from_ref(item))))
-        .collect()
+        .collect();
+    Isolated {
+        batch_failure: Some(batch_failure),
+        results,
+    }
+}
+
+/// The outcomes of a call on `count` inputs, or why they cannot be used one per input.
+fn batch_call(
+    count: usize,
+    result: Result<Vec<Outcome>, MappingFailed>,
+) -> Result<Vec<Result<Outcome, String>>, String> {
+    match result {
+        Ok(outcomes) if outcomes.len() == count => Ok(outcomes.into_iter().map(Ok).collect()),
+        Ok(outcomes) => Err(format!(
+            "the plugin returned {} outcomes for {count} inputs",
+            outcomes.len()
+        )),
+        Err(MappingFailed(message)) => Err(message),
+    }
 }
 
 fn single_outcome(result: Result<Vec<Outcome>, MappingFailed>) -> Result<Outcome, String> {

@@ -1,0 +1,114 @@
+//! Loading and configuring every plugin a config uses, as `conduit config check` does before a
+//! start: the component is valid, implements the world of the workflow it is configured in, and
+//! accepts its settings (`configure` runs with the workflow's deadline and memory cap). Each
+//! failure is a [`Problem`] located in the config file: at the workflow's `plugin` key for the
+//! component, at the table mapping's `name` for Ingress settings.
+
+use crate::config::{Config, Problem};
+use crate::model::WorkflowId;
+use crate::plugin::{LoadedPlugin, PluginError, PluginHost, World, cap};
+use crate::workflow::offline::plugin_settings;
+
+use super::plugins::{resolve_reference, sandbox_limits};
+
+/// The world a workflow's plugin must implement.
+pub fn workflow_world(workflow: WorkflowId) -> World {
+    match workflow {
+        WorkflowId::Ingress => World::RecordMapper,
+        WorkflowId::Egress => World::EventMapper,
+        WorkflowId::OptInOut => World::OptOutResolver,
+    }
+}
+
+/// Loads and configures the plugin of every configured workflow; one problem per failure.
+/// Runs plugin code (each `configure` up to the workflow's plugin deadline): call it from a
+/// blocking thread, never from an async worker.
+pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for workflow in WorkflowId::ALL {
+        let Some(plugin) = plugin_key(config, workflow) else {
+            continue;
+        };
+        let world = workflow_world(workflow);
+        let at_plugin = |message: String, hint: String| {
+            config.problem_at(plugin.span(), cap(&message), Some(hint))
+        };
+        let loaded = match resolve_reference(&config.base_dir(), plugin.get_ref())
+            .and_then(|reference| host.load(&reference, world).map_err(|e| e.to_string()))
+        {
+            Ok(loaded) => loaded,
+            Err(message) => {
+                let hint = if message.contains("does not implement the") {
+                    format!(
+                        "the {workflow} workflow needs a {world} plugin; `conduit plugin test <plugin>` names the world a component implements"
+                    )
+                } else {
+                    "give a WebAssembly component built for wasm32-wasip2 (`conduit plugin build` makes one)".to_owned()
+                };
+                problems.push(at_plugin(message, hint));
+                continue;
+            }
+        };
+        let limits = sandbox_limits(&config.limits(workflow));
+        match workflow {
+            WorkflowId::Ingress => {
+                let mappings = config.file.ingress.iter().flat_map(|s| &s.mappings);
+                for mapping in mappings {
+                    let name = mapping.name.get_ref();
+                    let result = match plugin_settings(config, workflow, Some(name)) {
+                        Ok(settings) => configure(&loaded, world, &settings, limits),
+                        Err(error) => Err(error.to_string()),
+                    };
+                    if let Err(message) = result {
+                        problems.push(config.problem_at(
+                            mapping.name.span(),
+                            cap(&format!("mapping '{name}': {message}")),
+                            Some(format!(
+                                "fix this mapping's settings; `conduit plugin test --mapping {name}` runs the plugin with them"
+                            )),
+                        ));
+                    }
+                }
+            }
+            WorkflowId::Egress | WorkflowId::OptInOut => {
+                let result = match plugin_settings(config, workflow, None) {
+                    Ok(settings) => configure(&loaded, world, &settings, limits),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(message) = result {
+                    problems.push(at_plugin(
+                        message,
+                        format!(
+                            "fix the [{workflow}] settings; `conduit plugin test --workflow {workflow}` runs the plugin with them"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The `plugin` key of a workflow's section, when the workflow is configured.
+fn plugin_key(config: &Config, workflow: WorkflowId) -> Option<&toml::Spanned<String>> {
+    match workflow {
+        WorkflowId::Ingress => config.file.ingress.as_ref().map(|s| &s.plugin),
+        WorkflowId::Egress => config.file.egress.as_ref().map(|s| &s.plugin),
+        WorkflowId::OptInOut => config.file.optinout.as_ref().map(|s| &s.plugin),
+    }
+}
+
+/// Runs the plugin's `configure` with `settings`, as a workflow's start does.
+fn configure(
+    loaded: &LoadedPlugin,
+    world: World,
+    settings: &serde_json::Value,
+    limits: crate::plugin::Limits,
+) -> Result<(), String> {
+    let result: Result<(), PluginError> = match world {
+        World::RecordMapper => loaded.record_mapper(settings, limits).map(drop),
+        World::EventMapper => loaded.event_mapper(settings, limits).map(drop),
+        World::OptOutResolver => loaded.opt_out_resolver(settings, limits).map(drop),
+    };
+    result.map_err(|error| error.to_string())
+}
