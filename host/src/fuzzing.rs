@@ -1,12 +1,12 @@
 //! Entry points for the fuzz targets in `fuzz/` (and their property tests): each hands
 //! untrusted bytes to one of the host's parsers, through the same code the running host uses,
-//! and returns that parser's verdict. The host itself never calls these.
+//! and returns that parser's verdict. The host itself never calls these: the module exists
+//! only with the `fuzzing` feature, which `fuzz/` turns on.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::config::{Config, Problem};
-use crate::connector::dynamics365::metadata::{AttributeMeta, PicklistOption, TableMeta};
+use crate::connector::dynamics365::metadata::PicklistOption;
 use crate::connector::dynamics365::multipart::HttpMessage;
 use crate::connector::{ChangePage, ConnectorError, EventPage, FieldInfo, OptOutChange};
 use crate::model::{Outcome, System, Target, WriteRecord};
@@ -26,58 +26,7 @@ pub fn config_parse(data: &[u8]) -> Result<Config, Vec<Problem>> {
     Config::parse(Path::new(CONFIG_PATH), &String::from_utf8_lossy(data))
 }
 
-/// The table [`dataverse_page`] reads: one column of every attribute type the reader converts.
-pub fn contact_table() -> TableMeta {
-    let attribute = |name: &str, kind: &str, targets: &[&str]| {
-        (
-            name.to_owned(),
-            AttributeMeta {
-                logical_name: name.to_owned(),
-                attribute_type: kind.to_owned(),
-                max_length: None,
-                targets: targets.iter().map(|target| (*target).to_owned()).collect(),
-                date_only: false,
-            },
-        )
-    };
-    TableMeta {
-        logical_name: "contact".to_owned(),
-        entity_set: "contacts".to_owned(),
-        primary_id: "contactid".to_owned(),
-        change_tracking: true,
-        attributes: HashMap::from([
-            attribute("contactid", "Uniqueidentifier", &[]),
-            attribute("firstname", "String", &[]),
-            attribute("description", "Memo", &[]),
-            attribute("birthdate", "DateTime", &[]),
-            attribute("gendercode", "Picklist", &[]),
-            attribute("statecode", "State", &[]),
-            attribute("donotbulkemail", "Boolean", &[]),
-            attribute("numberofchildren", "Integer", &[]),
-            attribute("creditlimit", "Money", &[]),
-            attribute("parentcustomerid", "Customer", &["account", "contact"]),
-            attribute("yomifullname", "EntityName", &[]),
-        ]),
-    }
-}
-
-/// The columns [`dataverse_page`] asks for: every column of [`contact_table`] but the key.
-pub fn contact_columns() -> Vec<String> {
-    [
-        "firstname",
-        "description",
-        "birthdate",
-        "gendercode",
-        "statecode",
-        "donotbulkemail",
-        "numberofchildren",
-        "creditlimit",
-        "parentcustomerid",
-        "yomifullname",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
+pub use crate::connector::dynamics365::fixtures::{contact_columns, contact_table};
 
 /// Reads a Dataverse change-tracking page body of [`contact_table`].
 pub fn dataverse_page(body: &[u8]) -> Result<ChangePage, ConnectorError> {

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod config;
 pub mod connector;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod model;
 pub mod plugin;

@@ -14,6 +14,7 @@ mod cache;
 mod capped;
 mod convert;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod fuzz_input;
 mod host;
 mod limits;

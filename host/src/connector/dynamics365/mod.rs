@@ -6,6 +6,8 @@
 //! writes with per-record outcomes), `multipart.rs` (the `$batch` framing). Authentication,
 //! retries and pacing come from [`crate::connector::http`].
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixtures;
 pub mod metadata;
 pub mod multipart;
 #[cfg(test)]

@@ -7,13 +7,13 @@ use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{Value as Json, json};
 
+use super::fixtures::{contact_columns, contact_table};
 use super::metadata::{PicklistOption, read_option_set};
 use super::multipart::{
     HttpMessage, boundary_of, parse_http_message, split_parts, write_end, write_http_part,
 };
 use super::read::read_change_page;
 use super::write::read_batch_response;
-use crate::fuzzing::{contact_columns, contact_table};
 use crate::model::{Operation, Value};
 
 const URL: &str = "https://org.api.crm.dynamics.com/api/data/v9.2/contacts";

@@ -516,7 +516,7 @@ mod tests {
     /// serde_json's `float_roundtrip` this money value came back one ulp off.
     #[test]
     fn a_decimal_reads_back_as_the_exact_number_sent() {
-        let meta = crate::fuzzing::contact_table();
+        let meta = crate::connector::dynamics365::fixtures::contact_table();
         let names = vec!["creditlimit".to_string()];
         let body = br#"{"value":[{"contactid":"a","creditlimit":-58258277.154228084}],"@odata.deltaLink":"d"}"#;
         let page = read_change_page(&meta, &names, body, "u").expect("readable");
