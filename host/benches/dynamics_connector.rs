@@ -112,7 +112,10 @@ fn main() {
     .expect("valid settings");
     let request = ChangeRequest {
         table: "contact".to_string(),
-        columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+        columns: COLUMNS
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         page_size: PAGE_SIZE,
     };
     assert_eq!(runtime.block_on(read_all(&connector, &request)), ROWS);

@@ -50,7 +50,10 @@ fn contacts(rows: usize) -> RecordBatch {
     ];
     RecordBatch {
         table: "contact".into(),
-        columns: columns.iter().map(|c| c.to_string()).collect(),
+        columns: columns
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         rows: (0..rows)
             .map(|i| Row {
                 key: format!("7d3b7c5e-0000-4000-8000-{i:012}"),
@@ -68,7 +71,7 @@ fn contacts(rows: usize) -> RecordBatch {
                     Value::Decimal(1000.0 + i as f64),
                     Value::Boolean(i % 7 == 0),
                     Value::Picklist {
-                        value: (i % 10 == 0) as i64,
+                        value: i64::from(i % 10 == 0),
                         label: None,
                     },
                 ],
@@ -204,10 +207,10 @@ fn contact_mapping(c: &mut Criterion) {
         );
         group.throughput(Throughput::Elements(rows as u64));
         group.bench_with_input(BenchmarkId::new("wasm", rows), &batch, |b, batch| {
-            b.iter(|| black_box(wasm.map(Phase::Initial, batch).unwrap()))
+            b.iter(|| black_box(wasm.map(Phase::Initial, batch).unwrap()));
         });
         group.bench_with_input(BenchmarkId::new("native", rows), &batch, |b, batch| {
-            b.iter(|| black_box(native_map(&native, batch)))
+            b.iter(|| black_box(native_map(&native, batch)));
         });
     }
     group.finish();
@@ -227,7 +230,7 @@ fn fresh_instance(c: &mut Criterion) {
     let empty = contacts(0);
     // An empty batch: a fresh store and instance, `configure`, and one call that maps nothing.
     c.bench_function("fresh_instance/configure_and_empty_map", |b| {
-        b.iter(|| black_box(mapper.map(Phase::Initial, &empty).unwrap()))
+        b.iter(|| black_box(mapper.map(Phase::Initial, &empty).unwrap()));
     });
 }
 
@@ -243,12 +246,12 @@ fn load(c: &mut Criterion) {
             let plugin = cached.load(&table_mapper, World::RecordMapper).unwrap();
             assert!(plugin.from_cache());
             black_box(plugin)
-        })
+        });
     });
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.bench_function("compile", |b| {
-        b.iter(|| black_box(uncached.load(&table_mapper, World::RecordMapper).unwrap()))
+        b.iter(|| black_box(uncached.load(&table_mapper, World::RecordMapper).unwrap()));
     });
     group.finish();
 }

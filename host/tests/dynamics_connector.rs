@@ -49,7 +49,10 @@ fn connector(server: &SimServer) -> Dynamics365Connector {
 fn contacts(columns: &[&str], page_size: u32) -> ChangeRequest {
     ChangeRequest {
         table: "contact".to_string(),
-        columns: columns.iter().map(|c| c.to_string()).collect(),
+        columns: columns
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         page_size,
     }
 }

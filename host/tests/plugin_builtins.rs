@@ -104,7 +104,10 @@ fn set(mut row: Row, column: &str, value: Value) -> Row {
 fn contacts(rows: Vec<Row>) -> RecordBatch {
     RecordBatch {
         table: "contact".into(),
-        columns: COLUMNS.iter().map(|c| c.to_string()).collect(),
+        columns: COLUMNS
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect(),
         rows,
     }
 }
@@ -606,7 +609,7 @@ fn invalid_table_mapper_settings_are_refused_naming_the_setting() {
     for (settings, named) in cases {
         match plugin.record_mapper(&settings, Limits::default()) {
             Err(PluginError::Configure { message, .. }) => {
-                assert!(message.contains(named), "`{named}` not in: {message}")
+                assert!(message.contains(named), "`{named}` not in: {message}");
             }
             Err(other) => panic!("{settings}: {other}"),
             Ok(_) => panic!("{settings} was accepted"),
@@ -791,7 +794,7 @@ fn invalid_email_events_settings_are_refused_naming_the_setting() {
     ] {
         match plugin.event_mapper(&settings, Limits::default()) {
             Err(PluginError::Configure { message, .. }) => {
-                assert!(message.contains(named), "{message}")
+                assert!(message.contains(named), "{message}");
             }
             other => panic!("{settings}: {other:?}"),
         }
@@ -1041,7 +1044,7 @@ fn invalid_opt_out_settings_are_refused_naming_the_setting() {
     for (settings, named) in cases {
         match plugin.opt_out_resolver(&settings, Limits::default()) {
             Err(PluginError::Configure { message, .. }) => {
-                assert!(message.contains(named), "`{named}` not in: {message}")
+                assert!(message.contains(named), "`{named}` not in: {message}");
             }
             other => panic!("{settings}: {other:?}"),
         }

@@ -209,7 +209,7 @@ fn invalid_output_is_refused_by_validation() {
     for (mode, problem_part) in cases {
         match run_hostile(mode) {
             Err(PluginError::InvalidOutput { problem, .. }) => {
-                assert!(problem.contains(problem_part), "{mode}: {problem}")
+                assert!(problem.contains(problem_part), "{mode}: {problem}");
             }
             other => panic!("{mode}: {other:?}"),
         }

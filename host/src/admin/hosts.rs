@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     fn loopback_listener(extra: &[&str]) -> HostAllowList {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let extra: Vec<String> = extra.iter().map(std::string::ToString::to_string).collect();
         HostAllowList::new(IpAddr::from([127, 0, 0, 1]), &extra)
     }
 

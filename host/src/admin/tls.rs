@@ -134,7 +134,7 @@ impl TlsListener {
                             let _ = sender.send((tls, peer)).await;
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "admin TLS handshake failed")
+                            tracing::debug!(%peer, %error, "admin TLS handshake failed");
                         }
                         Err(_) => tracing::debug!(%peer, "admin TLS handshake timed out"),
                     }

@@ -172,8 +172,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     }
 
     outln!("Initial load:");
-    demo.wait_until("the initial load", |demo| demo.caught_up())
-        .await?;
+    demo.wait_until("the initial load", Demo::caught_up).await?;
     demo.progress.finish();
     outln!("\nIncremental changes: renames, deletes and opt-outs on both sides");
     demo.make_changes(&contact_ids)?;
@@ -282,7 +281,7 @@ impl Demo {
         let step = (contacts.len() / 40).max(1);
         let picked: Vec<&String> = contacts.iter().step_by(step).collect();
         for (n, id) in picked.iter().enumerate() {
-            let id = id.to_string();
+            let id = (*id).clone();
             match n % 4 {
                 0 => {
                     let mut fields = Map::new();

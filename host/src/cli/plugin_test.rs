@@ -604,7 +604,7 @@ fn diff(path: &str, expected: &Json, got: &Json, out: &mut Vec<String>) {
                 for (name, want_value) in &want {
                     match have.iter().find(|(other, _)| other == name) {
                         Some((_, have_value)) => {
-                            diff(&join(path, name), want_value, have_value, out)
+                            diff(&join(path, name), want_value, have_value, out);
                         }
                         None => out.push(format!(
                             "{}: expected {}, got no such field",

@@ -319,7 +319,7 @@ impl Faults {
     fn lock(&self) -> MutexGuard<'_, FaultState> {
         self.state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current configuration.

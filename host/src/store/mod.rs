@@ -154,7 +154,7 @@ impl Store {
         let mut slot = self
             .db
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(db) = slot.as_ref() {
             return Ok(db.clone());
         }
@@ -174,7 +174,10 @@ impl Store {
     /// Forgets a database that redb refuses to use after a failed write (a full disk, an I/O
     /// error): redb recovers its file only on open, so without this the host would never heal.
     fn discard_poisoned(&self, poisoned: &Arc<Database>) {
-        let mut slot = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = self
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, poisoned)) {
             *slot = None;
         }

@@ -73,7 +73,7 @@ pub fn parse_export(file_name: &str, bytes: &[u8]) -> Result<Vec<OptOutChange>, 
     let mut changes = Vec::new();
     for row in rows {
         let row = row.map_err(|error| format!("{file_name}: unreadable CSV: {error}"))?;
-        let line = row.position().map_or(0, |position| position.line());
+        let line = row.position().map_or(0, csv::Position::line);
         if row.len() == 1 && row.get(0).is_some_and(|cell| cell.trim().is_empty()) {
             continue;
         }

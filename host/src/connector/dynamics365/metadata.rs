@@ -171,7 +171,7 @@ impl Shared {
         let cache = self
             .metadata
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.get(name).cloned()
     }
 
@@ -180,7 +180,7 @@ impl Shared {
         let mut cache = self
             .metadata
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(meta) = cache.remove(name) {
             cache.remove(&meta.logical_name);
             cache.remove(&meta.entity_set);
@@ -251,7 +251,7 @@ impl Shared {
         let mut cache = self
             .metadata
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.insert(logical, Arc::clone(&meta));
         cache.insert(definition.entity_set_name, Arc::clone(&meta));
         Ok(meta)

@@ -132,7 +132,7 @@ fn entry(change: &Change) -> Json {
             for (column, value) in contact_columns().iter().zip(values) {
                 let wire = table
                     .column(column)
-                    .map_or(column.clone(), |a| a.wire_name());
+                    .map_or(column.clone(), super::metadata::AttributeMeta::wire_name);
                 let raw = match value {
                     Value::Null => Json::Null,
                     Value::Text(text) | Value::Datetime(text) | Value::Guid(text) => json!(text),

@@ -430,7 +430,10 @@ mod tests {
                     logical_name: name.to_string(),
                     attribute_type: kind.to_string(),
                     max_length: None,
-                    targets: targets.iter().map(|t| t.to_string()).collect(),
+                    targets: targets
+                        .iter()
+                        .map(std::string::ToString::to_string)
+                        .collect(),
                     date_only: false,
                 },
             )

@@ -49,7 +49,7 @@ impl Pacer {
         let mut pause = self
             .pause_until
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if pause.is_none_or(|current| current < until) {
             *pause = Some(until);
         }
@@ -60,7 +60,7 @@ impl Pacer {
         let pause = self
             .pause_until
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pause
             .and_then(|until| until.checked_duration_since(Instant::now()))
             .filter(|left| !left.is_zero())

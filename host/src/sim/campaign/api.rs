@@ -157,7 +157,7 @@ pub async fn campaign(
     };
     let result = match (&method, path) {
         (&Method::GET, []) if namespace == EXT => Ok(request.custom_resources()),
-        (&Method::GET, ["resourceType", resource]) | (&Method::GET, [resource, "metadata"]) => {
+        (&Method::GET, ["resourceType", resource] | [resource, "metadata"]) => {
             request.metadata(resource)
         }
         (&Method::GET, [resource]) => request.list(resource, None),

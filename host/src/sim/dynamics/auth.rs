@@ -34,7 +34,7 @@ impl Tokens {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DateTime<Utc>>> {
         self.issued
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// True when `headers` carry `Authorization: Bearer <token>` with a live token.

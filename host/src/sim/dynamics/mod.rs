@@ -159,7 +159,7 @@ impl DynamicsSim {
         self.inner
             .store
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Serves the token endpoint, the Web API and the control API on `addr`.

@@ -62,7 +62,7 @@ pub fn seed(store: &mut Store, contacts: usize, vehicles: usize) -> Result<(), S
             "birthdate": format!("{}-{:02}-{:02}", 1950 + rng.usize(0..55), rng.usize(1..13), rng.usize(1..29)),
             "gendercode": gender,
             "statecode": if index % 10 == 9 { 1 } else { 0 },
-            "creditlimit": (rng.u32(0..500) * 100) as f64,
+            "creditlimit": f64::from(rng.u32(0..500) * 100),
             "numberofchildren": rng.i64(0..5),
             "donotemail": index % 7 == 3,
             "donotbulkemail": index % 11 == 5,
