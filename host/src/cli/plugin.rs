@@ -12,7 +12,7 @@ use conduit::model::{ContactOptOut, EmailEvent, Phase, RecordBatch};
 use conduit::plugin::{Limits, PluginHost, PluginRef, World};
 use serde::Deserialize;
 
-use super::plugin_scaffold;
+use super::plugin_kit::{self, Lang};
 
 /// Work with mapping plugins.
 #[derive(Debug, Args)]
@@ -25,31 +25,31 @@ pub struct PluginArgs {
 enum PluginCommand {
     /// Run a plugin on sample input and print the outcomes as JSON.
     Test(TestArgs),
-    /// Create a ready-to-build plugin crate on the conduit-plugin SDK.
+    /// Create a ready-to-build plugin project (Rust, JavaScript or Python) with its SDK and a
+    /// sample input, settings and expected output.
     New(NewArgs),
-    /// Build a plugin crate into a stripped wasm32-wasip2 component (`<dir>/<name>.wasm`).
+    /// Build a plugin project into a component (`<dir>/<name>.wasm`), by its language.
     Build(BuildArgs),
 }
 
 #[derive(Debug, Args)]
 struct NewArgs {
-    /// The plugin's crate name: lowercase letters, digits and `-`.
+    /// The plugin's name (and folder): lowercase letters, digits and `-`.
     name: String,
     /// The world the plugin implements: record-mapper, event-mapper or opt-out-resolver.
     #[arg(long, default_value = "record-mapper", value_parser = parse_world)]
     world: World,
-    /// The folder to create the crate in (default: the current folder).
+    /// The language: rust, js or python.
+    #[arg(long, default_value = "rust", value_parser = parse_lang)]
+    lang: Lang,
+    /// The folder to create the project in (default: the current folder).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// The conduit-plugin SDK folder to depend on by path (default: `CONDUIT_PLUGIN_SDK`, else
-    /// the SDK this binary was built from).
-    #[arg(long)]
-    sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct BuildArgs {
-    /// The plugin crate's folder (default: the current folder).
+    /// The plugin project's folder (default: the current folder).
     #[arg(default_value = ".")]
     dir: PathBuf,
 }
@@ -92,6 +92,10 @@ fn parse_world(text: &str) -> Result<World, String> {
     text.parse()
 }
 
+fn parse_lang(text: &str) -> Result<Lang, String> {
+    text.parse()
+}
+
 /// Record-mapper input: a batch and the phase it belongs to.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,24 +120,30 @@ pub fn run(args: PluginArgs) -> anyhow::Result<()> {
 }
 
 fn run_new(args: NewArgs) -> anyhow::Result<()> {
-    let root = plugin_scaffold::create(&args.name, args.world, &args.dir, args.sdk.as_deref())?;
+    let root = plugin_kit::create(&args.name, args.world, args.lang, &args.dir)?;
     let root = root.display();
-    outln!("created {root}; next:");
+    outln!(
+        "created {root} ({} {}, SDK {}); next:",
+        args.lang,
+        args.world,
+        plugin_kit::SDK_VERSION
+    );
     outln!("  conduit plugin build {root}");
     outln!(
         "  conduit plugin test {root}/{name}.wasm --world {world} --settings {root}/sample/settings.toml --input {root}/sample/input.json",
         name = args.name,
         world = args.world
     );
+    outln!("  (its output must equal {root}/sample/expected.json)");
     Ok(())
 }
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
-    let component = plugin_scaffold::build(&args.dir)?;
+    let (component, lang) = plugin_kit::build(&args.dir)?;
     let size = fs::metadata(&component)
         .with_context(|| format!("cannot read {}", component.display()))?
         .len();
-    outln!("built {} ({size} bytes)", component.display());
+    outln!("built {} ({lang}, {size} bytes)", component.display());
     Ok(())
 }
 
