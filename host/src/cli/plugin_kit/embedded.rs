@@ -47,6 +47,10 @@ pub const RUST_SDK: &[(&str, &str)] = &[
         include_str!("../../../../plugins/sdk/src/helpers.rs"),
     ),
     (
+        "rust/conduit-plugin/src/log.rs",
+        include_str!("../../../../plugins/sdk/src/log.rs"),
+    ),
+    (
         "rust/conduit-plugin/src/settings.rs",
         include_str!("../../../../plugins/sdk/src/settings.rs"),
     ),

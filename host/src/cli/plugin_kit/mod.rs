@@ -397,7 +397,10 @@ mod tests {
                         !contents.contains(checkout),
                         "{lang} {world}: {path} names {checkout}"
                     );
-                    assert!(!contents.contains("{name}"), "{lang} {world}: {path}");
+                    // The templates' placeholder is replaced (SDK sources may use `{name}`).
+                    if !path.starts_with(".conduit") && !path.contains("conduit") {
+                        assert!(!contents.contains("{name}"), "{lang} {world}: {path}");
+                    }
                 }
             }
         }
