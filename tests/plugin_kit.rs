@@ -15,7 +15,10 @@ use serde_json::Value;
 fn scaffold(work: &Path, lang: &str) -> PathBuf {
     let name = format!("kit-{lang}");
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let (dir, root) = (work.display().to_string(), work.join(&name).display().to_string());
+    let (dir, root) = (
+        work.display().to_string(),
+        work.join(&name).display().to_string(),
+    );
     for args in [
         vec!["plugin", "new", &name, "--lang", lang, "--dir", &dir],
         vec!["plugin", "build", &root],
@@ -76,7 +79,9 @@ async fn the_scaffolded_record_mapper_of_each_language_maps_contacts_in_a_real_w
                 ]),
             )
             .unwrap();
-        let mut host = sims.host_with_ingress_caught_up(&workflows(&component)).await;
+        let mut host = sims
+            .host_with_ingress_caught_up(&workflows(&component))
+            .await;
         let profiles = sims.profiles();
         let contacts = sims.dynamics.rows("contact");
         assert_eq!(contacts.len(), 13, "{lang}");
@@ -94,7 +99,10 @@ async fn the_scaffolded_record_mapper_of_each_language_maps_contacts_in_a_real_w
                 ("lastname", "lastName"),
                 ("emailaddress1", "email"),
             ] {
-                assert_eq!(profile[destination], contact[source], "{lang}: {id} {destination}");
+                assert_eq!(
+                    profile[destination], contact[source],
+                    "{lang}: {id} {destination}"
+                );
             }
         }
         assert_eq!(profiles.len(), 12, "{lang}");

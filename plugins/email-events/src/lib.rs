@@ -199,8 +199,8 @@ mod tests {
     #[test]
     fn its_own_settings_table_must_be_empty() {
         assert!(EventMapper::configure(r#"{"open": true, "settings": {}}"#).is_ok());
-        let error = EventMapper::configure(r#"{"open": true, "settings": {"opne": true}}"#)
-            .unwrap_err();
+        let error =
+            EventMapper::configure(r#"{"open": true, "settings": {"opne": true}}"#).unwrap_err();
         assert!(error.contains("`settings.opne`"), "{error}");
     }
 

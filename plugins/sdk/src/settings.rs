@@ -199,7 +199,10 @@ mod tests {
         assert!(error.contains("`required`, `lowercase`"), "{error}");
         let error = super::own::<super::NoSettings>(json).unwrap_err();
         assert!(error.contains("takes no settings"), "{error}");
-        assert_eq!(super::own::<super::NoSettings>("{}"), Ok(super::NoSettings {}));
+        assert_eq!(
+            super::own::<super::NoSettings>("{}"),
+            Ok(super::NoSettings {})
+        );
     }
 
     #[test]
@@ -207,6 +210,9 @@ mod tests {
         let error = super::own::<Own>(r#"{"settings": {"required": 3}}"#).unwrap_err();
         assert!(error.contains("`settings.required`"), "{error}");
         let error = super::own::<Own>(r#"{"settings": {}}"#).unwrap_err();
-        assert!(error.contains("`settings`: missing field `required`"), "{error}");
+        assert!(
+            error.contains("`settings`: missing field `required`"),
+            "{error}"
+        );
     }
 }

@@ -132,10 +132,7 @@ mod tests {
         let workspace = read("plugins/Cargo.toml");
         let standalone: toml::Table = toml::from_str(RUST_SDK_MANIFEST).unwrap();
         assert_eq!(standalone["package"]["version"], sdk["package"]["version"]);
-        assert_eq!(
-            standalone["package"]["version"].as_str(),
-            Some(SDK_VERSION)
-        );
+        assert_eq!(standalone["package"]["version"].as_str(), Some(SDK_VERSION));
         assert_eq!(standalone["features"], sdk["features"]);
         let shared = &workspace["workspace"]["dependencies"];
         for (section, deps) in [

@@ -63,8 +63,14 @@ pub fn scaffold_files(name: &str, world: World, lang: Lang) -> Vec<(String, Stri
     let sample = templates::sample(world);
     let mut files = vec![
         ("sample/input.json".to_owned(), sample.input.to_owned()),
-        ("sample/settings.toml".to_owned(), sample.settings.to_owned()),
-        ("sample/expected.json".to_owned(), sample.expected.to_owned()),
+        (
+            "sample/settings.toml".to_owned(),
+            sample.settings.to_owned(),
+        ),
+        (
+            "sample/expected.json".to_owned(),
+            sample.expected.to_owned(),
+        ),
         (
             format!("{sdk}/{}", embedded::WIT.0),
             embedded::WIT.1.to_owned(),

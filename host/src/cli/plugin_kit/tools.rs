@@ -101,7 +101,8 @@ fn ensure(dir: &Path, install: impl FnOnce(&Path) -> anyhow::Result<()>) -> anyh
         parent.display()
     );
     install(dir)?;
-    fs::write(dir.join(STAMP), b"").with_context(|| format!("cannot write in {}", dir.display()))?;
+    fs::write(dir.join(STAMP), b"")
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
     Ok(())
 }
 
