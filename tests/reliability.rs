@@ -926,7 +926,7 @@ async fn a_plugin_failing_in_configure_is_an_error_with_its_reason_and_a_fixed_p
 fn build_polyglot(out: &Path) {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/examples/build-polyglot.sh");
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conduit-tools");
     // The script installs its tools from npm and PyPI on first use: one installer at a time.
     let lock = conduit_e2e::install::lock();
     let built = Command::new("bash")

@@ -27,6 +27,7 @@ fn run_plugin(component: &Path) -> serde_json::Value {
         .arg(sample.join("settings.toml"))
         .arg("--input")
         .arg(sample.join("input.json"))
+        .arg("--json")
         .output()
         .unwrap();
     assert!(
@@ -43,7 +44,7 @@ fn built() -> &'static Path {
     static BUILT: OnceLock<tempfile::TempDir> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-tools");
+            let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("conduit-tools");
             let out = tempfile::tempdir().unwrap();
             // The script installs its tools from npm and PyPI on first use: one run at a time.
             let lock = install::lock();

@@ -9,7 +9,7 @@ mod client;
 mod demo;
 mod ops;
 mod plugin;
-mod plugin_scaffold;
+mod plugin_kit;
 mod plugin_test;
 mod progress;
 mod run;

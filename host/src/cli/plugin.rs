@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use conduit::plugin::World;
 
-use super::{plugin_scaffold, plugin_test};
+use super::plugin_kit::{self, Lang};
+use super::plugin_test;
 
 /// Work with mapping plugins.
 #[derive(Debug, Args)]
@@ -23,36 +24,40 @@ enum PluginCommand {
     /// Run a plugin on sample input as a workflow would: a table of outcomes (or --json),
     /// compared with --expect; settings from a file or from the config (--mapping/--workflow).
     Test(plugin_test::TestArgs),
-    /// Create a ready-to-build plugin crate on the conduit-plugin SDK.
+    /// Create a ready-to-build plugin project (Rust, JavaScript or Python) with its SDK and a
+    /// sample input, settings and expected output.
     New(NewArgs),
-    /// Build a plugin crate into a stripped wasm32-wasip2 component (`<dir>/<name>.wasm`).
+    /// Build a plugin project into a component (`<dir>/<name>.wasm`), by its language.
     Build(BuildArgs),
 }
 
 #[derive(Debug, Args)]
 struct NewArgs {
-    /// The plugin's crate name: lowercase letters, digits and `-`.
+    /// The plugin's name (and folder): lowercase letters, digits and `-`.
     name: String,
     /// The world the plugin implements: record-mapper, event-mapper or opt-out-resolver.
     #[arg(long, default_value = "record-mapper", value_parser = parse_world)]
     world: World,
-    /// The folder to create the crate in (default: the current folder).
+    /// The language: rust, js or python.
+    #[arg(long, default_value = "rust", value_parser = parse_lang)]
+    lang: Lang,
+    /// The folder to create the project in (default: the current folder).
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// The conduit-plugin SDK folder to depend on by path (default: `CONDUIT_PLUGIN_SDK`, else
-    /// the SDK this binary was built from).
-    #[arg(long)]
-    sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct BuildArgs {
-    /// The plugin crate's folder (default: the current folder).
+    /// The plugin project's folder (default: the current folder).
     #[arg(default_value = ".")]
     dir: PathBuf,
 }
 
 fn parse_world(text: &str) -> Result<World, String> {
+    text.parse()
+}
+
+fn parse_lang(text: &str) -> Result<Lang, String> {
     text.parse()
 }
 
@@ -66,23 +71,27 @@ pub fn run(args: PluginArgs, config: &Path) -> anyhow::Result<()> {
 }
 
 fn run_new(args: NewArgs) -> anyhow::Result<()> {
-    let root = plugin_scaffold::create(&args.name, args.world, &args.dir, args.sdk.as_deref())?;
+    let root = plugin_kit::create(&args.name, args.world, args.lang, &args.dir)?;
     let root = root.display();
-    outln!("created {root}; next:");
+    outln!(
+        "created {root} ({} {}, SDK {}); next:",
+        args.lang,
+        args.world,
+        plugin_kit::SDK_VERSION
+    );
     outln!("  conduit plugin build {root}");
     outln!(
-        "  conduit plugin test {root}/{name}.wasm --world {world} --settings {root}/sample/settings.toml --input {root}/sample/input.json",
+        "  conduit plugin test {root}/{name}.wasm --settings {root}/sample/settings.toml --input {root}/sample/input.json --expect {root}/sample/expected.json",
         name = args.name,
-        world = args.world
     );
     Ok(())
 }
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
-    let component = plugin_scaffold::build(&args.dir)?;
+    let (component, lang) = plugin_kit::build(&args.dir)?;
     let size = fs::metadata(&component)
         .with_context(|| format!("cannot read {}", component.display()))?
         .len();
-    outln!("built {} ({size} bytes)", component.display());
+    outln!("built {} ({lang}, {size} bytes)", component.display());
     Ok(())
 }

@@ -363,57 +363,55 @@ async fn off_worker<T: Send + 'static>(
         })?
 }
 
-/// The plugin settings of a table mapping: the mapping's section as JSON.
+/// What `configure` receives for a table mapping: the mapping's documented keys (`name`,
+/// `source`, `destination`, `key`, `fields`, `replacements`, `filters`, `apply_deletes`,
+/// `technical_picklist_values`) plus `settings`, the plugin's own table (`{}` when absent).
+/// The own table stays apart so that a plugin can parse it strictly without tripping over
+/// the host's keys (docs/plugins.md, "What configure receives").
 pub(crate) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Value, String> {
     let mut value = serde_json::to_value(mapping)
         .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
-    // Extra settings for custom plugins sit beside the standard ones.
-    if let Some(object) = value.as_object_mut()
-        && let Some(serde_json::Value::Object(extra)) = object.remove("settings")
-    {
-        for (key, extra_value) in extra {
-            object.entry(key).or_insert(extra_value);
-        }
-    }
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| format!("mapping '{}': not a table", mapping.name.get_ref()))?;
+    object
+        .entry("settings")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
     Ok(value)
 }
 
-/// The plugin settings of Egress.
+/// What `configure` receives for Egress: `send`, `open`, `click`, `bounce` and `settings`.
 pub(crate) fn egress_settings(section: &crate::config::EgressSection) -> serde_json::Value {
-    let mut settings = serde_json::json!({
+    serde_json::json!({
         "send": section.send,
         "open": section.open,
         "click": section.click,
         "bounce": section.bounce,
-    });
-    merge_extra(&mut settings, &section.settings);
-    settings
+        "settings": own_settings(&section.settings),
+    })
 }
 
-/// The plugin settings of Opt-in/out.
+/// What `configure` receives for Opt-in/out: `direction`, `pairs` and `settings`.
 pub(crate) fn opt_out_settings(section: &crate::config::OptInOutSection) -> serde_json::Value {
-    let mut settings = serde_json::json!({
+    serde_json::json!({
         "direction": section.direction.get_ref(),
         "pairs": section.pairs.iter().map(|p| serde_json::json!({
             "dynamics": p.dynamics.get_ref(),
             "campaign": p.campaign.get_ref(),
         })).collect::<Vec<_>>(),
-    });
-    merge_extra(&mut settings, &section.settings);
-    settings
+        "settings": own_settings(&section.settings),
+    })
 }
 
-fn merge_extra(
-    settings: &mut serde_json::Value,
-    extra: &std::collections::BTreeMap<String, toml::Value>,
-) {
-    if let Some(object) = settings.as_object_mut() {
-        for (key, value) in extra {
-            if let Ok(json) = serde_json::to_value(value) {
-                object.entry(key.clone()).or_insert(json);
-            }
-        }
-    }
+/// A section's `settings` table (the plugin's own keys) as JSON, converted as the Ingress
+/// mapping's own table is.
+fn own_settings(table: &std::collections::BTreeMap<String, toml::Value>) -> serde_json::Value {
+    serde_json::Value::Object(
+        table
+            .iter()
+            .filter_map(|(key, value)| Some((key.clone(), serde_json::to_value(value).ok()?)))
+            .collect(),
+    )
 }
 
 /// The columns a table mapping reads: the key, the mapped fields, the filtered fields and

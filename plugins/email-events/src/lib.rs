@@ -30,6 +30,10 @@ pub struct Settings {
     /// Hard bounces.
     #[serde(default)]
     pub bounce: bool,
+    /// The plugin's own settings table (`settings` in the config): this plugin takes none, so
+    /// any key there is reported.
+    #[serde(default)]
+    pub settings: conduit_plugin::settings::NoSettings,
 }
 
 /// The activity entity set and its kind-specific date field, per event kind (the simulated
@@ -190,6 +194,14 @@ mod tests {
                 reason: "User unknown".into(),
             }),
         }
+    }
+
+    #[test]
+    fn its_own_settings_table_must_be_empty() {
+        assert!(EventMapper::configure(r#"{"open": true, "settings": {}}"#).is_ok());
+        let error =
+            EventMapper::configure(r#"{"open": true, "settings": {"opne": true}}"#).unwrap_err();
+        assert!(error.contains("`settings.opne`"), "{error}");
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Settings {
     /// The attribute pairs.
     #[serde(default)]
     pub pairs: Vec<Pair>,
+    /// The plugin's own settings table (`settings` in the config): this plugin takes none, so
+    /// any key there is reported.
+    #[serde(default)]
+    pub settings: conduit_plugin::settings::NoSettings,
 }
 
 /// A configured resolver.

@@ -3,7 +3,8 @@
 //! - plain-Rust mirrors of the `conduit:plugin@1.0.0` WIT types, so that mapping logic
 //!   compiles and is unit-tested natively;
 //! - helpers: typed [`Value`] accessors, [`Outcome`] builders, [`MappedBatchBuilder`], strict
-//!   [`settings`] parsing and an RFC 3339 [`datetime`] parser;
+//!   [`settings`] parsing (the plugin's own table strictly, the host's keys leniently), an
+//!   RFC 3339 [`datetime`] parser and [`log`];
 //! - the generated bindings ([`bindings`], on wasm32, for the world chosen by the crate
 //!   feature `record-mapper`, `event-mapper` or `opt-out-resolver`) and the macros
 //!   [`export_record_mapper!`], [`export_event_mapper!`] and [`export_opt_out_resolver!`]
@@ -71,6 +72,7 @@ pub mod datetime;
 mod export;
 mod glue;
 mod helpers;
+pub mod log;
 pub mod settings;
 mod types;
 

@@ -32,6 +32,10 @@ pub struct Settings {
     /// Write picklists' numeric values instead of their labels.
     #[serde(default)]
     pub technical_picklist_values: bool,
+    /// The plugin's own settings table (`settings` in the config): this plugin takes none, so
+    /// any key there is reported; parsing it is its only use.
+    #[serde(default, rename = "settings")]
+    pub _settings: conduit_plugin::settings::NoSettings,
 }
 
 /// The source primary key and the Campaign field (a custom identification key) holding it.

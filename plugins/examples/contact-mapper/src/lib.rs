@@ -7,9 +7,10 @@ use conduit_plugin::{
     Target, settings,
 };
 
+/// The host's keys this plugin reads (the mapping's own `destination`); the others are
+/// ignored, and its own `settings` table must be empty.
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Settings {
+struct Mapping {
     /// The Campaign resource to write, e.g. `profile`.
     destination: String,
 }
@@ -21,7 +22,8 @@ pub struct ContactMapper {
 
 impl RecordMapper for ContactMapper {
     fn configure(json: &str) -> Result<Self, String> {
-        let Settings { destination } = settings::parse(json)?;
+        settings::own::<settings::NoSettings>(json)?;
+        let Mapping { destination } = settings::host(json)?;
         Ok(ContactMapper {
             target: Target::campaign(&destination, "externalId"),
         })
@@ -88,10 +90,12 @@ mod tests {
     }
 
     #[test]
-    fn unknown_settings_are_refused_by_name() {
-        let error = ContactMapper::configure(r#"{"destination": "profile", "x": 1}"#)
+    fn host_keys_are_ignored_and_unknown_own_settings_refused_by_name() {
+        let mapping = r#"{"destination": "profile", "apply_deletes": true, "settings": {}}"#;
+        assert!(ContactMapper::configure(mapping).is_ok());
+        let error = ContactMapper::configure(r#"{"destination": "profile", "settings": {"x": 1}}"#)
             .err()
             .unwrap();
-        assert!(error.contains('x'), "{error}");
+        assert!(error.contains("`settings.x`"), "{error}");
     }
 }
