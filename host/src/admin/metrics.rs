@@ -15,7 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::AdminState;
-use super::auth::Refusal;
 use crate::store::Counters;
 use crate::telemetry::{self, WorkflowLabel};
 use crate::workflow::StatusKind;
@@ -115,7 +114,6 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
         "1 when the workflow is RUNNING.",
         running,
     );
-    telemetry::declare_admin_refusals(Refusal::ALL.iter().map(|reason| reason.label()));
     telemetry::register(&mut registry);
     let mut out = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &registry) {

@@ -101,6 +101,11 @@ pub fn router(
     token: Option<String>,
     hosts: &[String],
 ) -> Router {
+    // Every refusal reason shows at 0 from the first scrape, so a dashboard can tell "none yet"
+    // from "not measured"; once per router, not per scrape.
+    crate::telemetry::declare_admin_refusals(
+        auth::Refusal::ALL.iter().map(|reason| reason.label()),
+    );
     let state = Arc::new(AdminState {
         supervisor,
         token,
