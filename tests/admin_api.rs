@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use conduit::sim::campaign::FieldChange;
-use conduit::sim::campaign::FieldType;
-use conduit::sim::faults::Fault;
 use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, free_port};
+use conduit_sim::campaign::FieldChange;
+use conduit_sim::campaign::FieldType;
+use conduit_sim::faults::Fault;
 use serde_json::{Map, Value, json};
 
 /// A config whose admin API listens on `listen` instead of loopback.

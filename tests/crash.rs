@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{INGRESS_CONTACTS, SimPair, wait_for};
+use conduit_sim::faults::FaultConfig;
 use serde_json::{Map, json};
 
 fn env_number(name: &str, default: usize) -> usize {

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use conduit::sim::campaign::{FieldChange, FieldType};
 use conduit_e2e::{
     CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, builtin_plugin_file, cli,
     conduit_binary, hostile_fixture_file,
 };
+use conduit_sim::campaign::{FieldChange, FieldType};
 use serde_json::{Map, Value, json};
 
 /// A contact id the simulator accepts, distinct from the seeded ones.

@@ -4,9 +4,9 @@
 //! from the page and shows in its audit table. Screenshots of the key states go to
 //! `target/ui-screenshots/`.
 
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::browser::Browser;
 use conduit_e2e::{SimPair, wait_for};
+use conduit_sim::faults::FaultConfig;
 use serde_json::json;
 
 const WORKFLOWS: &str = r#"

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use conduit::model::{EmailEvent, EmailEventKind};
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{
     HostProcess, INGRESS_CONTACTS, SECRETS, SimPair, conduit_binary, hostile_fixture_file, wait_for,
 };
+use conduit_model::{EmailEvent, EmailEventKind};
+use conduit_sim::faults::FaultConfig;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -771,7 +771,7 @@ const POISON_ACTIONS: [(&str, &str); 8] = [
 
 /// The most a dead letter's reason may hold: the engine's and the host's words around one
 /// capped plugin message.
-const MAX_REASON_BYTES: usize = conduit::plugin::MAX_MESSAGE_BYTES + 1024;
+const MAX_REASON_BYTES: usize = conduit_plugin_host::MAX_MESSAGE_BYTES + 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_fail_only_their_poison_records_with_capped_reasons_in_bounded_memory() {

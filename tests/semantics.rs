@@ -3,10 +3,10 @@
 //! columns, records still queued, limits), writes happen only where something changed, and
 //! records Conduit did not create are left alone.
 
-use conduit::sim::campaign::FieldChange;
-use conduit::sim::dynamics::AttributeChange;
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{HostProcess, SimPair, fields, wait_for};
+use conduit_sim::campaign::FieldChange;
+use conduit_sim::dynamics::AttributeChange;
+use conduit_sim::faults::FaultConfig;
 use serde_json::{Value, json};
 
 /// An Ingress contacts mapping with these field pairs and extra mapping lines.

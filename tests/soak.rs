@@ -10,9 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::model::{EmailEvent, EmailEventKind};
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{HostProcess, INGRESS_CONTACTS, SimPair};
+use conduit_model::{EmailEvent, EmailEventKind};
+use conduit_sim::faults::FaultConfig;
 use serde_json::{Map, Value, json};
 
 /// Egress and Opt-in/out beside the shared Ingress contacts mapping.

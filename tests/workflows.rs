@@ -1,10 +1,10 @@
 //! Workflow semantics end to end: the real `conduit run` against both simulators over
 //! loopback, driven through its admin API. Each test names the behaviour it pins.
 
-use conduit::model::{BounceDetail, EmailEvent, EmailEventKind};
-use conduit::sim::campaign::FieldChange;
-use conduit::sim::faults::FaultConfig;
 use conduit_e2e::{HostProcess, SimPair, fields, wait_for};
+use conduit_model::{BounceDetail, EmailEvent, EmailEventKind};
+use conduit_sim::campaign::FieldChange;
+use conduit_sim::faults::FaultConfig;
 use serde_json::{Map, Value, json};
 
 const CONTACTS: &str = r#"
@@ -353,7 +353,7 @@ async fn a_removed_activity_field_stops_egress_naming_it_and_dead_letters_nothin
         .change_attribute(
             "adobe_emailsend",
             "adobe_campaignname",
-            conduit::sim::dynamics::AttributeChange::Remove,
+            conduit_sim::dynamics::AttributeChange::Remove,
         )
         .unwrap();
     sims.campaign.emit_event(&send_event(2, &contact));
@@ -392,8 +392,8 @@ async fn a_retyped_activity_field_stops_egress_naming_it_and_dead_letters_nothin
         .change_attribute(
             "adobe_emailsend",
             "adobe_deliveryname",
-            conduit::sim::dynamics::AttributeChange::Retype(
-                conduit::sim::dynamics::AttributeType::Integer,
+            conduit_sim::dynamics::AttributeChange::Retype(
+                conduit_sim::dynamics::AttributeType::Integer,
             ),
         )
         .unwrap();

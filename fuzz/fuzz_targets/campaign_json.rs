@@ -3,12 +3,12 @@
 //! host reads writes out and reads back as the same instant.
 #![no_main]
 
-use conduit::connector::FieldKind;
-use conduit::connector::campaign::{
+use conduit_connectors::FieldKind;
+use conduit_connectors::campaign::{
     parse_campaign_instant as parse_instant, rfc3339_from_campaign, to_campaign_json,
 };
 use conduit::fuzzing::{campaign_list_page, campaign_lookup, campaign_resource_fields};
-use conduit::model::Value;
+use conduit_model::Value;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

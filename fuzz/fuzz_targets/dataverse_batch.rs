@@ -3,7 +3,7 @@
 //! same.
 #![no_main]
 
-use conduit::connector::dynamics365::multipart::{
+use conduit_connectors::dynamics365::multipart::{
     parse_http_message, split_parts, write_end, write_http_part,
 };
 use conduit::fuzzing::dataverse_batch;

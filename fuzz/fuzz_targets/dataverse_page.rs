@@ -4,7 +4,7 @@
 #![no_main]
 
 use conduit::fuzzing::{contact_columns, dataverse_option_set, dataverse_page};
-use conduit::model::Operation;
+use conduit_model::Operation;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

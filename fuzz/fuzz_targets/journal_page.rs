@@ -2,7 +2,7 @@
 //! has a cursor to continue from, with every event carrying its ids and an RFC 3339 time.
 #![no_main]
 
-use conduit::connector::campaign::parse_campaign_instant as parse_instant;
+use conduit_connectors::campaign::parse_campaign_instant as parse_instant;
 use conduit::fuzzing::journal_page;
 use libfuzzer_sys::fuzz_target;
 

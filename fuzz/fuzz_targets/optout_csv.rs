@@ -2,7 +2,7 @@
 //! and every change it accepts has a CRM ID, an opt-out attribute and an RFC 3339 time.
 #![no_main]
 
-use conduit::connector::campaign::{is_opt_out_attribute, parse_campaign_instant as parse_instant};
+use conduit_connectors::campaign::{is_opt_out_attribute, parse_campaign_instant as parse_instant};
 use conduit::fuzzing::{EXPORT_FILE_NAME, optout_csv};
 use libfuzzer_sys::fuzz_target;
 

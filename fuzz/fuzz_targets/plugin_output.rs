@@ -3,7 +3,7 @@
 #![no_main]
 
 use conduit::fuzzing::plugin_output;
-use conduit::model::Outcome;
+use conduit_model::Outcome;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

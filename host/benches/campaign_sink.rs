@@ -9,11 +9,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conduit::connector::campaign::{CampaignConnector, CampaignSettings};
-use conduit::connector::http::{RetryPolicy, Secret};
-use conduit::connector::{RecordSink, WriteOutcome};
-use conduit::model::{Operation, System, Target, Value, WriteRecord};
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
+use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
+use conduit_connectors::http::{RetryPolicy, Secret};
+use conduit_connectors::{RecordSink, WriteOutcome};
+use conduit_model::{Operation, System, Target, Value, WriteRecord};
+use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 
 mod support;
 use support::process_cpu_time;

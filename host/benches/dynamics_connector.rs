@@ -10,9 +10,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conduit::connector::dynamics365::{Dynamics365Connector, Dynamics365Settings};
-use conduit::connector::http::Secret;
-use conduit::connector::{ChangeRequest, ChangeSource};
+use conduit_connectors::dynamics365::{Dynamics365Connector, Dynamics365Settings};
+use conduit_connectors::http::Secret;
+use conduit_connectors::{ChangeRequest, ChangeSource};
 use criterion::{Criterion, Throughput};
 
 mod support;

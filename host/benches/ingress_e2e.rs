@@ -25,9 +25,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conduit::model::WorkflowId;
 use conduit::runtime::{self, HostOptions, ServiceConnect};
-use conduit::workflow::StatusKind;
+use conduit_engine::StatusKind;
+use conduit_model::WorkflowId;
 
 mod support;
 use support::{cpu_time_of, process_cpu_time};
@@ -144,7 +144,7 @@ pacing = {{ page_size = 5000, write_batch = 1000, poll_interval_ms = 500 }}
         dynamics = sims.dynamics_url,
         api = sims.campaign_api,
         ims = sims.ims_url,
-        contacts_mapping = conduit::sim::SEEDED_CONTACTS_MAPPING,
+        contacts_mapping = conduit_sim::SEEDED_CONTACTS_MAPPING,
     )
 }
 

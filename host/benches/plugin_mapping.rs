@@ -10,9 +10,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use conduit::model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
-use conduit::plugin::{Limits, PluginHost, PluginRef, World};
+use conduit_model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
 use conduit_plugin as sdk;
+use conduit_plugin_host::{Limits, PluginHost, PluginRef, World};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use table_mapper::TableMapper;
@@ -155,7 +155,7 @@ fn native_map(mapper: &TableMapper, batch: &RecordBatch) -> Vec<Outcome> {
         .targets
         .iter()
         .map(|t| Target {
-            system: conduit::model::System::Campaign,
+            system: conduit_model::System::Campaign,
             table: t.table.clone(),
             key_field: t.key_field.clone(),
         })

@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conduit::model::{Operation, System, Target, Value, WorkflowId, WriteRecord};
-use conduit::store::{QueuedRecord, ReadCommit, Store, WriteCommit};
+use conduit_model::{Operation, System, Target, Value, WorkflowId, WriteRecord};
+use conduit_store::{QueuedRecord, ReadCommit, Store, WriteCommit};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use redb::{Database, ReadableTable, TableDefinition};
 

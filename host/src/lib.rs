@@ -2,20 +2,13 @@
 //! sync through three workflows (Ingress, Egress, Opt-in/out) whose mapping logic runs as
 //! sandboxed WebAssembly components.
 //!
-//! Data flows one way: [`connector`] (read) -> [`plugin`] (map) -> [`store`] (durable queue)
-//! -> [`connector`] (write), driven by [`workflow`] and configured by [`config`].
+//! This crate is the thin top of the workspace: the `conduit` binary (its CLI lives in
+//! `src/cli/`) and [`runtime`], the one place that wires the concrete parts of the lower crates
+//! together. A record's path through them: `conduit-connectors` (read) -> `conduit-plugin-host`
+//! (map) -> `conduit-store` (durable queue) -> `conduit-connectors` (write), driven by
+//! `conduit-engine`, configured by `conduit-config`, watched through `conduit-admin`. See
+//! ARCHITECTURE.md for the map.
 
-pub mod admin;
-pub mod config;
-pub mod connector;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod model;
-pub mod plugin;
-pub mod private;
-pub mod retry;
 pub mod runtime;
-pub mod sim;
-pub mod store;
-pub mod telemetry;
-pub mod workflow;

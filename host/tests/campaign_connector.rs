@@ -4,16 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use conduit::connector::campaign::CampaignConnector;
-use conduit::connector::http::RetryPolicy;
-use conduit::connector::{
+use conduit_connectors::campaign::CampaignConnector;
+use conduit_connectors::http::RetryPolicy;
+use conduit_connectors::{
     ConnectorError, EventSource, FieldKind, OptOutExportSource, RecordSink, WriteOutcome,
 };
-use conduit::model::{
+use conduit_model::{
     BounceDetail, EmailEvent, EmailEventKind, Operation, System, Target, Value, WriteRecord,
 };
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer, FieldChange};
-use conduit::sim::faults::{Fault, FaultConfig};
+use conduit_sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer, FieldChange};
+use conduit_sim::faults::{Fault, FaultConfig};
 use serde_json::json;
 
 struct Harness {
@@ -314,7 +314,7 @@ async fn check_succeeds_with_good_credentials_and_fails_with_a_wrong_secret() {
     let h = harness().await;
     h.connector.check().await.unwrap();
     let mut settings = h.sim.connector_settings(&h.server).unwrap();
-    settings.client_secret = conduit::connector::http::Secret::new("wrong");
+    settings.client_secret = conduit_connectors::http::Secret::new("wrong");
     let connector = CampaignConnector::new(settings).unwrap();
     let error = connector.check().await.unwrap_err();
     assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");

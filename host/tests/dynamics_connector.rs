@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use conduit::connector::dynamics365::{Dynamics365Connector, Dynamics365Settings};
-use conduit::connector::http::{RetryPolicy, Secret};
-use conduit::connector::{
+use conduit_connectors::dynamics365::{Dynamics365Connector, Dynamics365Settings};
+use conduit_connectors::http::{RetryPolicy, Secret};
+use conduit_connectors::{
     ChangeRequest, ChangeSource, ConnectorError, FieldKind, RecordSink, WriteOutcome,
 };
-use conduit::model::{Operation, System, Target, Value, WriteRecord};
-use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer, seeded_id};
-use conduit::sim::faults::{FaultConfig, RequestWindowLimit};
+use conduit_model::{Operation, System, Target, Value, WriteRecord};
+use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer, seeded_id};
+use conduit_sim::faults::{FaultConfig, RequestWindowLimit};
 use serde_json::json;
 
 async fn start(contacts: usize) -> (DynamicsSim, SimServer) {
@@ -61,7 +61,7 @@ async fn read_to_end(
     connector: &Dynamics365Connector,
     request: &ChangeRequest,
     mut cursor: Option<String>,
-) -> (Vec<conduit::model::Row>, String, usize) {
+) -> (Vec<conduit_model::Row>, String, usize) {
     let mut rows = Vec::new();
     let mut pages = 0;
     loop {
@@ -534,7 +534,7 @@ async fn schema_drift_is_visible_and_reads_name_the_missing_column() {
     sim.change_attribute(
         "contact",
         "telephone1",
-        conduit::sim::dynamics::AttributeChange::Remove,
+        conduit_sim::dynamics::AttributeChange::Remove,
     )
     .expect("removable");
     let fields = RecordSink::describe(&connector, "contact")

@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions, seeded_id};
+use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions, seeded_id};
 use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "conduit-sim-client";
@@ -155,7 +155,7 @@ async fn in_process(
     contacts: usize,
 ) -> (
     DynamicsSim,
-    conduit::sim::dynamics::SimServer,
+    conduit_sim::dynamics::SimServer,
     reqwest::Client,
     String,
     String,

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use conduit::model::{Operation, Phase, RecordBatch, Row, Value};
-use conduit::plugin::{Limits, PluginError, PluginHost, PluginRef, World};
+use conduit_model::{Operation, Phase, RecordBatch, Row, Value};
+use conduit_plugin_host::{Limits, PluginError, PluginHost, PluginRef, World};
 
 /// The system allocator, counting the bytes live now and the most live since the last reset.
 struct Counting;

@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use conduit::connector::http::Secret as CampaignSecret;
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer};
-use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer};
+use conduit_connectors::http::Secret as CampaignSecret;
+use conduit_sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer};
+use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer};
 
 use crate::{CliOutput, HostProcess, cli, free_port};
 

@@ -45,7 +45,7 @@ impl AdminClient {
     pub fn new(base: &str, ca_file: Option<&Path>) -> anyhow::Result<AdminClient> {
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
         if let Some(path) = ca_file {
-            let pem = conduit::connector::http::read_ca_file(path).with_context(|| {
+            let pem = conduit_connectors::http::read_ca_file(path).with_context(|| {
                 format!("--admin-ca-file (CONDUIT_ADMIN_CA_FILE) {}", path.display())
             })?;
             let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
@@ -62,7 +62,7 @@ impl AdminClient {
         Ok(AdminClient {
             base: base.trim_end_matches('/').to_string(),
             http,
-            token: std::env::var(conduit::admin::TOKEN_ENV)
+            token: std::env::var(conduit_admin::TOKEN_ENV)
                 .ok()
                 .filter(|t| !t.is_empty()),
         })

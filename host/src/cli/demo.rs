@@ -13,12 +13,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value as Json, json};
 
-use conduit::connector::http::Secret;
-use conduit::model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
-use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
-use conduit::workflow::StatusKind;
+use conduit_connectors::http::Secret;
+use conduit_engine::StatusKind;
+use conduit_model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
+use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
+use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
 const D365_SECRET_ENV: &str = "CONDUIT_DEMO_D365_SECRET";
 const ACS_SECRET_ENV: &str = "CONDUIT_DEMO_ACS_SECRET";
@@ -243,7 +243,7 @@ impl Demo {
                 && !w.cursors.is_empty()
                 && w.cursors
                     .iter()
-                    .all(|c| c.phase == conduit::model::Phase::Incremental)
+                    .all(|c| c.phase == conduit_model::Phase::Incremental)
         }) && view
             .workflows
             .iter()
@@ -591,6 +591,6 @@ direction = "bidirectional"
 pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
 "#,
         drop_root = drop_root.display(),
-        contacts_mapping = conduit::sim::SEEDED_CONTACTS_MAPPING,
+        contacts_mapping = conduit_sim::SEEDED_CONTACTS_MAPPING,
     )
 }

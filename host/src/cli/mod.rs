@@ -247,9 +247,9 @@ fn client_address(listen: &str) -> String {
 /// the settings the workflow would give it (on a blocking thread, under the workflow's
 /// deadline and memory cap); every problem is printed with its place in the file.
 async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
-    let config = match conduit::config::Config::load(path) {
+    let config = match conduit_config::Config::load(path) {
         Ok(config) => config,
-        Err(conduit::config::ConfigError::Invalid(problems)) => return invalid(path, &problems),
+        Err(conduit_config::ConfigError::Invalid(problems)) => return invalid(path, &problems),
         Err(other) => {
             return Err(CallError {
                 code: exit::INVALID_CONFIG,
@@ -262,8 +262,8 @@ async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
     let cache = cache.is_dir().then_some(cache);
     let problems = tokio::task::spawn_blocking(move || {
         // A cache this user cannot open is no reason to fail the check: compile instead.
-        conduit::plugin::PluginHost::new(cache.as_deref())
-            .or_else(|_| conduit::plugin::PluginHost::new(None))
+        conduit_plugin_host::PluginHost::new(cache.as_deref())
+            .or_else(|_| conduit_plugin_host::PluginHost::new(None))
             .map(|host| conduit::runtime::check_plugins(&config, &host))
             .map_err(|error| error.to_string())
     })
@@ -284,7 +284,7 @@ async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
 }
 
 /// Prints each problem and fails with the invalid-config exit code.
-fn invalid(path: &std::path::Path, problems: &[conduit::config::Problem]) -> Result<(), CallError> {
+fn invalid(path: &std::path::Path, problems: &[conduit_config::Problem]) -> Result<(), CallError> {
     for problem in problems {
         outln!("{problem}");
     }
@@ -307,7 +307,7 @@ mod tests {
             "[host]\nadmin_listen = \"127.0.0.1:9123\"\nbogus = 1\n[egress]\nclick = \"yes\"\n",
         )
         .unwrap();
-        assert!(conduit::config::Config::load(&path).is_err());
+        assert!(conduit_config::Config::load(&path).is_err());
         assert_eq!(admin_listen(&path).as_deref(), Some("127.0.0.1:9123"));
         assert_eq!(admin_listen(&dir.path().join("missing.toml")), None);
         assert!(!admin_tls(&path));

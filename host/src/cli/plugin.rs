@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use conduit::plugin::World;
+use conduit_plugin_host::World;
 
 use super::plugin_kit::{self, Lang};
 use super::plugin_test;

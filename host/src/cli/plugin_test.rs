@@ -12,12 +12,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
-use conduit::config::Config;
-use conduit::model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch, WorkflowId};
-use conduit::plugin::{Limits, PluginHost, PluginRef, World};
-use conduit::runtime::{resolve_reference, sandbox_limits, workflow_world};
-use conduit::workflow::offline::{Isolated, isolate_items, map_rows_isolated, plugin_settings};
-use conduit::workflow::services::{EventMapping, OptOutResolution};
+use conduit::runtime::{
+    WasmEventMapper, WasmOptOutResolver, WasmRecordMapper, resolve_reference, sandbox_limits,
+    workflow_world,
+};
+use conduit_config::Config;
+use conduit_engine::offline::{Isolated, isolate_items, map_rows_isolated, plugin_settings};
+use conduit_engine::services::{EventMapping, OptOutResolution};
+use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch, WorkflowId};
+use conduit_plugin_host::{Limits, PluginHost, PluginRef, World};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -127,7 +130,7 @@ fn article(world: World) -> &'static str {
 /// Shows the plugin's `log` lines and captured stdout/stderr (all logged by the plugin
 /// runtime, tagged with the plugin) on stderr; other host messages only from warnings up.
 fn show_plugin_output() {
-    let filter = tracing_subscriber::EnvFilter::new("warn,conduit::plugin=debug");
+    let filter = tracing_subscriber::EnvFilter::new("warn,conduit_plugin_host=debug");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -239,7 +242,7 @@ pub fn run(args: TestArgs, config_path: &Path) -> anyhow::Result<()> {
         World::RecordMapper => {
             let input: RecordInput = serde_json::from_str(&input_text)
                 .map_err(bad_input("an object with phase, table, columns and rows"))?;
-            let mut mapper = plugin.record_mapper(&settings, limits)?;
+            let mut mapper = WasmRecordMapper(plugin.record_mapper(&settings, limits)?);
             let labels = input.batch.rows.iter().map(|r| r.key.clone()).collect();
             (
                 labels,
@@ -249,7 +252,7 @@ pub fn run(args: TestArgs, config_path: &Path) -> anyhow::Result<()> {
         World::EventMapper => {
             let events: Vec<EmailEvent> =
                 serde_json::from_str(&input_text).map_err(bad_input("a list of email events"))?;
-            let mut mapper = plugin.event_mapper(&settings, limits)?;
+            let mut mapper = WasmEventMapper(plugin.event_mapper(&settings, limits)?);
             let labels = events.iter().map(|e| e.id.clone()).collect();
             (
                 labels,
@@ -259,7 +262,7 @@ pub fn run(args: TestArgs, config_path: &Path) -> anyhow::Result<()> {
         World::OptOutResolver => {
             let contacts: Vec<ContactOptOut> = serde_json::from_str(&input_text)
                 .map_err(bad_input("a list of contacts' opt-out states"))?;
-            let mut resolver = plugin.opt_out_resolver(&settings, limits)?;
+            let mut resolver = WasmOptOutResolver(plugin.opt_out_resolver(&settings, limits)?);
             let labels = contacts.iter().map(|c| c.contact_key.clone()).collect();
             (
                 labels,
@@ -695,26 +698,26 @@ fn read_settings(path: &Path, section: Option<&str>) -> anyhow::Result<Json> {
 /// command that runs it; refused when the dead letter holds no plugin input (a write the
 /// destination refused).
 pub fn dead_letter_input(letter: &Json, workflow: &str) -> anyhow::Result<(Json, String)> {
-    let payload: conduit::store::DeadLetterPayload =
+    let payload: conduit_store::DeadLetterPayload =
         serde_json::from_value(letter["payload"].clone())
             .context("the host answered with a dead letter this conduit cannot read")?;
     let origin = letter["origin"].as_str().unwrap_or_default();
     let from_config = |workflow: &str| format!("--workflow {workflow}");
     Ok(match payload {
-        conduit::store::DeadLetterPayload::SourceRecord { batch, phase } => {
+        conduit_store::DeadLetterPayload::SourceRecord { batch, phase } => {
             let mut input = serde_json::to_value(&batch)?;
             if let Some(object) = input.as_object_mut() {
                 object.insert("phase".into(), serde_json::to_value(phase)?);
             }
             (input, format!("--mapping {origin}"))
         }
-        conduit::store::DeadLetterPayload::Event { event } => {
+        conduit_store::DeadLetterPayload::Event { event } => {
             (serde_json::to_value([event])?, from_config(workflow))
         }
-        conduit::store::DeadLetterPayload::OptOut { contact } => {
+        conduit_store::DeadLetterPayload::OptOut { contact } => {
             (serde_json::to_value([contact])?, from_config(workflow))
         }
-        conduit::store::DeadLetterPayload::Write { .. } => bail!(
+        conduit_store::DeadLetterPayload::Write { .. } => bail!(
             "this dead letter is a write the destination refused (stage write): it holds the mapped record, not plugin input, so there is nothing to run `plugin test` on; `conduit dlq retry` queues the write again"
         ),
     })

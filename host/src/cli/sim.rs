@@ -6,9 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Subcommand;
-use conduit::connector::http::Secret;
-use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
-use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
+use conduit_connectors::http::Secret;
+use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
+use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
 /// Run wire-faithful simulators of Dynamics 365 and/or Campaign Standard.
 #[derive(Debug, clap::Args)]

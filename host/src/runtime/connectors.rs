@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::Config;
-use crate::connector::campaign::{CampaignConnector, CampaignSettings};
-use crate::connector::dynamics365::{Dynamics365Connector, Dynamics365Settings};
-use crate::connector::http;
-use crate::workflow::{Connect, Services};
+use conduit_config::Config;
+use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
+use conduit_connectors::dynamics365::{Dynamics365Connector, Dynamics365Settings};
+use conduit_connectors::http;
+use conduit_engine::{Connect, Services};
 
 type SecretLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
@@ -117,7 +117,7 @@ impl Connect for ServiceConnect {
             events: campaign_connector.clone(),
             profile_opt_outs: Some(campaign_connector.clone()),
             opt_out_exports: drop_root
-                .map(|_| campaign_connector as Arc<dyn crate::connector::OptOutExportSource>),
+                .map(|_| campaign_connector as Arc<dyn conduit_connectors::OptOutExportSource>),
         })
     }
 }

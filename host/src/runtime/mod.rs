@@ -12,15 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admin::{self, AdminServer};
-use crate::config::{Config, ConfigError};
-use crate::plugin::PluginHost;
-use crate::store::Store;
-use crate::workflow::{Connect, Environment, Supervisor};
+use conduit_admin::{self as admin, AdminServer};
+use conduit_config::{Config, ConfigError};
+use conduit_engine::{Connect, Environment, Supervisor};
+use conduit_plugin_host::PluginHost;
+use conduit_store::Store;
 
 pub use connectors::ServiceConnect;
 pub use plugin_check::{check_plugins, workflow_world};
-pub use plugins::{WasmPlugins, resolve_reference, sandbox_limits};
+pub use plugins::{
+    WasmEventMapper, WasmOptOutResolver, WasmPlugins, WasmRecordMapper, resolve_reference,
+    sandbox_limits,
+};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +33,7 @@ pub enum HostError {
     Config(#[from] ConfigError),
     /// The store could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] conduit_store::StoreError),
     /// The plugin runtime could not start.
     #[error("the plugin runtime could not start: {0}")]
     Plugins(String),
@@ -158,7 +161,7 @@ pub fn private_data_warnings(config: &Config) -> Vec<String> {
     }
     checks
         .iter()
-        .filter_map(|(path, holds)| crate::private::looser_than_private(path, holds))
+        .filter_map(|(path, holds)| conduit_base::private::looser_than_private(path, holds))
         .collect()
 }
 

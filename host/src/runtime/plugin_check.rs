@@ -4,10 +4,10 @@
 //! failure is a [`Problem`] located in the config file: at the workflow's `plugin` key for the
 //! component, at the table mapping's `name` for Ingress settings.
 
-use crate::config::{Config, Problem};
-use crate::model::WorkflowId;
-use crate::plugin::{LoadedPlugin, PluginError, PluginHost, World, cap};
-use crate::workflow::offline::plugin_settings;
+use conduit_config::{Config, Problem};
+use conduit_engine::offline::plugin_settings;
+use conduit_model::WorkflowId;
+use conduit_plugin_host::{LoadedPlugin, PluginError, PluginHost, World, cap};
 
 use super::plugins::{resolve_reference, sandbox_limits};
 
@@ -103,7 +103,7 @@ fn configure(
     loaded: &LoadedPlugin,
     world: World,
     settings: &serde_json::Value,
-    limits: crate::plugin::Limits,
+    limits: conduit_plugin_host::Limits,
 ) -> Result<(), String> {
     let result: Result<(), PluginError> = match world {
         World::RecordMapper => loaded.record_mapper(settings, limits).map(drop),

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::EffectiveLimits;
-use crate::model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch};
-use crate::plugin::{
-    EventMapper, Limits, OptOutResolver, PluginError, PluginHost, PluginRef, RecordMapper, World,
-};
-use crate::workflow::services::{
+use conduit_config::EffectiveLimits;
+use conduit_engine::services::{
     EventMapping, Loaded, MappingFailed, OptOutResolution, PluginFactory, RecordMapping,
+};
+use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch};
+use conduit_plugin_host::{
+    EventMapper, Limits, OptOutResolver, PluginError, PluginHost, PluginRef, RecordMapper, World,
 };
 
 /// Loads plugins into the one Wasm engine of the host.
@@ -33,7 +33,11 @@ impl WasmPlugins {
         resolve_reference(&self.base_dir, plugin)
     }
 
-    fn load(&self, plugin: &str, world: World) -> Result<crate::plugin::LoadedPlugin, String> {
+    fn load(
+        &self,
+        plugin: &str,
+        world: World,
+    ) -> Result<conduit_plugin_host::LoadedPlugin, String> {
         let reference = self.reference(plugin)?;
         self.host
             .load(&reference, world)
@@ -64,21 +68,33 @@ fn failed(error: PluginError) -> MappingFailed {
     MappingFailed(error.to_string())
 }
 
-impl RecordMapping for RecordMapper {
+// The engine's mapping traits over the plugin host's typed mappers. The two crates know
+// nothing of each other, so the adapters are newtypes here, where the parts are wired.
+
+/// A record-mapper plugin as the engine's [`RecordMapping`].
+pub struct WasmRecordMapper(pub RecordMapper);
+
+impl RecordMapping for WasmRecordMapper {
     fn map(&mut self, phase: Phase, batch: &RecordBatch) -> Result<Vec<Outcome>, MappingFailed> {
-        RecordMapper::map(self, phase, batch).map_err(failed)
+        self.0.map(phase, batch).map_err(failed)
     }
 }
 
-impl EventMapping for EventMapper {
+/// An event-mapper plugin as the engine's [`EventMapping`].
+pub struct WasmEventMapper(pub EventMapper);
+
+impl EventMapping for WasmEventMapper {
     fn map(&mut self, events: &[EmailEvent]) -> Result<Vec<Outcome>, MappingFailed> {
-        EventMapper::map(self, events).map_err(failed)
+        self.0.map(events).map_err(failed)
     }
 }
 
-impl OptOutResolution for OptOutResolver {
+/// An opt-out-resolver plugin as the engine's [`OptOutResolution`].
+pub struct WasmOptOutResolver(pub OptOutResolver);
+
+impl OptOutResolution for WasmOptOutResolver {
     fn resolve(&mut self, contacts: &[ContactOptOut]) -> Result<Vec<Outcome>, MappingFailed> {
-        OptOutResolver::resolve(self, contacts).map_err(failed)
+        self.0.resolve(contacts).map_err(failed)
     }
 }
 
@@ -94,7 +110,7 @@ impl PluginFactory for WasmPlugins {
             .record_mapper(settings, sandbox_limits(limits))
             .map_err(|error| error.to_string())?;
         Ok(Loaded {
-            plugin: Box::new(mapper),
+            plugin: Box::new(WasmRecordMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
         })
     }
@@ -110,7 +126,7 @@ impl PluginFactory for WasmPlugins {
             .event_mapper(settings, sandbox_limits(limits))
             .map_err(|error| error.to_string())?;
         Ok(Loaded {
-            plugin: Box::new(mapper),
+            plugin: Box::new(WasmEventMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
         })
     }
@@ -126,7 +142,7 @@ impl PluginFactory for WasmPlugins {
             .opt_out_resolver(settings, sandbox_limits(limits))
             .map_err(|error| error.to_string())?;
         Ok(Loaded {
-            plugin: Box::new(resolver),
+            plugin: Box::new(WasmOptOutResolver(resolver)),
             fingerprint: loaded.fingerprint().to_string(),
         })
     }

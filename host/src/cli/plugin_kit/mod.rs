@@ -14,7 +14,7 @@ use std::process::Command;
 use std::str::FromStr;
 
 use anyhow::{Context, bail};
-use conduit::plugin::World;
+use conduit_plugin_host::World;
 
 pub use embedded::SDK_VERSION;
 

@@ -3,7 +3,7 @@
 //! languages implement the same mapping per world, so one sample input, settings and
 //! expected output serve them all.
 
-use conduit::plugin::World;
+use conduit_plugin_host::World;
 
 use super::Lang;
 

@@ -1,0 +1,314 @@
+//! The JSON endpoints: workflows (list, show, start, stop, replay, config section), dead
+//! letters (list with filters, show, retry, drop), config problems, health and the audit
+//! trail. Every state change is recorded in the audit trail with its caller and outcome.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AdminState;
+use conduit_engine::EngineError;
+use conduit_model::WorkflowId;
+use conduit_store::{AuditOutcome, Caller, DeadLetterFilter, NewAuditEntry, Stage, StoreError};
+
+type Shared = State<Arc<AdminState>>;
+
+/// An API error: a status and a message that tells the caller what to do.
+pub(super) struct ApiError {
+    status: StatusCode,
+    body: serde_json::Value,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: serde_json::json!({ "error": message.into() }),
+        }
+    }
+}
+
+/// Records a state change and its outcome in the audit trail, then answers. The change has
+/// happened (or not) by now, so a failure to record is logged, not turned into an error.
+fn audited(
+    state: &AdminState,
+    caller: &Caller,
+    action: &str,
+    target: String,
+    result: Result<serde_json::Value, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let text = |body: &serde_json::Value, key: &str| {
+        body.get(key)
+            .and_then(|value| value.as_str())
+            .map(str::to_string)
+    };
+    let (outcome, detail) = match &result {
+        Ok(body) => (
+            AuditOutcome::Ok,
+            text(body, "message")
+                .or_else(|| text(body, "status"))
+                .unwrap_or_default(),
+        ),
+        Err(error) => (
+            if error.status.is_server_error() {
+                AuditOutcome::Failed
+            } else {
+                AuditOutcome::Refused
+            },
+            text(&error.body, "error").unwrap_or_else(|| error.status.to_string()),
+        ),
+    };
+    let entry = NewAuditEntry {
+        action: action.into(),
+        target,
+        caller: caller.clone(),
+        outcome,
+        detail,
+    };
+    if let Err(error) = state.supervisor.store().record_audit(entry) {
+        tracing::error!(%action, %error, "cannot record a state change in the audit trail");
+    }
+    result.map(Json)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound(message) => ApiError::new(StatusCode::NOT_FOUND, message),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::InvalidConfig(problems) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: serde_json::json!({
+                    "error": format!("the config is invalid ({} problem(s)); fix it and try again", problems.len()),
+                    "problems": problems,
+                }),
+            },
+            EngineError::NotConfigured(_) | EngineError::Refused(_) => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
+            }
+            EngineError::Store(store) => store.into(),
+            EngineError::Config(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
+        }
+    }
+}
+
+fn workflow(id: &str) -> Result<WorkflowId, ApiError> {
+    id.parse()
+        .map_err(|message: String| ApiError::new(StatusCode::NOT_FOUND, message))
+}
+
+pub(super) async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub(super) async fn list_workflows(
+    State(state): Shared,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = state.supervisor.view()?;
+    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+}
+
+pub(super) async fn get_workflow(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = state.supervisor.workflow_view(workflow(&id)?)?;
+    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+}
+
+pub(super) async fn start(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = async {
+        let status = state.supervisor.start_as(workflow(&id)?, &caller).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+    }
+    .await;
+    audited(&state, &caller, "start", id, result)
+}
+
+pub(super) async fn stop(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = async {
+        let status = state.supervisor.stop(workflow(&id)?).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+    }
+    .await;
+    audited(&state, &caller, "stop", id, result)
+}
+
+pub(super) async fn replay(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path((id, mapping)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = async {
+        let message = state.supervisor.replay(workflow(&id)?, &mapping).await?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+    }
+    .await;
+    audited(&state, &caller, "replay", format!("{id}/{mapping}"), result)
+}
+
+pub(super) async fn workflow_config(
+    State(state): Shared,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = workflow(&id)?;
+    let view = state.supervisor.workflow_view(id)?;
+    let section = state.supervisor.config_section(id);
+    Ok(Json(serde_json::json!({
+        "section": section,
+        "pending_changes": view.pending_changes,
+        "pending_summary": view.pending_summary,
+    })))
+}
+
+/// Query parameters of the dead-letter list.
+#[derive(Debug, Deserialize)]
+pub(super) struct DeadLetterQuery {
+    stage: Option<String>,
+    origin: Option<String>,
+    reason: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list_dead_letters(
+    State(state): Shared,
+    Path(id): Path<String>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let stage = match query.stage.as_deref() {
+        None => None,
+        Some("read") => Some(Stage::Read),
+        Some("write") => Some(Stage::Write),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("stage '{other}' is unknown: use read or write"),
+            ));
+        }
+    };
+    let filter = DeadLetterFilter {
+        stage,
+        origin: query.origin,
+        reason_contains: query.reason,
+        after_id: query.after,
+        limit: query.limit,
+    };
+    let letters = state
+        .supervisor
+        .store()
+        .dead_letters(workflow(&id)?, &filter)?;
+    Ok(Json(serde_json::to_value(letters).unwrap_or_default()))
+}
+
+pub(super) async fn show_dead_letter(
+    State(state): Shared,
+    Path((id, letter)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let letter = state
+        .supervisor
+        .store()
+        .dead_letter(workflow(&id)?, letter)?;
+    Ok(Json(serde_json::to_value(letter).unwrap_or_default()))
+}
+
+pub(super) async fn retry_dead_letter(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path((id, letter)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = async {
+        let message = state
+            .supervisor
+            .retry_dead_letter(workflow(&id)?, letter)
+            .await?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+    }
+    .await;
+    audited(
+        &state,
+        &caller,
+        "dead-letter-retry",
+        format!("{id}/{letter}"),
+        result,
+    )
+}
+
+pub(super) async fn drop_dead_letter(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path((id, letter)): Path<(String, u64)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let result = (|| {
+        state
+            .supervisor
+            .store()
+            .drop_dead_letter(workflow(&id)?, letter)?;
+        Ok::<_, ApiError>(serde_json::json!({ "message": format!("dead letter {letter} dropped") }))
+    })();
+    audited(
+        &state,
+        &caller,
+        "dead-letter-drop",
+        format!("{id}/{letter}"),
+        result,
+    )
+}
+
+/// Query parameters of the audit trail.
+#[derive(Debug, Deserialize)]
+pub(super) struct AuditQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// At most this many audit entries per call.
+const AUDIT_PAGE_MAX: usize = 1000;
+
+pub(super) async fn audit(
+    State(state): Shared,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, AUDIT_PAGE_MAX);
+    let entries = state.supervisor.store().audit(limit, query.before)?;
+    Ok(Json(serde_json::to_value(entries).unwrap_or_default()))
+}
+
+pub(super) async fn config_problems(State(state): Shared) -> Json<serde_json::Value> {
+    let problems = state.supervisor.refresh_config();
+    Json(serde_json::json!({ "problems": problems }))
+}
+
+pub(super) async fn ingress_mappings(
+    State(state): Shared,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mappings = state.supervisor.mapping_views()?;
+    Ok(Json(serde_json::to_value(mappings).unwrap_or_default()))
+}

@@ -1,0 +1,616 @@
+//! Writing to Campaign: the `RecordSink` implementation (lookup by the CRM ID key, then PATCH by
+//! the returned href, POST, or DELETE), resource metadata (`describe`) and paged listing.
+//!
+//! PKeys and hrefs returned by a lookup are used for that one operation only, never kept.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use super::CampaignConnector;
+use super::values::to_campaign_json;
+use crate::http::parse_json;
+use crate::{
+    ConnectorError, FieldInfo, FieldKind, ProfileOptOutPage, ProfileOptOutSource, ProfileOptOuts,
+    RecordSink, WriteOutcome,
+};
+use conduit_model::{Operation, System, WriteRecord};
+
+/// One page of a Campaign list response.
+#[derive(Debug, Deserialize)]
+struct ListPage {
+    content: Vec<serde_json::Value>,
+    next: Option<Link>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Link {
+    href: String,
+}
+
+/// What Campaign answers to a PATCH or POST: the written record's primary key. Checking for it
+/// tells the service's answer from a gateway's `200` page, which wrote nothing.
+#[derive(Debug, Deserialize)]
+struct WriteConfirmation {
+    #[serde(rename = "PKey")]
+    _pkey: serde::de::IgnoredAny,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResourceMetadata {
+    content: serde_json::Map<String, serde_json::Value>,
+}
+
+/// How one lookup-then-write attempt failed.
+enum Attempt {
+    /// A POST failed in a way that may hide a created record: look the key up again.
+    UncertainCreate(ConnectorError),
+    /// Anything else: the transport already retried what was worth retrying.
+    Failed(ConnectorError),
+}
+
+impl From<ConnectorError> for Attempt {
+    fn from(error: ConnectorError) -> Attempt {
+        Attempt::Failed(error)
+    }
+}
+
+/// The record a key lookup found: where to PATCH or DELETE it.
+struct Found {
+    url: Url,
+}
+
+impl CampaignConnector {
+    /// Lists every record of a resource, following `next.href` with `page_size` rows per page.
+    pub async fn list_all(
+        &self,
+        resource: &str,
+        page_size: u32,
+    ) -> Result<Vec<serde_json::Value>, ConnectorError> {
+        check_resource_name(resource)?;
+        let mut url = self.api_url(&["profileAndServicesExt", resource]);
+        url.query_pairs_mut()
+            .append_pair("_lineCount", &page_size.max(1).to_string());
+        let mut records = Vec::new();
+        loop {
+            let reply = self.transport.send(Method::GET, &url, None).await?;
+            let (content, next) = read_list_page(&reply.body, url.as_str())?;
+            records.extend(content);
+            match next {
+                Some(href) => url = self.same_origin_url(&href)?,
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Reads one page of `resource` (`cursor`: a `next.href` from the previous page).
+    pub async fn list_page(
+        &self,
+        resource: &str,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), ConnectorError> {
+        check_resource_name(resource)?;
+        let url = match cursor {
+            Some(href) => self.same_origin_url(href)?,
+            None => {
+                let mut url = self.api_url(&["profileAndServicesExt", resource]);
+                url.query_pairs_mut()
+                    .append_pair("_lineCount", &page_size.max(1).to_string());
+                url
+            }
+        };
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        read_list_page(&reply.body, url.as_str())
+    }
+
+    /// Reads a resource's fields from `resourceType` metadata.
+    pub async fn describe_resource(
+        &self,
+        resource: &str,
+    ) -> Result<Vec<FieldInfo>, ConnectorError> {
+        check_resource_name(resource)?;
+        let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        let fields = read_resource_fields(&reply.body, url.as_str(), resource)?;
+        let fields = Arc::new(fields);
+        if let Ok(mut cache) = self.metadata.lock() {
+            cache.insert(resource.to_owned(), Arc::clone(&fields));
+        }
+        Ok(fields.as_ref().clone())
+    }
+
+    async fn field_kinds(
+        &self,
+        resource: &str,
+    ) -> Result<HashMap<String, FieldKind>, ConnectorError> {
+        let cached = self
+            .metadata
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(resource).cloned());
+        let fields = match cached {
+            Some(fields) => fields.as_ref().clone(),
+            None => self.describe_resource(resource).await?,
+        };
+        Ok(fields
+            .into_iter()
+            .map(|field| (field.name, field.kind))
+            .collect())
+    }
+
+    /// Resolves an href from the service, refusing any other origin: our bearer token must only
+    /// ever go to the configured Campaign instance.
+    fn same_origin_url(&self, href: &str) -> Result<Url, ConnectorError> {
+        let url = self
+            .settings
+            .api_base
+            .join(href)
+            .map_err(|error| ConnectorError::Permanent {
+                message: format!("Campaign returned an unreadable href {href:?}: {error}"),
+            })?;
+        if url.origin() != self.settings.api_base.origin() {
+            return Err(ConnectorError::Permanent {
+                message: format!(
+                    "Campaign returned href {url} outside the configured API base {}; refusing to follow it",
+                    self.settings.api_base
+                ),
+            });
+        }
+        Ok(url)
+    }
+
+    async fn find(&self, record: &WriteRecord) -> Result<Option<Found>, ConnectorError> {
+        let resource = &record.target.table;
+        let key_field = &record.target.key_field;
+        let mut url = self.api_url(&["profileAndServicesExt", resource, &filter_name(key_field)]);
+        url.query_pairs_mut()
+            .append_pair(&format!("{key_field}_parameter"), &record.key);
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        let found = match read_lookup(&reply.body, url.as_str(), record)? {
+            None => return Ok(None),
+            Some(FoundAt::Href(href)) => self.same_origin_url(&href)?,
+            Some(FoundAt::PKey(pkey)) => self.api_url(&["profileAndServicesExt", resource, &pkey]),
+        };
+        Ok(Some(Found { url: found }))
+    }
+
+    /// Writes one record. The transport never resends a failed POST (it may have created the
+    /// record), so such a failure repeats the whole lookup-then-write: a record created by a
+    /// lost response is then found and patched instead of duplicated.
+    async fn write_one(&self, record: &WriteRecord) -> Result<(), ConnectorError> {
+        check_target(record)?;
+        let policy = self.transport.retry_policy();
+        let attempts = policy.max_attempts;
+        let mut attempt = 1;
+        loop {
+            match self.write_attempt(record).await {
+                Ok(()) => return Ok(()),
+                Err(Attempt::UncertainCreate(error)) if attempt < attempts => {
+                    tracing::debug!(%error, key = %record.key, "create uncertain; looking the key up again");
+                    tokio::time::sleep(policy.delay(attempt, None)).await;
+                    attempt += 1;
+                }
+                Err(Attempt::UncertainCreate(error) | Attempt::Failed(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn write_attempt(&self, record: &WriteRecord) -> Result<(), Attempt> {
+        let resource = &record.target.table;
+        let key_field = &record.target.key_field;
+        if record.op == Operation::Delete {
+            if let Some(found) = self.find(record).await? {
+                // Gone between lookup and delete is as good as deleted.
+                let reply = self
+                    .transport
+                    .send_tolerating(Method::DELETE, &found.url, None, &[StatusCode::NOT_FOUND])
+                    .await?;
+                confirm_delete(&reply.body, found.url.as_str())?;
+            }
+            return Ok(());
+        }
+        let kinds = self.field_kinds(resource).await?;
+        let mut body = serde_json::Map::new();
+        for (field, value) in &record.fields {
+            if field == key_field {
+                continue;
+            }
+            let json = to_campaign_json(field, value, kinds.get(field))
+                .map_err(|message| ConnectorError::Permanent { message })?;
+            body.insert(field.clone(), json);
+        }
+        match (self.find(record).await?, record.op) {
+            (Some(found), _) => {
+                let body = serde_json::Value::Object(body);
+                let reply = self
+                    .transport
+                    .send(Method::PATCH, &found.url, Some(&body))
+                    .await?;
+                let _: WriteConfirmation = reply.json(found.url.as_str(), CONFIRMATION_EXPECTED)?;
+            }
+            (None, Operation::Upsert) => {
+                body.insert(
+                    key_field.clone(),
+                    serde_json::Value::String(record.key.clone()),
+                );
+                let url = self.api_url(&["profileAndServicesExt", resource]);
+                let body = serde_json::Value::Object(body);
+                self.transport
+                    .send(Method::POST, &url, Some(&body))
+                    .await
+                    .and_then(|reply| {
+                        reply
+                            .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
+                            .map(drop)
+                    })
+                    .map_err(|error| match error {
+                        ConnectorError::Transient {
+                            retry_after: None, ..
+                        } => Attempt::UncertainCreate(error),
+                        error => Attempt::Failed(error),
+                    })?;
+            }
+            (None, _) => {
+                return Err(ConnectorError::Missing {
+                    message: format!(
+                        "no {resource} with {key_field} {:?} to update (update-only write)",
+                        record.key
+                    ),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a PATCH or POST must answer for the write to count as done.
+const CONFIRMATION_EXPECTED: &str = "the written record as JSON with its PKey";
+
+/// A DELETE answers `200` with no body (or JSON); any other body came from something in front
+/// of Campaign, so the delete is unconfirmed and retried (a repeated delete is harmless).
+fn confirm_delete(body: &[u8], url: &str) -> Result<(), ConnectorError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    crate::http::parse_json::<serde_json::Value>(body, url, "an empty or JSON answer to DELETE")
+        .map(drop)
+}
+
+#[async_trait]
+impl ProfileOptOutSource for CampaignConnector {
+    async fn read_profile_opt_outs(
+        &self,
+        key_field: &str,
+        attributes: &[String],
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<ProfileOptOutPage, ConnectorError> {
+        let (content, next) = self.list_page("profile", cursor, page_size).await?;
+        let profiles = content
+            .iter()
+            .filter_map(|profile| {
+                let key = profile.get(key_field)?.as_str()?.trim();
+                if key.is_empty() {
+                    return None;
+                }
+                let values = attributes
+                    .iter()
+                    .filter_map(|attribute| {
+                        let flag = profile.get(attribute)?.as_bool()?;
+                        Some((attribute.clone(), flag))
+                    })
+                    .collect();
+                Some(ProfileOptOuts {
+                    contact_key: key.to_string(),
+                    values,
+                })
+            })
+            .collect();
+        Ok(ProfileOptOutPage { profiles, next })
+    }
+}
+
+#[async_trait]
+impl RecordSink for CampaignConnector {
+    async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        // Records with the same key form one chain written in order; chains run concurrently.
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain_of_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let key = (
+                record.target.table.as_str(),
+                record.target.key_field.as_str(),
+                record.key.as_str(),
+            );
+            let chain = *chain_of_key.entry(key).or_insert_with(|| {
+                chains.push(Vec::new());
+                chains.len() - 1
+            });
+            chains[chain].push(index);
+        }
+        let results: Vec<Vec<(usize, WriteOutcome)>> = futures_util::stream::iter(chains)
+            .map(|chain| async move {
+                let mut outcomes = Vec::with_capacity(chain.len());
+                for index in chain {
+                    let outcome = match self.write_one(&records[index]).await {
+                        Ok(()) => WriteOutcome::Written,
+                        Err(error) => WriteOutcome::Failed(error),
+                    };
+                    outcomes.push((index, outcome));
+                }
+                outcomes
+            })
+            .buffer_unordered(self.settings.max_concurrency)
+            .collect()
+            .await;
+        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+        for (index, outcome) in results.into_iter().flatten() {
+            outcomes[index] = Some(outcome);
+        }
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                outcome.unwrap_or_else(|| {
+                    WriteOutcome::Failed(ConnectorError::Permanent {
+                        message: "internal error: the write produced no outcome".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    async fn describe(&self, table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        self.describe_resource(table).await
+    }
+
+    async fn check(&self) -> Result<(), ConnectorError> {
+        self.transport.authenticate().await?;
+        let mut url = self.api_url(&["profileAndServicesExt", "profile"]);
+        url.query_pairs_mut().append_pair("_lineCount", "1");
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        reply.json::<ListPage>(url.as_str(), "a list with `content`")?;
+        Ok(())
+    }
+}
+
+/// Where a key lookup found its record: the href it gave, or its PKey when it gave none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FoundAt {
+    /// The record's href (still to be checked against the API base).
+    Href(String),
+    /// The record's PKey, to address it under its resource.
+    PKey(String),
+}
+
+/// Reads one list page body: its records, and the `next.href` to follow (none after an empty
+/// page, so a service that keeps linking never loops us forever).
+pub(crate) fn read_list_page(
+    body: &[u8],
+    url: &str,
+) -> Result<(Vec<serde_json::Value>, Option<String>), ConnectorError> {
+    let page: ListPage = parse_json(body, url, "a list with `content`")?;
+    let next = page
+        .next
+        .filter(|_| !page.content.is_empty())
+        .map(|link| link.href);
+    Ok((page.content, next))
+}
+
+/// Reads a key lookup's answer: nothing, one record (by href or PKey) or an error when the key
+/// matched several records or the one found cannot be addressed.
+pub(crate) fn read_lookup(
+    body: &[u8],
+    url: &str,
+    record: &WriteRecord,
+) -> Result<Option<FoundAt>, ConnectorError> {
+    let resource = &record.target.table;
+    let key_field = &record.target.key_field;
+    let page: ListPage = parse_json(body, url, "a list with `content`")?;
+    match page.content.as_slice() {
+        [] => Ok(None),
+        [found] => {
+            let href = found.get("href").and_then(|value| value.as_str());
+            let pkey = found.get("PKey").and_then(|value| value.as_str());
+            match (href, pkey) {
+                (Some(href), _) => Ok(Some(FoundAt::Href(href.to_owned()))),
+                (None, Some(pkey)) => Ok(Some(FoundAt::PKey(pkey.to_owned()))),
+                (None, None) => Err(ConnectorError::Permanent {
+                    message: format!(
+                        "Campaign GET {url}: expected the found {resource} to carry an href or PKey"
+                    ),
+                }),
+            }
+        }
+        many => Err(ConnectorError::Permanent {
+            message: format!(
+                "{} {resource} records have {key_field} {:?}; the key must be unique",
+                many.len(),
+                record.key
+            ),
+        }),
+    }
+}
+
+/// Reads a `resourceType` metadata body into the resource's fields and their kinds.
+pub(crate) fn read_resource_fields(
+    body: &[u8],
+    url: &str,
+    resource: &str,
+) -> Result<Vec<FieldInfo>, ConnectorError> {
+    let metadata: ResourceMetadata = parse_json(body, url, "resourceType metadata with `content`")?;
+    let mut fields = Vec::with_capacity(metadata.content.len());
+    for (name, field) in &metadata.content {
+        let api_name = field
+            .get("apiName")
+            .and_then(|value| value.as_str())
+            .unwrap_or(name);
+        let kind = field
+            .get("type")
+            .and_then(|value| value.as_str())
+            .ok_or_else(|| ConnectorError::Permanent {
+                message: format!(
+                    "Campaign GET {url}: field {name:?} of {resource} has no `type` in its metadata"
+                ),
+            })?;
+        fields.push(FieldInfo {
+            name: api_name.to_owned(),
+            kind: field_kind(kind),
+        });
+    }
+    Ok(fields)
+}
+
+/// `externalId` -> `byExternalId`: Campaign's filter name for an identification key.
+pub fn filter_name(key_field: &str) -> String {
+    let mut chars = key_field.chars();
+    match chars.next() {
+        Some(first) => format!("by{}{}", first.to_uppercase(), chars.as_str()),
+        None => "by".to_owned(),
+    }
+}
+
+fn check_resource_name(resource: &str) -> Result<(), ConnectorError> {
+    let valid_chars = !resource.is_empty() && resource.chars().all(|c| c.is_ascii_alphanumeric());
+    if valid_chars && (resource == "profile" || resource.starts_with("cus")) {
+        Ok(())
+    } else {
+        Err(ConnectorError::Permanent {
+            message: format!(
+                "Campaign resource {resource:?} is not `profile` or a `cus*` custom resource"
+            ),
+        })
+    }
+}
+
+fn check_target(record: &WriteRecord) -> Result<(), ConnectorError> {
+    if record.target.system != System::Campaign {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "a write for {:?} table {} reached the Campaign sink",
+                record.target.system, record.target.table
+            ),
+        });
+    }
+    check_resource_name(&record.target.table)?;
+    let key_field = &record.target.key_field;
+    if key_field.is_empty() || !key_field.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ConnectorError::Permanent {
+            message: format!(
+                "Campaign key field {key_field:?} of {} is not a field name",
+                record.target.table
+            ),
+        });
+    }
+    if record.key.is_empty() {
+        return Err(ConnectorError::Permanent {
+            message: format!("a {} write has an empty {key_field}", record.target.table),
+        });
+    }
+    Ok(())
+}
+
+/// Maps Campaign's metadata type names to field kinds.
+pub fn field_kind(campaign_type: &str) -> FieldKind {
+    match campaign_type {
+        "string" | "memo" | "text" | "html" | "email" => FieldKind::Text,
+        "long" | "int" | "int64" | "short" | "byte" | "integer" => FieldKind::Integer,
+        "float" | "double" | "decimal" | "number" | "money" => FieldKind::Decimal,
+        "boolean" => FieldKind::Boolean,
+        "date" => FieldKind::Date,
+        "datetime" | "timestamp" | "datetimetz" | "datetimenotz" => FieldKind::Datetime,
+        "enumeration" => FieldKind::Picklist,
+        "uuid" => FieldKind::Guid,
+        "link" => FieldKind::Lookup,
+        other => FieldKind::Other(other.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_name_upper_cases_the_key_fields_first_letter() {
+        assert_eq!(filter_name("externalId"), "byExternalId");
+        assert_eq!(filter_name("cusCrmId"), "byCusCrmId");
+    }
+
+    #[test]
+    fn only_profile_and_custom_resources_are_writable() {
+        assert!(check_resource_name("profile").is_ok());
+        assert!(check_resource_name("cusVehicle").is_ok());
+        assert!(check_resource_name("service").is_err());
+        assert!(check_resource_name("cus/../x").is_err());
+    }
+
+    fn connector() -> CampaignConnector {
+        let url = |text: &str| Url::parse(text).unwrap();
+        CampaignConnector::new(super::super::CampaignSettings {
+            api_base: url("https://mc.adobe.io/ORG/campaign"),
+            ims_token_url: url("https://ims-na1.adobelogin.com/ims/token/v3"),
+            client_id: "id".into(),
+            client_secret: crate::http::Secret::new("secret"),
+            scopes: vec!["campaign_sdk".into()],
+            max_concurrency: 4,
+            events_journal_url: url("https://events.example.com/journal"),
+            opt_out_drop_root: std::env::temp_dir(),
+            extra_ca_pem: None,
+            retry: crate::http::RetryPolicy::default(),
+            request_timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn hrefs_outside_the_api_base_are_refused() {
+        let connector = connector();
+        let inside = connector
+            .same_origin_url("https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/@x")
+            .unwrap();
+        assert_eq!(
+            inside.path(),
+            "/ORG/campaign/profileAndServicesExt/profile/@x"
+        );
+        let error = connector
+            .same_origin_url("https://attacker.example.com/steal")
+            .unwrap_err();
+        assert!(error.to_string().contains("refusing to follow"), "{error}");
+    }
+
+    #[test]
+    fn unusable_settings_are_named() {
+        let mut settings = connector().settings().clone();
+        settings.max_concurrency = 0;
+        let error = CampaignConnector::new(settings.clone()).err().unwrap();
+        assert!(error.to_string().contains("max_concurrency"), "{error}");
+        settings.max_concurrency = 1;
+        settings.extra_ca_pem = Some("/nonexistent/ca.pem".into());
+        let error = CampaignConnector::new(settings).err().unwrap();
+        assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+    }
+
+    #[test]
+    fn api_urls_percent_encode_their_segments() {
+        let url = connector().api_url(&["profileAndServicesExt", "profile", "by Key?"]);
+        assert_eq!(
+            url.as_str(),
+            "https://mc.adobe.io/ORG/campaign/profileAndServicesExt/profile/by%20Key%3F"
+        );
+    }
+
+    #[test]
+    fn metadata_types_map_to_field_kinds() {
+        assert_eq!(field_kind("long"), FieldKind::Integer);
+        assert_eq!(field_kind("date"), FieldKind::Date);
+        assert_eq!(field_kind("datetime"), FieldKind::Datetime);
+        assert_eq!(field_kind("enumeration"), FieldKind::Picklist);
+        assert_eq!(field_kind("blob"), FieldKind::Other("blob".into()));
+    }
+}

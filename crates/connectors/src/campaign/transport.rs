@@ -1,0 +1,114 @@
+//! What is Campaign-specific about sending a request: the IMS credentials (comma-separated
+//! scopes), the headers every call carries (`X-Api-Key`, no-cache, JSON), that a POST is never
+//! resent blindly, and that a `Retry-After` longer than we wait goes back to the engine.
+//!
+//! Tokens, retries, classification and pacing come from [`crate::http`].
+
+use std::time::Duration;
+
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use crate::ConnectorError;
+use crate::http::{
+    ApiClient, ClientCredentials, HttpResponse, Pacer, Resend, RetryPolicy, TokenCache,
+};
+
+use super::CampaignSettings;
+
+/// How long before expiry an IMS token is replaced (at most half its lifetime).
+const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The authenticated, retrying HTTP client of one Campaign instance.
+#[derive(Debug)]
+pub(super) struct Transport {
+    api: ApiClient,
+    client_id: String,
+}
+
+impl Transport {
+    /// A transport for `settings` over an already configured client.
+    pub(super) fn new(client: reqwest::Client, settings: &CampaignSettings) -> Transport {
+        let tokens = TokenCache::new(
+            client.clone(),
+            ClientCredentials {
+                token_url: settings.ims_token_url.to_string(),
+                client_id: settings.client_id.clone(),
+                client_secret: settings.client_secret.clone(),
+                // IMS takes its scopes comma-separated in one `scope` field.
+                scope: settings.scopes.join(","),
+            },
+            TOKEN_REFRESH_MARGIN,
+        );
+        let api = ApiClient::new(
+            client,
+            tokens,
+            Pacer::new(settings.max_concurrency),
+            settings.retry.clone(),
+        )
+        .handing_back_long_waits()
+        .named("campaign");
+        Transport {
+            api,
+            client_id: settings.client_id.clone(),
+        }
+    }
+
+    /// The retry policy, also used to pace a repeated lookup-then-write.
+    pub(super) fn retry_policy(&self) -> &RetryPolicy {
+        self.api.retry_policy()
+    }
+
+    /// Makes sure a token can be had (fetching one if none is cached).
+    pub(super) async fn authenticate(&self) -> Result<(), ConnectorError> {
+        self.api.tokens().token().await.map(|_| ())
+    }
+
+    /// Sends one API call; 2xx comes back as the response, everything else as an error.
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<HttpResponse, ConnectorError> {
+        self.send_tolerating(method, url, body, &[]).await
+    }
+
+    /// Like [`Transport::send`], but statuses in `tolerated` (e.g. 404 on a delete) also come
+    /// back as a response for the caller to interpret.
+    pub(super) async fn send_tolerating(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        tolerated: &[StatusCode],
+    ) -> Result<HttpResponse, ConnectorError> {
+        // A POST that failed after reaching the service may have created the record: only a
+        // refusal is resent, otherwise the caller looks the key up again.
+        let resend = if method == Method::POST {
+            Resend::OnlyRefused
+        } else {
+            Resend::AnyTransient
+        };
+        let what = format!("Campaign {method} {url}");
+        let body = body.map(serde_json::Value::to_string);
+        let response = self
+            .api
+            .execute_with(method, url.as_str(), resend, |request| {
+                let request = request
+                    .header("X-Api-Key", &self.client_id)
+                    .header(CACHE_CONTROL, "no-cache")
+                    .header(CONTENT_TYPE, "application/json;charset=utf-8");
+                match &body {
+                    Some(body) => request.body(body.clone()),
+                    None => request,
+                }
+            })
+            .await?;
+        if tolerated.contains(&response.status) {
+            return Ok(response);
+        }
+        response.into_success(&what)
+    }
+}

@@ -1,0 +1,157 @@
+//! The OAuth2 client-credentials grant: [`ClientCredentials`] and the [`TokenCache`] that
+//! fetches, shares and refreshes tokens.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::ConnectorError;
+
+use super::{Secret, classify_status, parse_json, transport_error};
+
+/// The OAuth2 client-credentials grant of one application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientCredentials {
+    /// The full token endpoint URL.
+    pub token_url: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: Secret,
+    /// The scope to ask for, e.g. `https://org.crm.dynamics.com/.default`.
+    pub scope: String,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// Fetches client-credentials tokens with a form POST, caches them and refreshes them
+/// `margin` before they expire; concurrent callers share one fetch.
+pub struct TokenCache {
+    client: reqwest::Client,
+    credentials: ClientCredentials,
+    margin: Duration,
+    cached: tokio::sync::Mutex<Option<CachedToken>>,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("token_url", &self.credentials.token_url)
+            .field("client_id", &self.credentials.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    token_type: Option<String>,
+    expires_in: Option<u64>,
+}
+
+impl TokenCache {
+    /// A cache for `credentials`, refreshing `margin` before expiry.
+    pub fn new(
+        client: reqwest::Client,
+        credentials: ClientCredentials,
+        margin: Duration,
+    ) -> TokenCache {
+        TokenCache {
+            client,
+            credentials,
+            margin,
+            cached: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// A valid token, fetched when none is cached or the cached one is about to expire.
+    pub async fn token(&self) -> Result<Secret, ConnectorError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(current) = cached.as_ref()
+            && Instant::now() < current.refresh_at
+        {
+            return Ok(current.token.clone());
+        }
+        let fresh = self.fetch().await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    /// A new token to replace `rejected` (which the API refused); when another task has
+    /// already replaced it, that newer token is returned without another fetch.
+    pub async fn refresh(&self, rejected: &Secret) -> Result<Secret, ConnectorError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(current) = cached.as_ref()
+            && current.token != *rejected
+            && Instant::now() < current.refresh_at
+        {
+            return Ok(current.token.clone());
+        }
+        let fresh = self.fetch().await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    async fn fetch(&self) -> Result<CachedToken, ConnectorError> {
+        let url = &self.credentials.token_url;
+        let what = format!("the token request to {url}");
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.credentials.client_id.as_str()),
+            ("client_secret", self.credentials.client_secret.expose()),
+            ("scope", self.credentials.scope.as_str()),
+        ];
+        let response = self
+            .client
+            .post(url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|error| transport_error(&error, &what))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| transport_error(&error, &what))?;
+        if !status.is_success() {
+            return Err(match classify_status(status, &headers, &body, &what) {
+                // Azure AD answers bad credentials with 400/401 (invalid_client): not retryable.
+                ConnectorError::Permanent { message } | ConnectorError::Auth { message } => {
+                    ConnectorError::Auth {
+                        message: format!("{message}; check the client id, secret and scope"),
+                    }
+                }
+                transient => transient,
+            });
+        }
+        let parsed: TokenResponse = parse_json(&body, url, "an OAuth2 token response")?;
+        if parsed.access_token.is_empty() {
+            return Err(ConnectorError::Auth {
+                message: format!("{what} returned an empty access_token"),
+            });
+        }
+        // Only a bearer token can be sent the way `ApiClient` sends it.
+        if let Some(kind) = parsed
+            .token_type
+            .as_deref()
+            .filter(|kind| !kind.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(ConnectorError::Auth {
+                message: format!("{what} returned token_type {kind:?}, expected \"bearer\""),
+            });
+        }
+        let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
+        // A margin longer than a short-lived token would refetch on every call: cap it at half.
+        let margin = self.margin.min(lifetime / 2);
+        Ok(CachedToken {
+            token: Secret::new(parsed.access_token),
+            refresh_at: Instant::now() + lifetime.saturating_sub(margin),
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! Tests of the shared HTTP plumbing.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+
+use super::errors::untrusted_certificate;
+use super::*;
+use crate::ConnectorError;
+use reqwest::header::HeaderValue;
+
+#[test]
+fn a_certificate_error_is_found_inside_nested_io_errors_and_nothing_else_is() {
+    use std::io::{Error, ErrorKind};
+    let untrusted = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+    // The shape reqwest hands over: the connector's io::Error around the stream's.
+    let nested = Error::other(Error::new(ErrorKind::InvalidData, untrusted));
+    assert_eq!(
+        untrusted_certificate(&nested).as_deref(),
+        Some("invalid peer certificate: UnknownIssuer")
+    );
+    let other_tls = Error::new(ErrorKind::InvalidData, rustls::Error::DecryptError);
+    assert_eq!(untrusted_certificate(&other_tls), None);
+    let refused = Error::new(ErrorKind::ConnectionRefused, "connection refused");
+    assert_eq!(untrusted_certificate(&refused), None);
+}
+
+#[test]
+fn secret_never_prints_its_value() {
+    let secret = Secret::new("hunter2");
+    assert_eq!(format!("{secret}"), "***");
+    assert_eq!(format!("{secret:?}"), "***");
+    assert_eq!(secret.expose(), "hunter2");
+}
+
+#[test]
+fn retry_after_seconds_and_http_date_are_parsed() {
+    let mut headers = HeaderMap::new();
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+    assert_eq!(parse_retry_after(&headers), Some(Duration::from_secs(7)));
+    headers.insert(
+        RETRY_AFTER,
+        HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+    );
+    assert_eq!(parse_retry_after(&headers), Some(Duration::ZERO));
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+    assert_eq!(parse_retry_after(&headers), None);
+}
+
+#[test]
+fn statuses_are_classified_with_the_service_message() {
+    let mut headers = HeaderMap::new();
+    headers.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+    let body = br#"{"error":{"code":"0x80072322","message":"Number of requests exceeded"}}"#;
+    let throttled = classify_status(StatusCode::TOO_MANY_REQUESTS, &headers, body, "GET x");
+    assert_eq!(
+        throttled,
+        ConnectorError::Transient {
+            message: "GET x failed with 429 Too Many Requests: Number of requests exceeded"
+                .to_string(),
+            retry_after: Some(Duration::from_secs(3)),
+        }
+    );
+    let missing = classify_status(StatusCode::NOT_FOUND, &HeaderMap::new(), b"nope", "GET y");
+    assert_eq!(
+        missing,
+        ConnectorError::Permanent {
+            message: "GET y failed with 404 Not Found: nope".to_string()
+        }
+    );
+    assert!(
+        classify_status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"", "GET z").is_transient()
+    );
+    assert!(
+        classify_status(StatusCode::REQUEST_TIMEOUT, &HeaderMap::new(), b"", "GET z")
+            .is_transient()
+    );
+}
+
+#[test]
+fn unparsable_body_is_retryable_and_names_the_url_and_the_expectation() {
+    let error = parse_json::<serde_json::Value>(b"<html>", "https://x/y", "a JSON page")
+        .expect_err("html is not json");
+    let ConnectorError::Transient { message, .. } = error else {
+        panic!("expected a transient error, got {error:?}");
+    };
+    assert!(message.contains("https://x/y"), "{message}");
+    assert!(message.contains("a JSON page"), "{message}");
+}
+
+#[tokio::test]
+async fn pause_holds_back_new_requests_until_it_ends() {
+    let pacer = Pacer::new(2);
+    pacer.pause_for(Duration::from_millis(150));
+    let started = Instant::now();
+    let _permit = pacer.acquire().await;
+    assert!(started.elapsed() >= Duration::from_millis(140));
+    assert!(pacer.remaining_pause().is_none());
+}
+
+#[tokio::test]
+async fn with_retry_stops_after_the_attempt_budget() {
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(5),
+    };
+    let pacer = Pacer::new(1);
+    let calls = std::sync::atomic::AtomicU32::new(0);
+    let result: Result<(), ConnectorError> = with_retry(&policy, &pacer, || {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {
+            Err(ConnectorError::Transient {
+                message: "down".to_string(),
+                retry_after: None,
+            })
+        }
+    })
+    .await;
+    assert!(result.is_err_and(|error| error.is_transient()));
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A fake identity provider and API counting their calls; the API answers `api_status`.
+async fn fake_service(
+    expires_in: u64,
+    api_status: u16,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+    std::sync::Arc<std::sync::atomic::AtomicU32>,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let token_calls = Arc::new(AtomicU32::new(0));
+    let api_calls = Arc::new(AtomicU32::new(0));
+    let (tokens, apis) = (Arc::clone(&token_calls), Arc::clone(&api_calls));
+    let router = axum::Router::new()
+        .route(
+            "/token",
+            axum::routing::post(move || {
+                let n = tokens.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    axum::Json(serde_json::json!({
+                        "token_type": "Bearer", "expires_in": expires_in, "access_token": format!("token-{n}")
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/api",
+            axum::routing::get(move || {
+                apis.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    // A throttled answer asks for a long pause, as a busy service does.
+                    let retry_after = if api_status == 429 { "120" } else { "" };
+                    (
+                        axum::http::StatusCode::from_u16(api_status).unwrap_or_default(),
+                        [(RETRY_AFTER, retry_after)],
+                        "{}",
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}"), token_calls, api_calls)
+}
+
+fn cache(base: &str, margin: Duration) -> TokenCache {
+    TokenCache::new(
+        reqwest::Client::new(),
+        ClientCredentials {
+            token_url: format!("{base}/token"),
+            client_id: "id".to_string(),
+            client_secret: Secret::new("s"),
+            scope: "x/.default".to_string(),
+        },
+        margin,
+    )
+}
+
+#[tokio::test]
+async fn token_is_cached_and_a_stale_refresh_reuses_the_newer_token() {
+    use std::sync::atomic::Ordering;
+    let (base, token_calls, _) = fake_service(3599, 200).await;
+    let tokens = cache(&base, Duration::from_secs(300));
+    let first = tokens.token().await.expect("token");
+    assert_eq!(tokens.token().await.expect("cached"), first);
+    assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+    let second = tokens.refresh(&first).await.expect("refreshed");
+    assert_ne!(second, first);
+    // Another task reporting the same old token gets the new one without a fetch.
+    assert_eq!(tokens.refresh(&first).await.expect("reused"), second);
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn token_close_to_expiry_is_refetched() {
+    use std::sync::atomic::Ordering;
+    let (base, token_calls, _) = fake_service(0, 200).await;
+    let tokens = cache(&base, Duration::from_secs(300));
+    tokens.token().await.expect("token");
+    tokens.token().await.expect("token");
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn persistent_401_refreshes_exactly_once_then_fails_with_auth() {
+    use std::sync::atomic::Ordering;
+    let (base, token_calls, api_calls) = fake_service(3599, 401).await;
+    let client = ApiClient::new(
+        reqwest::Client::new(),
+        cache(&base, Duration::from_secs(300)),
+        Pacer::new(2),
+        RetryPolicy::default(),
+    );
+    let error = client
+        .execute(Method::GET, &format!("{base}/api"), |request| request)
+        .await
+        .expect_err("always 401");
+    assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+    assert_eq!(token_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(api_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_within_the_attempt_budget() {
+    use std::sync::atomic::Ordering;
+    let (base, _, api_calls) = fake_service(3599, 503).await;
+    let client = ApiClient::new(
+        reqwest::Client::new(),
+        cache(&base, Duration::from_secs(300)),
+        Pacer::new(2),
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    );
+    let error = client
+        .execute(Method::GET, &format!("{base}/api"), |request| request)
+        .await
+        .expect_err("always 503");
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(api_calls.load(Ordering::SeqCst), 3);
+}
+
+fn quick_client(base: &str) -> ApiClient {
+    ApiClient::new(
+        reqwest::Client::new(),
+        cache(base, Duration::from_secs(300)),
+        Pacer::new(2),
+        RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_secs(5),
+        },
+    )
+}
+
+#[tokio::test]
+async fn only_refused_requests_are_not_resent_after_an_unexplained_failure() {
+    use std::sync::atomic::Ordering;
+    let (base, _, api_calls) = fake_service(3599, 503).await;
+    let error = quick_client(&base)
+        .execute_with(
+            Method::GET,
+            &format!("{base}/api"),
+            Resend::OnlyRefused,
+            |r| r,
+        )
+        .await
+        .expect_err("503 without Retry-After");
+    assert!(error.is_transient(), "{error:?}");
+    assert_eq!(api_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_max_delay_is_handed_back_when_asked() {
+    use std::sync::atomic::Ordering;
+    let (base, _, api_calls) = fake_service(3599, 429).await;
+    let error = quick_client(&base)
+        .handing_back_long_waits()
+        .execute(Method::GET, &format!("{base}/api"), |request| request)
+        .await
+        .expect_err("always 429");
+    let ConnectorError::Transient { retry_after, .. } = error else {
+        panic!("expected a transient error, got {error:?}");
+    };
+    assert_eq!(retry_after, Some(Duration::from_secs(120)));
+    assert_eq!(api_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
+    let router = axum::Router::new().route(
+        "/token",
+        axum::routing::post(|| async {
+            axum::Json(serde_json::json!({
+                "token_type": "mac", "expires_in": 3599, "access_token": "t"
+            }))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let error = cache(&base, Duration::from_secs(300))
+        .token()
+        .await
+        .expect_err("a mac token cannot be sent as bearer");
+    assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+    assert!(error.to_string().contains("\"mac\""), "{error}");
+}
+
+#[test]
+fn campaign_error_code_is_kept_beside_its_message() {
+    assert_eq!(
+        service_error_message(br#"{"error_code":"401013","message":"Oauth token is not valid"}"#),
+        "Oauth token is not valid (error_code 401013)"
+    );
+    assert_eq!(
+        service_error_message(br#"{"code":400,"message":"RST-360011 bad"}"#),
+        "RST-360011 bad"
+    );
+}
+
+#[test]
+fn invalid_extra_ca_is_a_clear_error() {
+    let error = build_client(Duration::from_secs(5), Some(b"not a certificate"))
+        .expect_err("garbage is not a CA");
+    assert!(
+        error.to_string().contains("extra CA certificate"),
+        "{error}"
+    );
+}

@@ -1,0 +1,107 @@
+//! What the reader and writer stages share: the stop signal, the wake-up between them, the
+//! live state they report into, and the errors that end a stage run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::lifecycle::LiveState;
+use conduit_store::StoreError;
+
+/// Why a stage run ended; the supervisor restarts the stage with backoff, or puts the
+/// workflow in ERROR when the failure is fatal or repeats past the threshold.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StageError {
+    /// The store failed (disk full, I/O). Nothing of the step was kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source failed in a way retrying does not fix.
+    #[error("reading the source failed: {0}")]
+    Source(String),
+    /// Credentials were refused.
+    #[error("credentials refused: {0}")]
+    Auth(String),
+    /// A mapped destination field is missing or retyped.
+    #[error("schema drift: {0}")]
+    Drift(String),
+    /// The plugin failed on every record of a batch.
+    #[error("the plugin fails on every record: {0}")]
+    Plugin(String),
+    /// A bug or a panic in a task.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StageError {
+    /// Fatal errors go to ERROR at once: retrying cannot fix them without the operator.
+    pub(super) fn is_fatal(&self) -> bool {
+        matches!(self, StageError::Drift(_))
+    }
+}
+
+/// The handles a stage runs with.
+#[derive(Clone)]
+pub(super) struct StageContext {
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) queue_changed: Arc<Notify>,
+    pub(super) live: Arc<LiveState>,
+}
+
+impl StageContext {
+    /// True once Stop was asked for.
+    pub(super) fn stop_requested(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Sleeps, waking early on Stop.
+    pub(super) async fn sleep(&self, duration: Duration) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = stop.wait_for(|stopped| *stopped) => {}
+        }
+    }
+
+    /// Waits for new queue entries, at most `duration`, waking early on Stop.
+    pub(super) async fn idle(&self, duration: Duration) {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = self.queue_changed.notified() => {}
+            _ = stop.wait_for(|stopped| *stopped) => {}
+        }
+    }
+
+    /// Tells the other stage that the queue changed.
+    pub(super) fn notify_progress(&self) {
+        self.queue_changed.notify_one();
+    }
+}
+
+/// A stage the supervisor can run and restart.
+pub(super) trait StageRun: Send {
+    /// Runs until stopped (Ok) or failed (Err).
+    fn run(
+        &mut self,
+        ctx: &StageContext,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send;
+}
+
+impl StageRun for super::reader::Reader {
+    fn run(
+        &mut self,
+        ctx: &StageContext,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
+        self.read_until_stopped(ctx)
+    }
+}
+
+impl StageRun for super::writer::Writer {
+    fn run(
+        &mut self,
+        ctx: &StageContext,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
+        self.write_until_stopped(ctx)
+    }
+}

@@ -1,0 +1,52 @@
+//! The sandboxed plugin runtime: one wasmtime engine, typed bindings for the three worlds,
+//! limits and a compiled-component cache.
+//!
+//! The workflow engine loads a plugin once ([`PluginHost::load`]), configures it into a
+//! mapper per workflow ([`LoadedPlugin::record_mapper`] and friends) and calls the mapper once
+//! per page of input from `spawn_blocking`. Each call runs on a thread of its own (outside
+//! any async runtime, a panic turned into a trap) in a fresh instance with its own deadline
+//! and memory cap; everything the plugin returns is validated, and every text it hands back
+//! capped ([`cap`]), before the host trusts it. This crate knows the data model and WIT, not HTTP, redb or workflows.
+
+mod bindings;
+mod builtin;
+mod cache;
+mod capped;
+mod convert;
+mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz_input;
+mod host;
+mod limits;
+mod mappers;
+mod output;
+#[cfg(test)]
+mod proptests;
+mod reference;
+mod sandbox;
+mod untrusted;
+
+pub use builtin::BUILTIN_NAMES;
+pub use error::PluginError;
+pub use host::{LoadedPlugin, PluginHost};
+pub use limits::Limits;
+pub use mappers::{EventMapper, OptOutResolver, RecordMapper};
+pub use reference::{PluginRef, World};
+pub use untrusted::{MAX_MESSAGE_BYTES, cap};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync + Clone>() {}
+
+    #[test]
+    fn host_plugins_and_mappers_can_move_into_spawn_blocking() {
+        shareable::<PluginHost>();
+        shareable::<LoadedPlugin>();
+        shareable::<RecordMapper>();
+        shareable::<EventMapper>();
+        shareable::<OptOutResolver>();
+        shareable::<PluginError>();
+    }
+}

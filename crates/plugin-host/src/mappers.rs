@@ -1,0 +1,309 @@
+//! Configured plugins, one per workflow: [`RecordMapper`], [`EventMapper`] and
+//! [`OptOutResolver`]. Every call gets a fresh store and instance (so a trap never poisons
+//! the next batch), the settings are applied with `configure`, the deadline is re-armed for
+//! the batch itself, and the result is validated before it is returned.
+
+use wasmtime::component::{ComponentNamedList, Instance, Lower};
+use wasmtime::{Store, Trap};
+
+use conduit_model as model;
+
+use super::bindings::wit;
+use super::capped::CappedText;
+use super::convert;
+use super::host::{LoadedInner, LoadedPlugin, WorldPre};
+use super::sandbox::{self, StoreState, run_isolated};
+use super::untrusted::cap;
+use super::{Limits, PluginError, World};
+
+/// Maps Dynamics 365 row batches (Ingress).
+#[derive(Debug, Clone)]
+pub struct RecordMapper {
+    configured: Configured,
+}
+
+/// Maps Campaign email events (Egress).
+#[derive(Debug, Clone)]
+pub struct EventMapper {
+    configured: Configured,
+}
+
+/// Resolves opt-out states (Opt-in/out).
+#[derive(Debug, Clone)]
+pub struct OptOutResolver {
+    configured: Configured,
+}
+
+/// A loaded plugin with settings the plugin accepted and the limits to run it under.
+#[derive(Debug, Clone)]
+struct Configured {
+    plugin: LoadedPlugin,
+    settings: String,
+    limits: Limits,
+}
+
+/// Why `configure` did not succeed.
+enum ConfigureFailure {
+    /// The plugin returned an error about its settings.
+    Rejected(String),
+    /// The call itself failed (deadline, trap, memory).
+    Failed(PluginError),
+}
+
+impl LoadedPlugin {
+    /// Configures a record mapper with `settings` (its config section as JSON) on a fresh
+    /// instance; bad settings give [`PluginError::Configure`] with the plugin's message.
+    pub fn record_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<RecordMapper, PluginError> {
+        let configured = self.configure(World::RecordMapper, settings, limits)?;
+        Ok(RecordMapper { configured })
+    }
+
+    /// Configures an event mapper; see [`LoadedPlugin::record_mapper`].
+    pub fn event_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<EventMapper, PluginError> {
+        let configured = self.configure(World::EventMapper, settings, limits)?;
+        Ok(EventMapper { configured })
+    }
+
+    /// Configures an opt-out resolver; see [`LoadedPlugin::record_mapper`].
+    pub fn opt_out_resolver(
+        &self,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<OptOutResolver, PluginError> {
+        let configured = self.configure(World::OptOutResolver, settings, limits)?;
+        Ok(OptOutResolver { configured })
+    }
+
+    fn configure(
+        &self,
+        world: World,
+        settings: &serde_json::Value,
+        limits: Limits,
+    ) -> Result<Configured, PluginError> {
+        limits.validate()?;
+        if self.world() != world {
+            return Err(PluginError::WrongWorld {
+                plugin: self.inner.reference.clone(),
+                expected: world,
+                message: format!("it was loaded as a {} plugin", self.world()),
+            });
+        }
+        let configured = Configured {
+            plugin: self.clone(),
+            settings: settings.to_string(),
+            limits,
+        };
+        // Configure once up front so bad settings fail the workflow's start, not its batches.
+        let probe = run_isolated(&self.inner.reference, || Ok(configured.start().map(drop)))?;
+        match probe {
+            Ok(()) => Ok(configured),
+            Err(ConfigureFailure::Rejected(message)) => Err(PluginError::Configure {
+                plugin: self.inner.reference.clone(),
+                message,
+            }),
+            Err(ConfigureFailure::Failed(error)) => Err(error),
+        }
+    }
+}
+
+impl Configured {
+    fn inner(&self) -> &LoadedInner {
+        &self.plugin.inner
+    }
+
+    /// A fresh store and instance with `configure` applied and the deadline re-armed.
+    fn start(&self) -> Result<(Store<StoreState>, Instance), ConfigureFailure> {
+        let inner = self.inner();
+        let mut store = sandbox::new_store(inner.host.engine(), &inner.name, &self.limits);
+        let instance = inner
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|error| ConfigureFailure::Failed(self.classify(&store, error)))?;
+        let configured = instance
+            .get_typed_func::<(&str,), (Result<(), CappedText>,)>(&mut store, "configure")
+            .and_then(|configure| configure.call(&mut store, (self.settings.as_str(),)));
+        match configured {
+            Ok((Ok(()),)) => {}
+            Ok((Err(CappedText(message)),)) => return Err(ConfigureFailure::Rejected(message)),
+            Err(error) => return Err(ConfigureFailure::Failed(self.classify(&store, error))),
+        }
+        sandbox::arm_deadline(&mut store, self.limits.deadline);
+        Ok((store, instance))
+    }
+
+    /// `start` for a batch call: a settings rejection now (they were accepted before) fails
+    /// the batch.
+    fn start_batch(&self) -> Result<(Store<StoreState>, Instance), PluginError> {
+        self.start().map_err(|failure| match failure {
+            ConfigureFailure::Rejected(message) => PluginError::Batch {
+                plugin: self.inner().reference.clone(),
+                message: format!(
+                    "settings accepted earlier were rejected on a fresh instance: {message}"
+                ),
+            },
+            ConfigureFailure::Failed(error) => error,
+        })
+    }
+
+    /// Calls the batch export `name` with `input` on a fresh, configured instance and turns
+    /// its result into validated outcomes. The error text of the result is read capped.
+    fn call<P>(
+        &self,
+        name: &str,
+        input: P,
+        inputs: usize,
+    ) -> Result<Vec<model::Outcome>, PluginError>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+    {
+        let (mut store, instance) = self.start_batch()?;
+        let result = instance
+            .get_typed_func::<P, (Result<wit::MappedBatch, CappedText>,)>(&mut store, name)
+            .and_then(|function| function.call(&mut store, input))
+            .map(|(result,)| result);
+        self.finish(&store, result, inputs)
+    }
+
+    /// Tells a deadline and a memory overrun apart from any other trap.
+    fn classify(&self, store: &Store<StoreState>, error: wasmtime::Error) -> PluginError {
+        let plugin = self.inner().reference.clone();
+        if store.data().memory.refused {
+            return PluginError::MemoryLimit {
+                plugin,
+                limit_bytes: self.limits.memory_bytes,
+            };
+        }
+        if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PluginError::DeadlineExceeded {
+                plugin,
+                deadline: self.limits.deadline,
+            };
+        }
+        if is_over_hostcall_fuel(&error) {
+            return PluginError::InvalidOutput {
+                plugin,
+                problem: format!(
+                    "the output holds more than {} bytes in total (the limit of one call, counting every copy of a string the plugin shares), found while copying its result or a log line",
+                    self.limits.max_output_bytes
+                ),
+            };
+        }
+        // A trap's wasm backtrace lists unnamed functions of a stripped component: it would
+        // bury the one useful line (and the panic message) in every dead letter's reason.
+        let cause = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => cap(&format!("{error:#}")),
+        };
+        let stderr = store.data().stderr_text();
+        let message = if stderr.is_empty() {
+            cause
+        } else {
+            format!("{cause}; the plugin wrote: {stderr}")
+        };
+        PluginError::Trap { plugin, message }
+    }
+
+    /// Turns a call's result into validated outcomes.
+    fn finish(
+        &self,
+        store: &Store<StoreState>,
+        result: wasmtime::Result<Result<wit::MappedBatch, CappedText>>,
+        inputs: usize,
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let plugin = || self.inner().reference.clone();
+        let mapped = result
+            .map_err(|error| self.classify(store, error))?
+            .map_err(|CappedText(message)| PluginError::Batch {
+                plugin: plugin(),
+                message,
+            })?;
+        convert::outcomes_from_wit(mapped, inputs, &self.limits).map_err(|problem| {
+            PluginError::InvalidOutput {
+                plugin: plugin(),
+                problem: cap(&problem),
+            }
+        })
+    }
+
+    fn wrong_pre(&self, world: World) -> PluginError {
+        PluginError::WrongWorld {
+            plugin: self.inner().reference.clone(),
+            expected: world,
+            message: format!("it was loaded as a {} plugin", self.plugin.world()),
+        }
+    }
+}
+
+/// True when wasmtime stopped copying a plugin's data into the host because the call's
+/// hostcall fuel (set to the output budget in `sandbox::new_store`) ran out. wasmtime does not
+/// export the error's type, so its fixed message is matched.
+fn is_over_hostcall_fuel(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
+impl RecordMapper {
+    /// Maps one batch: one outcome per row, in row order; write records carry their resolved
+    /// target and field names.
+    pub fn map(
+        &mut self,
+        phase: model::Phase,
+        batch: &model::RecordBatch,
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::Record(_) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::RecordMapper));
+        };
+        run_isolated(&configured.inner().reference, || {
+            let input = convert::batch_to_wit(batch);
+            let phase = convert::phase_to_wit(phase);
+            configured.call("map", (phase, &input), batch.rows.len())
+        })
+    }
+}
+
+impl EventMapper {
+    /// Maps one page of email events: one outcome per event, in order.
+    pub fn map(
+        &mut self,
+        events: &[model::EmailEvent],
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::Event(_) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::EventMapper));
+        };
+        run_isolated(&configured.inner().reference, || {
+            let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
+            configured.call("map", (input.as_slice(),), events.len())
+        })
+    }
+}
+
+impl OptOutResolver {
+    /// Resolves one batch of contacts: one outcome per contact, in order.
+    pub fn resolve(
+        &mut self,
+        contacts: &[model::ContactOptOut],
+    ) -> Result<Vec<model::Outcome>, PluginError> {
+        let configured = &self.configured;
+        let WorldPre::OptOut(_) = &configured.inner().pre else {
+            return Err(configured.wrong_pre(World::OptOutResolver));
+        };
+        run_isolated(&configured.inner().reference, || {
+            let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
+            configured.call("resolve", (input.as_slice(),), contacts.len())
+        })
+    }
+}

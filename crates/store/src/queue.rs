@@ -1,0 +1,706 @@
+//! The queue between a workflow's reader and writer: the reader's atomic commit (outputs, dead
+//! letters, cursor, counters) and the writer's atomic commit (removals, dead letters, retries).
+//!
+//! A record that could not be written now (a transient failure, or a destination not ready for
+//! it yet) is *deferred*: it keeps its place in the queue with a "not before" time, its attempt
+//! count and the reason, all in the same transaction as the rest of the writer's step. Until
+//! then the writer passes it by and writes what is behind it, except later writes of the same
+//! key, which wait behind it: per-key order holds across deferrals, restarts and crashes.
+
+use std::collections::HashSet;
+
+use redb::ReadableTable;
+
+use super::counters::{counter_add, counter_get, counter_set};
+use super::dead_letters::{self, NewDeadLetter};
+use super::ledger::{self, Decision, LedgerPolicy};
+use super::record::{QueuedRecord, now_ms};
+use super::state::{CursorState, OptOutSnapshot};
+use super::tables::{
+    CURSORS, DEAD_LETTERS, LEDGER, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE, REREAD, counter,
+};
+use super::{Store, StoreError, decode_json, encode_json};
+use conduit_model::{Phase, Target, WorkflowId, WriteRecord};
+
+/// A queued record not written now, to be tried again later: it stays queued (holding back later
+/// writes of its key) with one more attempt counted, but is not handed to the writer before
+/// `not_before_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deferral {
+    /// The record's position in the queue.
+    pub seq: u64,
+    /// Not before this time (ms since the Unix epoch).
+    pub not_before_ms: i64,
+    /// Why it was not written (kept with the record, and in its dead letter if it comes to it).
+    pub reason: String,
+}
+
+/// The records an earlier batch is still writing: a later batch passes them by, and later
+/// writes of their keys wait until that batch is committed.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight {
+    seqs: HashSet<u64>,
+    keys: HashSet<(Target, String)>,
+}
+
+impl InFlight {
+    /// Marks records as being written.
+    pub fn add(&mut self, records: &[QueuedRecord]) {
+        for queued in records {
+            self.seqs.insert(queued.seq);
+            self.keys
+                .insert((queued.record.target.clone(), queued.record.key.clone()));
+        }
+    }
+
+    /// Marks records as no longer being written (their step was committed or abandoned).
+    pub fn remove(&mut self, records: &[QueuedRecord]) {
+        for queued in records {
+            self.seqs.remove(&queued.seq);
+            self.keys
+                .remove(&(queued.record.target.clone(), queued.record.key.clone()));
+        }
+    }
+
+    /// True when nothing is being written.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+}
+
+/// The records ready to write now, and when the next deferred one falls due.
+#[derive(Debug, Default)]
+pub struct ReadyBatch {
+    /// Ready records, oldest first, at most one per destination key.
+    pub records: Vec<QueuedRecord>,
+    /// The earliest "not before" of the deferred records seen, if any.
+    pub next_due_ms: Option<i64>,
+}
+
+/// Everything one reader step produced, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct ReadCommit {
+    /// The source whose cursor advances (a table mapping, `events`, ...).
+    pub source: String,
+    /// The new cursor; `None` leaves it unchanged.
+    pub cursor: Option<CursorState>,
+    /// The writes to queue: origin and record.
+    pub records: Vec<(String, WriteRecord)>,
+    /// Inputs the plugin rejected or could not map.
+    pub dead_letters: Vec<NewDeadLetter>,
+    /// Source records consumed by this step.
+    pub read: u64,
+    /// Source records deliberately not propagated.
+    pub skipped: u64,
+    /// New last-known opt-out states by contact key.
+    pub opt_out_states: Vec<(String, OptOutSnapshot)>,
+    /// Dead letters this step re-processed successfully (a retry): removed.
+    pub retired_dead_letters: Vec<u64>,
+    /// How `records` are checked against what was sent before (Ingress only).
+    pub ledger: LedgerPolicy,
+    /// The pass over the source `records` come from (Ingress).
+    pub phase: Option<Phase>,
+    /// Re-reads this step completed: (mapping, key), removed from the re-read list.
+    pub rereads_done: Vec<(String, String)>,
+}
+
+/// The outcome of one writer step, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct WriteCommit {
+    /// Records the destination accepted: removed from the queue.
+    pub written: Vec<u64>,
+    /// Records the destination refused for good: moved to the dead letters with the reason.
+    pub refused: Vec<(QueuedRecord, String)>,
+    /// Records not written now: they stay queued with one more attempt counted, the reason, and
+    /// a time before which they are not tried again.
+    pub deferred: Vec<Deferral>,
+}
+
+impl Store {
+    /// Commits a reader step: queues outputs, stores dead letters, opt-out states and the new
+    /// cursor, and updates the counters, all or nothing.
+    pub fn commit_read(&self, workflow: WorkflowId, commit: ReadCommit) -> Result<(), StoreError> {
+        let wf = workflow.as_str();
+        let now = now_ms();
+        let write = self.begin_write()?;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
+            let mut ledger_table = write.open_table(LEDGER)?;
+            // A store upgraded from before the ledger cannot tell whose records older ones
+            // are, so it keeps deleting by key as it always did.
+            let deletes_need_ownership = commit.ledger != LedgerPolicy::Off
+                && write.open_table(META)?.get(META_LEDGER_PARTIAL)?.is_none();
+            let (mut queued, mut unchanged, mut not_owned) = (0u64, 0u64, 0u64);
+            for (origin, record) in commit.records {
+                match ledger::decide(
+                    &mut ledger_table,
+                    &record,
+                    commit.ledger,
+                    deletes_need_ownership,
+                )? {
+                    Decision::Queue => queued += 1,
+                    Decision::Unchanged => {
+                        unchanged += 1;
+                        continue;
+                    }
+                    Decision::NotOwned => {
+                        tracing::info!(
+                            workflow = wf,
+                            table = %record.target.table,
+                            key = %record.key,
+                            "delete skipped: the record was not created by Conduit"
+                        );
+                        not_owned += 1;
+                        continue;
+                    }
+                }
+                let mut body = QueuedRecord::new(seq, record, origin, now);
+                body.phase = commit.phase;
+                queue.insert((wf, seq), encode_json(&body).as_slice())?;
+                seq += 1;
+            }
+            counter_set(&write, wf, counter::NEXT_SEQ, seq)?;
+            counter_add(&write, wf, counter::QUEUED, queued as i64)?;
+            counter_add(&write, wf, counter::READ, commit.read as i64)?;
+            counter_add(
+                &write,
+                wf,
+                counter::SKIPPED,
+                (commit.skipped + unchanged + not_owned) as i64,
+            )?;
+            counter_add(&write, wf, counter::SKIPPED_UNCHANGED, unchanged as i64)?;
+            counter_add(&write, wf, counter::SKIPPED_NOT_OWNED, not_owned as i64)?;
+            drop(ledger_table);
+
+            dead_letters::insert_all(&write, workflow, commit.dead_letters, now)?;
+            if !commit.retired_dead_letters.is_empty() {
+                let mut table = write.open_table(DEAD_LETTERS)?;
+                let mut removed = 0i64;
+                for id in commit.retired_dead_letters {
+                    if table.remove((wf, id))?.is_some() {
+                        removed += 1;
+                    }
+                }
+                drop(table);
+                counter_add(&write, wf, counter::DEAD_LETTERS, -removed)?;
+            }
+
+            if !commit.rereads_done.is_empty() {
+                let mut rereads = write.open_table(REREAD)?;
+                for (mapping, key) in &commit.rereads_done {
+                    rereads.remove((mapping.as_str(), key.as_str()))?;
+                }
+            }
+
+            if !commit.opt_out_states.is_empty() {
+                let mut states = write.open_table(OPT_OUT_STATE)?;
+                for (key, snapshot) in commit.opt_out_states {
+                    states.insert(key.as_str(), encode_json(&snapshot).as_slice())?;
+                }
+            }
+
+            if let Some(cursor) = commit.cursor {
+                let mut cursors = write.open_table(CURSORS)?;
+                cursors.insert(
+                    (wf, commit.source.as_str()),
+                    encode_json(&cursor).as_slice(),
+                )?;
+            }
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// The oldest queued records ready now, at most `max` of them and at most one per destination
+    /// key, so that a batch never holds two writes of one record and per-key order is kept even
+    /// when a write fails and stays queued. Scans at most `max * 4` entries.
+    pub fn next_batch(
+        &self,
+        workflow: WorkflowId,
+        max: usize,
+    ) -> Result<Vec<QueuedRecord>, StoreError> {
+        Ok(self
+            .ready_batch(workflow, max, now_ms(), &InFlight::default())?
+            .records)
+    }
+
+    /// The oldest records ready at `now_ms`, at most `max` and at most one per destination key.
+    /// A deferred record (not due yet) is passed by, and so is every later write of its key; so
+    /// are the records `in_flight` (being written by an earlier batch) with every later write of
+    /// their keys. Scans at most `max * 4` entries besides those.
+    pub fn ready_batch(
+        &self,
+        workflow: WorkflowId,
+        max: usize,
+        now_ms: i64,
+        in_flight: &InFlight,
+    ) -> Result<ReadyBatch, StoreError> {
+        let wf = workflow.as_str();
+        let read = self.begin_read()?;
+        let queue = read.open_table(QUEUE)?;
+        let mut ready = ReadyBatch::default();
+        let mut keys = HashSet::new();
+        let mut blocked = HashSet::new();
+        let mut scanned = 0usize;
+        // Deferred records are passed by without counting towards the scan, up to a bound, so a
+        // few of them at the head of the queue never shorten a batch.
+        let mut passed = 0usize;
+        let pass_limit = max.saturating_mul(4).max(DEFERRED_SCAN);
+        for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+            if ready.records.len() >= max
+                || scanned >= max.saturating_mul(4)
+                || passed >= pass_limit
+            {
+                break;
+            }
+            let (key, value) = entry?;
+            let seq = key.value().1;
+            if in_flight.seqs.contains(&seq) {
+                // Its key is in `in_flight.keys`: no need to decode it.
+                continue;
+            }
+            let mut record: QueuedRecord = decode_json("queued record", value.value())?;
+            record.seq = seq;
+            let identity = (record.record.target.clone(), record.record.key.clone());
+            if record.not_before_ms > now_ms {
+                ready.next_due_ms = Some(
+                    ready
+                        .next_due_ms
+                        .map_or(record.not_before_ms, |due| due.min(record.not_before_ms)),
+                );
+                // It keeps its place: later writes of its key wait behind it.
+                blocked.insert(identity);
+                passed += 1;
+                continue;
+            }
+            scanned += 1;
+            if keys.contains(&identity)
+                || blocked.contains(&identity)
+                || in_flight.keys.contains(&identity)
+            {
+                // A later write of a key already in the batch waits for the next batch.
+                blocked.insert(identity);
+                continue;
+            }
+            keys.insert(identity);
+            ready.records.push(record);
+        }
+        Ok(ready)
+    }
+
+    /// Commits a writer step: removes what was written, dead-letters what was refused and
+    /// defers the rest (an attempt counted, the reason and the "not before" kept), all or
+    /// nothing.
+    pub fn commit_write(
+        &self,
+        workflow: WorkflowId,
+        commit: WriteCommit,
+    ) -> Result<(), StoreError> {
+        let wf = workflow.as_str();
+        let now = now_ms();
+        let write = self.begin_write()?;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut removed = 0i64;
+            for seq in &commit.written {
+                if queue.remove((wf, *seq))?.is_some() {
+                    removed += 1;
+                }
+            }
+            let written = removed;
+            let mut refused = Vec::new();
+            let mut ledger_table = write.open_table(LEDGER)?;
+            for (record, reason) in commit.refused {
+                // What was refused never reached the destination: the next change of that
+                // record must not be skipped as already sent.
+                if workflow == WorkflowId::Ingress {
+                    ledger::forget_values(&mut ledger_table, &record.record)?;
+                }
+                if queue.remove((wf, record.seq))?.is_some() {
+                    removed += 1;
+                    refused.push(NewDeadLetter::write_refused(record, reason));
+                }
+            }
+            for deferral in commit.deferred {
+                let existing = queue
+                    .get((wf, deferral.seq))?
+                    .map(|bytes| bytes.value().to_vec());
+                if let Some(bytes) = existing {
+                    let mut record: QueuedRecord = decode_json("queued record", &bytes)?;
+                    record.attempts = record.attempts.saturating_add(1);
+                    record.not_before_ms = deferral.not_before_ms;
+                    record.last_reason = Some(deferral.reason);
+                    record.deferred_since_ms.get_or_insert(now);
+                    queue.insert((wf, deferral.seq), encode_json(&record).as_slice())?;
+                }
+            }
+            drop(queue);
+            drop(ledger_table);
+            counter_add(&write, wf, counter::QUEUED, -removed)?;
+            counter_add(&write, wf, counter::WRITTEN, written)?;
+            dead_letters::insert_all(&write, workflow, refused, now)?;
+        }
+        write.commit()?;
+        Ok(())
+    }
+
+    /// Records waiting in a workflow's queue (the backlog), read from its counter.
+    pub fn backlog(&self, workflow: WorkflowId) -> Result<u64, StoreError> {
+        Ok(self.counters(workflow)?.queued)
+    }
+
+    /// Counts the queue's entries one by one (for checks; `backlog` is the O(1) way).
+    pub fn queue_len_by_scan(&self, workflow: WorkflowId) -> Result<u64, StoreError> {
+        let wf = workflow.as_str();
+        let read = self.begin_read()?;
+        let queue = read.open_table(QUEUE)?;
+        let mut count = 0;
+        for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// Removes every queued record of a workflow whose origin matches (used when a mapping is
+    /// deleted from the config); returns how many.
+    pub fn purge_origin(&self, workflow: WorkflowId, origin: &str) -> Result<u64, StoreError> {
+        let wf = workflow.as_str();
+        let write = self.begin_write()?;
+        let removed;
+        {
+            let mut queue = write.open_table(QUEUE)?;
+            let mut doomed = Vec::new();
+            for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
+                let (key, value) = entry?;
+                let record: QueuedRecord = decode_json("queued record", value.value())?;
+                if record.origin == origin {
+                    doomed.push(key.value().1);
+                }
+            }
+            for seq in &doomed {
+                queue.remove((wf, *seq))?;
+            }
+            removed = doomed.len() as u64;
+            drop(queue);
+            counter_add(&write, wf, counter::QUEUED, -(removed as i64))?;
+        }
+        write.commit()?;
+        Ok(removed)
+    }
+}
+
+/// How many deferred or in-flight entries a batch scan may pass by at least.
+const DEFERRED_SCAN: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_model::{Operation, System, Target, Value};
+
+    fn record(key: &str, name: &str) -> WriteRecord {
+        WriteRecord {
+            target: Target {
+                system: System::Campaign,
+                table: "profile".into(),
+                key_field: "externalId".into(),
+            },
+            key: key.into(),
+            op: Operation::Upsert,
+            fields: vec![("firstName".into(), Value::Text(name.into()))],
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn enqueue(store: &Store, records: Vec<WriteRecord>) {
+        store
+            .commit_read(
+                WorkflowId::Ingress,
+                ReadCommit {
+                    source: "contacts".into(),
+                    read: records.len() as u64,
+                    records: records
+                        .into_iter()
+                        .map(|r| ("contacts".into(), r))
+                        .collect(),
+                    ..ReadCommit::default()
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn reader_commit_queues_records_in_order_and_counts_them() {
+        let (_dir, store) = store();
+        enqueue(&store, vec![record("a", "Ann"), record("b", "Bob")]);
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 2);
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        let keys: Vec<_> = batch.iter().map(|r| r.record.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(store.backlog(WorkflowId::Egress).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_batch_holds_one_write_per_key_and_later_writes_wait() {
+        let (_dir, store) = store();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        let seen: Vec<_> = batch
+            .iter()
+            .map(|r| (r.record.key.clone(), r.record.fields[0].1.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), Value::Text("v1".into())),
+                ("b".to_string(), Value::Text("v1".into())),
+                ("c".to_string(), Value::Text("v1".into()))
+            ]
+        );
+        // a transient failure of a/v1 keeps a/v2 behind it
+        let first = batch[0].seq;
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![batch[1].seq, batch[2].seq],
+                    deferred: vec![Deferral {
+                        seq: first,
+                        not_before_ms: 0,
+                        reason: "503".into(),
+                    }],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        let next = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].seq, first);
+        assert_eq!(next[0].attempts, 1);
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_deferred_record_is_passed_by_until_due_and_holds_back_later_writes_of_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        let store = Store::open(&path).unwrap();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let first = store.next_batch(WorkflowId::Ingress, 2).unwrap();
+        let (a1, b1) = (first[0].seq, first[1].seq);
+        let due = 1_000_000;
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![b1],
+                    deferred: vec![Deferral {
+                        seq: a1,
+                        not_before_ms: due,
+                        reason: "503 Service Unavailable".into(),
+                    }],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        // Kept across a restart: reopen the file.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        let none = InFlight::default();
+        // Before it is due: a/v1 is passed by, a/v2 waits behind it, c flows.
+        let before = store
+            .ready_batch(WorkflowId::Ingress, 10, due - 1, &none)
+            .unwrap();
+        let keys: Vec<_> = before
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["c"]);
+        assert_eq!(before.next_due_ms, Some(due));
+        // Once due: a/v1 comes back first, with its attempt and reason; a/v2 still waits.
+        let after = store
+            .ready_batch(WorkflowId::Ingress, 10, due, &none)
+            .unwrap();
+        let keys: Vec<_> = after
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["a", "c"]);
+        let again = &after.records[0];
+        assert_eq!(again.seq, a1);
+        assert_eq!(again.record.fields[0].1, Value::Text("v1".into()));
+        assert_eq!(again.attempts, 1);
+        assert_eq!(
+            again.last_reason.as_deref(),
+            Some("503 Service Unavailable")
+        );
+        assert!(again.deferred_since_ms.is_some());
+        assert_eq!(after.next_due_ms, None);
+    }
+
+    #[test]
+    fn records_in_flight_are_passed_by_with_the_later_writes_of_their_keys() {
+        let (_dir, store) = store();
+        enqueue(
+            &store,
+            vec![
+                record("a", "v1"),
+                record("b", "v1"),
+                record("a", "v2"),
+                record("c", "v1"),
+            ],
+        );
+        let first = store.next_batch(WorkflowId::Ingress, 1).unwrap();
+        let mut in_flight = InFlight::default();
+        in_flight.add(&first);
+        let second = store
+            .ready_batch(WorkflowId::Ingress, 10, now_ms(), &in_flight)
+            .unwrap();
+        let keys: Vec<_> = second
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["b", "c"]);
+        in_flight.remove(&first);
+        assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn refused_writes_move_to_dead_letters_with_the_reason() {
+        let (_dir, store) = store();
+        enqueue(&store, vec![record("a", "Ann")]);
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    refused: vec![(batch[0].clone(), "400 firstName too long".into())],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(store.backlog(WorkflowId::Ingress).unwrap(), 0);
+        let letters = store
+            .dead_letters(WorkflowId::Ingress, &Default::default())
+            .unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].reason, "400 firstName too long");
+        let counters = store.counters(WorkflowId::Ingress).unwrap();
+        assert_eq!(counters.dead_letters, 1);
+        assert_eq!(counters.dead_lettered, 1);
+    }
+
+    #[test]
+    fn cursor_commits_with_the_records_it_produced() {
+        let (_dir, store) = store();
+        let cursor = CursorState::incremental("https://x/delta?$deltatoken=1".into());
+        store
+            .commit_read(
+                WorkflowId::Ingress,
+                ReadCommit {
+                    source: "contacts".into(),
+                    cursor: Some(cursor.clone()),
+                    records: vec![("contacts".into(), record("a", "Ann"))],
+                    read: 1,
+                    ..ReadCommit::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            store.cursor(WorkflowId::Ingress, "contacts").unwrap(),
+            Some(cursor)
+        );
+        assert_eq!(store.counters(WorkflowId::Ingress).unwrap().read, 1);
+    }
+
+    mod backlog_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Enqueue(Vec<u8>),
+            Write {
+                take: usize,
+                refuse_every: usize,
+                fail_every: usize,
+            },
+            Purge,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => proptest::collection::vec(0u8..6, 0..20).prop_map(Op::Enqueue),
+                4 => (0usize..25, 1usize..5, 1usize..5)
+                    .prop_map(|(take, refuse_every, fail_every)| Op::Write { take, refuse_every, fail_every }),
+                1 => Just(Op::Purge),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 48, rng_seed: proptest::test_runner::RngSeed::Fixed(7), ..ProptestConfig::default() })]
+            #[test]
+            fn backlog_counter_always_equals_the_queue_length(ops in proptest::collection::vec(op(), 1..25)) {
+                let (_dir, store) = store();
+                for op in ops {
+                    match op {
+                        Op::Enqueue(keys) => enqueue(
+                            &store,
+                            keys.iter().map(|k| record(&k.to_string(), "x")).collect(),
+                        ),
+                        Op::Write { take, refuse_every, fail_every } => {
+                            let batch = store.next_batch(WorkflowId::Ingress, take).unwrap();
+                            let mut commit = WriteCommit::default();
+                            for (i, queued) in batch.into_iter().enumerate() {
+                                if i % refuse_every == 0 {
+                                    commit.refused.push((queued, "refused".into()));
+                                } else if i % fail_every == 0 {
+                                    commit.deferred.push(Deferral {
+                                        seq: queued.seq,
+                                        not_before_ms: 0,
+                                        reason: "503".into(),
+                                    });
+                                } else {
+                                    commit.written.push(queued.seq);
+                                }
+                            }
+                            store.commit_write(WorkflowId::Ingress, commit).unwrap();
+                        }
+                        Op::Purge => {
+                            store.purge_origin(WorkflowId::Ingress, "contacts").unwrap();
+                        }
+                    }
+                    prop_assert_eq!(
+                        store.backlog(WorkflowId::Ingress).unwrap(),
+                        store.queue_len_by_scan(WorkflowId::Ingress).unwrap()
+                    );
+                }
+            }
+        }
+    }
+}
