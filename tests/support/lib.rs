@@ -403,7 +403,7 @@ pub fn cli_into_closed_pipe(config: &Path, args: &[&str], within: Duration) -> C
     }
 }
 
-/// The hostile test fixture as `host/build.rs` compiled it, for configs naming it by path.
+/// The hostile test fixture as `crates/plugin-host/build.rs` compiled it, for configs naming it by path.
 pub fn hostile_fixture_file() -> PathBuf {
     let profile_dir = conduit_binary()
         .parent()
@@ -412,7 +412,7 @@ pub fn hostile_fixture_file() -> PathBuf {
     std::fs::read_dir(profile_dir.join("build"))
         .expect("target/<profile>/build exists")
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-plugin-host-"))
         .map(|entry| entry.path().join("out/fixtures/fixture_hostile.wasm"))
         .filter(|path| path.exists())
         .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
@@ -424,7 +424,7 @@ pub fn hostile_fixture_file() -> PathBuf {
         })
 }
 
-/// The Wasm file of a builtin plugin as `host/build.rs` compiled it (e.g. `table_mapper.wasm`),
+/// The Wasm file of a builtin plugin as `crates/plugin-host/build.rs` compiled it (e.g. `table_mapper.wasm`),
 /// for tests that configure a plugin by path.
 pub fn builtin_plugin_file(file: &str) -> PathBuf {
     let profile_dir = conduit_binary()
@@ -434,7 +434,7 @@ pub fn builtin_plugin_file(file: &str) -> PathBuf {
     let candidates = std::fs::read_dir(profile_dir.join("build"))
         .expect("target/<profile>/build exists")
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-"))
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-plugin-host-"))
         .map(|entry| entry.path().join("out").join("builtins").join(file))
         .filter(|path| path.exists());
     candidates
