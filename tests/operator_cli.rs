@@ -102,6 +102,37 @@ fn config_check_reports_a_wrong_type_with_its_position() {
 }
 
 #[test]
+fn config_check_shows_excerpts_with_the_place_underlined_and_lines_in_pipes() {
+    let text = offline_config(&EGRESS.replace("click = true", "click = \"yes\""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("conduit.toml");
+    std::fs::write(&path, &text).unwrap();
+    // stdout is a pipe here: the default is one line per problem, the form scripts read.
+    let lines = cli(&path, &["config", "check"], &[]);
+    assert_eq!(lines.code, 4, "{lines}");
+    assert!(!lines.stdout.contains("-->"), "{lines}");
+    let excerpts = cli(&path, &["config", "check", "--format", "excerpts"], &[]);
+    assert_eq!(excerpts.code, 4, "{excerpts}");
+    let out = &excerpts.stdout;
+    assert!(out.starts_with("error: "), "{excerpts}");
+    assert!(out.contains("invalid type"), "{excerpts}");
+    assert!(out.contains(&format!("--> {}:", path.display())), "{excerpts}");
+    let row = text
+        .lines()
+        .position(|l| l.contains("click = \"yes\""))
+        .unwrap()
+        + 1;
+    let numbered = format!("{row} | click = \"yes\"");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with(&numbered)),
+        "no numbered source line {numbered:?}:\n{excerpts}"
+    );
+    assert!(out.contains("^^^^^"), "{excerpts}");
+    assert!(out.contains("help: "), "{excerpts}");
+    assert!(!out.contains('\u{1b}'), "no colours into a pipe: {excerpts}");
+}
+
+#[test]
 fn config_check_reports_a_dynamics_table_mapped_twice() {
     let again = INGRESS_VEHICLES.replace("source = \"new_vehicle\"", "source = \"contact\"");
     let text = offline_config(&format!("{INGRESS_CONTACTS}{again}"));

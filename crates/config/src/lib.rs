@@ -5,6 +5,7 @@
 //! It knows the data model (workflow ids, picklist modes), never plugins, redb or HTTP: the
 //! engine and the binary read the validated [`Config`].
 
+mod render;
 mod schema;
 mod validate;
 
@@ -14,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use conduit_model::WorkflowId;
 
+pub use render::{Style, render};
 pub use schema::*;
 
 /// One problem found in a config file.
@@ -29,6 +31,10 @@ pub struct Problem {
     pub message: String,
     /// How to fix it.
     pub hint: Option<String>,
+    /// The bytes of the file the problem points at (empty when it has no place in the file,
+    /// such as a file that cannot be read); [`render`] shows them in an excerpt.
+    #[serde(skip)]
+    pub span: std::ops::Range<usize>,
 }
 
 impl std::fmt::Display for Problem {
@@ -293,6 +299,7 @@ impl<'a> Locator<'a> {
             column,
             message,
             hint,
+            span,
         }
     }
 }

@@ -459,6 +459,7 @@ impl Supervisor {
                     column: 1,
                     message: format!("cannot read the config: {error}"),
                     hint: Some("restore the file; running workflows are not affected".into()),
+                    span: 0..0,
                 }];
                 watch.last_text = None;
             }

@@ -104,7 +104,22 @@ enum Command {
 enum ConfigCommand {
     /// Validate the config file, load every configured plugin and run its `configure` with
     /// its settings; report every problem with its position.
-    Check,
+    Check {
+        /// How to show problems: `excerpts` (the file's lines with the place underlined and
+        /// the hint) or `lines` (one `file:line:column: message (hint: ...)` line each).
+        /// Default: excerpts when stdout is a terminal, lines otherwise.
+        #[arg(long, value_enum)]
+        format: Option<ProblemFormat>,
+    },
+}
+
+/// How `config check` shows problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProblemFormat {
+    /// An excerpt of the file per problem, underlined, with its hint.
+    Excerpts,
+    /// One line per problem, for scripts and logs.
+    Lines,
 }
 
 /// Runs the chosen subcommand and maps its result to an exit code.
@@ -138,7 +153,9 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
     match &cli.command {
         Command::Run => run::run(&cli.config).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Config(ConfigCommand::Check) => check_config(&cli.config).await,
+        Command::Config(ConfigCommand::Check { format }) => {
+            check_config(&cli.config, *format).await
+        }
         Command::Completions { shell } => {
             // Generated in memory: clap_complete panics when its writer fails (a closed pipe).
             let mut script = Vec::new();
@@ -246,10 +263,22 @@ fn client_address(listen: &str) -> String {
 /// Validates the config, then loads every configured plugin and runs its `configure` with
 /// the settings the workflow would give it (on a blocking thread, under the workflow's
 /// deadline and memory cap); every problem is printed with its place in the file.
-async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
+async fn check_config(
+    path: &std::path::Path,
+    format: Option<ProblemFormat>,
+) -> Result<(), CallError> {
+    let format = format.unwrap_or_else(|| {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            ProblemFormat::Excerpts
+        } else {
+            ProblemFormat::Lines
+        }
+    });
     let config = match conduit_config::Config::load(path) {
         Ok(config) => config,
-        Err(conduit_config::ConfigError::Invalid(problems)) => return invalid(path, &problems),
+        Err(conduit_config::ConfigError::Invalid(problems)) => {
+            return invalid(path, &problems, format);
+        }
         Err(other) => {
             return Err(CallError {
                 code: exit::INVALID_CONFIG,
@@ -274,7 +303,7 @@ async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
     })?
     .map_err(|message| CallError { code: 1, message })?;
     if !problems.is_empty() {
-        return invalid(path, &problems);
+        return invalid(path, &problems, format);
     }
     outln!(
         "{}: the config is valid; every plugin loads and accepts its settings",
@@ -284,9 +313,34 @@ async fn check_config(path: &std::path::Path) -> Result<(), CallError> {
 }
 
 /// Prints each problem and fails with the invalid-config exit code.
-fn invalid(path: &std::path::Path, problems: &[conduit_config::Problem]) -> Result<(), CallError> {
-    for problem in problems {
-        outln!("{problem}");
+fn invalid(
+    path: &std::path::Path,
+    problems: &[conduit_config::Problem],
+    format: ProblemFormat,
+) -> Result<(), CallError> {
+    // The file as it is now: the problems' spans point into it (an unreadable file leaves
+    // every problem without an excerpt, shown by its position).
+    let source = match format {
+        ProblemFormat::Excerpts => std::fs::read_to_string(path).unwrap_or_default(),
+        ProblemFormat::Lines => String::new(),
+    };
+    match format {
+        ProblemFormat::Lines => {
+            for problem in problems {
+                outln!("{problem}");
+            }
+        }
+        ProblemFormat::Excerpts => {
+            let style = if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                conduit_config::Style::Styled
+            } else {
+                conduit_config::Style::Plain
+            };
+            outln!(
+                "{}",
+                conduit_config::render(problems, &source, style).trim_end()
+            );
+        }
     }
     Err(CallError {
         code: exit::INVALID_CONFIG,
