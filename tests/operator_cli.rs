@@ -116,7 +116,10 @@ fn config_check_shows_excerpts_with_the_place_underlined_and_lines_in_pipes() {
     let out = &excerpts.stdout;
     assert!(out.starts_with("error: "), "{excerpts}");
     assert!(out.contains("invalid type"), "{excerpts}");
-    assert!(out.contains(&format!("--> {}:", path.display())), "{excerpts}");
+    assert!(
+        out.contains(&format!("--> {}:", path.display())),
+        "{excerpts}"
+    );
     let row = text
         .lines()
         .position(|l| l.contains("click = \"yes\""))
@@ -129,7 +132,10 @@ fn config_check_shows_excerpts_with_the_place_underlined_and_lines_in_pipes() {
     );
     assert!(out.contains("^^^^^"), "{excerpts}");
     assert!(out.contains("help: "), "{excerpts}");
-    assert!(!out.contains('\u{1b}'), "no colours into a pipe: {excerpts}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no colours into a pipe: {excerpts}"
+    );
 }
 
 #[test]

@@ -95,7 +95,10 @@ mod tests {
         assert!(shown.starts_with("error: "), "{shown}");
         assert!(shown.contains(&problem.message), "{shown}");
         assert!(
-            shown.contains(&format!("--> conduit.toml:{}:{}", problem.line, problem.column)),
+            shown.contains(&format!(
+                "--> conduit.toml:{}:{}",
+                problem.line, problem.column
+            )),
             "{shown}"
         );
         // The source line, numbered, and the carets under exactly the offending value.
@@ -116,7 +119,10 @@ mod tests {
         if let Some(hint) = &problem.hint {
             assert!(shown.contains(&format!("help: {hint}")), "{shown}");
         }
-        assert!(!shown.contains('\u{1b}'), "plain output has no escape codes: {shown:?}");
+        assert!(
+            !shown.contains('\u{1b}'),
+            "plain output has no escape codes: {shown:?}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use conduit_store::{
 };
 
 use super::services::{EventMapping, MappingFailed, OptOutResolution, RecordMapping, Services};
-use super::stage::{StageContext, StageError};
+use super::stage::{StageContext, StageError, StageRun};
 use conduit_base::retry::Backoff;
 
 /// How a reader paces itself.
@@ -934,6 +934,15 @@ pub(super) fn remap_event(
     event: &EmailEvent,
 ) -> Result<Outcome, String> {
     single_outcome(mapper.map(std::slice::from_ref(event)))
+}
+
+impl StageRun for Reader {
+    fn run(
+        &mut self,
+        ctx: &StageContext,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
+        self.read_until_stopped(ctx)
+    }
 }
 
 #[cfg(test)]

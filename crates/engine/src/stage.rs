@@ -87,21 +87,3 @@ pub(super) trait StageRun: Send {
         ctx: &StageContext,
     ) -> impl std::future::Future<Output = Result<(), StageError>> + Send;
 }
-
-impl StageRun for super::reader::Reader {
-    fn run(
-        &mut self,
-        ctx: &StageContext,
-    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
-        self.read_until_stopped(ctx)
-    }
-}
-
-impl StageRun for super::writer::Writer {
-    fn run(
-        &mut self,
-        ctx: &StageContext,
-    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
-        self.write_until_stopped(ctx)
-    }
-}

@@ -26,7 +26,7 @@ use conduit_store::{Deferral, InFlight, QueuedRecord, ReadyBatch, Store, WriteCo
 
 use super::drift::DriftGuard;
 use super::services::Services;
-use super::stage::{StageContext, StageError};
+use super::stage::{StageContext, StageError, StageRun};
 use conduit_base::retry::Backoff;
 
 /// Batches written at the same time (each at most `batch_size` records, disjoint keys).
@@ -390,6 +390,15 @@ async fn write_batch(
         })
         .collect();
     (batch, outcomes)
+}
+
+impl StageRun for Writer {
+    fn run(
+        &mut self,
+        ctx: &StageContext,
+    ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
+        self.write_until_stopped(ctx)
+    }
 }
 
 #[cfg(test)]

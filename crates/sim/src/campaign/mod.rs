@@ -5,8 +5,8 @@
 //!
 //! In-process use:
 //! ```no_run
-//! # async fn demo() -> Result<(), conduit::sim::campaign::SimError> {
-//! use conduit::sim::campaign::{CampaignSim, CampaignSimOptions};
+//! # async fn demo() -> Result<(), conduit_sim::campaign::SimError> {
+//! use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 //! let sim = CampaignSim::new(CampaignSimOptions::default());
 //! let server = sim.serve("127.0.0.1:0".parse().unwrap()).await?;
 //! println!("{} {} {}", server.api_base(), server.ims_url(), server.journal_url());

@@ -4,13 +4,13 @@
 //!
 //! In-process use (demo, tests, benches):
 //! ```no_run
-//! # async fn example() -> Result<(), conduit::sim::SimError> {
-//! use conduit::sim::dynamics::{DynamicsSim, DynamicsSimOptions};
+//! # async fn example() -> Result<(), conduit_sim::SimError> {
+//! use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 //! let sim = DynamicsSim::new(DynamicsSimOptions { seed_contacts: 100, ..Default::default() });
 //! let server = sim.serve("127.0.0.1:0".parse().expect("an address")).await?;
 //! let token_url = server.token_url("any-tenant"); // POST client credentials here
 //! let base = server.base_url();                   // e.g. http://127.0.0.1:PORT/
-//! sim.faults().update(|faults| faults.throttle_burst = 3).map_err(conduit::sim::SimError::Rejected)?;
+//! sim.faults().update(|faults| faults.throttle_burst = 3).map_err(conduit_sim::SimError::Rejected)?;
 //! server.shutdown().await;
 //! # Ok(()) }
 //! ```
