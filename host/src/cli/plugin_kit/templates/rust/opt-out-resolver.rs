@@ -87,8 +87,14 @@ impl OptOutResolver for Plugin {
             let mut campaign = OutputRecord::update(to_campaign, &contact.contact_key);
             let mut failed = None;
             for pair in &self.pairs {
-                let d = contact.dynamics.iter().find(|v| v.attribute == pair.dynamics);
-                let c = contact.campaign.iter().find(|v| v.attribute == pair.campaign);
+                let d = contact
+                    .dynamics
+                    .iter()
+                    .find(|v| v.attribute == pair.dynamics);
+                let c = contact
+                    .campaign
+                    .iter()
+                    .find(|v| v.attribute == pair.campaign);
                 let wanted = match self.wanted(d, c) {
                     Ok(Some(wanted)) => wanted,
                     Ok(None) => continue,
@@ -215,10 +221,19 @@ mod tests {
         let both = |d, c| contact((d, early), (c, late));
         let to_campaign = vec![("profile".into(), "blackListEmail".into(), true)];
         let to_dynamics = |value| vec![("contacts".into(), "donotbulkemail".into(), value)];
-        assert_eq!(writes(&plugin("dynamics-to-campaign"), both(true, false)), to_campaign);
-        assert_eq!(writes(&plugin("campaign-to-dynamics"), both(false, true)), to_dynamics(true));
+        assert_eq!(
+            writes(&plugin("dynamics-to-campaign"), both(true, false)),
+            to_campaign
+        );
+        assert_eq!(
+            writes(&plugin("campaign-to-dynamics"), both(false, true)),
+            to_dynamics(true)
+        );
         // Campaign changed later: its value wins, even an opt-in.
-        assert_eq!(writes(&plugin("bidirectional"), both(true, false)), to_dynamics(false));
+        assert_eq!(
+            writes(&plugin("bidirectional"), both(true, false)),
+            to_dynamics(false)
+        );
         // Same time: an opt-out wins.
         let tie = contact((false, early), (true, early));
         assert_eq!(writes(&plugin("bidirectional"), tie), to_dynamics(true));
