@@ -215,7 +215,13 @@ async fn events_arrive_as_activities(sims: &SimPair, host: &mut HostProcess, lan
     assert_eq!(view["counters"]["dead_letters"], 1, "{lang}: no contact");
     assert_eq!(sims.dynamics.count("adobe_emailsend"), 0, "{lang}");
     for (table, kind, event, date_field, extra) in [
-        ("adobe_emailopen", "open", &events[1], "adobe_dateopened", None),
+        (
+            "adobe_emailopen",
+            "open",
+            &events[1],
+            "adobe_dateopened",
+            None,
+        ),
         (
             "adobe_emailclick",
             "click",
@@ -235,7 +241,10 @@ async fn events_arrive_as_activities(sims: &SimPair, host: &mut HostProcess, lan
         assert_eq!(rows.len(), 1, "{lang}: {table}: {rows:?}");
         let mut expected = BTreeMap::from([
             ("activityid".to_string(), json!(event.id)),
-            ("subject".to_string(), json!(format!("Campaign {kind}: Launch"))),
+            (
+                "subject".to_string(),
+                json!(format!("Campaign {kind}: Launch")),
+            ),
             (date_field.to_string(), json!(event.timestamp)),
             ("_regardingobjectid_value".to_string(), json!(contact)),
         ]);
@@ -257,9 +266,7 @@ async fn opt_outs_flow_both_ways(sims: &SimPair, host: &mut HostProcess, lang: &
         .ids("contact", "contactid")
         .into_iter()
         .filter(|id| {
-            id != NO_MAIL
-                && sims.donotbulkemail(id) != Some(true)
-                && blacklisted(id) != Some(true)
+            id != NO_MAIL && sims.donotbulkemail(id) != Some(true) && blacklisted(id) != Some(true)
         })
         .take(2)
         .collect();
@@ -273,25 +280,31 @@ async fn opt_outs_flow_both_ways(sims: &SimPair, host: &mut HostProcess, lang: &
             fields(&[("donotbulkemail", json!(true))]),
         )
         .unwrap();
-    wait_for(&format!("{lang}: Dynamics 365's opt-out in Campaign"), 60, || {
-        blacklisted(from_dynamics) == Some(true)
-    })
+    wait_for(
+        &format!("{lang}: Dynamics 365's opt-out in Campaign"),
+        60,
+        || blacklisted(from_dynamics) == Some(true),
+    )
     .await;
     sims.campaign
         .set_opt_out(from_campaign, "blackListEmail", true)
         .unwrap();
     sims.campaign.drop_opt_out_export().unwrap();
-    wait_for(&format!("{lang}: Campaign's opt-out in Dynamics 365"), 60, || {
-        sims.donotbulkemail(from_campaign) == Some(true)
-    })
+    wait_for(
+        &format!("{lang}: Campaign's opt-out in Dynamics 365"),
+        60,
+        || sims.donotbulkemail(from_campaign) == Some(true),
+    )
     .await;
     sims.campaign
         .set_opt_out(from_campaign, "blackListEmail", false)
         .unwrap();
     sims.campaign.drop_opt_out_export().unwrap();
-    wait_for(&format!("{lang}: Campaign's later opt-in in Dynamics 365"), 60, || {
-        sims.donotbulkemail(from_campaign) == Some(false)
-    })
+    wait_for(
+        &format!("{lang}: Campaign's later opt-in in Dynamics 365"),
+        60,
+        || sims.donotbulkemail(from_campaign) == Some(false),
+    )
     .await;
     let view = host.wait_caught_up("optinout").await;
     assert_eq!(view["counters"]["dead_letters"], 0, "{lang}: {view}");
