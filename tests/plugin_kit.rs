@@ -176,14 +176,17 @@ fn event(n: u32, kind: EmailEventKind, contact: &str) -> EmailEvent {
     }
 }
 
-/// The fields of an activity that hold a value, without the service's own timestamps.
+/// The fields of an activity that hold a value, without the service's own timestamps and
+/// annotations (`@odata.etag`).
 fn written(activity: &Value) -> BTreeMap<String, Value> {
     activity
         .as_object()
         .expect("a row is an object")
         .iter()
         .filter(|(name, value)| {
-            !value.is_null() && !matches!(name.as_str(), "createdon" | "modifiedon")
+            !value.is_null()
+                && !name.starts_with('@')
+                && !matches!(name.as_str(), "createdon" | "modifiedon")
         })
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()
