@@ -1,26 +1,43 @@
-//! The scaffolded plugins run unmodified in a real workflow: `conduit plugin new` (Rust,
-//! JavaScript, Python; record-mapper), `conduit plugin build`, then the component as an Ingress
-//! mapping's plugin with a `settings` table in `conduit.toml`, under `conduit run` against the
-//! simulators: the contacts arrive in Campaign as the mapping's `fields` say, and the contact
-//! the plugin's own setting excludes does not. This pins the `configure` contract (the host's
-//! keys plus the plugin's own `settings`, docs/plugins.md) from both sides.
+//! The scaffolded plugins run unmodified in real workflows: for each language (Rust,
+//! JavaScript, Python), `conduit plugin new` of every world and `conduit plugin build`, then
+//! one `conduit run` against the simulators with the three components configured as the
+//! Ingress, Egress and Opt-in/out plugins, each with its own `settings` table in
+//! `conduit.toml`:
+//!
+//! - Ingress (record-mapper): the contacts arrive in Campaign as the mapping's `fields` say,
+//!   and the contact the plugin's own setting excludes does not;
+//! - Egress (event-mapper): email events injected into Campaign arrive as the scaffold maps
+//!   them, activities on the contact in Dynamics 365 with exactly the fields it writes;
+//! - Opt-in/out (opt-out-resolver, `bidirectional`): a Dynamics 365 opt-out reaches Campaign, a
+//!   Campaign opt-out reaches Dynamics 365, and a later Campaign opt-in wins over it.
+//!
+//! This pins the `configure` contract (the host's keys plus the plugin's own `settings`,
+//! docs/plugins.md) and the scaffolds' outputs against what the writers and the simulated
+//! services accept.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use conduit_e2e::{SimPair, conduit_binary, fields};
-use serde_json::Value;
+use conduit::model::{BounceDetail, EmailEvent, EmailEventKind};
+use conduit_e2e::{HostProcess, SimPair, conduit_binary, fields, wait_for};
+use serde_json::{Value, json};
 
-/// Scaffolds and builds a record-mapper in `lang` under `work`; returns the component.
-fn scaffold(work: &Path, lang: &str) -> PathBuf {
-    let name = format!("kit-{lang}");
+/// The worlds, in the order of the workflows they run in.
+const WORLDS: [&str; 3] = ["record-mapper", "event-mapper", "opt-out-resolver"];
+
+/// Scaffolds and builds a plugin of `world` in `lang` under `work`; returns the component.
+fn scaffold(work: &Path, lang: &str, world: &str) -> PathBuf {
+    let name = format!("kit-{lang}-{world}");
     let shared = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let (dir, root) = (
         work.display().to_string(),
         work.join(&name).display().to_string(),
     );
     for args in [
-        vec!["plugin", "new", &name, "--lang", lang, "--dir", &dir],
+        vec![
+            "plugin", "new", &name, "--world", world, "--lang", lang, "--dir", &dir,
+        ],
         vec!["plugin", "build", &root],
     ] {
         let output = Command::new(conduit_binary())
@@ -39,7 +56,9 @@ fn scaffold(work: &Path, lang: &str) -> PathBuf {
     work.join(&name).join(format!("{name}.wasm"))
 }
 
-fn workflows(component: &Path) -> String {
+/// The three workflows, each with its scaffolded plugin and the plugin's own settings as the
+/// scaffold's sample has them.
+fn workflows([record_mapper, event_mapper, resolver]: &[PathBuf; 3]) -> String {
     format!(
         r#"[ingress]
 plugin = "{}"
@@ -56,22 +75,42 @@ fields = [
   {{ source = "emailaddress1", destination = "email" }},
 ]
 settings = {{ required = "emailaddress1" }}
+
+[egress]
+plugin = "{}"
+pacing = {{ poll_interval_ms = 200 }}
+send = false
+open = true
+click = true
+bounce = true
+settings = {{ subject_prefix = "Campaign" }}
+
+[optinout]
+plugin = "{}"
+pacing = {{ poll_interval_ms = 200 }}
+direction = "bidirectional"
+pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
+settings = {{ key_field = "externalId" }}
 "#,
-        component.display()
+        record_mapper.display(),
+        event_mapper.display(),
+        resolver.display()
     )
 }
 
+/// A contact with no e-mail address: the record-mapper's own setting keeps it out of Campaign.
+const NO_MAIL: &str = "00000000-0000-4000-9000-000000000001";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_scaffolded_record_mapper_of_each_language_maps_contacts_in_a_real_workflow() {
+async fn the_scaffolds_of_each_language_run_unmodified_in_every_workflow() {
     let work = tempfile::tempdir().unwrap();
     for lang in ["rust", "js", "python"] {
-        let component = scaffold(work.path(), lang);
+        let components = WORLDS.map(|world| scaffold(work.path(), lang, world));
         let sims = SimPair::start(12, 0).await;
-        let no_mail = "00000000-0000-4000-9000-000000000001";
         sims.dynamics
             .upsert(
                 "contact",
-                no_mail,
+                NO_MAIL,
                 fields(&[
                     ("firstname", Value::from("No")),
                     ("lastname", Value::from("Mail")),
@@ -80,32 +119,197 @@ async fn the_scaffolded_record_mapper_of_each_language_maps_contacts_in_a_real_w
             )
             .unwrap();
         let mut host = sims
-            .host_with_ingress_caught_up(&workflows(&component))
+            .host_with_ingress_caught_up(&workflows(&components))
             .await;
-        let profiles = sims.profiles();
-        let contacts = sims.dynamics.rows("contact");
-        assert_eq!(contacts.len(), 13, "{lang}");
-        for contact in &contacts {
-            let id = contact["contactid"].as_str().unwrap();
-            if id == no_mail {
-                assert!(!profiles.contains_key(id), "{lang}: {id} has no e-mail");
-                continue;
-            }
-            let profile = profiles
-                .get(id)
-                .unwrap_or_else(|| panic!("{lang}: no profile for {id}"));
-            for (source, destination) in [
-                ("firstname", "firstName"),
-                ("lastname", "lastName"),
-                ("emailaddress1", "email"),
-            ] {
-                assert_eq!(
-                    profile[destination], contact[source],
-                    "{lang}: {id} {destination}"
-                );
-            }
-        }
-        assert_eq!(profiles.len(), 12, "{lang}");
+        contacts_arrive_as_mapped(&sims, lang);
+        events_arrive_as_activities(&sims, &mut host, lang).await;
+        opt_outs_flow_both_ways(&sims, &mut host, lang).await;
         host.terminate();
     }
+}
+
+/// Ingress: every contact with an e-mail address is a profile with the mapped fields.
+fn contacts_arrive_as_mapped(sims: &SimPair, lang: &str) {
+    let profiles = sims.profiles();
+    let contacts = sims.dynamics.rows("contact");
+    assert_eq!(contacts.len(), 13, "{lang}");
+    for contact in &contacts {
+        let id = contact["contactid"].as_str().unwrap();
+        if id == NO_MAIL {
+            assert!(!profiles.contains_key(id), "{lang}: {id} has no e-mail");
+            continue;
+        }
+        let profile = profiles
+            .get(id)
+            .unwrap_or_else(|| panic!("{lang}: no profile for {id}"));
+        for (source, destination) in [
+            ("firstname", "firstName"),
+            ("lastname", "lastName"),
+            ("emailaddress1", "email"),
+        ] {
+            assert_eq!(
+                profile[destination], contact[source],
+                "{lang}: {id} {destination}"
+            );
+        }
+    }
+    assert_eq!(profiles.len(), 12, "{lang}");
+}
+
+/// An email event of `kind` for `contact`, numbered `n`.
+fn event(n: u32, kind: EmailEventKind, contact: &str) -> EmailEvent {
+    EmailEvent {
+        id: format!("00000000-0000-4000-8000-{n:012}"),
+        kind,
+        contact_key: contact.to_string(),
+        campaign_id: "C1".into(),
+        campaign_name: "Spring".into(),
+        delivery_id: "D1".into(),
+        delivery_name: "Launch".into(),
+        timestamp: format!("2026-11-01T10:0{n}:00Z"),
+        url: (kind == EmailEventKind::Click).then(|| "https://example.com/offer".to_string()),
+        mirror_page_url: None,
+        bounce: (kind == EmailEventKind::Bounce).then(|| BounceDetail {
+            hard: true,
+            reason: "User unknown".into(),
+        }),
+    }
+}
+
+/// The fields of an activity that hold a value, without the service's own timestamps and
+/// annotations (`@odata.etag`).
+fn written(activity: &Value) -> BTreeMap<String, Value> {
+    activity
+        .as_object()
+        .expect("a row is an object")
+        .iter()
+        .filter(|(name, value)| {
+            !value.is_null()
+                && !name.starts_with('@')
+                && !matches!(name.as_str(), "createdon" | "modifiedon")
+        })
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Egress: the switched-on kinds become activities on the contact, with exactly the
+/// scaffold's fields; the switched-off kind is skipped. (An event without a contact never
+/// reaches the plugin: the journal reader refuses it; the sample covers the plugin's reject.)
+async fn events_arrive_as_activities(sims: &SimPair, host: &mut HostProcess, lang: &str) {
+    let contact = sims.ids("contact", "contactid")[0].clone();
+    let events = [
+        event(1, EmailEventKind::Send, &contact),
+        event(2, EmailEventKind::Open, &contact),
+        event(3, EmailEventKind::Click, &contact),
+        event(4, EmailEventKind::Bounce, &contact),
+    ];
+    for event in &events {
+        sims.campaign.emit_event(event);
+    }
+    host.start("egress").await;
+    let view = host
+        .wait_workflow("egress", "every event read and written", |v| {
+            v["counters"]["read"] == 4 && v["backlog"] == 0
+        })
+        .await;
+    assert_eq!(view["counters"]["written"], 3, "{lang}: {view}");
+    assert_eq!(view["counters"]["skipped"], 1, "{lang}: sends are off");
+    assert_eq!(view["counters"]["dead_letters"], 0, "{lang}: {view}");
+    assert_eq!(sims.dynamics.count("adobe_emailsend"), 0, "{lang}");
+    for (table, kind, event, date_field, extra) in [
+        (
+            "adobe_emailopen",
+            "open",
+            &events[1],
+            "adobe_dateopened",
+            None,
+        ),
+        (
+            "adobe_emailclick",
+            "click",
+            &events[2],
+            "adobe_dateclicked",
+            Some(("adobe_trackingurl", "https://example.com/offer")),
+        ),
+        (
+            "adobe_emailbounce",
+            "bounce",
+            &events[3],
+            "adobe_datebounced",
+            Some(("adobe_bouncereason", "User unknown")),
+        ),
+    ] {
+        let rows = sims.dynamics.rows(table);
+        assert_eq!(rows.len(), 1, "{lang}: {table}: {rows:?}");
+        let mut expected = BTreeMap::from([
+            ("activityid".to_string(), json!(event.id)),
+            (
+                "subject".to_string(),
+                json!(format!("Campaign {kind}: Launch")),
+            ),
+            (date_field.to_string(), json!(event.timestamp)),
+            ("_regardingobjectid_value".to_string(), json!(contact)),
+        ]);
+        if let Some((field, value)) = extra {
+            expected.insert(field.to_string(), json!(value));
+        }
+        assert_eq!(written(&rows[0]), expected, "{lang}: {table}");
+    }
+}
+
+/// Opt-in/out, bidirectional: a Dynamics 365 opt-out reaches Campaign, a Campaign opt-out
+/// reaches Dynamics 365, and Campaign opting back in later wins (the conflict rule).
+async fn opt_outs_flow_both_ways(sims: &SimPair, host: &mut HostProcess, lang: &str) {
+    host.start("optinout").await;
+    host.wait_caught_up("optinout").await;
+    let blacklisted = |id: &str| sims.profiles()[id]["blackListEmail"].as_bool();
+    // Two contacts opted out on neither side after the first reconciliation.
+    let clear: Vec<String> = sims
+        .ids("contact", "contactid")
+        .into_iter()
+        .filter(|id| {
+            id != NO_MAIL && sims.donotbulkemail(id) != Some(true) && blacklisted(id) != Some(true)
+        })
+        .take(2)
+        .collect();
+    let [from_dynamics, from_campaign] = clear.as_slice() else {
+        panic!("{lang}: two contacts without opt-outs: {clear:?}");
+    };
+    sims.dynamics
+        .upsert(
+            "contact",
+            from_dynamics,
+            fields(&[("donotbulkemail", json!(true))]),
+        )
+        .unwrap();
+    wait_for(
+        &format!("{lang}: Dynamics 365's opt-out in Campaign"),
+        60,
+        || blacklisted(from_dynamics) == Some(true),
+    )
+    .await;
+    sims.campaign
+        .set_opt_out(from_campaign, "blackListEmail", true)
+        .unwrap();
+    sims.campaign.drop_opt_out_export().unwrap();
+    wait_for(
+        &format!("{lang}: Campaign's opt-out in Dynamics 365"),
+        60,
+        || sims.donotbulkemail(from_campaign) == Some(true),
+    )
+    .await;
+    sims.campaign
+        .set_opt_out(from_campaign, "blackListEmail", false)
+        .unwrap();
+    sims.campaign.drop_opt_out_export().unwrap();
+    wait_for(
+        &format!("{lang}: Campaign's later opt-in in Dynamics 365"),
+        60,
+        || sims.donotbulkemail(from_campaign) == Some(false),
+    )
+    .await;
+    let view = host.wait_caught_up("optinout").await;
+    assert_eq!(view["counters"]["dead_letters"], 0, "{lang}: {view}");
+    assert_eq!(blacklisted(from_dynamics), Some(true), "{lang}");
+    assert_eq!(sims.donotbulkemail(from_dynamics), Some(true), "{lang}");
 }
