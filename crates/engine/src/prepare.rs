@@ -3,7 +3,6 @@
 //! assemble the reader and writer stages. Every failure is a message naming what is wrong.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use conduit_config::{Config, ConfigKey, MappingSpec};
 use conduit_connectors::{ChangeRequest, ConnectorError};
