@@ -324,7 +324,7 @@ fn check_opt_out(checker: &mut Checker<'_>) {
             );
         }
     }
-    let reads_exports = direction.is_some_and(|direction| direction.reads_exports());
+    let reads_exports = direction.is_some_and(super::choice::Direction::reads_exports);
     let has_exports = checker
         .file
         .campaign
