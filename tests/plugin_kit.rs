@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use conduit::model::{BounceDetail, EmailEvent, EmailEventKind};
 use conduit_e2e::{HostProcess, SimPair, conduit_binary, fields, wait_for};
+use conduit_model::{BounceDetail, EmailEvent, EmailEventKind};
 use serde_json::{Value, json};
 
 /// The worlds, in the order of the workflows they run in.

@@ -2,11 +2,20 @@
 //! and hints, and fingerprinting each workflow's effective settings so that an edit made while
 //! the host runs can be reported as "changes pending restart".
 //!
-//! It knows the data model (workflow ids, picklist modes), never plugins, redb or HTTP: the
-//! engine and the binary read the validated [`Config`].
+//! A parsed config is resolved once into typed specs ([`Specs`]: [`IngressSpec`],
+//! [`EgressSpec`], [`OptInOutSpec`], the connections, limits and pacing) of plain Rust values;
+//! the closed sets of words it may write are serde enums ([`Direction`], [`FilterOp`],
+//! [`Combine`]) whose bad values are reported located, with the valid values. The TOML schema
+//! and its spans stay inside this crate.
+//!
+//! It knows the data model (workflow ids, plugin worlds, the builtin plugins, the opt-out
+//! attributes), never plugins, redb or HTTP: the engine and the binary read the specs of a
+//! validated [`Config`].
 
+mod choice;
 mod render;
 mod schema;
+mod spec;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -15,8 +24,16 @@ use sha2::{Digest, Sha256};
 
 use conduit_model::WorkflowId;
 
+pub use choice::{ClosedSet, Combine, Direction, FilterOp, NotInSet};
+pub use spec::{
+    CampaignSpec, DynamicsSpec, EffectiveLimits, EgressSpec, FieldSpec, FilterRuleSpec,
+    FiltersSpec, HostSpec, IngressSpec, KeySpec, MappingSpec, OptInOutSpec, OptOutPairSpec,
+    OwnSettings, PacingSpec, PicklistMode, ReplacementSpec, Specs, TlsFiles, WorkflowSpec,
+};
+
 pub use render::{Style, render};
-pub use schema::*;
+
+use schema::{ConfigFile, TableMapping};
 
 /// One problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -70,13 +87,25 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
-/// A parsed and validated configuration.
+/// A parsed and validated configuration, resolved into specs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from.
     pub path: PathBuf,
-    /// Its content.
-    pub file: ConfigFile,
+    /// Its content as written (for fingerprints, the section view and located problems).
+    file: ConfigFile,
+    /// Its content resolved.
+    specs: Specs,
+}
+
+/// A place in the config file that a problem found after loading (a plugin that fails to
+/// load or to configure) is reported at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKey<'a> {
+    /// The `plugin` key of a workflow's section (its section when the default is used).
+    Plugin(WorkflowId),
+    /// The `name` of an Ingress table mapping.
+    Mapping(&'a str),
 }
 
 impl Config {
@@ -101,125 +130,118 @@ impl Config {
             };
             vec![locate.problem(span, message, Some(parse_hint(error.message())))]
         })?;
-        let config = Config {
-            path: path.to_path_buf(),
-            file,
-        };
-        let problems = validate::validate(&config, &locate);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(problems)
+        let base_dir = base_dir_of(path);
+        let mut problems = validate::validate(&file, &base_dir, &locate);
+        match spec::resolve(&file, &base_dir, &locate) {
+            Ok(specs) if problems.is_empty() => Ok(Config {
+                path: path.to_path_buf(),
+                file,
+                specs,
+            }),
+            Ok(_) => Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                Err(problems)
+            }
         }
     }
 
-    /// A problem at a span of this config's file, located by reading the file again (line 1,
-    /// column 1 when it cannot be read): for checks made after loading, such as loading and
-    /// configuring the plugins.
-    pub fn problem_at(
-        &self,
-        span: std::ops::Range<usize>,
-        message: String,
-        hint: Option<String>,
-    ) -> Problem {
+    /// A problem at a key of this config's file, located by reading the file again (line 1,
+    /// column 1 when it cannot be read or the key is not written): for checks made after
+    /// loading, such as loading and configuring the plugins.
+    pub fn problem(&self, at: ConfigKey<'_>, message: String, hint: Option<String>) -> Problem {
+        let span = match at {
+            ConfigKey::Plugin(workflow) => match workflow {
+                WorkflowId::Ingress => self.file.ingress.as_ref().map(|s| s.plugin.span()),
+                WorkflowId::Egress => self.file.egress.as_ref().map(|s| s.plugin.span()),
+                WorkflowId::OptInOut => self.file.optinout.as_ref().map(|s| s.plugin.span()),
+            },
+            ConfigKey::Mapping(name) => self.file.ingress.as_ref().and_then(|s| {
+                s.mappings
+                    .iter()
+                    .find(|m| m.name.get_ref() == name)
+                    .map(|m| m.name.span())
+            }),
+        };
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        Locator::new(&self.path, &text).problem(span, message, hint)
+        Locator::new(&self.path, &text).problem(span.unwrap_or(0..0), message, hint)
+    }
+
+    /// Every spec of the config.
+    pub fn specs(&self) -> &Specs {
+        &self.specs
+    }
+
+    /// Host-wide settings.
+    pub fn host(&self) -> &HostSpec {
+        &self.specs.host
+    }
+
+    /// The Dynamics 365 connection, when configured.
+    pub fn dynamics(&self) -> Option<&DynamicsSpec> {
+        self.specs.dynamics.as_ref()
+    }
+
+    /// The Campaign Standard connection, when configured.
+    pub fn campaign(&self) -> Option<&CampaignSpec> {
+        self.specs.campaign.as_ref()
+    }
+
+    /// Dynamics 365 to Campaign, when configured.
+    pub fn ingress(&self) -> Option<&IngressSpec> {
+        self.specs.ingress.as_ref()
+    }
+
+    /// Campaign to Dynamics 365, when configured.
+    pub fn egress(&self) -> Option<&EgressSpec> {
+        self.specs.egress.as_ref()
+    }
+
+    /// Opt-in/out, when configured.
+    pub fn optinout(&self) -> Option<&OptInOutSpec> {
+        self.specs.optinout.as_ref()
     }
 
     /// The folder relative paths in the config are resolved against.
     pub fn base_dir(&self) -> PathBuf {
-        self.path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+        base_dir_of(&self.path)
     }
 
     /// Resolves a path written in the config.
     pub fn resolve_path(&self, written: &str) -> PathBuf {
-        let path = Path::new(written);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir().join(path)
-        }
+        resolve_against(&self.base_dir(), written)
     }
 
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.resolve_path(&self.file.host.data_dir)
+        self.specs.host.data_dir.clone()
     }
 
     /// Whether a workflow has a section.
     pub fn has_workflow(&self, workflow: WorkflowId) -> bool {
-        match workflow {
-            WorkflowId::Ingress => self.file.ingress.is_some(),
-            WorkflowId::Egress => self.file.egress.is_some(),
-            WorkflowId::OptInOut => self.file.optinout.is_some(),
-        }
+        self.specs.workflow(workflow).is_some()
     }
 
     /// The plugin a workflow uses, as written (`builtin:...` or a path).
     pub fn plugin(&self, workflow: WorkflowId) -> Option<&str> {
-        match workflow {
-            WorkflowId::Ingress => self
-                .file
-                .ingress
-                .as_ref()
-                .map(|s| s.plugin.get_ref().as_str()),
-            WorkflowId::Egress => self
-                .file
-                .egress
-                .as_ref()
-                .map(|s| s.plugin.get_ref().as_str()),
-            WorkflowId::OptInOut => self
-                .file
-                .optinout
-                .as_ref()
-                .map(|s| s.plugin.get_ref().as_str()),
-        }
+        self.specs.workflow(workflow).map(|s| s.plugin.as_str())
     }
 
-    /// The effective limits of a workflow: its overrides over the defaults.
+    /// The effective limits of a workflow: its overrides over the defaults (the defaults when
+    /// it is not configured).
     pub fn limits(&self, workflow: WorkflowId) -> EffectiveLimits {
-        let specific = match workflow {
-            WorkflowId::Ingress => self.file.ingress.as_ref().map(|s| s.limits),
-            WorkflowId::Egress => self.file.egress.as_ref().map(|s| s.limits),
-            WorkflowId::OptInOut => self.file.optinout.as_ref().map(|s| s.limits),
-        }
-        .unwrap_or_default();
-        let general = self.file.limits;
-        EffectiveLimits {
-            plugin_deadline_ms: specific
-                .plugin_deadline_ms
-                .or(general.plugin_deadline_ms)
-                .unwrap_or(2_000),
-            plugin_memory_mb: specific
-                .plugin_memory_mb
-                .or(general.plugin_memory_mb)
-                .unwrap_or(64),
-            failure_threshold: specific
-                .failure_threshold
-                .or(general.failure_threshold)
-                .unwrap_or(5),
-            replay_max_rows: specific
-                .replay_max_rows
-                .or(general.replay_max_rows)
-                .unwrap_or(2_000_000),
-            missing_record_wait_secs: specific
-                .missing_record_wait_secs
-                .or(general.missing_record_wait_secs)
-                .unwrap_or(3_600),
+        match self.specs.workflow(workflow) {
+            Some(spec) => spec.limits,
+            None => spec::default_limits(&self.file.limits),
         }
     }
 
     /// The pacing of a workflow.
-    pub fn pacing(&self, workflow: WorkflowId) -> Pacing {
-        match workflow {
-            WorkflowId::Ingress => self.file.ingress.as_ref().map(|s| s.pacing.clone()),
-            WorkflowId::Egress => self.file.egress.as_ref().map(|s| s.pacing.clone()),
-            WorkflowId::OptInOut => self.file.optinout.as_ref().map(|s| s.pacing.clone()),
-        }
-        .unwrap_or_default()
+    pub fn pacing(&self, workflow: WorkflowId) -> PacingSpec {
+        self.specs
+            .workflow(workflow)
+            .map(|s| s.pacing)
+            .unwrap_or_default()
     }
 
     /// A digest of everything that shapes a workflow's behaviour: its section, the
@@ -252,19 +274,21 @@ impl Config {
     }
 }
 
-/// The limits a workflow runs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EffectiveLimits {
-    /// Wall-clock budget of one plugin call.
-    pub plugin_deadline_ms: u64,
-    /// Memory cap of one plugin instance.
-    pub plugin_memory_mb: u64,
-    /// Consecutive stage failures before ERROR.
-    pub failure_threshold: u32,
-    /// The replay guard.
-    pub replay_max_rows: u64,
-    /// How long an update-only write waits for its record to be created.
-    pub missing_record_wait_secs: u64,
+/// The folder relative paths in a config at `path` are resolved against.
+fn base_dir_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A path written in the config, resolved against `base_dir` unless absolute.
+fn resolve_against(base_dir: &Path, written: &str) -> PathBuf {
+    let path = Path::new(written);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
 }
 
 /// Turns byte offsets into file/line/column problems.

@@ -8,8 +8,9 @@ use std::path::Path;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 
-use super::validate::{CAMPAIGN_OPT_OUT_ATTRIBUTES, DIRECTIONS, FILTER_OPERATORS};
+use super::tests::settings_as_before;
 use super::*;
+use conduit_model::OPT_OUT_ATTRIBUTES;
 
 const PATH: &str = "/etc/conduit/conduit.toml";
 
@@ -75,7 +76,7 @@ fn mapping() -> impl Strategy<Value = GeneratedMapping> {
         proptest::collection::vec(
             (
                 any::<prop::sample::Index>(),
-                prop::sample::select(FILTER_OPERATORS.to_vec()),
+                prop::sample::select(FilterOp::NAMES.to_vec()),
                 text_value(),
             ),
             0..3,
@@ -122,8 +123,8 @@ fn config() -> impl Strategy<Value = GeneratedConfig> {
         proptest::collection::vec(mapping(), 0..3),
         proptest::option::of(any::<[bool; 4]>()),
         proptest::option::of((
-            prop::sample::select(DIRECTIONS.to_vec()),
-            prop::sample::subsequence(CAMPAIGN_OPT_OUT_ATTRIBUTES.to_vec(), 0..4),
+            prop::sample::select(Direction::NAMES.to_vec()),
+            prop::sample::subsequence(OPT_OUT_ATTRIBUTES.to_vec(), 0..4),
         )),
         (1..10_000u64, 1..1024u64, 1..100u32, 1..10_000_000u64),
         1..=1000usize,
@@ -291,6 +292,13 @@ proptest! {
         prop_assert_eq!(parsed.has_workflow(WorkflowId::Egress), config.egress.is_some());
         prop_assert_eq!(parsed.limits(WorkflowId::Ingress).failure_threshold, config.limits.2);
         prop_assert_eq!(parsed.pacing(WorkflowId::Ingress).page_size, config.page_size);
+        // What a plugin's `configure` receives, and the digest that tells a changed mapping,
+        // are what the raw table serialised to before the specs existed.
+        let specs = parsed.ingress().expect("rendered");
+        prop_assert_eq!(specs.mappings.len(), ingress.mappings.len());
+        for (raw, spec) in ingress.mappings.iter().zip(&specs.mappings) {
+            prop_assert_eq!(spec.plugin_settings(), settings_as_before(raw));
+        }
     }
 
     #[test]

@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use conduit_model::{WorkflowId, default_builtin};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+
+use super::choice::{Choice, Combine, Direction, FilterOp};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -224,7 +227,7 @@ pub struct IngressSection {
 }
 
 fn default_table_mapper() -> Spanned<String> {
-    Spanned::new(0..0, "builtin:table-mapper".into())
+    Spanned::new(0..0, default_builtin(WorkflowId::Ingress).reference())
 }
 
 /// One Dynamics 365 table mapped onto one Campaign resource.
@@ -304,7 +307,7 @@ pub struct Replacement {
 pub struct Filters {
     /// `and` (all rules) or `or` (any rule).
     #[serde(default = "default_combine")]
-    pub combine: Spanned<String>,
+    pub combine: Spanned<Choice<Combine>>,
     /// The rules.
     #[serde(default)]
     pub rules: Vec<FilterRule>,
@@ -313,8 +316,8 @@ pub struct Filters {
     pub delete_filtered_out: bool,
 }
 
-fn default_combine() -> Spanned<String> {
-    Spanned::new(0..0, "and".into())
+fn default_combine() -> Spanned<Choice<Combine>> {
+    Spanned::new(0..0, Choice::Known(Combine::And))
 }
 
 /// One filter rule.
@@ -324,7 +327,7 @@ pub struct FilterRule {
     /// Any Dynamics 365 column of the table.
     pub field: Spanned<String>,
     /// `eq ne gt ge lt le contains startswith endswith null notnull`.
-    pub op: Spanned<String>,
+    pub op: Spanned<Choice<FilterOp>>,
     /// The value compared with (absent for `null`/`notnull`).
     pub value: Option<String>,
 }
@@ -360,7 +363,7 @@ pub struct EgressSection {
 }
 
 fn default_email_events() -> Spanned<String> {
-    Spanned::new(0..0, "builtin:email-events".into())
+    Spanned::new(0..0, default_builtin(WorkflowId::Egress).reference())
 }
 
 /// Opt-in/out.
@@ -378,7 +381,7 @@ pub struct OptInOutSection {
     pub limits: LimitsSection,
     /// `disabled`, `dynamics-to-campaign`, `campaign-to-dynamics` or `bidirectional`.
     #[serde(default = "default_direction")]
-    pub direction: Spanned<String>,
+    pub direction: Spanned<Choice<Direction>>,
     /// The attribute pairs.
     #[serde(default)]
     pub pairs: Vec<OptOutPair>,
@@ -388,11 +391,11 @@ pub struct OptInOutSection {
 }
 
 fn default_opt_out() -> Spanned<String> {
-    Spanned::new(0..0, "builtin:opt-out".into())
+    Spanned::new(0..0, default_builtin(WorkflowId::OptInOut).reference())
 }
 
-fn default_direction() -> Spanned<String> {
-    Spanned::new(0..0, "disabled".into())
+fn default_direction() -> Spanned<Choice<Direction>> {
+    Spanned::new(0..0, Choice::Known(Direction::Disabled))
 }
 
 /// One opt-out attribute pair.

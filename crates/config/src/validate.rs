@@ -1,57 +1,19 @@
 //! Semantic checks of a parsed config: every problem is collected (not just the first), each
-//! with its position in the file and a hint.
+//! with its position in the file and a hint. Values that cannot be converted (a word outside
+//! its set, a URL) are reported by the resolution into specs (`spec.rs`).
 
 use std::collections::HashMap;
 
 use toml::Spanned;
 
-use super::{Config, Locator, Problem, TableMapping};
-use conduit_model::WorkflowId;
-
-/// The filter operators the table mapper understands.
-pub const FILTER_OPERATORS: [&str; 11] = [
-    "eq",
-    "ne",
-    "gt",
-    "ge",
-    "lt",
-    "le",
-    "contains",
-    "startswith",
-    "endswith",
-    "null",
-    "notnull",
-];
-
-/// The opt-out directions.
-pub const DIRECTIONS: [&str; 4] = [
-    "disabled",
-    "dynamics-to-campaign",
-    "campaign-to-dynamics",
-    "bidirectional",
-];
-
-/// The Campaign attributes an opt-out pair may use.
-pub const CAMPAIGN_OPT_OUT_ATTRIBUTES: [&str; 8] = [
-    "blackList",
-    "blackListEmail",
-    "blackListFax",
-    "blackListMobile",
-    "blackListPhone",
-    "blackListPostalMail",
-    "blackListPushnotification",
-    "ccpaOptOut",
-];
-
-/// The builtin plugins and the world each implements.
-pub const BUILTIN_PLUGINS: [(&str, &str); 3] = [
-    ("builtin:table-mapper", "record-mapper"),
-    ("builtin:email-events", "event-mapper"),
-    ("builtin:opt-out", "opt-out-resolver"),
-];
+use super::choice::Choice;
+use super::schema::ConfigFile;
+use super::{Locator, Problem, TableMapping};
+use conduit_model::{BUILTIN_PREFIX, OPT_OUT_ATTRIBUTES, WorkflowId, World};
 
 struct Checker<'a> {
-    config: &'a Config,
+    file: &'a ConfigFile,
+    base_dir: &'a std::path::Path,
     locate: &'a Locator<'a>,
     problems: Vec<Problem>,
 }
@@ -71,38 +33,28 @@ impl Checker<'_> {
 }
 
 /// Returns every problem of the config.
-pub(super) fn validate(config: &Config, locate: &Locator<'_>) -> Vec<Problem> {
+pub(super) fn validate(
+    file: &ConfigFile,
+    base_dir: &std::path::Path,
+    locate: &Locator<'_>,
+) -> Vec<Problem> {
     let mut checker = Checker {
-        config,
+        file,
+        base_dir,
         locate,
         problems: Vec::new(),
     };
     check_host(&mut checker);
     check_connections(&mut checker);
-    if let Some(ingress) = &config.file.ingress {
-        check_plugin(
-            &mut checker,
-            &ingress.plugin,
-            WorkflowId::Ingress,
-            "record-mapper",
-        );
+    if let Some(ingress) = &file.ingress {
+        check_plugin(&mut checker, &ingress.plugin, WorkflowId::Ingress);
         check_ingress_mappings(&mut checker, &ingress.mappings);
     }
-    if let Some(egress) = &config.file.egress {
-        check_plugin(
-            &mut checker,
-            &egress.plugin,
-            WorkflowId::Egress,
-            "event-mapper",
-        );
+    if let Some(egress) = &file.egress {
+        check_plugin(&mut checker, &egress.plugin, WorkflowId::Egress);
     }
-    if let Some(optinout) = &config.file.optinout {
-        check_plugin(
-            &mut checker,
-            &optinout.plugin,
-            WorkflowId::OptInOut,
-            "opt-out-resolver",
-        );
+    if let Some(optinout) = &file.optinout {
+        check_plugin(&mut checker, &optinout.plugin, WorkflowId::OptInOut);
         check_opt_out(&mut checker);
     }
     checker.problems
@@ -110,7 +62,8 @@ pub(super) fn validate(config: &Config, locate: &Locator<'_>) -> Vec<Problem> {
 
 /// The admin settings: TLS files come in pairs, and `admin_hosts` holds bare host names.
 fn check_host(checker: &mut Checker<'_>) {
-    let host = &checker.config.file.host;
+    let file = checker.file;
+    let host = &file.host;
     match (&host.admin_tls_cert, &host.admin_tls_key) {
         (Some(_), None) => checker.report_at_start(
             "host.admin_tls_cert is set but host.admin_tls_key is not".into(),
@@ -156,7 +109,7 @@ fn is_host_name(name: &str) -> bool {
 }
 
 fn check_connections(checker: &mut Checker<'_>) {
-    let file = &checker.config.file;
+    let file = checker.file;
     let needs_both = file.ingress.is_some() || file.egress.is_some() || file.optinout.is_some();
     if needs_both && file.dynamics.is_none() {
         checker.report_at_start(
@@ -171,8 +124,6 @@ fn check_connections(checker: &mut Checker<'_>) {
         );
     }
     if let Some(dynamics) = &file.dynamics {
-        check_url(checker, &dynamics.url, "dynamics.url");
-        check_url(checker, &dynamics.token_url, "dynamics.token_url");
         check_env_name(
             checker,
             &dynamics.client_secret_env,
@@ -188,16 +139,11 @@ fn check_connections(checker: &mut Checker<'_>) {
         }
     }
     if let Some(campaign) = &file.campaign {
-        check_url(checker, &campaign.url, "campaign.url");
-        check_url(checker, &campaign.ims_url, "campaign.ims_url");
         check_env_name(
             checker,
             &campaign.client_secret_env,
             "campaign.client_secret_env",
         );
-        if let Some(journal) = &campaign.journal_url {
-            check_url(checker, journal, "campaign.journal_url");
-        }
         if file.egress.is_some() && campaign.journal_url.is_none() {
             checker.report_at_start(
                 "the egress workflow reads email events, but campaign.journal_url is not set"
@@ -205,16 +151,6 @@ fn check_connections(checker: &mut Checker<'_>) {
                 "set campaign.journal_url to the event journal's URL",
             );
         }
-    }
-}
-
-fn check_url(checker: &mut Checker<'_>, value: &Spanned<String>, key: &str) {
-    if let Err(error) = url::Url::parse(value.get_ref()) {
-        checker.report(
-            value,
-            format!("{key} = '{}' is not a URL: {error}", value.get_ref()),
-            "write a full URL such as https://host/path",
-        );
     }
 }
 
@@ -233,30 +169,30 @@ fn check_env_name(checker: &mut Checker<'_>, value: &Spanned<String>, key: &str)
     }
 }
 
-fn check_plugin(
-    checker: &mut Checker<'_>,
-    plugin: &Spanned<String>,
-    workflow: WorkflowId,
-    world: &str,
-) {
+fn check_plugin(checker: &mut Checker<'_>, plugin: &Spanned<String>, workflow: WorkflowId) {
     let written = plugin.get_ref();
-    if let Some(name) = written.strip_prefix("builtin:") {
-        match BUILTIN_PLUGINS.iter().find(|(builtin, _)| *builtin == written) {
+    let world: World = workflow.world();
+    if let Some(name) = written.strip_prefix(BUILTIN_PREFIX) {
+        match conduit_model::builtin(name) {
             None => checker.report(
                 plugin,
                 format!("there is no builtin plugin '{name}'"),
-                "use builtin:table-mapper, builtin:email-events or builtin:opt-out, or a path to a .wasm file",
+                &format!(
+                    "use {} or a path to a .wasm file",
+                    conduit_model::builtin_references()
+                ),
             ),
-            Some((_, builtin_world)) if *builtin_world != world => checker.report(
+            Some(builtin) if builtin.world != world => checker.report(
                 plugin,
                 format!(
-                    "{written} implements the {builtin_world} world, but the {workflow} workflow needs a {world} plugin"
+                    "{written} implements the {} world, but the {workflow} workflow needs a {world} plugin",
+                    builtin.world
                 ),
                 &format!("use a {world} plugin here"),
             ),
             Some(_) => {}
         }
-    } else if !checker.config.resolve_path(written).is_file() {
+    } else if !super::resolve_against(checker.base_dir, written).is_file() {
         checker.report(
             plugin,
             format!("the plugin file '{written}' does not exist"),
@@ -335,23 +271,12 @@ fn check_mapping_fields(checker: &mut Checker<'_>, mapping: &TableMapping) {
         }
     }
     if let Some(filters) = &mapping.filters {
-        let combine = filters.combine.get_ref().as_str();
-        if combine != "and" && combine != "or" {
-            checker.report(
-                &filters.combine,
-                format!("mapping '{name}': filters.combine is '{combine}'"),
-                "use \"and\" (all rules) or \"or\" (any rule)",
-            );
-        }
+        // A combinator or operator outside its set is reported by the resolution into specs.
         for rule in &filters.rules {
-            let op = rule.op.get_ref().as_str();
-            if !FILTER_OPERATORS.contains(&op) {
-                checker.report(
-                    &rule.op,
-                    format!("mapping '{name}': unknown filter operator '{op}'"),
-                    "use one of eq ne gt ge lt le contains startswith endswith null notnull",
-                );
-            } else if op != "null" && op != "notnull" && rule.value.is_none() {
+            if let Choice::Known(op) = rule.op.get_ref()
+                && op.needs_value()
+                && rule.value.is_none()
+            {
                 checker.report(
                     &rule.op,
                     format!(
@@ -366,26 +291,21 @@ fn check_mapping_fields(checker: &mut Checker<'_>, mapping: &TableMapping) {
 }
 
 fn check_opt_out(checker: &mut Checker<'_>) {
-    let Some(optinout) = &checker.config.file.optinout else {
+    let file = checker.file;
+    let Some(optinout) = &file.optinout else {
         return;
     };
-    let direction = optinout.direction.get_ref().as_str();
-    if !DIRECTIONS.contains(&direction) {
-        checker.report(
-            &optinout.direction,
-            format!("optinout.direction is '{direction}'"),
-            "use disabled, dynamics-to-campaign, campaign-to-dynamics or bidirectional",
-        );
-    }
+    // A direction outside the set is reported by the resolution into specs.
+    let direction = optinout.direction.get_ref().known();
     let mut seen_dynamics: HashMap<&str, ()> = HashMap::new();
     let mut seen_campaign: HashMap<&str, ()> = HashMap::new();
     for pair in &optinout.pairs {
         let campaign = pair.campaign.get_ref().as_str();
-        if !CAMPAIGN_OPT_OUT_ATTRIBUTES.contains(&campaign) {
+        if !OPT_OUT_ATTRIBUTES.contains(&campaign) {
             checker.report(
                 &pair.campaign,
                 format!("'{campaign}' is not a Campaign opt-out attribute"),
-                "use one of blackList, blackListEmail, blackListFax, blackListMobile, blackListPhone, blackListPostalMail, blackListPushnotification, ccpaOptOut",
+                &format!("use one of {}", OPT_OUT_ATTRIBUTES.join(", ")),
             );
         }
         if seen_campaign.insert(campaign, ()).is_some() {
@@ -404,9 +324,8 @@ fn check_opt_out(checker: &mut Checker<'_>) {
             );
         }
     }
-    let reads_exports = direction == "campaign-to-dynamics" || direction == "bidirectional";
+    let reads_exports = direction.is_some_and(super::choice::Direction::reads_exports);
     let has_exports = checker
-        .config
         .file
         .campaign
         .as_ref()
@@ -414,7 +333,7 @@ fn check_opt_out(checker: &mut Checker<'_>) {
     if reads_exports && !has_exports {
         checker.report(
             &optinout.direction,
-            format!("the '{direction}' direction reads Campaign's opt-out exports, but campaign.opt_out_exports is not set"),
+            format!("the '{}' direction reads Campaign's opt-out exports, but campaign.opt_out_exports is not set", optinout.direction.get_ref().as_str()),
             "set campaign.opt_out_exports to the folder Campaign drops its export files into",
         );
     }

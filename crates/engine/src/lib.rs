@@ -316,19 +316,11 @@ impl Supervisor {
             )));
         }
         let config = self.load_config()?;
-        let Some(section) = &config.file.ingress else {
+        let Some(section) = config.ingress() else {
             return Err(EngineError::NotConfigured(id));
         };
-        let Some(found) = section
-            .mappings
-            .iter()
-            .find(|m| m.name.get_ref() == mapping)
-        else {
-            let names: Vec<_> = section
-                .mappings
-                .iter()
-                .map(|m| m.name.get_ref().clone())
-                .collect();
+        let Some(found) = section.mapping(mapping) else {
+            let names: Vec<_> = section.mappings.iter().map(|m| m.name.as_str()).collect();
             return Err(EngineError::Refused(format!(
                 "no table mapping named '{mapping}'; the mappings are: {}",
                 names.join(", ")
@@ -361,18 +353,18 @@ impl Supervisor {
             .map_err(EngineError::Refused)?;
         let rows = services
             .dynamics_source
-            .count_rows(found.source.get_ref())
+            .count_rows(&found.source)
             .await
             .map_err(|error| {
                 EngineError::Refused(format!(
                     "cannot count the rows of {}: {error}",
-                    found.source.get_ref()
+                    found.source
                 ))
             })?;
         if rows >= limit {
             return Err(EngineError::Refused(format!(
                 "replay refused: {} holds {rows} rows (the limit is {limit})",
-                found.source.get_ref()
+                found.source
             )));
         }
         self.store().update_workflow(id, |record| {

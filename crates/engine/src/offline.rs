@@ -35,9 +35,6 @@ pub enum SettingsError {
     /// Only Ingress has table mappings.
     #[error("the {0} workflow has no table mappings; name the workflow alone")]
     NoMappings(WorkflowId),
-    /// The mapping's section cannot be expressed as the JSON plugins receive.
-    #[error("{0}")]
-    Invalid(String),
 }
 
 /// The settings a workflow's plugin receives in `configure`, as the engine builds them at
@@ -51,47 +48,29 @@ pub fn plugin_settings(
     match workflow {
         WorkflowId::Ingress => {
             let section = config
-                .file
-                .ingress
-                .as_ref()
+                .ingress()
                 .ok_or(SettingsError::NotConfigured(workflow))?;
-            let known = || {
-                let names: Vec<&str> = section
-                    .mappings
-                    .iter()
-                    .map(|m| m.name.get_ref().as_str())
-                    .collect();
-                if names.is_empty() {
-                    "none".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            };
-            let name = mapping.ok_or_else(|| SettingsError::MappingRequired { known: known() })?;
+            let name = mapping.ok_or_else(|| SettingsError::MappingRequired {
+                known: section.mapping_names(),
+            })?;
             let found = section
-                .mappings
-                .iter()
-                .find(|m| m.name.get_ref() == name)
+                .mapping(name)
                 .ok_or_else(|| SettingsError::UnknownMapping {
                     name: name.to_owned(),
-                    known: known(),
+                    known: section.mapping_names(),
                 })?;
-            super::prepare::mapping_settings(found).map_err(SettingsError::Invalid)
+            Ok(found.plugin_settings())
         }
         WorkflowId::Egress | WorkflowId::OptInOut if mapping.is_some() => {
             Err(SettingsError::NoMappings(workflow))
         }
         WorkflowId::Egress => config
-            .file
-            .egress
-            .as_ref()
-            .map(super::prepare::egress_settings)
+            .egress()
+            .map(conduit_config::EgressSpec::plugin_settings)
             .ok_or(SettingsError::NotConfigured(workflow)),
         WorkflowId::OptInOut => config
-            .file
-            .optinout
-            .as_ref()
-            .map(super::prepare::opt_out_settings)
+            .optinout()
+            .map(conduit_config::OptInOutSpec::plugin_settings)
             .ok_or(SettingsError::NotConfigured(workflow)),
     }
 }
@@ -124,10 +103,10 @@ fields = [{ source = "firstname", destination = "firstName" }]
     #[test]
     fn ingress_settings_are_a_named_mappings_and_other_names_are_listed() {
         let config = Config::parse(std::path::Path::new("conduit.toml"), CONFIG).unwrap();
-        let mapping = &config.file.ingress.as_ref().unwrap().mappings[0];
+        let mapping = &config.ingress().unwrap().mappings[0];
         assert_eq!(
             plugin_settings(&config, WorkflowId::Ingress, Some("contacts")).unwrap(),
-            super::super::prepare::mapping_settings(mapping).unwrap()
+            mapping.plugin_settings()
         );
         let unknown = plugin_settings(&config, WorkflowId::Ingress, Some("leads"))
             .unwrap_err()

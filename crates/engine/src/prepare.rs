@@ -3,9 +3,8 @@
 //! assemble the reader and writer stages. Every failure is a message naming what is wrong.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use conduit_config::{Config, TableMapping};
+use conduit_config::{Config, ConfigKey, MappingSpec};
 use conduit_connectors::{ChangeRequest, ConnectorError};
 use conduit_model::{Outcome, Phase, System, WorkflowId};
 use conduit_store::{CursorState, DeadLetter, DeadLetterPayload};
@@ -79,24 +78,20 @@ pub(super) async fn prepare(
         .ok_or_else(|| format!("the {id} workflow is not configured"))?;
     let reader_pacing = ReaderPacing {
         page_size: pacing.page_size,
-        poll_interval: Duration::from_millis(pacing.poll_interval_ms),
+        poll_interval: pacing.poll_interval,
         max_backlog: limits.replay_max_rows.max(1),
         failure_threshold: limits.failure_threshold.max(1),
     };
     let (kind, needed, fingerprint) = match id {
         WorkflowId::Ingress => {
-            let section = config
-                .file
-                .ingress
-                .as_ref()
-                .ok_or("ingress is not configured")?;
+            let section = config.ingress().ok_or("ingress is not configured")?;
             let mut readers = Vec::new();
             let mut needed = Vec::new();
             let mut fingerprint = String::new();
             let mut mapping_fingerprints = std::collections::BTreeMap::new();
             for mapping in &section.mappings {
                 check_source_fields(&services, mapping).await?;
-                let settings = mapping_settings(mapping)?;
+                let settings = mapping.plugin_settings();
                 let (plugin, limits) = (plugin.to_string(), limits);
                 let settings_for_plugin = settings.clone();
                 let loaded = off_worker(env, move |plugins| {
@@ -106,50 +101,37 @@ pub(super) async fn prepare(
                 .map_err(|error| {
                     located(
                         config,
-                        mapping.name.span(),
-                        format!("mapping '{}': {error}", mapping.name.get_ref()),
+                        ConfigKey::Mapping(&mapping.name),
+                        format!("mapping '{}': {error}", mapping.name),
                     )
                 })?;
                 mapping_fingerprints.insert(
-                    mapping.name.get_ref().clone(),
+                    mapping.name.clone(),
                     mapping_fingerprint(&settings, &loaded.fingerprint),
                 );
                 fingerprint = loaded.fingerprint;
                 readers.push(MappingReader {
-                    name: mapping.name.get_ref().clone(),
+                    name: mapping.name.clone(),
                     request: change_request(mapping, pacing.page_size),
                     mapper: Some(loaded.plugin),
                 });
-                let mut fields = vec![mapping.key.destination.get_ref().clone()];
-                fields.extend(
-                    mapping
-                        .fields
-                        .iter()
-                        .map(|f| f.destination.get_ref().clone()),
-                );
-                needed.push((
-                    System::Campaign,
-                    mapping.destination.get_ref().clone(),
-                    fields,
-                ));
+                let mut fields = vec![mapping.key.destination.clone()];
+                fields.extend(mapping.fields.iter().map(|f| f.destination.clone()));
+                needed.push((System::Campaign, mapping.destination.clone(), fields));
             }
             take_pending_replays(env, config)?;
             reread_changed_mappings(env, mapping_fingerprints)?;
             (ReaderKind::Ingress(readers), needed, fingerprint)
         }
         WorkflowId::Egress => {
-            let section = config
-                .file
-                .egress
-                .as_ref()
-                .ok_or("egress is not configured")?;
-            let settings = egress_settings(section);
+            let section = config.egress().ok_or("egress is not configured")?;
+            let settings = section.plugin_settings();
             let (plugin, limits) = (plugin.to_string(), limits);
             let loaded = off_worker(env, move |plugins| {
                 plugins.event_mapper(&plugin, &settings, &limits)
             })
             .await
-            .map_err(|error| located(config, section.plugin.span(), error))?;
+            .map_err(|error| located(config, ConfigKey::Plugin(id), error))?;
             (
                 ReaderKind::Egress(Some(loaded.plugin)),
                 Vec::new(),
@@ -157,40 +139,29 @@ pub(super) async fn prepare(
             )
         }
         WorkflowId::OptInOut => {
-            let section = config
-                .file
-                .optinout
-                .as_ref()
-                .ok_or("optinout is not configured")?;
-            let settings = opt_out_settings(section);
+            let section = config.optinout().ok_or("optinout is not configured")?;
+            let settings = section.plugin_settings();
             let (plugin, limits) = (plugin.to_string(), limits);
             let loaded = off_worker(env, move |plugins| {
                 plugins.opt_out_resolver(&plugin, &settings, &limits)
             })
             .await
-            .map_err(|error| located(config, section.plugin.span(), error))?;
-            let direction = section.direction.get_ref().as_str();
-            let active = direction != "disabled";
-            let mut columns: Vec<String> = section
-                .pairs
-                .iter()
-                .map(|p| p.dynamics.get_ref().clone())
-                .collect();
+            .map_err(|error| located(config, ConfigKey::Plugin(id), error))?;
+            let active = section.direction.is_active();
+            let mut columns: Vec<String> =
+                section.pairs.iter().map(|p| p.dynamics.clone()).collect();
             columns.push("modifiedon".into());
             let contacts = active.then(|| ChangeRequest {
                 table: "contact".into(),
                 columns,
                 page_size: pacing.page_size,
             });
-            let read_exports = direction == "campaign-to-dynamics" || direction == "bidirectional";
+            let read_exports = section.direction.reads_exports();
             if read_exports && services.opt_out_exports.is_none() {
                 return Err("the opt-out direction reads Campaign's exports, but campaign.opt_out_exports is not set".into());
             }
-            let campaign_fields: Vec<String> = section
-                .pairs
-                .iter()
-                .map(|p| p.campaign.get_ref().clone())
-                .collect();
+            let campaign_fields: Vec<String> =
+                section.pairs.iter().map(|p| p.campaign.clone()).collect();
             let needed = if active && !campaign_fields.is_empty() {
                 vec![(
                     System::Campaign,
@@ -231,7 +202,7 @@ pub(super) async fn prepare(
         services,
         batch_size: pacing.write_batch.max(1),
         drift: Arc::new(drift),
-        missing_record_wait: Duration::from_secs(limits.missing_record_wait_secs),
+        missing_record_wait: limits.missing_record_wait,
     };
     Ok(Prepared {
         reader,
@@ -254,19 +225,11 @@ pub(super) async fn remap(
     let limits = config.limits(id);
     match &dead.payload {
         DeadLetterPayload::SourceRecord { batch, phase } => {
-            let section = config
-                .file
-                .ingress
-                .as_ref()
-                .ok_or("ingress is not configured")?;
-            let mapping = section
-                .mappings
-                .iter()
-                .find(|m| *m.name.get_ref() == dead.origin)
-                .ok_or_else(|| {
-                    format!("the mapping '{}' is no longer in the config", dead.origin)
-                })?;
-            let settings = mapping_settings(mapping)?;
+            let section = config.ingress().ok_or("ingress is not configured")?;
+            let mapping = section.mapping(&dead.origin).ok_or_else(|| {
+                format!("the mapping '{}' is no longer in the config", dead.origin)
+            })?;
+            let settings = mapping.plugin_settings();
             let mut loaded = off_worker(env, move |plugins| {
                 plugins.record_mapper(&plugin, &settings, &limits)
             })
@@ -279,12 +242,8 @@ pub(super) async fn remap(
             .map_err(|error| error.to_string())?
         }
         DeadLetterPayload::Event { event } => {
-            let section = config
-                .file
-                .egress
-                .as_ref()
-                .ok_or("egress is not configured")?;
-            let settings = egress_settings(section);
+            let section = config.egress().ok_or("egress is not configured")?;
+            let settings = section.plugin_settings();
             let mut loaded = off_worker(env, move |plugins| {
                 plugins.event_mapper(&plugin, &settings, &limits)
             })
@@ -297,12 +256,8 @@ pub(super) async fn remap(
             .map_err(|error| error.to_string())?
         }
         DeadLetterPayload::OptOut { contact } => {
-            let section = config
-                .file
-                .optinout
-                .as_ref()
-                .ok_or("optinout is not configured")?;
-            let settings = opt_out_settings(section);
+            let section = config.optinout().ok_or("optinout is not configured")?;
+            let settings = section.plugin_settings();
             let mut loaded = off_worker(env, move |plugins| {
                 plugins.opt_out_resolver(&plugin, &settings, &limits)
             })
@@ -332,8 +287,8 @@ pub(super) async fn remap(
 /// A plugin failure at start, located in the config file as `conduit config check` locates
 /// it (the workflow's `plugin` key, or the table mapping for Ingress), so that the ERROR
 /// reason and the check name the same place.
-fn located(config: &Config, span: std::ops::Range<usize>, message: String) -> String {
-    config.problem_at(span, message, None).to_string()
+fn located(config: &Config, at: ConfigKey<'_>, message: String) -> String {
+    config.problem(at, message, None).to_string()
 }
 
 /// Loads and configures a plugin on a blocking thread: `configure` runs plugin code for up to
@@ -363,80 +318,20 @@ async fn off_worker<T: Send + 'static>(
         })?
 }
 
-/// What `configure` receives for a table mapping: the mapping's documented keys (`name`,
-/// `source`, `destination`, `key`, `fields`, `replacements`, `filters`, `apply_deletes`,
-/// `technical_picklist_values`) plus `settings`, the plugin's own table (`{}` when absent).
-/// The own table stays apart so that a plugin can parse it strictly without tripping over
-/// the host's keys (docs/plugins.md, "What configure receives").
-pub(crate) fn mapping_settings(mapping: &TableMapping) -> Result<serde_json::Value, String> {
-    let mut value = serde_json::to_value(mapping)
-        .map_err(|error| format!("mapping '{}': {error}", mapping.name.get_ref()))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| format!("mapping '{}': not a table", mapping.name.get_ref()))?;
-    object
-        .entry("settings")
-        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-    Ok(value)
-}
-
-/// What `configure` receives for Egress: `send`, `open`, `click`, `bounce` and `settings`.
-pub(crate) fn egress_settings(section: &conduit_config::EgressSection) -> serde_json::Value {
-    serde_json::json!({
-        "send": section.send,
-        "open": section.open,
-        "click": section.click,
-        "bounce": section.bounce,
-        "settings": own_settings(&section.settings),
-    })
-}
-
-/// What `configure` receives for Opt-in/out: `direction`, `pairs` and `settings`.
-pub(crate) fn opt_out_settings(section: &conduit_config::OptInOutSection) -> serde_json::Value {
-    serde_json::json!({
-        "direction": section.direction.get_ref(),
-        "pairs": section.pairs.iter().map(|p| serde_json::json!({
-            "dynamics": p.dynamics.get_ref(),
-            "campaign": p.campaign.get_ref(),
-        })).collect::<Vec<_>>(),
-        "settings": own_settings(&section.settings),
-    })
-}
-
-/// A section's `settings` table (the plugin's own keys) as JSON, converted as the Ingress
-/// mapping's own table is.
-fn own_settings(table: &std::collections::BTreeMap<String, toml::Value>) -> serde_json::Value {
-    serde_json::Value::Object(
-        table
-            .iter()
-            .filter_map(|(key, value)| Some((key.clone(), serde_json::to_value(value).ok()?)))
-            .collect(),
-    )
-}
-
-/// The columns a table mapping reads: the key, the mapped fields, the filtered fields and
-/// the change time.
-pub(super) fn change_request(mapping: &TableMapping, page_size: u32) -> ChangeRequest {
-    let mut columns = vec![mapping.key.source.get_ref().clone()];
-    columns.extend(mapping.fields.iter().map(|f| f.source.get_ref().clone()));
-    if let Some(filters) = &mapping.filters {
-        columns.extend(filters.rules.iter().map(|r| r.field.get_ref().clone()));
-    }
-    columns.push("modifiedon".into());
-    let mut seen = std::collections::HashSet::new();
-    columns.retain(|c| seen.insert(c.clone()));
+/// The read of a table mapping: its table and columns (`MappingSpec::source_columns`).
+pub(super) fn change_request(mapping: &MappingSpec, page_size: u32) -> ChangeRequest {
     ChangeRequest {
-        table: mapping.source.get_ref().clone(),
-        columns,
+        table: mapping.source.clone(),
+        columns: mapping.source_columns(),
         page_size,
     }
 }
 
 async fn check_source_fields(
     services: &Services,
-    mapping: &TableMapping,
+    mapping: &MappingSpec,
 ) -> Result<(), PrepareError> {
-    let table = mapping.source.get_ref();
+    let table = &mapping.source;
     let fields = services
         .dynamics_source
         .describe(table)
@@ -448,13 +343,13 @@ async fn check_source_fields(
             )
         })?;
     let known: std::collections::HashSet<_> = fields.iter().map(|f| f.name.as_str()).collect();
-    let mut used = vec![mapping.key.source.get_ref()];
-    used.extend(mapping.fields.iter().map(|f| f.source.get_ref()));
+    let mut used = vec![&mapping.key.source];
+    used.extend(mapping.fields.iter().map(|f| &f.source));
     for field in used {
         if !known.contains(field.as_str()) {
             return Err(format!(
                 "schema drift: the field '{field}' of the Dynamics 365 table '{table}' does not exist (mapping '{}')",
-                mapping.name.get_ref()
+                mapping.name
             )
             .into());
         }
@@ -515,14 +410,9 @@ fn take_pending_replays(env: &Environment, config: &Config) -> Result<(), String
     if record.pending_replays.is_empty() {
         return Ok(());
     }
-    let known: Vec<String> = config
-        .file
-        .ingress
-        .iter()
-        .flat_map(|s| s.mappings.iter().map(|m| m.name.get_ref().clone()))
-        .collect();
+    let known = |name: &str| config.ingress().is_some_and(|s| s.mapping(name).is_some());
     for mapping in &record.pending_replays {
-        if known.contains(mapping) {
+        if known(mapping) {
             env.store
                 .set_cursor(
                     WorkflowId::Ingress,

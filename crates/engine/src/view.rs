@@ -144,15 +144,14 @@ impl Supervisor {
             format!("Refused: the backlog holds {backlog} records (the limit is {limit})")
         });
         Ok(config
-            .file
-            .ingress
+            .ingress()
             .iter()
             .flat_map(|section| section.mappings.iter())
             .map(|mapping| MappingView {
-                name: mapping.name.get_ref().clone(),
-                source: mapping.source.get_ref().clone(),
-                destination: mapping.destination.get_ref().clone(),
-                replay_pending: record.pending_replays.contains(mapping.name.get_ref()),
+                name: mapping.name.clone(),
+                source: mapping.source.clone(),
+                destination: mapping.destination.clone(),
+                replay_pending: record.pending_replays.contains(&mapping.name),
                 replay_blocked: blocked.clone(),
             })
             .collect())
@@ -240,14 +239,10 @@ impl Supervisor {
 fn ingress_notes(running: &Config, edited: &Config) -> Vec<String> {
     let mappings = |config: &Config| {
         config
-            .file
-            .ingress
+            .ingress()
             .iter()
             .flat_map(|section| section.mappings.iter())
-            .map(|mapping| {
-                let columns = super::prepare::change_request(mapping, 1).columns;
-                (mapping.name.get_ref().clone(), columns)
-            })
+            .map(|mapping| (mapping.name.clone(), mapping.source_columns()))
             .collect::<Vec<_>>()
     };
     let before = mappings(running);

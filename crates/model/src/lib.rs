@@ -1,5 +1,7 @@
 //! The data model the host's stages pass between each other: source records, email events,
-//! opt-out states, plugin outcomes and queued writes.
+//! opt-out states, plugin outcomes and queued writes; and the closed lists both the config and
+//! the plugin host read: the plugin worlds, the builtin plugins ([`BUILTINS`]) and the Campaign
+//! opt-out attributes ([`OPT_OUT_ATTRIBUTES`]).
 //!
 //! These mirror the WIT types in `wit/conduit-plugin.wit` (the plugin runtime converts between
 //! the two) but know nothing of Wasm, HTTP or redb.
@@ -271,6 +273,159 @@ impl std::str::FromStr for WorkflowId {
             other => Err(format!(
                 "unknown workflow '{other}': expected ingress, egress or optinout"
             )),
+        }
+    }
+}
+
+impl WorkflowId {
+    /// The plugin world this workflow's plugin must implement.
+    pub fn world(self) -> World {
+        match self {
+            WorkflowId::Ingress => World::RecordMapper,
+            WorkflowId::Egress => World::EventMapper,
+            WorkflowId::OptInOut => World::OptOutResolver,
+        }
+    }
+}
+
+/// The capability a plugin implements: one world of `wit/conduit-plugin.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// Maps Dynamics 365 rows to Campaign records (Ingress).
+    RecordMapper,
+    /// Maps Campaign email events to Dynamics 365 activities (Egress).
+    EventMapper,
+    /// Resolves opt-out flags between the two systems (Opt-in/out).
+    OptOutResolver,
+}
+
+impl World {
+    /// Every world, in contract order.
+    pub const ALL: [World; 3] = [
+        World::RecordMapper,
+        World::EventMapper,
+        World::OptOutResolver,
+    ];
+
+    /// The world's name in the WIT package.
+    pub fn name(self) -> &'static str {
+        match self {
+            World::RecordMapper => "record-mapper",
+            World::EventMapper => "event-mapper",
+            World::OptOutResolver => "opt-out-resolver",
+        }
+    }
+}
+
+impl std::fmt::Display for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for World {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<World, String> {
+        World::ALL
+            .into_iter()
+            .find(|world| world.name() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown plugin world `{text}`; expected record-mapper, event-mapper or opt-out-resolver"
+                )
+            })
+    }
+}
+
+/// A reference plugin compiled into the binary and named `builtin:<name>` in a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Builtin {
+    /// The name after `builtin:`, e.g. `table-mapper`.
+    pub name: &'static str,
+    /// The world it implements.
+    pub world: World,
+}
+
+impl Builtin {
+    /// The reference a config writes for it, e.g. `builtin:table-mapper`.
+    pub fn reference(self) -> String {
+        format!("{BUILTIN_PREFIX}{}", self.name)
+    }
+}
+
+/// The prefix of a builtin plugin's reference.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// The builtin plugins: the one table the config validator and the plugin host read (the
+/// plugin host pairs each name with its component bytes).
+pub const BUILTINS: [Builtin; 3] = [
+    Builtin {
+        name: "table-mapper",
+        world: World::RecordMapper,
+    },
+    Builtin {
+        name: "email-events",
+        world: World::EventMapper,
+    },
+    Builtin {
+        name: "opt-out",
+        world: World::OptOutResolver,
+    },
+];
+
+/// The builtin named `name` (without the `builtin:` prefix), if there is one.
+pub fn builtin(name: &str) -> Option<Builtin> {
+    BUILTINS.into_iter().find(|builtin| builtin.name == name)
+}
+
+/// The builtins as a config writes them, for messages: `builtin:table-mapper, ...`.
+pub fn builtin_references() -> String {
+    BUILTINS.map(Builtin::reference).join(", ")
+}
+
+/// The Campaign profile attributes an opt-out pair may use ("No longer contact by ..." and
+/// CCPA), by their REST names. `plugins/opt-out` (built for Wasm, outside this workspace)
+/// keeps a copy; `crates/plugin-host/tests/plugin_builtins.rs` checks that it accepts each.
+pub const OPT_OUT_ATTRIBUTES: [&str; 8] = [
+    "blackList",
+    "blackListEmail",
+    "blackListFax",
+    "blackListMobile",
+    "blackListPhone",
+    "blackListPostalMail",
+    "blackListPushnotification",
+    "ccpaOptOut",
+];
+
+/// The plugin a workflow uses when its section names none: the builtin of its world.
+pub fn default_builtin(workflow: WorkflowId) -> Builtin {
+    match workflow {
+        WorkflowId::Ingress => BUILTINS[0],
+        WorkflowId::Egress => BUILTINS[1],
+        WorkflowId::OptInOut => BUILTINS[2],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_workflow_defaults_to_the_one_builtin_of_its_world() {
+        for workflow in WorkflowId::ALL {
+            let default = default_builtin(workflow);
+            assert_eq!(default.world, workflow.world(), "{workflow}");
+            let of_world = BUILTINS.iter().filter(|b| b.world == workflow.world());
+            assert_eq!(of_world.count(), 1, "{workflow}");
+            assert_eq!(builtin(default.name), Some(default));
+        }
+        assert_eq!(
+            builtin_references(),
+            "builtin:table-mapper, builtin:email-events, builtin:opt-out"
+        );
+        for world in World::ALL {
+            assert_eq!(world.name().parse::<World>(), Ok(world));
         }
     }
 }

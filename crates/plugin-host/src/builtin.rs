@@ -5,23 +5,16 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+use conduit_model::BUILTINS;
+
 use super::World;
 
-/// The names `builtin:` accepts.
-pub const BUILTIN_NAMES: [&str; 3] = ["table-mapper", "email-events", "opt-out"];
-
-/// The component bytes of each builtin, in `BUILTIN_NAMES` order.
+/// The component bytes of each builtin, in `conduit_model::BUILTINS` order (the table that
+/// names them and their worlds).
 const BYTES: [&[u8]; 3] = [
     include_bytes!(env!("CONDUIT_BUILTIN_TABLE_MAPPER")),
     include_bytes!(env!("CONDUIT_BUILTIN_EMAIL_EVENTS")),
     include_bytes!(env!("CONDUIT_BUILTIN_OPT_OUT")),
-];
-
-/// The world each builtin implements, in `BUILTIN_NAMES` order.
-const WORLDS: [World; 3] = [
-    World::RecordMapper,
-    World::EventMapper,
-    World::OptOutResolver,
 ];
 
 /// A builtin component.
@@ -37,12 +30,12 @@ pub(super) struct Builtin {
 /// Builtin `name`, if there is one.
 pub(super) fn builtin(name: &str) -> Option<Builtin> {
     static FINGERPRINTS: [OnceLock<String>; 3] = [const { OnceLock::new() }; 3];
-    let index = BUILTIN_NAMES.iter().position(|known| *known == name)?;
+    let index = BUILTINS.iter().position(|known| known.name == name)?;
     let bytes = BYTES[index];
     let fingerprint = FINGERPRINTS[index].get_or_init(|| hex::encode(Sha256::digest(bytes)));
     Some(Builtin {
         bytes,
-        world: WORLDS[index],
+        world: BUILTINS[index].world,
         fingerprint,
     })
 }
@@ -53,7 +46,8 @@ mod tests {
 
     #[test]
     fn every_listed_builtin_is_a_component() {
-        for name in BUILTIN_NAMES {
+        for listed in BUILTINS {
+            let name = listed.name;
             let bytes = builtin(name).unwrap().bytes;
             // Component binaries carry layer 1 in the version field; core modules layer 0.
             assert_eq!(&bytes[..4], b"\0asm", "{name}");

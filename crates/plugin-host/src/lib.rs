@@ -26,7 +26,6 @@ mod reference;
 mod sandbox;
 mod untrusted;
 
-pub use builtin::BUILTIN_NAMES;
 pub use error::PluginError;
 pub use host::{LoadedPlugin, PluginHost};
 pub use limits::Limits;

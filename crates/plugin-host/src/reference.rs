@@ -6,57 +6,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::PluginError;
-use super::builtin::BUILTIN_NAMES;
 
-/// The capability a plugin implements: one world of `wit/conduit-plugin.wit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum World {
-    /// Maps Dynamics 365 rows to Campaign records (Ingress).
-    RecordMapper,
-    /// Maps Campaign email events to Dynamics 365 activities (Egress).
-    EventMapper,
-    /// Resolves opt-out flags between the two systems (Opt-in/out).
-    OptOutResolver,
-}
-
-impl World {
-    /// Every world, in contract order.
-    pub const ALL: [World; 3] = [
-        World::RecordMapper,
-        World::EventMapper,
-        World::OptOutResolver,
-    ];
-
-    /// The world's name in the WIT package.
-    pub fn name(self) -> &'static str {
-        match self {
-            World::RecordMapper => "record-mapper",
-            World::EventMapper => "event-mapper",
-            World::OptOutResolver => "opt-out-resolver",
-        }
-    }
-}
-
-impl fmt::Display for World {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for World {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<World, String> {
-        World::ALL
-            .into_iter()
-            .find(|world| world.name() == text)
-            .ok_or_else(|| {
-                format!(
-                    "unknown plugin world `{text}`; expected record-mapper, event-mapper or opt-out-resolver"
-                )
-            })
-    }
-}
+/// The capability a plugin implements: one world of `wit/conduit-plugin.wit` (defined in
+/// `conduit-model`, whose builtin table names it too).
+pub use conduit_model::World;
 
 /// Where a plugin's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,13 +48,13 @@ impl FromStr for PluginRef {
     /// Parses `builtin:<name>` (a known builtin) or a path ending in `.wasm`.
     fn from_str(text: &str) -> Result<PluginRef, PluginError> {
         let text = text.trim();
-        if let Some(name) = text.strip_prefix("builtin:") {
-            if !BUILTIN_NAMES.contains(&name) {
+        if let Some(name) = text.strip_prefix(conduit_model::BUILTIN_PREFIX) {
+            if conduit_model::builtin(name).is_none() {
                 return Err(PluginError::Load {
                     plugin: text.to_owned(),
                     message: format!(
                         "there is no builtin plugin `{name}`; the builtins are {}",
-                        BUILTIN_NAMES.map(|b| format!("builtin:{b}")).join(", ")
+                        conduit_model::builtin_references()
                     ),
                 });
             }

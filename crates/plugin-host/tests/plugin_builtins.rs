@@ -815,6 +815,29 @@ fn resolver(direction: &str) -> OptOutResolver {
         .unwrap()
 }
 
+/// The opt-out plugin keeps its own copy of the attribute list (it is built for Wasm, outside
+/// the host's workspace): it must accept exactly the attributes the config validator accepts,
+/// `conduit_model::OPT_OUT_ATTRIBUTES`.
+#[test]
+fn the_opt_out_plugin_accepts_exactly_the_listed_attributes() {
+    let configure = |campaign: &str| {
+        builtin("opt-out", World::OptOutResolver)
+            .opt_out_resolver(
+                &json!({"direction": "bidirectional", "pairs": [
+                    {"dynamics": "donotbulkemail", "campaign": campaign}
+                ]}),
+                Limits::default(),
+            )
+            .map(drop)
+    };
+    for attribute in conduit_model::OPT_OUT_ATTRIBUTES {
+        assert!(configure(attribute).is_ok(), "{attribute} refused");
+    }
+    for other in ["blackListSms", "blacklistEmail", "email"] {
+        assert!(configure(other).is_err(), "{other} accepted");
+    }
+}
+
 fn side(attribute: &str, value: bool, at: &str) -> OptOutValue {
     OptOutValue {
         attribute: attribute.into(),

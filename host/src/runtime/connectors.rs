@@ -43,32 +43,26 @@ impl ServiceConnect {
 impl Connect for ServiceConnect {
     fn connect(&self, config: &Config) -> Result<Services, String> {
         let dynamics = config
-            .file
-            .dynamics
-            .as_ref()
+            .dynamics()
             .ok_or("the config has no [dynamics] section")?;
         let campaign = config
-            .file
-            .campaign
-            .as_ref()
+            .campaign()
             .ok_or("the config has no [campaign] section")?;
 
-        let dynamics_secret = self.secret(
-            dynamics.client_secret_env.get_ref(),
-            "dynamics.client_secret_env",
-        )?;
+        let dynamics_secret =
+            self.secret(&dynamics.client_secret_env, "dynamics.client_secret_env")?;
         let mut dynamics_settings = Dynamics365Settings::new(
-            dynamics.url.get_ref().clone(),
-            dynamics.token_url.get_ref().clone(),
+            dynamics.url.clone(),
+            dynamics.token_url.clone(),
             dynamics.client_id.clone(),
             http::Secret::new(dynamics_secret),
         );
         dynamics_settings.scope = dynamics.scope.clone();
-        dynamics_settings.max_concurrency = dynamics.max_concurrency.max(1);
-        dynamics_settings.batch_size = *dynamics.batch_size.get_ref();
+        dynamics_settings.max_concurrency = dynamics.max_concurrency;
+        dynamics_settings.batch_size = dynamics.batch_size;
         if let Some(ca) = &dynamics.ca_file {
-            let pem = http::read_ca_file(&config.resolve_path(ca))
-                .map_err(|error| format!("dynamics.ca_file: {error}"))?;
+            let pem =
+                http::read_ca_file(ca).map_err(|error| format!("dynamics.ca_file: {error}"))?;
             dynamics_settings.extra_ca_pem = Some(pem);
         }
         let dynamics_connector = Arc::new(
@@ -76,33 +70,24 @@ impl Connect for ServiceConnect {
                 .map_err(|error| format!("Dynamics 365 settings: {error}"))?,
         );
 
-        let campaign_secret = self.secret(
-            campaign.client_secret_env.get_ref(),
-            "campaign.client_secret_env",
-        )?;
-        let parse = |key: &str, value: &str| {
-            url::Url::parse(value).map_err(|error| format!("{key} '{value}' is not a URL: {error}"))
-        };
-        let api_base = parse("campaign.url", campaign.url.get_ref())?;
+        let campaign_secret =
+            self.secret(&campaign.client_secret_env, "campaign.client_secret_env")?;
         // Without egress there is no journal to read; config validation requires it for egress.
-        let journal = match &campaign.journal_url {
-            Some(url) => parse("campaign.journal_url", url.get_ref())?,
-            None => api_base.clone(),
-        };
-        let drop_root = campaign
-            .opt_out_exports
-            .as_ref()
-            .map(|folder| config.resolve_path(folder.get_ref()));
+        let journal = campaign
+            .journal_url
+            .clone()
+            .unwrap_or_else(|| campaign.url.clone());
+        let drop_root = campaign.opt_out_exports.clone();
         let campaign_settings = CampaignSettings {
-            api_base,
-            ims_token_url: parse("campaign.ims_url", campaign.ims_url.get_ref())?,
+            api_base: campaign.url.clone(),
+            ims_token_url: campaign.ims_url.clone(),
             client_id: campaign.client_id.clone(),
             client_secret: http::Secret::new(campaign_secret),
             scopes: campaign.scopes.clone(),
-            max_concurrency: campaign.max_concurrency.max(1),
+            max_concurrency: campaign.max_concurrency,
             events_journal_url: journal,
             opt_out_drop_root: drop_root.clone().unwrap_or_else(|| config.data_dir()),
-            extra_ca_pem: campaign.ca_file.as_ref().map(|ca| config.resolve_path(ca)),
+            extra_ca_pem: campaign.ca_file.clone(),
             retry: http::RetryPolicy::default(),
             request_timeout: std::time::Duration::from_secs(120),
         };

@@ -99,20 +99,17 @@ pub async fn start(
         plugins: Arc::new(WasmPlugins::new(plugin_host, config.base_dir())),
         config_path: config_path.to_path_buf(),
     });
-    let host = &config.file.host;
+    let host = config.host();
     let admin_options = admin::AdminOptions {
         listen: options
             .admin_listen
             .unwrap_or_else(|| host.admin_listen.clone()),
         token: std::env::var(admin::TOKEN_ENV).ok(),
         hosts: host.admin_hosts.clone(),
-        tls: match (&host.admin_tls_cert, &host.admin_tls_key) {
-            (Some(cert), Some(key)) => Some(admin::TlsFiles {
-                cert: config.resolve_path(cert),
-                key: config.resolve_path(key),
-            }),
-            _ => None,
-        },
+        tls: host.admin_tls.as_ref().map(|tls| admin::TlsFiles {
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+        }),
         allow_plain_http: host.admin_allow_plain_http,
     };
     let admin = admin::serve(supervisor.clone(), admin_options).await?;
@@ -143,19 +140,17 @@ pub fn private_data_warnings(config: &Config) -> Vec<String> {
         (data_dir.join("plugin-cache"), "compiled mapping plugins"),
     ];
     if let Some(folder) = config
-        .file
-        .campaign
-        .as_ref()
+        .campaign()
         .and_then(|campaign| campaign.opt_out_exports.as_ref())
     {
         checks.push((
-            config.resolve_path(folder.get_ref()),
+            folder.clone(),
             "Campaign's opt-out exports (campaign.opt_out_exports)",
         ));
     }
-    if let Some(key) = &config.file.host.admin_tls_key {
+    if let Some(tls) = &config.host().admin_tls {
         checks.push((
-            config.resolve_path(key),
+            tls.key.clone(),
             "the admin API's TLS private key (host.admin_tls_key)",
         ));
     }

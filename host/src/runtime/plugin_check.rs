@@ -4,7 +4,7 @@
 //! failure is a [`Problem`] located in the config file: at the workflow's `plugin` key for the
 //! component, at the table mapping's `name` for Ingress settings.
 
-use conduit_config::{Config, Problem};
+use conduit_config::{Config, ConfigKey, Problem};
 use conduit_engine::offline::plugin_settings;
 use conduit_model::WorkflowId;
 use conduit_plugin_host::{LoadedPlugin, PluginError, PluginHost, World, cap};
@@ -13,11 +13,7 @@ use super::plugins::{resolve_reference, sandbox_limits};
 
 /// The world a workflow's plugin must implement.
 pub fn workflow_world(workflow: WorkflowId) -> World {
-    match workflow {
-        WorkflowId::Ingress => World::RecordMapper,
-        WorkflowId::Egress => World::EventMapper,
-        WorkflowId::OptInOut => World::OptOutResolver,
-    }
+    workflow.world()
 }
 
 /// Loads and configures the plugin of every configured workflow; one problem per failure.
@@ -26,14 +22,14 @@ pub fn workflow_world(workflow: WorkflowId) -> World {
 pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
     let mut problems = Vec::new();
     for workflow in WorkflowId::ALL {
-        let Some(plugin) = plugin_key(config, workflow) else {
+        let Some(plugin) = config.plugin(workflow) else {
             continue;
         };
         let world = workflow_world(workflow);
         let at_plugin = |message: String, hint: String| {
-            config.problem_at(plugin.span(), cap(&message), Some(hint))
+            config.problem(ConfigKey::Plugin(workflow), cap(&message), Some(hint))
         };
-        let loaded = match resolve_reference(&config.base_dir(), plugin.get_ref())
+        let loaded = match resolve_reference(&config.base_dir(), plugin)
             .and_then(|reference| host.load(&reference, world).map_err(|e| e.to_string()))
         {
             Ok(loaded) => loaded,
@@ -52,16 +48,16 @@ pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
         let limits = sandbox_limits(&config.limits(workflow));
         match workflow {
             WorkflowId::Ingress => {
-                let mappings = config.file.ingress.iter().flat_map(|s| &s.mappings);
+                let mappings = config.ingress().into_iter().flat_map(|s| &s.mappings);
                 for mapping in mappings {
-                    let name = mapping.name.get_ref();
+                    let name = &mapping.name;
                     let result = match plugin_settings(config, workflow, Some(name)) {
                         Ok(settings) => configure(&loaded, world, &settings, limits),
                         Err(error) => Err(error.to_string()),
                     };
                     if let Err(message) = result {
-                        problems.push(config.problem_at(
-                            mapping.name.span(),
+                        problems.push(config.problem(
+                            ConfigKey::Mapping(name),
                             cap(&format!("mapping '{name}': {message}")),
                             Some(format!(
                                 "fix this mapping's settings; `conduit plugin test --mapping {name}` runs the plugin with them"
@@ -87,15 +83,6 @@ pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
         }
     }
     problems
-}
-
-/// The `plugin` key of a workflow's section, when the workflow is configured.
-fn plugin_key(config: &Config, workflow: WorkflowId) -> Option<&toml::Spanned<String>> {
-    match workflow {
-        WorkflowId::Ingress => config.file.ingress.as_ref().map(|s| &s.plugin),
-        WorkflowId::Egress => config.file.egress.as_ref().map(|s| &s.plugin),
-        WorkflowId::OptInOut => config.file.optinout.as_ref().map(|s| &s.plugin),
-    }
 }
 
 /// Runs the plugin's `configure` with `settings`, as a workflow's start does.

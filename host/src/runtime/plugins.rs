@@ -57,7 +57,7 @@ pub fn resolve_reference(base_dir: &std::path::Path, plugin: &str) -> Result<Plu
 /// The sandbox limits of a workflow.
 pub fn sandbox_limits(limits: &EffectiveLimits) -> Limits {
     Limits {
-        deadline: Duration::from_millis(limits.plugin_deadline_ms.max(1)),
+        deadline: limits.plugin_deadline.max(Duration::from_millis(1)),
         memory_bytes: usize::try_from(limits.plugin_memory_mb.saturating_mul(1 << 20))
             .unwrap_or(usize::MAX),
         ..Limits::default()

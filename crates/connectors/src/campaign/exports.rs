@@ -34,7 +34,9 @@ fn is_export_file_name(name: &str) -> bool {
         .is_some_and(|time| NaiveDateTime::parse_from_str(time, NAME_TIME_FORMAT).is_ok())
 }
 
-/// True for the opt-out attributes Campaign may export: `blackList*` and `ccpaOptOut`.
+/// True for the opt-out attributes Campaign may export: `blackList*` and `ccpaOptOut`. Wider on
+/// purpose than `conduit_model::OPT_OUT_ATTRIBUTES` (what a configured pair may use): an export
+/// naming an attribute no pair uses is still a well-formed export.
 pub fn is_opt_out_attribute(attribute: &str) -> bool {
     attribute == "ccpaOptOut"
         || attribute
