@@ -412,7 +412,12 @@ pub fn hostile_fixture_file() -> PathBuf {
     std::fs::read_dir(profile_dir.join("build"))
         .expect("target/<profile>/build exists")
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-plugin-host-"))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("conduit-plugin-host-")
+        })
         .map(|entry| entry.path().join("out/fixtures/fixture_hostile.wasm"))
         .filter(|path| path.exists())
         .max_by_key(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
@@ -434,7 +439,12 @@ pub fn builtin_plugin_file(file: &str) -> PathBuf {
     let candidates = std::fs::read_dir(profile_dir.join("build"))
         .expect("target/<profile>/build exists")
         .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().starts_with("conduit-plugin-host-"))
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("conduit-plugin-host-")
+        })
         .map(|entry| entry.path().join("out").join("builtins").join(file))
         .filter(|path| path.exists());
     candidates

@@ -17,7 +17,7 @@ use conduit_model::WorkflowId;
 pub use schema::*;
 
 /// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The config file.
     pub file: PathBuf,
