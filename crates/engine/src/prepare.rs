@@ -13,7 +13,7 @@ use conduit_store::{CursorState, DeadLetter, DeadLetterPayload};
 use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
-use super::services::{PluginFactory, Services};
+use super::services::{LoadFailed, PluginFactory, Services};
 use super::writer::Writer;
 
 /// The stages of a workflow ready to run.
@@ -61,7 +61,10 @@ pub(super) async fn prepare(
     config: &Config,
     id: WorkflowId,
 ) -> Result<Prepared, PrepareError> {
-    let services = env.connect.connect(config)?;
+    let services = env
+        .connect
+        .connect(config)
+        .map_err(|error| error.to_string())?;
     services
         .dynamics_sink
         .check()
@@ -341,7 +344,7 @@ fn located(config: &Config, span: std::ops::Range<usize>, message: String) -> St
 /// start with a reason rather than leave the workflow STARTING.
 async fn off_worker<T: Send + 'static>(
     env: &Environment,
-    load: impl FnOnce(&dyn PluginFactory) -> Result<T, String> + Send + 'static,
+    load: impl FnOnce(&dyn PluginFactory) -> Result<T, LoadFailed> + Send + 'static,
 ) -> Result<T, String> {
     let plugins = Arc::clone(&env.plugins);
     tokio::task::spawn_blocking(move || load(plugins.as_ref()))
@@ -361,6 +364,7 @@ async fn off_worker<T: Send + 'static>(
             };
             format!("loading or configuring the plugin failed: it panicked: {reason}")
         })?
+        .map_err(|error| error.to_string())
 }
 
 /// What `configure` receives for a table mapping: the mapping's documented keys (`name`,
