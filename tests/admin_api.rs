@@ -2,14 +2,31 @@
 //! endpoints (list, show, start, stop, replay and its guards, config view), dead letters
 //! (filters, paging, show, drop, retry), `/metrics` through a real Prometheus parser, the
 //! token and cross-site guards, and the refusal to listen off loopback without a token.
+//! Every answer is also read into the type the CLI reads it into (`conduit_admin::views`), so
+//! the API and the CLI cannot drift apart.
 
 use std::time::Duration;
 
+use conduit_admin::views;
 use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, free_port};
 use conduit_sim::campaign::FieldChange;
 use conduit_sim::campaign::FieldType;
 use conduit_sim::faults::Fault;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+
+/// Reads an answer of the API into the CLI's type for it and serialises it again: a field the
+/// type lacks, names or types differently fails here, as would a field the type drops.
+fn reads_as<T: DeserializeOwned + Serialize>(endpoint: &str, body: &Value) {
+    let read: T = serde_json::from_value(body.clone())
+        .unwrap_or_else(|error| panic!("{endpoint}: the CLI cannot read {body:#}: {error}"));
+    assert_eq!(
+        &serde_json::to_value(&read).unwrap(),
+        body,
+        "{endpoint}: the CLI's type does not hold the whole answer"
+    );
+}
 
 /// A config whose admin API listens on `listen` instead of loopback.
 fn config_text(sims: &SimPair, listen: &str, workflows: &str) -> String {
@@ -50,6 +67,7 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     host.wait_healthy().await;
 
     let (status, problems) = host.get_status("/api/config/problems").await;
+    reads_as::<views::ProblemsView>("config problems", &problems);
     assert_eq!((status, problems), (200, json!({ "problems": [] })));
 
     let health = reqwest::get(format!("{}/healthz", host.admin))
@@ -59,6 +77,7 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     assert_eq!(health.text().await.unwrap(), "ok");
 
     let all = host.get("/api/workflows").await;
+    reads_as::<views::HostView>("workflows", &all);
     let ids: Vec<_> = all["workflows"]
         .as_array()
         .unwrap()
@@ -77,16 +96,19 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     assert_eq!(all["workflows"][2]["configured"], false, "{all:#}");
 
     let ingress = host.workflow("ingress").await;
+    reads_as::<views::WorkflowView>("one workflow", &ingress);
     assert_eq!(ingress["configured"], true, "{ingress:#}");
     assert_eq!(ingress["plugin"], "builtin:table-mapper", "{ingress:#}");
     let (status, body) = host.get_status("/api/workflows/sideways").await;
     assert_eq!(status, 404, "{body}");
+    reads_as::<views::ErrorBody>("an unknown workflow", &body);
     assert!(
         body["error"].as_str().unwrap().contains("sideways"),
         "{body}"
     );
 
     let config = host.get("/api/workflows/ingress/config").await;
+    reads_as::<views::ConfigSectionView>("config section", &config);
     assert_eq!(
         config["section"]["mappings"][0]["name"], "contacts",
         "{config:#}"
@@ -102,6 +124,10 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     // on a workflow without table mappings.
     let (status, body) = host.post("/api/workflows/ingress/replay/vehicles").await;
     assert_eq!(status, 200, "{body}");
+    reads_as::<views::MessageAnswer>("replay", &body);
+    let mappings = host.get("/api/workflows/ingress/mappings").await;
+    assert_eq!(mappings[1]["replay_pending"], true, "{mappings:#}");
+    reads_as::<Vec<views::MappingView>>("mappings", &mappings);
     assert!(
         body["message"].as_str().unwrap().contains("accepted"),
         "{body}"
@@ -145,15 +171,20 @@ async fn workflow_endpoints_list_show_start_replay_stop_and_view_config() {
     );
     let view = run_ingress_until_written(&mut host, 23).await;
     assert_eq!(view["counters"]["read"], 23, "{view:#}");
+    reads_as::<views::WorkflowView>("a running workflow", &view);
     assert_eq!(sims.campaign.records("profile").len(), 20);
     assert_eq!(sims.campaign.records("cusVehicle").len(), 3);
     let (status, body) = host.post("/api/workflows/ingress/start").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("RUNNING")));
+    reads_as::<views::StatusAnswer>("start", &body);
 
     let (status, body) = host.post("/api/workflows/ingress/stop").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "STOPPED");
     assert_eq!(host.workflow("ingress").await["status"], "STOPPED");
+    let audit = host.get("/api/audit?limit=100").await;
+    assert!(audit.as_array().is_some_and(|a| a.len() >= 5), "{audit:#}");
+    reads_as::<Vec<views::AuditEntry>>("audit", &audit);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +358,7 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
     };
     let all = list("").await;
     assert_eq!(all.len(), 3, "{all:#?}");
+    reads_as::<Vec<views::DeadLetter>>("dead letters", &Value::Array(all.clone()));
     for letter in &all {
         assert_eq!(letter["stage"], "write", "{letter:#}");
         assert_eq!(letter["origin"], "contacts", "{letter:#}");
@@ -364,6 +396,7 @@ async fn dead_letters_filter_page_show_drop_and_a_retry_delivers_once_the_cause_
         .await;
     assert_eq!(status, 200, "{shown}");
     assert_eq!(shown["id"], letter_ids[0]);
+    reads_as::<views::DeadLetter>("one dead letter", &shown);
     assert!(
         shown["payload"].to_string().contains(long_name),
         "{shown:#}"

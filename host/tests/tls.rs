@@ -237,7 +237,15 @@ fn connect_error(config: &Config) -> String {
     ]);
     match ServiceConnect::with_secrets(secrets).connect(config) {
         Ok(_) => panic!("connecting with a bad ca_file succeeded"),
-        Err(message) => message,
+        Err(error) => {
+            // The engine gets the cause whole, not a string.
+            let cause = error
+                .source
+                .downcast_ref::<conduit::runtime::ConnectError>()
+                .unwrap_or_else(|| panic!("{error:?}"));
+            assert!(std::error::Error::source(cause).is_some(), "{cause:?}");
+            error.to_string()
+        }
     }
 }
 

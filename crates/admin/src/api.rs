@@ -11,6 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AdminState;
+use super::views::{
+    AuditEntry, ConfigSectionView, DeadLetter, ErrorBody, HostView, MappingView, MessageAnswer,
+    ProblemsView, StatusAnswer, WorkflowView,
+};
 use conduit_engine::EngineError;
 use conduit_model::WorkflowId;
 use conduit_store::{AuditOutcome, Caller, DeadLetterFilter, NewAuditEntry, Stage, StoreError};
@@ -20,7 +24,7 @@ type Shared = State<Arc<AdminState>>;
 /// An API error: a status and a message that tells the caller what to do.
 pub(super) struct ApiError {
     status: StatusCode,
-    body: serde_json::Value,
+    body: ErrorBody,
 }
 
 impl IntoResponse for ApiError {
@@ -33,39 +37,47 @@ impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            body: serde_json::json!({ "error": message.into() }),
+            body: ErrorBody::new(message),
         }
+    }
+}
+
+/// What the audit trail keeps of a successful state change's answer.
+trait AuditDetail {
+    /// The answer in a few words.
+    fn detail(&self) -> String;
+}
+
+impl AuditDetail for StatusAnswer {
+    fn detail(&self) -> String {
+        self.status.name().to_string()
+    }
+}
+
+impl AuditDetail for MessageAnswer {
+    fn detail(&self) -> String {
+        self.message.clone()
     }
 }
 
 /// Records a state change and its outcome in the audit trail, then answers. The change has
 /// happened (or not) by now, so a failure to record is logged, not turned into an error.
-fn audited(
+fn audited<T: AuditDetail>(
     state: &AdminState,
     caller: &Caller,
     action: &str,
     target: String,
-    result: Result<serde_json::Value, ApiError>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let text = |body: &serde_json::Value, key: &str| {
-        body.get(key)
-            .and_then(|value| value.as_str())
-            .map(str::to_string)
-    };
+    result: Result<T, ApiError>,
+) -> Result<Json<T>, ApiError> {
     let (outcome, detail) = match &result {
-        Ok(body) => (
-            AuditOutcome::Ok,
-            text(body, "message")
-                .or_else(|| text(body, "status"))
-                .unwrap_or_default(),
-        ),
+        Ok(answer) => (AuditOutcome::Ok, answer.detail()),
         Err(error) => (
             if error.status.is_server_error() {
                 AuditOutcome::Failed
             } else {
                 AuditOutcome::Refused
             },
-            text(&error.body, "error").unwrap_or_else(|| error.status.to_string()),
+            error.body.error.clone(),
         ),
     };
     let entry = NewAuditEntry {
@@ -95,10 +107,13 @@ impl From<EngineError> for ApiError {
         match error {
             EngineError::InvalidConfig(problems) => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
-                body: serde_json::json!({
-                    "error": format!("the config is invalid ({} problem(s)); fix it and try again", problems.len()),
-                    "problems": problems,
-                }),
+                body: ErrorBody {
+                    error: format!(
+                        "the config is invalid ({} problem(s)); fix it and try again",
+                        problems.len()
+                    ),
+                    problems,
+                },
             },
             EngineError::NotConfigured(_) | EngineError::Refused(_) => {
                 ApiError::new(StatusCode::CONFLICT, error.to_string())
@@ -120,29 +135,27 @@ pub(super) async fn healthz() -> &'static str {
     "ok"
 }
 
-pub(super) async fn list_workflows(
-    State(state): Shared,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let view = state.supervisor.view()?;
-    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+pub(super) async fn list_workflows(State(state): Shared) -> Result<Json<HostView>, ApiError> {
+    Ok(Json(state.supervisor.view()?))
 }
 
 pub(super) async fn get_workflow(
     State(state): Shared,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let view = state.supervisor.workflow_view(workflow(&id)?)?;
-    Ok(Json(serde_json::to_value(view).unwrap_or_default()))
+) -> Result<Json<WorkflowView>, ApiError> {
+    Ok(Json(state.supervisor.workflow_view(workflow(&id)?)?))
 }
 
 pub(super) async fn start(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusAnswer>, ApiError> {
     let result = async {
         let status = state.supervisor.start_as(workflow(&id)?, &caller).await?;
-        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+        Ok::<_, ApiError>(StatusAnswer {
+            status: status.kind(),
+        })
     }
     .await;
     audited(&state, &caller, "start", id, result)
@@ -152,10 +165,12 @@ pub(super) async fn stop(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<StatusAnswer>, ApiError> {
     let result = async {
         let status = state.supervisor.stop(workflow(&id)?).await?;
-        Ok::<_, ApiError>(serde_json::json!({ "status": status.name() }))
+        Ok::<_, ApiError>(StatusAnswer {
+            status: status.kind(),
+        })
     }
     .await;
     audited(&state, &caller, "stop", id, result)
@@ -165,10 +180,10 @@ pub(super) async fn replay(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     Path((id, mapping)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MessageAnswer>, ApiError> {
     let result = async {
         let message = state.supervisor.replay(workflow(&id)?, &mapping).await?;
-        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+        Ok::<_, ApiError>(MessageAnswer { message })
     }
     .await;
     audited(&state, &caller, "replay", format!("{id}/{mapping}"), result)
@@ -177,15 +192,14 @@ pub(super) async fn replay(
 pub(super) async fn workflow_config(
     State(state): Shared,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConfigSectionView>, ApiError> {
     let id = workflow(&id)?;
     let view = state.supervisor.workflow_view(id)?;
-    let section = state.supervisor.config_section(id);
-    Ok(Json(serde_json::json!({
-        "section": section,
-        "pending_changes": view.pending_changes,
-        "pending_summary": view.pending_summary,
-    })))
+    Ok(Json(ConfigSectionView {
+        section: state.supervisor.config_section(id),
+        pending_changes: view.pending_changes,
+        pending_summary: view.pending_summary,
+    }))
 }
 
 /// Query parameters of the dead-letter list.
@@ -202,7 +216,7 @@ pub(super) async fn list_dead_letters(
     State(state): Shared,
     Path(id): Path<String>,
     Query(query): Query<DeadLetterQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let stage = match query.stage.as_deref() {
         None => None,
         Some("read") => Some(Stage::Read),
@@ -225,31 +239,31 @@ pub(super) async fn list_dead_letters(
         .supervisor
         .store()
         .dead_letters(workflow(&id)?, &filter)?;
-    Ok(Json(serde_json::to_value(letters).unwrap_or_default()))
+    Ok(Json(letters))
 }
 
 pub(super) async fn show_dead_letter(
     State(state): Shared,
     Path((id, letter)): Path<(String, u64)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeadLetter>, ApiError> {
     let letter = state
         .supervisor
         .store()
         .dead_letter(workflow(&id)?, letter)?;
-    Ok(Json(serde_json::to_value(letter).unwrap_or_default()))
+    Ok(Json(letter))
 }
 
 pub(super) async fn retry_dead_letter(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     Path((id, letter)): Path<(String, u64)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MessageAnswer>, ApiError> {
     let result = async {
         let message = state
             .supervisor
             .retry_dead_letter(workflow(&id)?, letter)
             .await?;
-        Ok::<_, ApiError>(serde_json::json!({ "message": message }))
+        Ok::<_, ApiError>(MessageAnswer { message })
     }
     .await;
     audited(
@@ -265,13 +279,15 @@ pub(super) async fn drop_dead_letter(
     State(state): Shared,
     Extension(caller): Extension<Caller>,
     Path((id, letter)): Path<(String, u64)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MessageAnswer>, ApiError> {
     let result = (|| {
         state
             .supervisor
             .store()
             .drop_dead_letter(workflow(&id)?, letter)?;
-        Ok::<_, ApiError>(serde_json::json!({ "message": format!("dead letter {letter} dropped") }))
+        Ok::<_, ApiError>(MessageAnswer {
+            message: format!("dead letter {letter} dropped"),
+        })
     })();
     audited(
         &state,
@@ -295,20 +311,20 @@ const AUDIT_PAGE_MAX: usize = 1000;
 pub(super) async fn audit(
     State(state): Shared,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, AUDIT_PAGE_MAX);
     let entries = state.supervisor.store().audit(limit, query.before)?;
-    Ok(Json(serde_json::to_value(entries).unwrap_or_default()))
+    Ok(Json(entries))
 }
 
-pub(super) async fn config_problems(State(state): Shared) -> Json<serde_json::Value> {
-    let problems = state.supervisor.refresh_config();
-    Json(serde_json::json!({ "problems": problems }))
+pub(super) async fn config_problems(State(state): Shared) -> Json<ProblemsView> {
+    Json(ProblemsView {
+        problems: state.supervisor.refresh_config(),
+    })
 }
 
 pub(super) async fn ingress_mappings(
     State(state): Shared,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mappings = state.supervisor.mapping_views()?;
-    Ok(Json(serde_json::to_value(mappings).unwrap_or_default()))
+) -> Result<Json<Vec<MappingView>>, ApiError> {
+    Ok(Json(state.supervisor.mapping_views()?))
 }

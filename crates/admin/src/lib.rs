@@ -13,6 +13,7 @@ mod hosts;
 mod metrics;
 mod page;
 mod tls;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -36,7 +36,7 @@ pub use render::{Style, render};
 use schema::{ConfigFile, TableMapping};
 
 /// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// The config file.
     pub file: PathBuf,

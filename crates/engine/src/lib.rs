@@ -31,7 +31,7 @@ use conduit_store::{
 };
 
 pub use lifecycle::{Status, StatusKind};
-pub use services::{Connect, PluginFactory, Services};
+pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
 
 use lifecycle::LiveState;
@@ -350,7 +350,7 @@ impl Supervisor {
             .env
             .connect
             .connect(&config)
-            .map_err(EngineError::Refused)?;
+            .map_err(|error| EngineError::Refused(error.to_string()))?;
         let rows = services
             .dynamics_source
             .count_rows(&found.source)

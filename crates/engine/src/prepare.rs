@@ -12,7 +12,7 @@ use conduit_store::{CursorState, DeadLetter, DeadLetterPayload};
 use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
-use super::services::{PluginFactory, Services};
+use super::services::{LoadFailed, PluginFactory, Services};
 use super::writer::Writer;
 
 /// The stages of a workflow ready to run.
@@ -60,7 +60,10 @@ pub(super) async fn prepare(
     config: &Config,
     id: WorkflowId,
 ) -> Result<Prepared, PrepareError> {
-    let services = env.connect.connect(config)?;
+    let services = env
+        .connect
+        .connect(config)
+        .map_err(|error| error.to_string())?;
     services
         .dynamics_sink
         .check()
@@ -296,7 +299,7 @@ fn located(config: &Config, at: ConfigKey<'_>, message: String) -> String {
 /// start with a reason rather than leave the workflow STARTING.
 async fn off_worker<T: Send + 'static>(
     env: &Environment,
-    load: impl FnOnce(&dyn PluginFactory) -> Result<T, String> + Send + 'static,
+    load: impl FnOnce(&dyn PluginFactory) -> Result<T, LoadFailed> + Send + 'static,
 ) -> Result<T, String> {
     let plugins = Arc::clone(&env.plugins);
     tokio::task::spawn_blocking(move || load(plugins.as_ref()))
@@ -316,6 +319,7 @@ async fn off_worker<T: Send + 'static>(
             };
             format!("loading or configuring the plugin failed: it panicked: {reason}")
         })?
+        .map_err(|error| error.to_string())
 }
 
 /// The read of a table mapping: its table and columns (`MappingSpec::source_columns`).

@@ -245,16 +245,17 @@ impl Reader {
         batch: RecordBatch,
         commit: &mut ReadCommit,
     ) -> Result<bool, StepError> {
-        let mut mapper = mapping.mapper.take().ok_or_else(|| {
-            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
-        })?;
+        let mut mapper = mapping
+            .mapper
+            .take()
+            .ok_or_else(|| StepError::Stage(StageError::PluginLost("mapper")))?;
         let started = std::time::Instant::now();
         let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
             let results = map_rows(mapper.as_mut(), phase, &batch);
             (mapper, batch, results)
         })
         .await
-        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
         mapping.mapper = Some(mapper);
         conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         Ok(collect(commit, &mapping.name, results, |index| {
@@ -286,9 +287,9 @@ impl Reader {
         let ReaderKind::Egress(slot) = &mut self.kind else {
             return Ok(false);
         };
-        let mut mapper = slot.take().ok_or_else(|| {
-            StepError::Stage(StageError::Internal("mapper lost after a panic".into()))
-        })?;
+        let mut mapper = slot
+            .take()
+            .ok_or_else(|| StepError::Stage(StageError::PluginLost("mapper")))?;
         let events = page.events;
         let started = std::time::Instant::now();
         let (mapper, events, results) = tokio::task::spawn_blocking(move || {
@@ -296,7 +297,7 @@ impl Reader {
             (mapper, events, results)
         })
         .await
-        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
         *slot = Some(mapper);
         conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         let mut commit = ReadCommit {
@@ -591,16 +592,16 @@ impl Reader {
         let ReaderKind::OptInOut { resolver, .. } = &mut self.kind else {
             return Ok(false);
         };
-        let mut plugin = resolver.take().ok_or_else(|| {
-            StepError::Stage(StageError::Internal("resolver lost after a panic".into()))
-        })?;
+        let mut plugin = resolver
+            .take()
+            .ok_or_else(|| StepError::Stage(StageError::PluginLost("resolver")))?;
         let started = std::time::Instant::now();
         let (plugin, contacts, results) = tokio::task::spawn_blocking(move || {
             let results = isolate(&contacts, |items| plugin.resolve(items));
             (plugin, contacts, results)
         })
         .await
-        .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?;
+        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
         *resolver = Some(plugin);
         conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
         let mut results = results;
@@ -625,7 +626,7 @@ impl Reader {
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || store.commit_read(workflow, commit))
             .await
-            .map_err(|error| StepError::Stage(StageError::Internal(error.to_string())))?
+            .map_err(|error| StepError::Stage(StageError::Task(error)))?
             .map_err(StageError::from)?;
         conduit_base::telemetry::record_commit(workflow.as_str(), "read", started.elapsed());
         ctx.notify_progress();
@@ -663,7 +664,10 @@ impl StepError {
                 retry_after,
             },
             ConnectorError::Auth { message } => StepError::Stage(StageError::Auth(message)),
-            other => StepError::Stage(StageError::Source(format!("{source}: {other}"))),
+            error => StepError::Stage(StageError::Source {
+                origin: source.to_string(),
+                error,
+            }),
         }
     }
 }
@@ -799,7 +803,7 @@ fn batch_call(
             "the plugin returned {} outcomes for {count} inputs",
             outcomes.len()
         )),
-        Err(MappingFailed(message)) => Err(message),
+        Err(failed) => Err(failed.to_string()),
     }
 }
 
@@ -810,7 +814,7 @@ fn single_outcome(result: Result<Vec<Outcome>, MappingFailed>) -> Result<Outcome
             "the plugin returned {} outcomes for one input",
             outcomes.len()
         )),
-        Err(MappingFailed(message)) => Err(format!("the plugin failed on this record: {message}")),
+        Err(failed) => Err(format!("the plugin failed on this record: {failed}")),
     }
 }
 

@@ -10,11 +10,69 @@ use conduit_connectors::{
 };
 use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch, System};
 
+/// The error an implementation of these traits hands the engine, kept whole as the source of
+/// the engine's own error (the engine does not know the plugin host's or the connectors'
+/// types, only that they are errors).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A plugin call that failed for the whole batch (trap, deadline, memory, invalid output or
-/// the plugin's own error). The engine then retries the batch record by record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct MappingFailed(pub String);
+/// the plugin's own error). The engine then retries the batch record by record. Its message
+/// is the cause's, shown to operators as the plugin's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct MappingFailed {
+    /// Why the call failed (the plugin host's error).
+    #[source]
+    pub source: BoxError,
+}
+
+impl MappingFailed {
+    /// A failed call for `source` (an error, or a message).
+    pub fn new(source: impl Into<BoxError>) -> MappingFailed {
+        MappingFailed {
+            source: source.into(),
+        }
+    }
+}
+
+/// A plugin that could not be loaded or configured at STARTING (a bad reference, an invalid
+/// component, a `configure` that refused its settings). Its message is the cause's; the
+/// engine places it in the config for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct LoadFailed {
+    /// Why (the plugin host's error).
+    #[source]
+    pub source: BoxError,
+}
+
+impl LoadFailed {
+    /// A failed load for `source` (an error, or a message).
+    pub fn new(source: impl Into<BoxError>) -> LoadFailed {
+        LoadFailed {
+            source: source.into(),
+        }
+    }
+}
+
+/// The connectors could not be built from a config (a missing secret, a bad URL, an unusable
+/// CA file). Its message is the cause's, for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ConnectFailed {
+    /// Why.
+    #[source]
+    pub source: BoxError,
+}
+
+impl ConnectFailed {
+    /// A failed connect for `source` (an error, or a message).
+    pub fn new(source: impl Into<BoxError>) -> ConnectFailed {
+        ConnectFailed {
+            source: source.into(),
+        }
+    }
+}
 
 /// A configured record mapper (Ingress).
 pub trait RecordMapping: Send {
@@ -42,7 +100,7 @@ pub struct Loaded<T> {
     pub fingerprint: String,
 }
 
-/// Loads and configures plugins at STARTING. Errors are messages for the operator.
+/// Loads and configures plugins at STARTING.
 pub trait PluginFactory: Send + Sync {
     /// A record mapper from `plugin` (`builtin:...` or a path) configured with `settings`.
     fn record_mapper(
@@ -50,7 +108,7 @@ pub trait PluginFactory: Send + Sync {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn RecordMapping>>, String>;
+    ) -> Result<Loaded<Box<dyn RecordMapping>>, LoadFailed>;
 
     /// An event mapper.
     fn event_mapper(
@@ -58,7 +116,7 @@ pub trait PluginFactory: Send + Sync {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn EventMapping>>, String>;
+    ) -> Result<Loaded<Box<dyn EventMapping>>, LoadFailed>;
 
     /// An opt-out resolver.
     fn opt_out_resolver(
@@ -66,7 +124,7 @@ pub trait PluginFactory: Send + Sync {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn OptOutResolution>>, String>;
+    ) -> Result<Loaded<Box<dyn OptOutResolution>>, LoadFailed>;
 
     /// The fingerprint of the plugin as it is now on disk (for "changes pending restart").
     fn current_fingerprint(&self, plugin: &str) -> Option<String>;
@@ -100,8 +158,8 @@ impl Services {
 }
 
 /// Builds the connectors from a config (at STARTING, with the secrets read from the
-/// environment then). Errors are messages for the operator.
+/// environment then).
 pub trait Connect: Send + Sync {
     /// The connectors for this config.
-    fn connect(&self, config: &Config) -> Result<Services, String>;
+    fn connect(&self, config: &Config) -> Result<Services, ConnectFailed>;
 }

@@ -7,30 +7,42 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::lifecycle::LiveState;
+use conduit_connectors::ConnectorError;
 use conduit_store::StoreError;
 
 /// Why a stage run ended; the supervisor restarts the stage with backoff, or puts the
-/// workflow in ERROR when the failure is fatal or repeats past the threshold.
+/// workflow in ERROR when the failure is fatal or repeats past the threshold. A failure of
+/// another crate's part (the store, a connector, the task runtime) keeps it as the source;
+/// the message, shown as the workflow's reason, says it too.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StageError {
     /// The store failed (disk full, I/O). Nothing of the step was kept.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The source failed in a way retrying does not fix.
-    #[error("reading the source failed: {0}")]
-    Source(String),
-    /// Credentials were refused.
+    #[error("reading the source failed: {origin}: {error}")]
+    Source {
+        /// The source (mapping name, `events`, ...).
+        origin: String,
+        /// The connector's error.
+        #[source]
+        error: ConnectorError,
+    },
+    /// Credentials were refused (the service's message).
     #[error("credentials refused: {0}")]
     Auth(String),
     /// A mapped destination field is missing or retyped.
     #[error("schema drift: {0}")]
     Drift(String),
-    /// The plugin failed on every record of a batch.
+    /// The plugin failed on every record of a batch (the first record's reason).
     #[error("the plugin fails on every record: {0}")]
     Plugin(String),
-    /// A bug or a panic in a task.
+    /// A blocking task of the stage panicked or was cancelled.
     #[error("internal error: {0}")]
-    Internal(String),
+    Task(#[from] tokio::task::JoinError),
+    /// The plugin instance was lost: an earlier call panicked while holding it.
+    #[error("internal error: {0} lost after a panic")]
+    PluginLost(&'static str),
 }
 
 impl StageError {

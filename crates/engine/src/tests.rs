@@ -184,7 +184,7 @@ struct FakeConnect {
 }
 
 impl Connect for FakeConnect {
-    fn connect(&self, _config: &Config) -> Result<Services, String> {
+    fn connect(&self, _config: &Config) -> Result<Services, ConnectFailed> {
         Ok(Services {
             dynamics_source: self.dynamics.clone(),
             dynamics_sink: self.campaign.clone(),
@@ -201,7 +201,7 @@ struct BrokenMapper;
 
 impl RecordMapping for BrokenMapper {
     fn map(&mut self, _phase: Phase, _batch: &RecordBatch) -> Result<Vec<Outcome>, MappingFailed> {
-        Err(MappingFailed("trap: out of bounds memory access".into()))
+        Err(MappingFailed::new("trap: out of bounds memory access"))
     }
 }
 
@@ -215,7 +215,7 @@ impl RecordMapping for NativeMapper {
             .iter()
             .map(|row| match &row.values[1] {
                 Value::Text(name) if name == "poison" => {
-                    Err(MappingFailed("trap: unreachable".into()))
+                    Err(MappingFailed::new("trap: unreachable"))
                 }
                 value => Ok(Outcome::Write {
                     records: vec![WriteRecord {
@@ -242,7 +242,7 @@ impl PluginFactory for NativePlugins {
         plugin: &str,
         _settings: &serde_json::Value,
         _limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn RecordMapping>>, String> {
+    ) -> Result<Loaded<Box<dyn RecordMapping>>, LoadFailed> {
         if plugin.ends_with("panics.wasm") {
             // Like a plugin runtime failing inside `configure`.
             panic!("configure panicked on purpose");
@@ -263,8 +263,8 @@ impl PluginFactory for NativePlugins {
         _plugin: &str,
         _settings: &serde_json::Value,
         _limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn EventMapping>>, String> {
-        Err("not used".into())
+    ) -> Result<Loaded<Box<dyn EventMapping>>, LoadFailed> {
+        Err(LoadFailed::new("not used"))
     }
 
     fn opt_out_resolver(
@@ -272,8 +272,8 @@ impl PluginFactory for NativePlugins {
         _plugin: &str,
         _settings: &serde_json::Value,
         _limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn OptOutResolution>>, String> {
-        Err("not used".into())
+    ) -> Result<Loaded<Box<dyn OptOutResolution>>, LoadFailed> {
+        Err(LoadFailed::new("not used"))
     }
 
     fn current_fingerprint(&self, _plugin: &str) -> Option<String> {

@@ -1,9 +1,11 @@
 //! What operators see of the workflows: status and reason, backlog, counters, rates and ETA,
 //! cursor ages, pending replays, and whether (and what) config changes wait for a restart.
+//! The views are `Serialize + Deserialize`: the admin API sends them and the CLI reads them
+//! back into the same types (`conduit_admin::views` lists every answer of the API).
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::lifecycle::StatusKind;
 use super::{Supervisor, lock};
@@ -12,12 +14,12 @@ use conduit_model::{Phase, WorkflowId};
 use conduit_store::{Counters, StoreError};
 
 /// One workflow as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowView {
     /// `ingress`, `egress` or `optinout`.
     pub id: WorkflowId,
     /// The display name.
-    pub name: &'static str,
+    pub name: String,
     /// `STOPPED`, `STARTING`, `RUNNING` or `ERROR`.
     pub status: StatusKind,
     /// The reason of an ERROR.
@@ -51,7 +53,7 @@ pub struct WorkflowView {
 }
 
 /// One source cursor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CursorView {
     /// The source (mapping name, `events`, ...).
     pub source: String,
@@ -62,7 +64,7 @@ pub struct CursorView {
 }
 
 /// The whole host as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostView {
     /// The three workflows.
     pub workflows: Vec<WorkflowView>,
@@ -71,7 +73,7 @@ pub struct HostView {
 }
 
 /// One Ingress table mapping and whether it can be replayed now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MappingView {
     /// The mapping's name.
     pub name: String,
@@ -211,7 +213,7 @@ impl Supervisor {
         let backlog = counters.queued + rereads;
         Ok(WorkflowView {
             id,
-            name: id.display_name(),
+            name: id.display_name().to_string(),
             status: status.kind(),
             reason: status.reason().map(str::to_string),
             warning: slot.live.warning(),

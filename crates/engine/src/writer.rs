@@ -186,7 +186,7 @@ impl Writer {
             store.ready_batch(workflow, size, now_ms(), &in_flight)
         })
         .await
-        .map_err(|error| StageError::Internal(error.to_string()))??;
+        .map_err(StageError::Task)??;
         Ok(ready)
     }
 
@@ -196,7 +196,7 @@ impl Writer {
         let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || store.commit_write(workflow, commit))
             .await
-            .map_err(|error| StageError::Internal(error.to_string()))??;
+            .map_err(StageError::Task)??;
         conduit_base::telemetry::record_commit(workflow.as_str(), "write", started.elapsed());
         Ok(())
     }

@@ -90,6 +90,17 @@ pub enum Phase {
     Replay,
 }
 
+impl Phase {
+    /// The name used in the API, stored state and the CLI (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Initial => "initial",
+            Phase::Incremental => "incremental",
+            Phase::Replay => "replay",
+        }
+    }
+}
+
 /// The two systems Conduit connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

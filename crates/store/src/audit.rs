@@ -47,6 +47,17 @@ pub enum AuditOutcome {
     Failed,
 }
 
+impl AuditOutcome {
+    /// The name used in the API and the CLI (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Ok => "ok",
+            AuditOutcome::Refused => "refused",
+            AuditOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// An entry to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditEntry {

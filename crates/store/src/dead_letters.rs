@@ -21,6 +21,16 @@ pub enum Stage {
     Write,
 }
 
+impl Stage {
+    /// The name used in the API and the CLI (as serialised).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Read => "read",
+            Stage::Write => "write",
+        }
+    }
+}
+
 /// What was dead-lettered, kept whole so that it can be retried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

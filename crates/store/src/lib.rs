@@ -39,7 +39,9 @@ pub const FORMAT_VERSION: u32 = 2;
 /// and appended at its tail, so a small cache loses nothing.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// What can go wrong with the store.
+/// What can go wrong with the store. Each failure of redb keeps redb's own error (one variant
+/// per kind of operation, as redb types them) as its source, and says it in its message too,
+/// because operators see the message alone (a workflow's reason, an API answer).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another process holds the database.
@@ -62,22 +64,57 @@ pub enum StoreError {
         /// The newest version this build understands.
         supported: u32,
     },
+    /// The data folder or file could not be created.
+    #[error("the data store failed: cannot create {path}: {source}")]
+    Create {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// redb could not open the database file.
+    #[error("the data store failed: cannot open {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: redb::DatabaseError,
+    },
+    /// The file is being reopened after an I/O error and is still held by transactions of
+    /// the discarded handle.
+    #[error("the data store failed: {path} is being reopened after an I/O error; retrying")]
+    Reopening {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A read or write transaction could not begin.
+    #[error("the data store failed: {0}")]
+    Transaction(#[source] redb::TransactionError),
+    /// A table could not be opened.
+    #[error("the data store failed: {0}")]
+    Table(#[source] redb::TableError),
+    /// Reading or writing inside a transaction failed.
+    #[error("the data store failed: {0}")]
+    Storage(#[source] redb::StorageError),
     /// The disk refused a write (full, read-only, I/O error). Nothing of the transaction was kept.
     #[error(
         "the data store could not commit: {0}; nothing of this step was kept, it will be retried"
     )]
-    Commit(String),
-    /// Opening or reading failed.
-    #[error("the data store failed: {0}")]
-    Storage(String),
+    Commit(#[source] redb::CommitError),
     /// A stored value could not be decoded.
-    #[error("a stored {what} could not be decoded: {detail}")]
-    Corrupt {
+    #[error("a stored {what} could not be decoded: {source}")]
+    Decode {
         /// What kind of value.
         what: &'static str,
-        /// The decoder's message.
-        detail: String,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
     },
+    /// The stored format version is not a 4-byte number.
+    #[error("a stored format version could not be decoded: not a 4-byte number")]
+    BadFormatVersion,
     /// A requested item does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -85,25 +122,25 @@ pub enum StoreError {
 
 impl From<redb::TransactionError> for StoreError {
     fn from(error: redb::TransactionError) -> Self {
-        StoreError::Storage(error.to_string())
+        StoreError::Transaction(error)
     }
 }
 
 impl From<redb::TableError> for StoreError {
     fn from(error: redb::TableError) -> Self {
-        StoreError::Storage(error.to_string())
+        StoreError::Table(error)
     }
 }
 
 impl From<redb::StorageError> for StoreError {
     fn from(error: redb::StorageError) -> Self {
-        StoreError::Storage(error.to_string())
+        StoreError::Storage(error)
     }
 }
 
 impl From<redb::CommitError> for StoreError {
     fn from(error: redb::CommitError) -> Self {
-        StoreError::Commit(error.to_string())
+        StoreError::Commit(error)
     }
 }
 
@@ -128,12 +165,14 @@ impl Store {
     /// contacts' personal data.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(parent) = path.parent() {
-            conduit_base::private::create_dir(parent).map_err(|error| {
-                StoreError::Storage(format!("cannot create {}: {error}", parent.display()))
+            conduit_base::private::create_dir(parent).map_err(|source| StoreError::Create {
+                path: parent.to_path_buf(),
+                source,
             })?;
         }
-        conduit_base::private::precreate_file(path).map_err(|error| {
-            StoreError::Storage(format!("cannot create {}: {error}", path.display()))
+        conduit_base::private::precreate_file(path).map_err(|source| StoreError::Create {
+            path: path.to_path_buf(),
+            source,
         })?;
         let db = open_database(path)?;
         let store = Store {
@@ -160,10 +199,7 @@ impl Store {
         }
         // Transactions still running on the poisoned database keep its file lock for a moment.
         let db = open_database(&self.path).map_err(|error| match error {
-            StoreError::InUse { .. } => StoreError::Storage(format!(
-                "{} is being reopened after an I/O error; retrying",
-                self.path.display()
-            )),
+            StoreError::InUse { path } => StoreError::Reopening { path },
             other => other,
         })?;
         let db = Arc::new(db);
@@ -228,10 +264,7 @@ impl Store {
             }),
             Some(Some(version)) if version < FORMAT_VERSION => self.upgrade(version),
             Some(Some(_)) => Ok(()),
-            Some(None) => Err(StoreError::Corrupt {
-                what: "format version",
-                detail: "not a 4-byte number".into(),
-            }),
+            Some(None) => Err(StoreError::BadFormatVersion),
             None => {
                 let write = self.begin_write()?;
                 {
@@ -274,7 +307,10 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                 path: path.to_path_buf(),
             },
-            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+            source => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
         })
 }
 
@@ -292,10 +328,7 @@ fn decode_json<T: serde::de::DeserializeOwned>(
     what: &'static str,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
-        what,
-        detail: error.to_string(),
-    })
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { what, source })
 }
 
 #[cfg(test)]
@@ -348,5 +381,37 @@ mod tests {
         let path = dir.path().join("conduit.redb");
         drop(Store::open(&path).unwrap());
         Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn failures_keep_their_cause_as_the_source_and_say_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let error = Store::open(&file.join("conduit.redb")).unwrap_err();
+        assert!(matches!(error, StoreError::Create { .. }), "{error:?}");
+        let source = std::error::Error::source(&error).expect("the I/O error is the source");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
+        assert!(
+            error.to_string().contains("cannot create")
+                && error.to_string().contains(&source.to_string()),
+            "{error}"
+        );
+
+        let error = decode_json::<Counters>("counters", b"{not json").unwrap_err();
+        let source = std::error::Error::source(&error).expect("serde's error is the source");
+        assert!(source.downcast_ref::<serde_json::Error>().is_some());
+        assert_eq!(
+            error.to_string(),
+            format!("a stored counters could not be decoded: {source}")
+        );
+
+        let error = StoreError::from(redb::StorageError::PreviousIo);
+        assert!(
+            std::error::Error::source(&error)
+                .and_then(|source| source.downcast_ref::<redb::StorageError>())
+                .is_some(),
+            "{error:?}"
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! The CLI's client of the admin API: finds the host, sends the token and the
-//! same-origin header, trusts an extra CA for an HTTPS admin API, and turns failures into
-//! messages that say what to do.
+//! same-origin header, trusts an extra CA for an HTTPS admin API, reads each answer into the
+//! API's own types (`conduit_admin::views`), and turns failures into messages that say what
+//! to do. An answer this build cannot read (a host of another version) is an error naming the
+//! endpoint and the field that did not match, never a panic.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
+use conduit_admin::views::ErrorBody;
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 
 /// Exit codes of the operator commands.
 pub mod exit {
@@ -68,25 +72,25 @@ impl AdminClient {
         })
     }
 
-    /// GETs a JSON document.
-    pub async fn get(&self, path: &str) -> Result<serde_json::Value, CallError> {
+    /// GETs a JSON document and reads it as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         let request = self.http.get(format!("{}{path}", self.base));
-        self.send(request).await
+        let body = self.send(request).await?;
+        decode(&format!("GET {path}"), &body)
     }
 
-    /// POSTs a state-changing call.
-    pub async fn post(&self, path: &str) -> Result<serde_json::Value, CallError> {
+    /// POSTs a state-changing call and reads its answer as `T`.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         let request = self
             .http
             .post(format!("{}{path}", self.base))
             .header("x-conduit-request", "cli");
-        self.send(request).await
+        let body = self.send(request).await?;
+        decode(&format!("POST {path}"), &body)
     }
 
-    async fn send(
-        &self,
-        mut request: reqwest::RequestBuilder,
-    ) -> Result<serde_json::Value, CallError> {
+    /// Sends a call and returns the body of a successful answer.
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
@@ -110,34 +114,74 @@ impl AdminClient {
             }
         })?;
         let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        let body = response.bytes().await.map_err(|error| CallError {
+            code: exit::UNREACHABLE,
+            message: format!(
+                "the Conduit host at {} answered {status} but its answer was cut short: {}",
+                self.base,
+                error_chain(&error)
+            ),
+        })?;
         if status.is_success() {
-            return Ok(body);
+            return Ok(body.to_vec());
         }
-        let mut message = body
-            .get("error")
-            .and_then(|e| e.as_str())
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("the host answered {status}"));
-        if let Some(problems) = body.get("problems").and_then(|p| p.as_array()) {
-            for problem in problems {
-                message.push_str(&format!("\n  {}", describe_problem(problem)));
-            }
-        }
-        let code = match status {
-            StatusCode::UNAUTHORIZED => {
-                message.push_str(" (set CONDUIT_ADMIN_TOKEN to the host's token)");
-                exit::REFUSED
-            }
-            StatusCode::FORBIDDEN => exit::REFUSED,
-            StatusCode::BAD_REQUEST => exit::USAGE,
-            StatusCode::NOT_FOUND => exit::NOT_FOUND,
-            StatusCode::UNPROCESSABLE_ENTITY => exit::INVALID_CONFIG,
-            StatusCode::CONFLICT => exit::REFUSED,
-            _ => 1,
-        };
-        Err(CallError { code, message })
+        Err(refusal(status, &body))
     }
+}
+
+/// Reads the body of a successful answer to `endpoint` as `T`; an answer of another shape (a
+/// host of a different version) is an error that names the endpoint and the field.
+pub fn decode<T: DeserializeOwned>(endpoint: &str, body: &[u8]) -> Result<T, CallError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|error| {
+        let at = error.path().to_string();
+        let place = if at == "." {
+            String::new()
+        } else {
+            format!(" at `{at}`")
+        };
+        CallError {
+            code: 1,
+            message: format!(
+                "the host's answer to {endpoint} does not read as this conduit ({}) expects it{place}: {}; is the host running another version of Conduit?",
+                env!("CARGO_PKG_VERSION"),
+                error.into_inner()
+            ),
+        }
+    })
+}
+
+/// The error of a refused or failed call: the host's own message (and config problems) when
+/// its body says so, with the exit code the status maps to.
+fn refusal(status: StatusCode, body: &[u8]) -> CallError {
+    let answer: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let mut message = answer.as_ref().map_or_else(
+        || format!("the host answered {status}"),
+        |a| a.error.clone(),
+    );
+    for problem in answer.iter().flat_map(|a| &a.problems) {
+        message.push_str(&format!("\n  {problem}"));
+    }
+    let code = match status {
+        StatusCode::UNAUTHORIZED => {
+            message.push_str(" (set CONDUIT_ADMIN_TOKEN to the host's token)");
+            exit::REFUSED
+        }
+        StatusCode::FORBIDDEN => exit::REFUSED,
+        StatusCode::BAD_REQUEST => exit::USAGE,
+        StatusCode::NOT_FOUND => exit::NOT_FOUND,
+        StatusCode::UNPROCESSABLE_ENTITY => exit::INVALID_CONFIG,
+        StatusCode::CONFLICT => exit::REFUSED,
+        _ => 1,
+    };
+    CallError { code, message }
+}
+
+/// A value as the API's JSON with its keys in order, the way `--json` prints every answer.
+pub fn pretty_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .unwrap_or_default()
 }
 
 /// An error and its sources in one line: reqwest's own text ("error sending request") hides
@@ -153,22 +197,59 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Renders a config problem returned by the API like the local checker prints it.
-pub fn describe_problem(problem: &serde_json::Value) -> String {
-    let text = |key: &str| {
-        problem
-            .get(key)
-            .map(|v| v.to_string().trim_matches('"').to_string())
-    };
-    let mut line = format!(
-        "{}:{}:{}: {}",
-        text("file").unwrap_or_default(),
-        text("line").unwrap_or_default(),
-        text("column").unwrap_or_default(),
-        text("message").unwrap_or_default()
-    );
-    if let Some(hint) = problem.get("hint").and_then(|h| h.as_str()) {
-        line.push_str(&format!(" (hint: {hint})"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conduit_admin::views::{HostView, StatusAnswer};
+
+    #[test]
+    fn an_answer_of_another_shape_names_the_endpoint_and_the_field() {
+        let body = br#"{"workflows": [{"id": "ingress", "name": "Ingress", "status": "PAUSED"}], "config_problems": []}"#;
+        let error = decode::<HostView>("GET /api/workflows", body).unwrap_err();
+        assert_eq!(error.code, 1);
+        assert!(
+            error.message.contains("GET /api/workflows")
+                && error.message.contains("`workflows[0].status`")
+                && error.message.contains("PAUSED")
+                && error.message.contains("another version"),
+            "{}",
+            error.message
+        );
+        let error = decode::<StatusAnswer>("POST /api/workflows/ingress/start", b"{}").unwrap_err();
+        assert!(
+            error.message.contains("POST /api/workflows/ingress/start")
+                && error.message.contains("missing field `status`"),
+            "{}",
+            error.message
+        );
+        let error = decode::<StatusAnswer>("POST /x", b"<html>").unwrap_err();
+        assert!(error.message.contains("POST /x"), "{}", error.message);
     }
-    line
+
+    #[test]
+    fn a_refusal_carries_the_hosts_message_and_problems_or_the_status() {
+        let body = br#"{"error": "the config is invalid (1 problem(s)); fix it and try again",
+            "problems": [{"file": "c.toml", "line": 3, "column": 1, "message": "unknown key 'x'", "hint": "remove it"}]}"#;
+        let error = refusal(StatusCode::UNPROCESSABLE_ENTITY, body);
+        assert_eq!(error.code, exit::INVALID_CONFIG);
+        assert_eq!(
+            error.message,
+            "the config is invalid (1 problem(s)); fix it and try again\n  c.toml:3:1: unknown key 'x' (hint: remove it)"
+        );
+        let error = refusal(StatusCode::BAD_GATEWAY, b"bad gateway");
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (1, "the host answered 502 Bad Gateway")
+        );
+        let error = refusal(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error": "a token is needed"}"#,
+        );
+        assert_eq!(error.code, exit::REFUSED);
+        assert!(
+            error
+                .message
+                .ends_with("(set CONDUIT_ADMIN_TOKEN to the host's token)")
+        );
+    }
 }

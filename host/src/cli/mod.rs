@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{AdminClient, CallError, exit};
+use conduit_admin::views;
 
 /// Log lines go to stderr; `RUST_LOG` chooses the level (default: info).
 fn init_logging() {
@@ -165,24 +166,24 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
         }
         Command::Status(args) => ops::status(&admin(&cli)?, args).await,
         Command::Start { workflow } => {
-            let answer = admin(&cli)?
+            let answer: views::StatusAnswer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/start"))
                 .await?;
-            outln!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            outln!("{workflow}: {}", answer.status.name());
             Ok(())
         }
         Command::Stop { workflow } => {
-            let answer = admin(&cli)?
+            let answer: views::StatusAnswer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/stop"))
                 .await?;
-            outln!("{workflow}: {}", answer["status"].as_str().unwrap_or("?"));
+            outln!("{workflow}: {}", answer.status.name());
             Ok(())
         }
         Command::Replay { workflow, mapping } => {
-            let answer = admin(&cli)?
+            let answer: views::MessageAnswer = admin(&cli)?
                 .post(&format!("/api/workflows/{workflow}/replay/{mapping}"))
                 .await?;
-            outln!("{}", answer["message"].as_str().unwrap_or("accepted"));
+            outln!("{}", answer.message);
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,

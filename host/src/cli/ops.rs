@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use conduit_admin::views::{AuditEntry, DeadLetter, HostView, MessageAnswer};
 
-use super::client::{AdminClient, CallError};
+use super::client::{AdminClient, CallError, pretty_json};
 
 /// `conduit status`.
 #[derive(Debug, Args)]
@@ -38,12 +39,9 @@ pub async fn audit(client: &AdminClient, args: &AuditArgs) -> Result<(), CallErr
     if let Some(before) = args.before {
         path.push_str(&format!("&before={before}"));
     }
-    let entries = client.get(&path).await?;
+    let entries: Vec<AuditEntry> = client.get(&path).await?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&entries).unwrap_or_default()
-        );
+        println!("{}", pretty_json(&entries));
         return Ok(());
     }
     print!("{}", render_audit(&entries));
@@ -51,35 +49,30 @@ pub async fn audit(client: &AdminClient, args: &AuditArgs) -> Result<(), CallErr
 }
 
 /// The audit table: one line per entry, newest first.
-pub fn render_audit(entries: &serde_json::Value) -> String {
+pub fn render_audit(entries: &[AuditEntry]) -> String {
     let mut out = format!(
         "{:>5}  {:<24} {:<18} {:<32} {:<18} {:<22} {:<8} {}\n",
         "ID", "TIME (UTC)", "ACTION", "TARGET", "AUTH", "FROM", "OUTCOME", "DETAIL"
     );
-    for entry in entries.as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        let time = entry["at_ms"]
-            .as_i64()
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map_or_else(
-                || "?".into(),
-                |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            );
-        let caller = &entry["caller"];
-        let from = format!(
-            "{} {}",
-            caller["via"].as_str().unwrap_or("?"),
-            caller["peer"].as_str().unwrap_or("")
+    for entry in entries {
+        let time = chrono::DateTime::from_timestamp_millis(entry.at_ms).map_or_else(
+            || "?".into(),
+            |t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
         );
+        let caller = &entry.caller;
+        let from = format!("{} {}", caller.via, caller.peer.as_deref().unwrap_or(""));
+        // The id is printed unpadded, as the table always has (the header's width is not
+        // applied to it).
         out.push_str(&format!(
-            "{:>5}  {:<24} {:<18} {:<32} {:<18} {:<22} {:<8} {}\n",
-            entry["id"],
+            "{}  {:<24} {:<18} {:<32} {:<18} {:<22} {:<8} {}\n",
+            entry.id,
             time,
-            entry["action"].as_str().unwrap_or("?"),
-            entry["target"].as_str().unwrap_or("?"),
-            caller["auth"].as_str().unwrap_or("?"),
+            entry.action,
+            entry.target,
+            caller.auth,
             from.trim_end(),
-            entry["outcome"].as_str().unwrap_or("?"),
-            entry["detail"].as_str().unwrap_or("")
+            entry.outcome.as_str(),
+            entry.detail
         ));
     }
     out
@@ -139,9 +132,9 @@ pub enum DlqCommand {
 /// Prints the workflows table (or JSON), once or every second.
 pub async fn status(client: &AdminClient, args: &StatusArgs) -> Result<(), CallError> {
     loop {
-        let view = client.get("/api/workflows").await?;
+        let view: HostView = client.get("/api/workflows").await?;
         let text = if args.json {
-            serde_json::to_string_pretty(&view).unwrap_or_default()
+            pretty_json(&view)
         } else {
             render_table(&view)
         };
@@ -160,72 +153,64 @@ pub async fn status(client: &AdminClient, args: &StatusArgs) -> Result<(), CallE
 }
 
 /// The status table: one row per workflow, plus progress and problems.
-pub fn render_table(view: &serde_json::Value) -> String {
+pub fn render_table(view: &HostView) -> String {
     let mut out = format!(
         "{:<10} {:<9} {:>9} {:>8} {:>9} {:>9} {:>10}  {}\n",
         "WORKFLOW", "STATUS", "BACKLOG", "DEAD", "READ/S", "WRITE/S", "ETA", "PENDING"
     );
-    let empty = Vec::new();
-    for workflow in view["workflows"].as_array().unwrap_or(&empty) {
-        let pending = if workflow["pending_changes"].as_bool().unwrap_or(false) {
+    for workflow in &view.workflows {
+        let pending = if workflow.pending_changes {
             "changes pending restart"
         } else {
             ""
         };
-        let eta = workflow["eta_seconds"]
-            .as_f64()
+        let eta = workflow
+            .eta_seconds
             .map_or_else(|| "-".to_string(), format_duration);
         out.push_str(&format!(
             "{:<10} {:<9} {:>9} {:>8} {:>9.1} {:>9.1} {:>10}  {}\n",
-            workflow["id"].as_str().unwrap_or("?"),
-            workflow["status"].as_str().unwrap_or("?"),
-            workflow["backlog"].as_u64().unwrap_or(0),
-            workflow["counters"]["dead_letters"].as_u64().unwrap_or(0),
-            workflow["read_rate"].as_f64().unwrap_or(0.0),
-            workflow["write_rate"].as_f64().unwrap_or(0.0),
+            workflow.id.as_str(),
+            workflow.status.name(),
+            workflow.backlog,
+            workflow.counters.dead_letters,
+            workflow.read_rate,
+            workflow.write_rate,
             eta,
             pending
         ));
-        if let Some(reason) = workflow["reason"].as_str() {
+        if let Some(reason) = &workflow.reason {
             out.push_str(&format!("           error: {reason}\n"));
         }
-        if let Some(warning) = workflow["warning"].as_str() {
+        if let Some(warning) = &workflow.warning {
             out.push_str(&format!("           warning: {warning}\n"));
         }
-        if let Some(waiting) = workflow["waiting"].as_str() {
+        if let Some(waiting) = &workflow.waiting {
             out.push_str(&format!("           waiting: {waiting}\n"));
         }
-        let not_owned = workflow["counters"]["skipped_not_owned"]
-            .as_u64()
-            .unwrap_or(0);
+        let not_owned = workflow.counters.skipped_not_owned;
         if not_owned > 0 {
             out.push_str(&format!(
                 "           left alone: {not_owned} deletes of records Conduit did not create\n"
             ));
         }
-        for change in workflow["pending_summary"].as_array().unwrap_or(&empty) {
-            out.push_str(&format!(
-                "           changed: {}\n",
-                change.as_str().unwrap_or("")
-            ));
+        for change in &workflow.pending_summary {
+            out.push_str(&format!("           changed: {change}\n"));
         }
-        for cursor in workflow["cursors"].as_array().unwrap_or(&empty) {
-            let phase = cursor["phase"].as_str().unwrap_or("");
-            if phase != "incremental" {
+        for cursor in &workflow.cursors {
+            if cursor.phase != conduit_model::Phase::Incremental {
                 out.push_str(&format!(
                     "           {} load of {}: {} read, {} written\n",
-                    phase,
-                    cursor["source"].as_str().unwrap_or(""),
-                    workflow["counters"]["read"].as_u64().unwrap_or(0),
-                    workflow["counters"]["written"].as_u64().unwrap_or(0),
+                    cursor.phase.as_str(),
+                    cursor.source,
+                    workflow.counters.read,
+                    workflow.counters.written,
                 ));
             }
         }
     }
-    for problem in view["config_problems"].as_array().unwrap_or(&empty) {
+    for problem in &view.config_problems {
         out.push_str(&format!(
-            "config problem (running workflows are unaffected): {}\n",
-            super::client::describe_problem(problem)
+            "config problem (running workflows are unaffected): {problem}\n"
         ));
     }
     out
@@ -259,17 +244,14 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
                     query.push(format!("{key}={}", url_encode(value)));
                 }
             }
-            let letters = client
+            let letters: Vec<DeadLetter> = client
                 .get(&format!(
                     "/api/workflows/{workflow}/dead-letters?{}",
                     query.join("&")
                 ))
                 .await?;
             if *json {
-                outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&letters).unwrap_or_default()
-                );
+                outln!("{}", pretty_json(&letters));
                 return Ok(());
             }
             outln!(
@@ -279,14 +261,15 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
                 "ORIGIN",
                 "ATTEMPTS"
             );
-            for letter in letters.as_array().unwrap_or(&Vec::new()) {
+            // The id and attempts are printed unpadded, as the list always has.
+            for letter in &letters {
                 outln!(
-                    "{:>6}  {:<6} {:<14} {:>8}  {}",
-                    letter["id"],
-                    letter["stage"].as_str().unwrap_or(""),
-                    letter["origin"].as_str().unwrap_or(""),
-                    letter["attempts"],
-                    letter["reason"].as_str().unwrap_or("")
+                    "{}  {:<6} {:<14} {}  {}",
+                    letter.id,
+                    letter.stage.as_str(),
+                    letter.origin,
+                    letter.attempts,
+                    letter.reason
                 );
             }
             Ok(())
@@ -296,32 +279,29 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
             id,
             as_input,
         } => {
-            let letter = client
+            let letter: DeadLetter = client
                 .get(&format!("/api/workflows/{workflow}/dead-letters/{id}"))
                 .await?;
             match as_input {
-                None => outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&letter).unwrap_or_default()
-                ),
+                None => outln!("{}", pretty_json(&letter)),
                 Some(file) => write_as_input(&letter, workflow, *id, file.as_deref())?,
             }
             Ok(())
         }
         DlqCommand::Retry { workflow, id } => {
-            let answer = client
+            let answer: MessageAnswer = client
                 .post(&format!(
                     "/api/workflows/{workflow}/dead-letters/{id}/retry"
                 ))
                 .await?;
-            outln!("{}", answer["message"].as_str().unwrap_or("retried"));
+            outln!("{}", answer.message);
             Ok(())
         }
         DlqCommand::Drop { workflow, id } => {
-            let answer = client
+            let answer: MessageAnswer = client
                 .post(&format!("/api/workflows/{workflow}/dead-letters/{id}/drop"))
                 .await?;
-            outln!("{}", answer["message"].as_str().unwrap_or("dropped"));
+            outln!("{}", answer.message);
             Ok(())
         }
     }
@@ -330,7 +310,7 @@ pub async fn dlq(client: &AdminClient, command: &DlqCommand) -> Result<(), CallE
 /// Writes a dead letter's input as a `plugin test` input file (or to stdout), and says on
 /// stderr how to run it.
 fn write_as_input(
-    letter: &serde_json::Value,
+    letter: &DeadLetter,
     workflow: &str,
     id: u64,
     file: Option<&std::path::Path>,

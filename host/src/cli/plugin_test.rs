@@ -697,11 +697,12 @@ fn read_settings(path: &Path, section: Option<&str>) -> anyhow::Result<Json> {
 /// A dead letter (as `conduit dlq show` receives it) as a `plugin test` input file, with the
 /// command that runs it; refused when the dead letter holds no plugin input (a write the
 /// destination refused).
-pub fn dead_letter_input(letter: &Json, workflow: &str) -> anyhow::Result<(Json, String)> {
-    let payload: conduit_store::DeadLetterPayload =
-        serde_json::from_value(letter["payload"].clone())
-            .context("the host answered with a dead letter this conduit cannot read")?;
-    let origin = letter["origin"].as_str().unwrap_or_default();
+pub fn dead_letter_input(
+    letter: &conduit_store::DeadLetter,
+    workflow: &str,
+) -> anyhow::Result<(Json, String)> {
+    let payload = letter.payload.clone();
+    let origin = &letter.origin;
     let from_config = |workflow: &str| format!("--workflow {workflow}");
     Ok(match payload {
         conduit_store::DeadLetterPayload::SourceRecord { batch, phase } => {

@@ -6,12 +6,41 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use conduit_config::Config;
-use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
+use conduit_connectors::ConnectorError;
+use conduit_connectors::campaign::{CampaignConnector, CampaignSettings, CampaignSetupError};
 use conduit_connectors::dynamics365::{Dynamics365Connector, Dynamics365Settings};
 use conduit_connectors::http;
-use conduit_engine::{Connect, Services};
+use conduit_engine::{Connect, ConnectFailed, Services};
 
 type SecretLookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// Why the connectors cannot be built from a config; the engine shows the message as the
+/// reason a start failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// A service's section is missing.
+    #[error("the config has no [{0}] section")]
+    MissingSection(&'static str),
+    /// The environment variable holding a secret is not set.
+    #[error(
+        "the environment variable {variable} (named by {key}) is not set; export the secret in it"
+    )]
+    MissingSecret {
+        /// The variable.
+        variable: String,
+        /// The config key naming it.
+        key: &'static str,
+    },
+    /// `dynamics.ca_file` cannot be read or holds no certificate.
+    #[error("dynamics.ca_file: {0}")]
+    DynamicsCaFile(#[source] ConnectorError),
+    /// The Dynamics 365 connector refused its settings.
+    #[error("Dynamics 365 settings: {0}")]
+    Dynamics(#[source] ConnectorError),
+    /// The Campaign connector refused its settings.
+    #[error("Campaign settings: {0}")]
+    Campaign(#[source] CampaignSetupError),
+}
 
 /// Builds connectors; secrets come from the environment (or, for the demo and tests, from a map).
 pub struct ServiceConnect {
@@ -33,21 +62,29 @@ impl ServiceConnect {
         }
     }
 
-    fn secret(&self, variable: &str, key: &str) -> Result<String, String> {
-        (self.secrets)(variable).ok_or_else(|| {
-            format!("the environment variable {variable} (named by {key}) is not set; export the secret in it")
+    fn secret(&self, variable: &str, key: &'static str) -> Result<String, ConnectError> {
+        (self.secrets)(variable).ok_or_else(|| ConnectError::MissingSecret {
+            variable: variable.to_string(),
+            key,
         })
     }
 }
 
 impl Connect for ServiceConnect {
-    fn connect(&self, config: &Config) -> Result<Services, String> {
+    fn connect(&self, config: &Config) -> Result<Services, ConnectFailed> {
+        self.build(config).map_err(ConnectFailed::new)
+    }
+}
+
+impl ServiceConnect {
+    /// The connectors of `config`.
+    fn build(&self, config: &Config) -> Result<Services, ConnectError> {
         let dynamics = config
             .dynamics()
-            .ok_or("the config has no [dynamics] section")?;
+            .ok_or(ConnectError::MissingSection("dynamics"))?;
         let campaign = config
             .campaign()
-            .ok_or("the config has no [campaign] section")?;
+            .ok_or(ConnectError::MissingSection("campaign"))?;
 
         let dynamics_secret =
             self.secret(&dynamics.client_secret_env, "dynamics.client_secret_env")?;
@@ -61,14 +98,11 @@ impl Connect for ServiceConnect {
         dynamics_settings.max_concurrency = dynamics.max_concurrency;
         dynamics_settings.batch_size = dynamics.batch_size;
         if let Some(ca) = &dynamics.ca_file {
-            let pem =
-                http::read_ca_file(ca).map_err(|error| format!("dynamics.ca_file: {error}"))?;
+            let pem = http::read_ca_file(ca).map_err(ConnectError::DynamicsCaFile)?;
             dynamics_settings.extra_ca_pem = Some(pem);
         }
-        let dynamics_connector = Arc::new(
-            Dynamics365Connector::new(dynamics_settings)
-                .map_err(|error| format!("Dynamics 365 settings: {error}"))?,
-        );
+        let dynamics_connector =
+            Arc::new(Dynamics365Connector::new(dynamics_settings).map_err(ConnectError::Dynamics)?);
 
         let campaign_secret =
             self.secret(&campaign.client_secret_env, "campaign.client_secret_env")?;
@@ -91,10 +125,8 @@ impl Connect for ServiceConnect {
             retry: http::RetryPolicy::default(),
             request_timeout: std::time::Duration::from_secs(120),
         };
-        let campaign_connector = Arc::new(
-            CampaignConnector::new(campaign_settings)
-                .map_err(|error| format!("Campaign settings: {error}"))?,
-        );
+        let campaign_connector =
+            Arc::new(CampaignConnector::new(campaign_settings).map_err(ConnectError::Campaign)?);
         Ok(Services {
             dynamics_source: dynamics_connector.clone(),
             dynamics_sink: dynamics_connector,

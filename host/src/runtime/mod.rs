@@ -18,7 +18,7 @@ use conduit_engine::{Connect, Environment, Supervisor};
 use conduit_plugin_host::PluginHost;
 use conduit_store::Store;
 
-pub use connectors::ServiceConnect;
+pub use connectors::{ConnectError, ServiceConnect};
 pub use plugin_check::{check_plugins, workflow_world};
 pub use plugins::{
     WasmEventMapper, WasmOptOutResolver, WasmPlugins, WasmRecordMapper, resolve_reference,

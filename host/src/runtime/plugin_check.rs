@@ -30,11 +30,12 @@ pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
             config.problem(ConfigKey::Plugin(workflow), cap(&message), Some(hint))
         };
         let loaded = match resolve_reference(&config.base_dir(), plugin)
-            .and_then(|reference| host.load(&reference, world).map_err(|e| e.to_string()))
+            .and_then(|reference| host.load(&reference, world))
         {
             Ok(loaded) => loaded,
-            Err(message) => {
-                let hint = if message.contains("does not implement the") {
+            Err(error) => {
+                let message = error.to_string();
+                let hint = if matches!(error, PluginError::WrongWorld { .. }) {
                     format!(
                         "the {workflow} workflow needs a {world} plugin; `conduit plugin test <plugin>` names the world a component implements"
                     )

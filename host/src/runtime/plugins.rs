@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use conduit_config::EffectiveLimits;
 use conduit_engine::services::{
-    EventMapping, Loaded, MappingFailed, OptOutResolution, PluginFactory, RecordMapping,
+    EventMapping, LoadFailed, Loaded, MappingFailed, OptOutResolution, PluginFactory, RecordMapping,
 };
 use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch};
 use conduit_plugin_host::{
@@ -29,7 +29,7 @@ impl WasmPlugins {
         WasmPlugins { host, base_dir }
     }
 
-    fn reference(&self, plugin: &str) -> Result<PluginRef, String> {
+    fn reference(&self, plugin: &str) -> Result<PluginRef, PluginError> {
         resolve_reference(&self.base_dir, plugin)
     }
 
@@ -37,18 +37,19 @@ impl WasmPlugins {
         &self,
         plugin: &str,
         world: World,
-    ) -> Result<conduit_plugin_host::LoadedPlugin, String> {
+    ) -> Result<conduit_plugin_host::LoadedPlugin, PluginError> {
         let reference = self.reference(plugin)?;
-        self.host
-            .load(&reference, world)
-            .map_err(|error| error.to_string())
+        self.host.load(&reference, world)
     }
 }
 
 /// A plugin as written in a config (`builtin:...` or a path), a relative path resolved against
 /// `base_dir` (the config's folder).
-pub fn resolve_reference(base_dir: &std::path::Path, plugin: &str) -> Result<PluginRef, String> {
-    match PluginRef::from_str(plugin).map_err(|error| error.to_string())? {
+pub fn resolve_reference(
+    base_dir: &std::path::Path,
+    plugin: &str,
+) -> Result<PluginRef, PluginError> {
+    match PluginRef::from_str(plugin)? {
         PluginRef::Path(path) if path.is_relative() => Ok(PluginRef::Path(base_dir.join(path))),
         other => Ok(other),
     }
@@ -65,7 +66,7 @@ pub fn sandbox_limits(limits: &EffectiveLimits) -> Limits {
 }
 
 fn failed(error: PluginError) -> MappingFailed {
-    MappingFailed(error.to_string())
+    MappingFailed::new(error)
 }
 
 // The engine's mapping traits over the plugin host's typed mappers. The two crates know
@@ -104,11 +105,13 @@ impl PluginFactory for WasmPlugins {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn RecordMapping>>, String> {
-        let loaded = self.load(plugin, World::RecordMapper)?;
+    ) -> Result<Loaded<Box<dyn RecordMapping>>, LoadFailed> {
+        let loaded = self
+            .load(plugin, World::RecordMapper)
+            .map_err(LoadFailed::new)?;
         let mapper = loaded
             .record_mapper(settings, sandbox_limits(limits))
-            .map_err(|error| error.to_string())?;
+            .map_err(LoadFailed::new)?;
         Ok(Loaded {
             plugin: Box::new(WasmRecordMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
@@ -120,11 +123,13 @@ impl PluginFactory for WasmPlugins {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn EventMapping>>, String> {
-        let loaded = self.load(plugin, World::EventMapper)?;
+    ) -> Result<Loaded<Box<dyn EventMapping>>, LoadFailed> {
+        let loaded = self
+            .load(plugin, World::EventMapper)
+            .map_err(LoadFailed::new)?;
         let mapper = loaded
             .event_mapper(settings, sandbox_limits(limits))
-            .map_err(|error| error.to_string())?;
+            .map_err(LoadFailed::new)?;
         Ok(Loaded {
             plugin: Box::new(WasmEventMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
@@ -136,11 +141,13 @@ impl PluginFactory for WasmPlugins {
         plugin: &str,
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
-    ) -> Result<Loaded<Box<dyn OptOutResolution>>, String> {
-        let loaded = self.load(plugin, World::OptOutResolver)?;
+    ) -> Result<Loaded<Box<dyn OptOutResolution>>, LoadFailed> {
+        let loaded = self
+            .load(plugin, World::OptOutResolver)
+            .map_err(LoadFailed::new)?;
         let resolver = loaded
             .opt_out_resolver(settings, sandbox_limits(limits))
-            .map_err(|error| error.to_string())?;
+            .map_err(LoadFailed::new)?;
         Ok(Loaded {
             plugin: Box::new(WasmOptOutResolver(resolver)),
             fingerprint: loaded.fingerprint().to_string(),
