@@ -15,8 +15,8 @@ use conduit_connectors::{ConnectorError, FieldKind, RecordSink};
 use conduit_model::{System, Value, WriteRecord};
 use conduit_store::QueuedRecord;
 
-use super::prepare::PrepareError;
 use super::services::Services;
+use super::stage::PrepareError;
 
 /// The destination fields one workflow depends on, per (system, table).
 #[derive(Debug, Default)]

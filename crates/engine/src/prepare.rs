@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use conduit_config::{Config, ConfigKey, MappingSpec};
-use conduit_connectors::{ChangeRequest, ConnectorError};
+use conduit_connectors::ChangeRequest;
 use conduit_model::{Outcome, Phase, System, WorkflowId};
 use conduit_store::{CursorState, DeadLetter, DeadLetterPayload};
 
@@ -13,6 +13,7 @@ use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{MappingReader, Reader, ReaderKind, ReaderPacing};
 use super::services::{LoadFailed, PluginFactory, Services};
+use super::stage::PrepareError;
 use super::writer::Writer;
 
 /// The stages of a workflow ready to run.
@@ -20,38 +21,6 @@ pub(super) struct Prepared {
     pub(super) reader: Reader,
     pub(super) writer: Writer,
     pub(super) plugin_fingerprint: String,
-}
-
-/// Why STARTING failed; a transient failure (a service unreachable or busy) is retried.
-#[derive(Debug)]
-pub(super) struct PrepareError {
-    pub(super) message: String,
-    pub(super) transient: bool,
-}
-
-impl PrepareError {
-    /// A failure of a service call, transient when the service said so.
-    pub(super) fn service(context: &str, error: &ConnectorError) -> PrepareError {
-        PrepareError {
-            message: format!("{context}: {error}"),
-            transient: error.is_transient(),
-        }
-    }
-}
-
-impl From<String> for PrepareError {
-    fn from(message: String) -> Self {
-        PrepareError {
-            message,
-            transient: false,
-        }
-    }
-}
-
-impl From<&str> for PrepareError {
-    fn from(message: &str) -> Self {
-        PrepareError::from(message.to_string())
-    }
 }
 
 /// Runs STARTING for one workflow.

@@ -245,19 +245,14 @@ impl Reader {
         batch: RecordBatch,
         commit: &mut ReadCommit,
     ) -> Result<bool, StepError> {
-        let mut mapper = mapping
-            .mapper
-            .take()
-            .ok_or_else(|| StepError::Stage(StageError::PluginLost("mapper")))?;
-        let started = std::time::Instant::now();
-        let (mapper, batch, results) = tokio::task::spawn_blocking(move || {
-            let results = map_rows(mapper.as_mut(), phase, &batch);
-            (mapper, batch, results)
-        })
-        .await
-        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
-        mapping.mapper = Some(mapper);
-        conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
+        let (batch, results) = on_plugin_thread(
+            &mut mapping.mapper,
+            "mapper",
+            self.workflow,
+            batch,
+            move |mapper, batch| map_rows(mapper.as_mut(), phase, batch),
+        )
+        .await?;
         Ok(collect(commit, &mapping.name, results, |index| {
             DeadLetterPayload::SourceRecord {
                 batch: RecordBatch {
@@ -287,19 +282,14 @@ impl Reader {
         let ReaderKind::Egress(slot) = &mut self.kind else {
             return Ok(false);
         };
-        let mut mapper = slot
-            .take()
-            .ok_or_else(|| StepError::Stage(StageError::PluginLost("mapper")))?;
-        let events = page.events;
-        let started = std::time::Instant::now();
-        let (mapper, events, results) = tokio::task::spawn_blocking(move || {
-            let results = isolate(&events, |items| mapper.map(items));
-            (mapper, events, results)
-        })
-        .await
-        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
-        *slot = Some(mapper);
-        conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
+        let (events, results) = on_plugin_thread(
+            slot,
+            "mapper",
+            self.workflow,
+            page.events,
+            |mapper, events| isolate(events, |items| mapper.map(items)),
+        )
+        .await?;
         let mut commit = ReadCommit {
             source: EVENTS_SOURCE.into(),
             cursor: page
@@ -592,18 +582,14 @@ impl Reader {
         let ReaderKind::OptInOut { resolver, .. } = &mut self.kind else {
             return Ok(false);
         };
-        let mut plugin = resolver
-            .take()
-            .ok_or_else(|| StepError::Stage(StageError::PluginLost("resolver")))?;
-        let started = std::time::Instant::now();
-        let (plugin, contacts, results) = tokio::task::spawn_blocking(move || {
-            let results = isolate(&contacts, |items| plugin.resolve(items));
-            (plugin, contacts, results)
-        })
-        .await
-        .map_err(|error| StepError::Stage(StageError::Task(error)))?;
-        *resolver = Some(plugin);
-        conduit_base::telemetry::record_plugin_time(self.workflow.as_str(), started.elapsed());
+        let (contacts, results) = on_plugin_thread(
+            resolver,
+            "resolver",
+            self.workflow,
+            contacts,
+            |plugin, contacts| isolate(contacts, |items| plugin.resolve(items)),
+        )
+        .await?;
         let mut results = results;
         skip_campaign_values_that_agree(&mut results, &mut commit.opt_out_states);
         Ok(collect(commit, OPT_OUT_ORIGIN, results, |index| {
@@ -702,6 +688,38 @@ pub struct Isolated {
     pub batch_failure: Option<String>,
     /// One result per input, in order.
     pub results: Vec<Result<Outcome, String>>,
+}
+
+/// Runs `work` with the plugin held in `slot` on a blocking thread (plugin calls block, and
+/// must never stall an async worker), puts the plugin back and records the time it took.
+/// The plugin is taken out of the slot for the call: if `work` panics the slot stays empty,
+/// and the next step ends the stage run with [`StageError::PluginLost`] so the supervisor's
+/// restart prepares a fresh plugin. `what` names the plugin in that error.
+async fn on_plugin_thread<P, I, R>(
+    slot: &mut Option<P>,
+    what: &'static str,
+    workflow: WorkflowId,
+    input: I,
+    work: impl FnOnce(&mut P, &I) -> R + Send + 'static,
+) -> Result<(I, R), StepError>
+where
+    P: Send + 'static,
+    I: Send + 'static,
+    R: Send + 'static,
+{
+    let mut plugin = slot
+        .take()
+        .ok_or(StepError::Stage(StageError::PluginLost(what)))?;
+    let started = std::time::Instant::now();
+    let (plugin, input, result) = tokio::task::spawn_blocking(move || {
+        let result = work(&mut plugin, &input);
+        (plugin, input, result)
+    })
+    .await
+    .map_err(|error| StepError::Stage(StageError::Task(error)))?;
+    *slot = Some(plugin);
+    conduit_base::telemetry::record_plugin_time(workflow.as_str(), started.elapsed());
+    Ok((input, result))
 }
 
 /// Maps a page of rows, falling back to one row at a time when the batch fails. An empty page

@@ -1,5 +1,6 @@
 //! What the reader and writer stages share: the stop signal, the wake-up between them, the
-//! live state they report into, and the errors that end a stage run.
+//! live state they report into, the errors that end a stage run, and the error of STARTING
+//! (which the drift guard also returns).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,4 +99,36 @@ pub(super) trait StageRun: Send {
         &mut self,
         ctx: &StageContext,
     ) -> impl std::future::Future<Output = Result<(), StageError>> + Send;
+}
+
+/// Why STARTING failed; a transient failure (a service unreachable or busy) is retried.
+#[derive(Debug)]
+pub(super) struct PrepareError {
+    pub(super) message: String,
+    pub(super) transient: bool,
+}
+
+impl PrepareError {
+    /// A failure of a service call, transient when the service said so.
+    pub(super) fn service(context: &str, error: &ConnectorError) -> PrepareError {
+        PrepareError {
+            message: format!("{context}: {error}"),
+            transient: error.is_transient(),
+        }
+    }
+}
+
+impl From<String> for PrepareError {
+    fn from(message: String) -> Self {
+        PrepareError {
+            message,
+            transient: false,
+        }
+    }
+}
+
+impl From<&str> for PrepareError {
+    fn from(message: &str) -> Self {
+        PrepareError::from(message.to_string())
+    }
 }
