@@ -275,13 +275,7 @@ async fn opt_outs_flow_both_ways(sims: &SimPair, host: &mut HostProcess, lang: &
     let [from_dynamics, from_campaign] = clear.as_slice() else {
         panic!("{lang}: two contacts without opt-outs: {clear:?}");
     };
-    sims.dynamics
-        .upsert(
-            "contact",
-            from_dynamics,
-            fields(&[("donotbulkemail", json!(true))]),
-        )
-        .unwrap();
+    sims.set_donotbulkemail(from_dynamics, true);
     wait_for(
         &format!("{lang}: Dynamics 365's opt-out in Campaign"),
         60,

@@ -440,13 +440,7 @@ async fn dynamics_to_campaign_reconciles_at_the_first_start_without_touching_agr
         .await;
     let ids = sims.ids("contact", "contactid");
     // Contact 5 is opted out in Dynamics 365 (seed); contact 1 is opted out on both sides.
-    sims.dynamics
-        .upsert(
-            "contact",
-            &ids[1],
-            fields(&[("donotbulkemail", json!(true))]),
-        )
-        .unwrap();
+    sims.set_donotbulkemail(&ids[1], true);
     host.wait_caught_up("ingress").await;
     sims.campaign
         .set_opt_out(&ids[1], "blackListEmail", true)

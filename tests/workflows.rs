@@ -447,13 +447,7 @@ async fn campaign_to_dynamics_moves_campaign_opt_outs_only() {
         .set_opt_out(from_campaign, "blackListEmail", true)
         .unwrap();
     sims.campaign.drop_opt_out_export().unwrap();
-    sims.dynamics
-        .upsert(
-            "contact",
-            from_dynamics,
-            fields(&[("donotbulkemail", json!(true))]),
-        )
-        .unwrap();
+    sims.set_donotbulkemail(from_dynamics, true);
     wait_for("Campaign's opt-out in Dynamics 365", 30, || {
         sims.donotbulkemail(from_campaign) == Some(true)
     })
@@ -472,13 +466,7 @@ async fn dynamics_to_campaign_moves_dynamics_opt_outs_only() {
     let mut host = opt_out_host(&sims, "dynamics-to-campaign").await;
     let ids = sims.ids("contact", "contactid");
     let (from_campaign, from_dynamics) = (&ids[0], &ids[1]);
-    sims.dynamics
-        .upsert(
-            "contact",
-            from_dynamics,
-            fields(&[("donotbulkemail", json!(true))]),
-        )
-        .unwrap();
+    sims.set_donotbulkemail(from_dynamics, true);
     sims.campaign
         .set_opt_out(from_campaign, "blackListEmail", true)
         .unwrap();
@@ -519,13 +507,7 @@ async fn bidirectional_opt_out_lets_the_newer_value_win_on_both_sides() {
     })
     .await;
     // Dynamics 365 opts out another contact: its newer value reaches Campaign.
-    sims.dynamics
-        .upsert(
-            "contact",
-            &ids[1],
-            fields(&[("donotbulkemail", json!(true))]),
-        )
-        .unwrap();
+    sims.set_donotbulkemail(&ids[1], true);
     wait_for("Dynamics 365's opt-out in Campaign", 30, || {
         sims.profiles()[ids[1].as_str()]["blackListEmail"] == true
     })

@@ -158,6 +158,17 @@ max_concurrency = 16
             .and_then(|c| c["donotbulkemail"].as_bool())
     }
 
+    /// Sets a contact's `donotbulkemail` in Dynamics 365 (an opt-out made there, or undone).
+    pub fn set_donotbulkemail(&self, id: &str, flag: bool) {
+        self.dynamics
+            .upsert(
+                "contact",
+                id,
+                crate::fields(&[("donotbulkemail", serde_json::json!(flag))]),
+            )
+            .expect("the simulator takes the contact's change");
+    }
+
     /// The ids of the Dynamics 365 rows of a table, in seed order.
     pub fn ids(&self, table: &str, key: &str) -> Vec<String> {
         self.dynamics
