@@ -1,4 +1,4 @@
-//! The reference plugins compiled into the binary (built by `host/build.rs`), served as
+//! The reference plugins compiled into the binary (built by `crates/plugin-host/build.rs`), served as
 //! `builtin:<name>`.
 
 use std::sync::OnceLock;
