@@ -62,10 +62,10 @@ impl std::fmt::Display for Problem {
             self.file.display(),
             self.line,
             self.column,
-            self.message
+            render::printable(&self.message)
         )?;
         if let Some(hint) = &self.hint {
-            write!(f, " (hint: {hint})")?;
+            write!(f, " (hint: {})", render::printable(hint))?;
         }
         Ok(())
     }

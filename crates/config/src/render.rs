@@ -29,7 +29,8 @@ pub fn render(problems: &[Problem], source: &str, style: Style) -> String {
     let mut out = String::new();
     for problem in problems {
         let path = problem.file.display().to_string();
-        let title = Level::ERROR.primary_title(problem.message.as_str());
+        let message = printable(&problem.message);
+        let title = Level::ERROR.primary_title(message.as_ref());
         let excerpt = excerpt_span(source, &problem.span);
         let first = match &excerpt {
             Some(span) => title.element(
@@ -46,15 +47,36 @@ pub fn render(problems: &[Problem], source: &str, style: Style) -> String {
             ),
         };
         let mut report = vec![first];
-        if let Some(hint) = &problem.hint {
+        let hint = problem.hint.as_deref().map(printable);
+        if let Some(hint) = &hint {
             report.push(Group::with_title(
-                Level::HELP.secondary_title(hint.as_str()),
+                Level::HELP.secondary_title(hint.as_ref()),
             ));
         }
         out.push_str(&renderer.render(&report));
         out.push_str("\n\n");
     }
     out
+}
+
+/// `text` with control characters other than line breaks and tabs shown as `\u{..}` escapes:
+/// a message can quote a plugin's error, and no plugin may drive the operator's terminal.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The span to underline: the problem's span when it lies inside `source` on character
@@ -138,6 +160,24 @@ mod tests {
         let shown = render(&[problem], "short", Style::Plain);
         assert!(shown.contains("error: cannot read the config"), "{shown}");
         assert!(shown.contains("--> conduit.toml:3:1"), "{shown}");
+    }
+
+    #[test]
+    fn control_characters_of_a_message_or_hint_never_reach_the_terminal() {
+        let problem = Problem {
+            file: "conduit.toml".into(),
+            line: 1,
+            column: 1,
+            message: "plugin said \u{1b}[2Jclear".into(),
+            hint: Some("fix \u{1b}[31mred".into()),
+            span: 0..1,
+        };
+        let shown = render(std::slice::from_ref(&problem), "x = 1\n", Style::Plain);
+        assert!(!shown.contains('\u{1b}'), "{shown:?}");
+        assert!(shown.contains("plugin said \\u{1b}[2Jclear"), "{shown}");
+        let line = problem.to_string();
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        assert!(line.contains("\\u{1b}[31mred"), "{line}");
     }
 
     #[test]
