@@ -115,12 +115,22 @@ impl From<EngineError> for ApiError {
                     problems,
                 },
             },
-            EngineError::NotConfigured(_) | EngineError::Refused(_) => {
-                ApiError::new(StatusCode::CONFLICT, error.to_string())
-            }
             EngineError::Store(store) => store.into(),
-            EngineError::Config(message) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+            EngineError::NoValidConfig => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            // The request does not fit the workflow's state or the services' answers now.
+            EngineError::NotConfigured(_)
+            | EngineError::ReplayNotIngress(_)
+            | EngineError::UnknownMapping { .. }
+            | EngineError::ReplayPending(_)
+            | EngineError::BacklogOverLimit { .. }
+            | EngineError::TableOverLimit { .. }
+            | EngineError::Connect(_)
+            | EngineError::CountRows { .. }
+            | EngineError::Remap(_)
+            | EngineError::StillRejected { .. } => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
             }
         }
     }

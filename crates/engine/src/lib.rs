@@ -13,6 +13,7 @@ mod reader;
 pub mod services;
 mod stage;
 mod view;
+mod workflows;
 mod writer;
 
 use std::collections::HashMap;
@@ -33,9 +34,11 @@ use conduit_store::{
 pub use lifecycle::{Status, StatusKind};
 pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
+pub use workflows::RemapError;
 
 use lifecycle::LiveState;
 use stage::{StageContext, StageRun};
+use workflows::{Egress, Ingress, OptInOut, Workflow};
 
 /// Why an operator request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -43,15 +46,70 @@ pub enum EngineError {
     /// The config on disk is invalid.
     #[error("the config is invalid:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     InvalidConfig(Vec<Problem>),
-    /// The config could not be read.
-    #[error("{0}")]
-    Config(String),
+    /// No valid config has been read since the host started.
+    #[error("no valid config has been read: fix the config file and try again")]
+    NoValidConfig,
     /// The workflow has no section in the config.
     #[error("the {0} workflow is not configured: add a [{0}] section to the config")]
     NotConfigured(WorkflowId),
-    /// The request does not fit the workflow's state.
-    #[error("{0}")]
-    Refused(String),
+    /// A replay was asked of a workflow without table mappings.
+    #[error("replay applies to the table mappings of ingress, not to {0}")]
+    ReplayNotIngress(WorkflowId),
+    /// A replay named a table mapping the config does not have.
+    #[error("no table mapping named '{name}'; the mappings are: {}", .known.join(", "))]
+    UnknownMapping {
+        /// The name asked for.
+        name: String,
+        /// The mappings the config has.
+        known: Vec<String>,
+    },
+    /// A replay of the mapping is already waiting for the next start.
+    #[error("a replay of '{0}' is already pending; it starts at the next start of ingress")]
+    ReplayPending(String),
+    /// The backlog is too large for a replay.
+    #[error(
+        "replay refused: the ingress backlog holds {backlog} records (the limit is {limit}); wait for it to drain"
+    )]
+    BacklogOverLimit {
+        /// Records queued now.
+        backlog: u64,
+        /// `replay_max_rows` in force.
+        limit: u64,
+    },
+    /// The table is too large for a replay.
+    #[error("replay refused: {table} holds {rows} rows (the limit is {limit})")]
+    TableOverLimit {
+        /// The Dynamics 365 table.
+        table: String,
+        /// Its rows now.
+        rows: u64,
+        /// `replay_max_rows` in force.
+        limit: u64,
+    },
+    /// The connectors could not be built from the config.
+    #[error(transparent)]
+    Connect(#[from] ConnectFailed),
+    /// The source could not count a table's rows.
+    #[error("cannot count the rows of {table}: {source}")]
+    CountRows {
+        /// The Dynamics 365 table.
+        table: String,
+        /// The connector's error.
+        #[source]
+        source: conduit_connectors::ConnectorError,
+    },
+    /// A dead letter could not be mapped again (the mapping is gone, the plugin does not
+    /// load, or it failed on the record).
+    #[error(transparent)]
+    Remap(#[from] RemapError),
+    /// The plugin as configured now still rejects the dead letter.
+    #[error("the plugin still rejects dead letter {letter}: {reason}")]
+    StillRejected {
+        /// The dead letter's id.
+        letter: u64,
+        /// The plugin's reason.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -311,20 +369,17 @@ impl Supervisor {
     /// already pending.
     pub async fn replay(&self, id: WorkflowId, mapping: &str) -> Result<String, EngineError> {
         if id != WorkflowId::Ingress {
-            return Err(EngineError::Refused(format!(
-                "replay applies to the table mappings of ingress, not to {id}"
-            )));
+            return Err(EngineError::ReplayNotIngress(id));
         }
         let config = self.load_config()?;
         let Some(section) = config.ingress() else {
             return Err(EngineError::NotConfigured(id));
         };
         let Some(found) = section.mapping(mapping) else {
-            let names: Vec<_> = section.mappings.iter().map(|m| m.name.as_str()).collect();
-            return Err(EngineError::Refused(format!(
-                "no table mapping named '{mapping}'; the mappings are: {}",
-                names.join(", ")
-            )));
+            return Err(EngineError::UnknownMapping {
+                name: mapping.to_string(),
+                known: section.mappings.iter().map(|m| m.name.clone()).collect(),
+            });
         };
         // The limit in force is the running workflow's: an edited limit shows as pending until
         // the restart and must not apply before its badge clears.
@@ -335,37 +390,27 @@ impl Supervisor {
             .replay_max_rows;
         let record = self.store().workflow(id)?;
         if record.pending_replays.iter().any(|m| m == mapping) {
-            return Err(EngineError::Refused(format!(
-                "a replay of '{mapping}' is already pending; it starts at the next start of ingress"
-            )));
+            return Err(EngineError::ReplayPending(mapping.to_string()));
         }
         let backlog = self.store().backlog(id)?;
         if backlog >= limit {
-            return Err(EngineError::Refused(format!(
-                "replay refused: the ingress backlog holds {backlog} records (the limit is {limit}); wait for it to drain"
-            )));
+            return Err(EngineError::BacklogOverLimit { backlog, limit });
         }
-        let services = self
-            .inner
-            .env
-            .connect
-            .connect(&config)
-            .map_err(|error| EngineError::Refused(error.to_string()))?;
+        let services = self.inner.env.connect.connect(&config)?;
         let rows = services
             .dynamics_source
             .count_rows(&found.source)
             .await
-            .map_err(|error| {
-                EngineError::Refused(format!(
-                    "cannot count the rows of {}: {error}",
-                    found.source
-                ))
+            .map_err(|source| EngineError::CountRows {
+                table: found.source.clone(),
+                source,
             })?;
         if rows >= limit {
-            return Err(EngineError::Refused(format!(
-                "replay refused: {} holds {rows} rows (the limit is {limit})",
-                found.source
-            )));
+            return Err(EngineError::TableOverLimit {
+                table: found.source.clone(),
+                rows,
+                limit,
+            });
         }
         self.store().update_workflow(id, |record| {
             record.pending_replays.push(mapping.to_string());
@@ -388,9 +433,7 @@ impl Supervisor {
             return Ok(format!("dead letter {letter} is queued again"));
         }
         let config = self.load_config()?;
-        let outcome = prepare::remap(&self.inner.env, &config, id, &dead)
-            .await
-            .map_err(EngineError::Refused)?;
+        let outcome = workflows::remap(&self.inner.env, &config, id, &dead).await?;
         let records = match outcome {
             conduit_model::Outcome::Write { records } => records,
             conduit_model::Outcome::Skip { reason } => {
@@ -408,9 +451,7 @@ impl Supervisor {
                 ));
             }
             conduit_model::Outcome::Reject { reason } => {
-                return Err(EngineError::Refused(format!(
-                    "the plugin still rejects dead letter {letter}: {reason}"
-                )));
+                return Err(EngineError::StillRejected { letter, reason });
             }
         };
         let count = records.len();
@@ -507,13 +548,11 @@ impl Supervisor {
         if !watch.problems.is_empty() {
             return Err(EngineError::InvalidConfig(watch.problems.clone()));
         }
-        watch
-            .latest_valid
-            .clone()
-            .ok_or_else(|| EngineError::Config("no valid config has been read".into()))
+        watch.latest_valid.clone().ok_or(EngineError::NoValidConfig)
     }
 
-    /// STARTING, then RUNNING until stopped or failed.
+    /// STARTING, then RUNNING until stopped or failed: the one place that picks a
+    /// workflow's type from its id.
     async fn run(
         &self,
         id: WorkflowId,
@@ -521,10 +560,24 @@ impl Supervisor {
         live: Arc<LiveState>,
         stop: watch::Receiver<bool>,
     ) {
+        match id {
+            WorkflowId::Ingress => self.run_as::<Ingress>(config, live, stop).await,
+            WorkflowId::Egress => self.run_as::<Egress>(config, live, stop).await,
+            WorkflowId::OptInOut => self.run_as::<OptInOut>(config, live, stop).await,
+        }
+    }
+
+    async fn run_as<W: Workflow>(
+        &self,
+        config: Config,
+        live: Arc<LiveState>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let id = W::ID;
         let mut retries =
             conduit_base::retry::Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let prepared = loop {
-            match prepare::prepare(&self.inner.env, &config, id).await {
+            match prepare::prepare::<W>(&self.inner.env, &config).await {
                 Ok(prepared) => break prepared,
                 Err(error) if error.transient => {
                     // A service that is down or busy delays the start; it does not fail it.

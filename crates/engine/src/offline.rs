@@ -7,7 +7,8 @@
 use conduit_config::Config;
 use conduit_model::WorkflowId;
 
-pub use super::reader::{Isolated, isolate_items, map_rows_isolated};
+pub use super::reader::{Isolated, isolate_items};
+pub use super::workflows::map_rows_isolated;
 
 /// Why the settings of a workflow's plugin could not be taken from a config.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

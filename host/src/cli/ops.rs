@@ -166,7 +166,7 @@ pub fn render_table(view: &HostView) -> String {
         };
         let eta = workflow
             .eta_seconds
-            .map_or_else(|| "-".to_string(), format_duration);
+            .map_or_else(|| "-".to_string(), format_eta);
         out.push_str(&format!(
             "{:<10} {:<9} {:>9} {:>8} {:>9.1} {:>9.1} {:>10}  {}\n",
             workflow.id.as_str(),
@@ -216,15 +216,16 @@ pub fn render_table(view: &HostView) -> String {
     out
 }
 
-fn format_duration(seconds: f64) -> String {
+/// An estimate of time left, as an operator reads it (`1m 5s`, `2h 3m`).
+fn format_eta(seconds: f64) -> String {
     let total = seconds.round() as u64;
-    if total >= 3600 {
-        format!("{}h{:02}m", total / 3600, (total % 3600) / 60)
-    } else if total >= 60 {
-        format!("{}m{:02}s", total / 60, total % 60)
+    // Past an hour, seconds are noise in an estimate and would widen the column.
+    let shown = if total >= 3600 {
+        total - total % 60
     } else {
-        format!("{total}s")
-    }
+        total
+    };
+    humantime::format_duration(std::time::Duration::from_secs(shown)).to_string()
 }
 
 /// Runs a dead-letter command.
@@ -338,4 +339,17 @@ fn write_as_input(
 
 fn url_encode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_eta;
+
+    #[test]
+    fn an_eta_reads_as_a_duration_and_drops_seconds_past_an_hour() {
+        assert_eq!(format_eta(0.2), "0s");
+        assert_eq!(format_eta(65.4), "1m 5s");
+        assert_eq!(format_eta(3725.0), "1h 2m");
+        assert_eq!(format_eta(90_061.0), "1day 1h 1m");
+    }
 }
