@@ -388,6 +388,42 @@ async fn a_poison_record_is_dead_lettered_alone_and_the_rest_flows() {
         letters[0].reason
     );
     assert_eq!(status(&h).status, StatusKind::Running);
+
+    // A retry maps it again with the plugin as configured now: still poison, it fails on the
+    // record; once its mapping is gone from the config, the retry names the mapping.
+    let letter = letters[0].id;
+    let again = h
+        .supervisor
+        .retry_dead_letter(WorkflowId::Ingress, letter)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&again, EngineError::Remap(RemapError::Plugin(reason)) if reason.contains("unreachable")),
+        "{again:?}"
+    );
+    std::fs::write(
+        &h.config_path,
+        CONFIG.replace("name = \"contacts\"", "name = \"people\""),
+    )
+    .unwrap();
+    let gone = h
+        .supervisor
+        .retry_dead_letter(WorkflowId::Ingress, letter)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&gone, EngineError::Remap(RemapError::MappingGone(name)) if name == "contacts"),
+        "{gone:?}"
+    );
+    assert_eq!(
+        h.supervisor
+            .store()
+            .dead_letters(WorkflowId::Ingress, &Default::default())
+            .unwrap()
+            .len(),
+        1,
+        "a failed retry keeps the dead letter"
+    );
 }
 
 #[tokio::test]
@@ -513,6 +549,17 @@ async fn replay_is_refused_over_the_row_limit_and_taken_at_the_next_start() {
         .replay(WorkflowId::Ingress, "contacts")
         .await
         .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            EngineError::TableOverLimit {
+                rows: 5,
+                limit: 5,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
     assert!(refused.to_string().contains("holds 5 rows"), "{refused}");
     std::fs::write(&h.config_path, CONFIG).unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
@@ -527,7 +574,32 @@ async fn replay_is_refused_over_the_row_limit_and_taken_at_the_next_start() {
         .replay(WorkflowId::Ingress, "contacts")
         .await
         .unwrap_err();
+    assert!(
+        matches!(&again, EngineError::ReplayPending(name) if name == "contacts"),
+        "{again:?}"
+    );
     assert!(again.to_string().contains("already pending"));
+    let unknown = h
+        .supervisor
+        .replay(WorkflowId::Ingress, "accounts")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&unknown, EngineError::UnknownMapping { known, .. } if known == &["contacts"]),
+        "{unknown:?}"
+    );
+    let not_ingress = h
+        .supervisor
+        .replay(WorkflowId::Egress, "contacts")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            not_ingress,
+            EngineError::ReplayNotIngress(WorkflowId::Egress)
+        ),
+        "{not_ingress:?}"
+    );
     h.supervisor.stop(WorkflowId::Ingress).await.unwrap();
     h.supervisor.start(WorkflowId::Ingress).await.unwrap();
     wait_for("replayed", || status(&h).counters.written == 10).await;
