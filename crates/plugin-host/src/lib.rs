@@ -29,7 +29,7 @@ mod untrusted;
 pub use error::PluginError;
 pub use host::{LoadedPlugin, PluginHost};
 pub use limits::Limits;
-pub use mappers::{EventMapper, OptOutResolver, RecordMapper};
+pub use mappers::{CALLS_PER_INSTANCE, EventMapper, OptOutResolver, RecordMapper};
 pub use reference::{PluginRef, World};
 pub use untrusted::{MAX_MESSAGE_BYTES, cap};
 
@@ -39,13 +39,17 @@ mod tests {
 
     fn shareable<T: Send + Sync + Clone>() {}
 
+    /// A mapper keeps its instance's store, which one thread uses at a time: it moves between
+    /// threads but is not shared.
+    fn movable<T: Send + Clone>() {}
+
     #[test]
     fn host_plugins_and_mappers_can_move_into_spawn_blocking() {
         shareable::<PluginHost>();
         shareable::<LoadedPlugin>();
-        shareable::<RecordMapper>();
-        shareable::<EventMapper>();
-        shareable::<OptOutResolver>();
+        movable::<RecordMapper>();
+        movable::<EventMapper>();
+        movable::<OptOutResolver>();
         shareable::<PluginError>();
     }
 }

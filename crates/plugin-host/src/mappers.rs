@@ -1,7 +1,12 @@
 //! Configured plugins, one per workflow: [`RecordMapper`], [`EventMapper`] and
-//! [`OptOutResolver`]. Every call gets a fresh store and instance (so a trap never poisons
-//! the next batch), the settings are applied with `configure`, the deadline is re-armed for
-//! the batch itself, and the result is validated before it is returned.
+//! [`OptOutResolver`]. A mapper keeps one configured instance between its calls, so that
+//! instantiating and `configure` are not paid on every batch; each call re-arms the deadline
+//! and the output budget. An instance is dropped, and the next call starts a fresh one with
+//! the settings applied again, when a call fails in any way (a trap never poisons the next
+//! batch) or after [`CALLS_PER_INSTANCE`] calls (what a plugin leaks or keeps between calls
+//! stays bounded). Every result is validated before it is returned.
+
+use std::fmt;
 
 use wasmtime::component::{ComponentNamedList, Instance, Lower};
 use wasmtime::{Store, Trap};
@@ -16,22 +21,55 @@ use super::sandbox::{self, StoreState, run_isolated};
 use super::untrusted::cap;
 use super::{Limits, PluginError, World};
 
+/// Calls one instance serves before a fresh one replaces it.
+pub const CALLS_PER_INSTANCE: u32 = 64;
+
 /// Maps Dynamics 365 row batches (Ingress).
 #[derive(Debug, Clone)]
 pub struct RecordMapper {
     configured: Configured,
+    warm: WarmSlot,
 }
 
 /// Maps Campaign email events (Egress).
 #[derive(Debug, Clone)]
 pub struct EventMapper {
     configured: Configured,
+    warm: WarmSlot,
 }
 
 /// Resolves opt-out states (Opt-in/out).
 #[derive(Debug, Clone)]
 pub struct OptOutResolver {
     configured: Configured,
+    warm: WarmSlot,
+}
+
+/// A configured instance kept between calls, with the calls it has served.
+struct Warm {
+    store: Store<StoreState>,
+    instance: Instance,
+    calls: u32,
+}
+
+/// The instance a mapper keeps, if any. A clone starts without one: an instance serves one
+/// mapper, whose calls never overlap (`&mut self`).
+#[derive(Default)]
+struct WarmSlot(Option<Warm>);
+
+impl Clone for WarmSlot {
+    fn clone(&self) -> Self {
+        WarmSlot(None)
+    }
+}
+
+impl fmt::Debug for WarmSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(warm) => write!(f, "WarmSlot(served {} call(s))", warm.calls),
+            None => f.write_str("WarmSlot(empty)"),
+        }
+    }
 }
 
 /// A loaded plugin with settings the plugin accepted and the limits to run it under.
@@ -59,7 +97,10 @@ impl LoadedPlugin {
         limits: Limits,
     ) -> Result<RecordMapper, PluginError> {
         let configured = self.configure(World::RecordMapper, settings, limits)?;
-        Ok(RecordMapper { configured })
+        Ok(RecordMapper {
+            configured,
+            warm: WarmSlot::default(),
+        })
     }
 
     /// Configures an event mapper; see [`LoadedPlugin::record_mapper`].
@@ -69,7 +110,10 @@ impl LoadedPlugin {
         limits: Limits,
     ) -> Result<EventMapper, PluginError> {
         let configured = self.configure(World::EventMapper, settings, limits)?;
-        Ok(EventMapper { configured })
+        Ok(EventMapper {
+            configured,
+            warm: WarmSlot::default(),
+        })
     }
 
     /// Configures an opt-out resolver; see [`LoadedPlugin::record_mapper`].
@@ -79,7 +123,10 @@ impl LoadedPlugin {
         limits: Limits,
     ) -> Result<OptOutResolver, PluginError> {
         let configured = self.configure(World::OptOutResolver, settings, limits)?;
-        Ok(OptOutResolver { configured })
+        Ok(OptOutResolver {
+            configured,
+            warm: WarmSlot::default(),
+        })
     }
 
     fn configure(
@@ -154,10 +201,12 @@ impl Configured {
         })
     }
 
-    /// Calls the batch export `name` with `input` on a fresh, configured instance and turns
-    /// its result into validated outcomes. The error text of the result is read capped.
+    /// Calls the batch export `name` with `input` on the kept instance (or a fresh, configured
+    /// one) and turns its result into validated outcomes. The error text of the result is
+    /// read capped. The instance is kept for the next call only when this one succeeded.
     fn call<P>(
         &self,
+        warm: &mut WarmSlot,
         name: &str,
         input: P,
         inputs: usize,
@@ -165,12 +214,35 @@ impl Configured {
     where
         P: ComponentNamedList + Lower + Send + Sync,
     {
-        let (mut store, instance) = self.start_batch()?;
-        let result = instance
-            .get_typed_func::<P, (Result<wit::MappedBatch, CappedText>,)>(&mut store, name)
-            .and_then(|function| function.call(&mut store, input))
+        let mut current = match warm.0.take() {
+            Some(current) => current,
+            None => {
+                let (store, instance) = self.start_batch()?;
+                Warm {
+                    store,
+                    instance,
+                    calls: 0,
+                }
+            }
+        };
+        // Each call has the whole output budget and deadline, however many came before.
+        current
+            .store
+            .set_hostcall_fuel(self.limits.max_output_bytes);
+        sandbox::arm_deadline(&mut current.store, self.limits.deadline);
+        let result = current
+            .instance
+            .get_typed_func::<P, (Result<wit::MappedBatch, CappedText>,)>(&mut current.store, name)
+            .and_then(|function| function.call(&mut current.store, input))
             .map(|(result,)| result);
-        self.finish(&store, result, inputs)
+        let outcomes = self.finish(&current.store, result, inputs);
+        current.calls += 1;
+        let healthy = outcomes.is_ok() && !current.store.data().memory.refused;
+        if healthy && current.calls < CALLS_PER_INSTANCE {
+            current.store.data_mut().log_output();
+            warm.0 = Some(current);
+        }
+        outcomes
     }
 
     /// Tells a deadline and a memory overrun apart from any other trap.
@@ -262,14 +334,14 @@ impl RecordMapper {
         phase: model::Phase,
         batch: &model::RecordBatch,
     ) -> Result<Vec<model::Outcome>, PluginError> {
-        let configured = &self.configured;
+        let Self { configured, warm } = self;
         let WorldPre::Record(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::RecordMapper));
         };
         run_isolated(&configured.inner().reference, || {
             let input = convert::batch_to_wit(batch);
             let phase = convert::phase_to_wit(phase);
-            configured.call("map", (phase, &input), batch.rows.len())
+            configured.call(warm, "map", (phase, &input), batch.rows.len())
         })
     }
 }
@@ -280,13 +352,13 @@ impl EventMapper {
         &mut self,
         events: &[model::EmailEvent],
     ) -> Result<Vec<model::Outcome>, PluginError> {
-        let configured = &self.configured;
+        let Self { configured, warm } = self;
         let WorldPre::Event(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::EventMapper));
         };
         run_isolated(&configured.inner().reference, || {
             let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
-            configured.call("map", (input.as_slice(),), events.len())
+            configured.call(warm, "map", (input.as_slice(),), events.len())
         })
     }
 }
@@ -297,13 +369,13 @@ impl OptOutResolver {
         &mut self,
         contacts: &[model::ContactOptOut],
     ) -> Result<Vec<model::Outcome>, PluginError> {
-        let configured = &self.configured;
+        let Self { configured, warm } = self;
         let WorldPre::OptOut(_) = &configured.inner().pre else {
             return Err(configured.wrong_pre(World::OptOutResolver));
         };
         run_isolated(&configured.inner().reference, || {
             let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
-            configured.call("resolve", (input.as_slice(),), contacts.len())
+            configured.call(warm, "resolve", (input.as_slice(),), contacts.len())
         })
     }
 }

@@ -36,8 +36,8 @@ impl StoreState {
     }
 
     /// Passes what the plugin wrote to stdout and stderr to the host log, line by line,
-    /// through the same rate limit as its `log` lines.
-    fn log_output(&mut self) {
+    /// through the same rate limit as its `log` lines, and empties both records.
+    pub(super) fn log_output(&mut self) {
         for (stream, captured) in [
             ("stdout", self.stdout.take()),
             ("stderr", self.stderr.take()),
@@ -73,7 +73,8 @@ impl StoreState {
 
 impl Drop for StoreState {
     fn drop(&mut self) {
-        // Every call's store is dropped when the call ends, however it ended.
+        // What the last call wrote: a store is dropped when a call fails, when it has served
+        // its batches, or with its mapper; a kept store is flushed after each call.
         self.log_output();
     }
 }

@@ -2,7 +2,8 @@
 //! recursion traps, memory stops at the cap and stays bounded over hundreds of batches, the
 //! sandbox grants nothing, bad or giant output is refused, log floods are rate-limited, a
 //! component of the wrong world or with unknown imports is refused at load, and after each
-//! case the same `PluginHost` still maps a good batch correctly.
+//! case the same `PluginHost` still maps a good batch correctly. A configured instance serves
+//! many batches, never one after a failure.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use conduit_model::{Operation, Outcome, Phase, RecordBatch, Row, Value};
 use conduit_plugin_host::{
-    Limits, LoadedPlugin, MAX_MESSAGE_BYTES, PluginError, PluginHost, PluginRef, World,
+    CALLS_PER_INSTANCE, Limits, LoadedPlugin, MAX_MESSAGE_BYTES, PluginError, PluginHost,
+    PluginRef, World,
 };
 use serde_json::json;
 
@@ -674,4 +676,49 @@ fn amplified_column_names_and_targets_are_refused_within_the_memory_bound() {
         assert!(peak < 512 << 20, "{mode}: peak RSS {} MiB", peak >> 20);
     }
     assert_host_still_maps_a_good_batch();
+}
+
+/// What the `count-calls` fixture says of the instance that mapped a batch.
+fn calls_seen(outcomes: &[Outcome]) -> String {
+    match &outcomes[0] {
+        Outcome::Skip { reason } => reason.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_instance_serves_many_batches_and_a_failure_or_the_call_limit_starts_a_fresh_one() {
+    let mut mapper = hostile()
+        .record_mapper(&json!({ "mode": "count-calls" }), tight_limits())
+        .unwrap();
+    // `configure` ran once on the instance that serves the batches (the start's probe ran
+    // on an instance of its own).
+    for call in 1..=5 {
+        let outcomes = mapper.map(Phase::Initial, &batch(2)).unwrap();
+        assert_eq!(calls_seen(&outcomes), format!("configure 1, map {call}"));
+    }
+    // A failed call drops its instance: the next batch is mapped by a fresh, configured one.
+    let mut poison = batch(2);
+    poison.rows[1].values[0] = Value::Text("trap".into());
+    let error = mapper.map(Phase::Initial, &poison).unwrap_err();
+    assert!(
+        error.to_string().contains("count-calls traps on request"),
+        "{error}"
+    );
+    let outcomes = mapper.map(Phase::Initial, &batch(2)).unwrap();
+    assert_eq!(calls_seen(&outcomes), "configure 1, map 1");
+    // The call limit: after CALLS_PER_INSTANCE calls a fresh instance takes over.
+    let mut long_lived = hostile()
+        .record_mapper(&json!({ "mode": "count-calls" }), tight_limits())
+        .unwrap();
+    for _ in 1..CALLS_PER_INSTANCE {
+        long_lived.map(Phase::Initial, &batch(1)).unwrap();
+    }
+    let last = long_lived.map(Phase::Initial, &batch(1)).unwrap();
+    assert_eq!(
+        calls_seen(&last),
+        format!("configure 1, map {CALLS_PER_INSTANCE}")
+    );
+    let next = long_lived.map(Phase::Initial, &batch(1)).unwrap();
+    assert_eq!(calls_seen(&next), "configure 1, map 1");
 }
