@@ -19,6 +19,7 @@ mod spec;
 mod validate;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -94,6 +95,9 @@ pub struct Config {
     pub path: PathBuf,
     /// Its content as written (for fingerprints, the section view and located problems).
     file: ConfigFile,
+    /// The text it was parsed from: spans found in `file` point into it, not into the file
+    /// on disk now, which an operator may have edited since.
+    text: Arc<str>,
     /// Its content resolved.
     specs: Specs,
 }
@@ -136,6 +140,7 @@ impl Config {
             Ok(specs) if problems.is_empty() => Ok(Config {
                 path: path.to_path_buf(),
                 file,
+                text: Arc::from(text),
                 specs,
             }),
             Ok(_) => Err(problems),
@@ -163,8 +168,7 @@ impl Config {
                     .map(|m| m.name.span())
             }),
         };
-        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        Locator::new(&self.path, &text).problem(span.unwrap_or(0..0), message, hint)
+        Locator::new(&self.path, &self.text).problem(span.unwrap_or(0..0), message, hint)
     }
 
     /// Every spec of the config.

@@ -612,4 +612,10 @@ fn problems_after_loading_are_located_at_the_plugin_or_the_mapping() {
     let at_plugin = config.problem(ConfigKey::Plugin(WorkflowId::Egress), "p".into(), None);
     assert_eq!(at_plugin.line, line_of(&with_plugin, "plugin = "));
     assert_eq!(at_plugin.column, "plugin = ".len() + 1);
+    // An edit after loading (the host keeps running on what it loaded) does not move the
+    // place: the problem is located in the text the config was parsed from.
+    std::fs::write(&path, format!("# a new comment\n\n{with_plugin}")).unwrap();
+    let after_edit = config.problem(ConfigKey::Plugin(WorkflowId::Egress), "p".into(), None);
+    assert_eq!(after_edit.line, at_plugin.line);
+    assert_eq!(after_edit.span, at_plugin.span);
 }
