@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Subcommand;
-use conduit_connectors::http::Secret;
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
@@ -123,7 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         let sim = CampaignSim::new(CampaignSimOptions {
             client_id: args.acs_client_id.clone(),
-            client_secret: Secret::new(args.acs_client_secret.clone()),
+            client_secret: args.acs_client_secret.clone(),
             seed_events: events,
             ..CampaignSimOptions::default()
         });

@@ -20,6 +20,7 @@ mod api;
 mod auth;
 mod batch;
 mod control;
+mod multipart;
 pub mod odata;
 pub mod schema;
 mod seed;
