@@ -513,6 +513,11 @@ impl CampaignSimServer {
         format!("http://{}", self.addr)
     }
 
+    /// The root of the `/_sim` control API (see [`control`]), e.g. `http://<addr>/_sim/`.
+    pub fn control_url(&self) -> String {
+        format!("http://{}/_sim/", self.addr)
+    }
+
     /// The API base, `http://<addr>/<ORG>/campaign` (stands for `https://mc.adobe.io/<ORG>/campaign`).
     pub fn api_base(&self) -> String {
         format!("{}/{}/campaign", self.origin(), self.org)
