@@ -288,14 +288,11 @@ impl Parser<'_> {
             }
         };
         self.expect(&Token::Comma, "','")?;
-        let needle = match self.next() {
-            Some(Token::Text(text)) => text,
-            _ => {
-                return Err(syntax(
-                    self.source,
-                    &format!("{name} needs a string literal second"),
-                ));
-            }
+        let Some(Token::Text(needle)) = self.next() else {
+            return Err(syntax(
+                self.source,
+                &format!("{name} needs a string literal second"),
+            ));
         };
         self.expect(&Token::Close, "')'")?;
         Ok(Filter::Text {
