@@ -100,7 +100,7 @@ fn connector(origin: &str, concurrency: usize) -> CampaignConnector {
         api_base: url(&format!("/{}/campaign", defaults.org)),
         ims_token_url: url("/ims/token/v3"),
         client_id: defaults.client_id,
-        client_secret: Secret::new(defaults.client_secret.expose()),
+        client_secret: Secret::new(defaults.client_secret),
         scopes: vec!["campaign_sdk".into()],
         max_concurrency: concurrency,
         events_journal_url: url("/events"),

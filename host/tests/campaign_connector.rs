@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use conduit_connectors::campaign::CampaignConnector;
+use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
 use conduit_connectors::http::RetryPolicy;
 use conduit_connectors::{
     ConnectorError, EventSource, FieldKind, OptOutExportSource, RecordSink, WriteOutcome,
@@ -25,7 +25,7 @@ struct Harness {
 async fn harness_with(options: CampaignSimOptions) -> Harness {
     let sim = CampaignSim::new(options);
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let mut settings = sim.connector_settings(&server).unwrap();
+    let mut settings = sim_settings(&sim, &server);
     settings.retry = RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(5),
@@ -313,7 +313,7 @@ async fn describe_reads_metadata_and_sees_schema_drift() {
 async fn check_succeeds_with_good_credentials_and_fails_with_a_wrong_secret() {
     let h = harness().await;
     h.connector.check().await.unwrap();
-    let mut settings = h.sim.connector_settings(&h.server).unwrap();
+    let mut settings = sim_settings(&h.sim, &h.server);
     settings.client_secret = conduit_connectors::http::Secret::new("wrong");
     let connector = CampaignConnector::new(settings).unwrap();
     let error = connector.check().await.unwrap_err();
@@ -713,4 +713,22 @@ async fn a_malformed_export_file_names_file_line_and_column() {
             .contains("optout_20260101T000000Z.csv line 3 column 4 (changedAt)"),
         "{error}"
     );
+}
+
+/// Connector settings that point at a running Campaign simulator.
+fn sim_settings(sim: &CampaignSim, server: &CampaignSimServer) -> CampaignSettings {
+    let url = |text: String| url::Url::parse(&text).expect("the simulator's URLs parse");
+    CampaignSettings {
+        api_base: url(server.api_base()),
+        ims_token_url: url(server.ims_url()),
+        client_id: sim.client_id().to_owned(),
+        client_secret: conduit_connectors::http::Secret::new(sim.client_secret()),
+        scopes: vec!["openid".into(), "AdobeID".into(), "campaign_sdk".into()],
+        max_concurrency: 8,
+        events_journal_url: url(server.journal_url()),
+        opt_out_drop_root: sim.drop_root(),
+        extra_ca_pem: None,
+        retry: conduit_connectors::http::RetryPolicy::default(),
+        request_timeout: Duration::from_secs(30),
+    }
 }

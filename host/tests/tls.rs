@@ -119,7 +119,7 @@ async fn campaign_behind_tls(pki: &TestPki) -> (CampaignSim, CampaignSimServer, 
     let sim = CampaignSim::new(CampaignSimOptions::default());
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let proxy = pki.proxy_to(server.local_addr()).await;
-    let mut settings = sim.connector_settings(&server).unwrap();
+    let mut settings = sim_settings(&sim, &server);
     let https = |url: &url::Url| {
         url::Url::parse(
             &url.as_str()
@@ -282,4 +282,22 @@ fn a_missing_or_non_pem_ca_file_is_a_start_error_naming_the_file() {
             .connect(&config)
             .is_ok()
     );
+}
+
+/// Connector settings that point at a running Campaign simulator.
+fn sim_settings(sim: &CampaignSim, server: &CampaignSimServer) -> CampaignSettings {
+    let url = |text: String| url::Url::parse(&text).expect("the simulator's URLs parse");
+    CampaignSettings {
+        api_base: url(server.api_base()),
+        ims_token_url: url(server.ims_url()),
+        client_id: sim.client_id().to_owned(),
+        client_secret: conduit_connectors::http::Secret::new(sim.client_secret()),
+        scopes: vec!["openid".into(), "AdobeID".into(), "campaign_sdk".into()],
+        max_concurrency: 8,
+        events_journal_url: url(server.journal_url()),
+        opt_out_drop_root: sim.drop_root(),
+        extra_ca_pem: None,
+        retry: conduit_connectors::http::RetryPolicy::default(),
+        request_timeout: std::time::Duration::from_secs(30),
+    }
 }

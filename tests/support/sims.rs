@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use conduit_connectors::http::Secret as CampaignSecret;
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions, CampaignSimServer};
 use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions, SimServer};
 
@@ -46,7 +45,7 @@ impl SimPair {
         let dynamics_server = dynamics.serve(loopback).await.expect("dynamics simulator");
         let campaign = CampaignSim::new(CampaignSimOptions {
             client_id: "e2e-acs".into(),
-            client_secret: CampaignSecret::new(SECRETS[1].1),
+            client_secret: SECRETS[1].1.into(),
             drop_root: Some(dir.path().join("sftp")),
             ..CampaignSimOptions::default()
         });

@@ -46,7 +46,7 @@ async fn adobe_client_library_works_against_the_simulator() {
     let origin = server.origin();
     let org = sim.org().to_owned();
     let client_id = sim.client_id().to_owned();
-    let secret = sim.client_secret().expose().to_owned();
+    let secret = sim.client_secret().to_owned();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("fidelity.mjs")

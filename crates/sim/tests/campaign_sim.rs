@@ -21,7 +21,7 @@ async fn wire() -> Wire {
         .form(&[
             ("grant_type", "client_credentials"),
             ("client_id", sim.client_id()),
-            ("client_secret", sim.client_secret().expose()),
+            ("client_secret", sim.client_secret()),
             ("scope", "openid,AdobeID,campaign_sdk"),
         ])
         .send()

@@ -14,7 +14,6 @@ use clap::Args;
 use serde_json::{Map, Value as Json, json};
 
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
-use conduit_connectors::http::Secret;
 use conduit_engine::StatusKind;
 use conduit_model::{BounceDetail, EmailEvent, EmailEventKind, WorkflowId};
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
@@ -106,7 +105,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     let events = email_events(&contact_ids, args.events);
     let campaign = CampaignSim::new(CampaignSimOptions {
         client_id: ACS_CLIENT.into(),
-        client_secret: Secret::new(ACS_SECRET),
+        client_secret: ACS_SECRET.into(),
         drop_root: Some(dir.join("campaign-sftp")),
         seed_events: events.clone(),
         ..CampaignSimOptions::default()

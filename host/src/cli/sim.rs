@@ -6,7 +6,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context;
 use clap::Subcommand;
-use conduit_connectors::http::Secret;
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
 
@@ -100,7 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         outln!("Dynamics 365 simulator listening on {}", server.base_url());
         outln!("  token URL:  {}", server.token_url("<any-tenant>"));
         outln!("  Web API:    {}api/data/v9.2/", server.base_url());
-        outln!("  control:    {}_sim/", server.base_url());
+        outln!("  control:    {}", server.control_url());
         outln!("  contacts:   {}", sim.count("contact"));
         contact_ids = sim
             .rows("contact")
@@ -123,7 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         let sim = CampaignSim::new(CampaignSimOptions {
             client_id: args.acs_client_id.clone(),
-            client_secret: Secret::new(args.acs_client_secret.clone()),
+            client_secret: args.acs_client_secret.clone(),
             seed_events: events,
             ..CampaignSimOptions::default()
         });
@@ -141,6 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         outln!("  IMS token:     {}", server.ims_url());
         outln!("  event journal: {}", server.journal_url());
         outln!("  drop folder:   {}", sim.drop_root().display());
+        outln!("  control:       {}", server.control_url());
         outln!("  events:        {}", sim.journal_len());
         campaign_server = Some(server);
     }

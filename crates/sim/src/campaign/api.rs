@@ -230,7 +230,7 @@ impl Call<'_> {
         let field = [schema.identification_key.as_str(), "email"]
             .into_iter()
             .filter(|field| schema.field(field).is_some())
-            .find(|field| conduit_connectors::campaign::key_filter_name(field) == filter)
+            .find(|field| super::wire::key_filter_name(field) == filter)
             .ok_or_else(|| RstError {
                 status: 404,
                 detail: format!("XTK-170036 Unknown filter '{filter}' for resource '{resource}'."),

@@ -40,7 +40,7 @@ pub async fn ims_token(
             "invalid client_id parameter",
         );
     }
-    if field("client_secret") != shared.client_secret.expose() {
+    if field("client_secret") != shared.client_secret.as_str() {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "invalid_client",

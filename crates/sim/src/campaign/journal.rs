@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use conduit_connectors::campaign::{campaign_datetime_text, parse_campaign_instant};
+use super::wire::{datetime_text, parse_datetime};
 use conduit_model::{EmailEvent, EmailEventKind};
 
 /// The journal's events, oldest first.
@@ -80,8 +80,8 @@ pub fn event_json(event: &EmailEvent) -> Value {
         EmailEventKind::Click => "click",
         EmailEventKind::Bounce => "bounce",
     };
-    let timestamp = parse_campaign_instant(&event.timestamp)
-        .map_or_else(|| event.timestamp.clone(), campaign_datetime_text);
+    let timestamp =
+        parse_datetime(&event.timestamp).map_or_else(|| event.timestamp.clone(), datetime_text);
     let mut json = json!({
         "id": event.id,
         "kind": kind,

@@ -24,6 +24,7 @@ mod journal;
 mod optout;
 pub mod schema;
 mod store;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,11 +43,7 @@ use tokio::task::JoinHandle;
 pub use journal::event_json;
 pub use schema::FieldType;
 
-use url::Url;
-
 use crate::faults::{FaultConfig, Faults, Rejection, fault_middleware};
-use conduit_connectors::campaign::CampaignSettings;
-use conduit_connectors::http::{RetryPolicy, Secret};
 use conduit_model::EmailEvent;
 use ims::Tokens;
 use journal::Journal;
@@ -64,7 +61,7 @@ pub struct CampaignSimOptions {
     /// The client id IMS accepts (also the expected `X-Api-Key`).
     pub client_id: String,
     /// The client secret IMS accepts.
-    pub client_secret: Secret,
+    pub client_secret: String,
     /// The lifetime of issued tokens (`expires_in`).
     pub token_ttl: Duration,
     /// The drop folder root; when `None`, a fresh temporary directory removed with the simulator.
@@ -80,7 +77,7 @@ impl Default for CampaignSimOptions {
         CampaignSimOptions {
             org: "CONDUIT".into(),
             client_id: "conduit-campaign-client".into(),
-            client_secret: Secret::new("conduit-campaign-secret"),
+            client_secret: "conduit-campaign-secret".into(),
             token_ttl: Duration::from_secs(86_399),
             drop_root: None,
             seed: 42,
@@ -125,9 +122,6 @@ pub enum SimError {
         /// Why.
         detail: String,
     },
-    /// A simulator URL did not parse (a bug: they are built from the bound address).
-    #[error("bad simulator URL: {0}")]
-    Url(#[from] url::ParseError),
     /// The server stopped with an error.
     #[error("the Campaign simulator stopped: {0}")]
     Serve(std::io::Error),
@@ -146,7 +140,7 @@ impl From<store::RstError> for SimError {
 pub(crate) struct Shared {
     org: String,
     client_id: String,
-    client_secret: Secret,
+    client_secret: String,
     token_ttl: Duration,
     drop_root: PathBuf,
     // A drop folder we created ourselves is removed with the simulator.
@@ -490,33 +484,13 @@ impl CampaignSim {
     }
 
     /// The client secret IMS accepts.
-    pub fn client_secret(&self) -> &Secret {
+    pub fn client_secret(&self) -> &str {
         &self.shared.client_secret
     }
 
     /// The organization name.
     pub fn org(&self) -> &str {
         &self.shared.org
-    }
-
-    /// Connector settings that point at this simulator (for the demo, tests and benchmarks).
-    pub fn connector_settings(
-        &self,
-        server: &CampaignSimServer,
-    ) -> Result<CampaignSettings, SimError> {
-        Ok(CampaignSettings {
-            api_base: Url::parse(&server.api_base())?,
-            ims_token_url: Url::parse(&server.ims_url())?,
-            client_id: self.shared.client_id.clone(),
-            client_secret: self.shared.client_secret.clone(),
-            scopes: vec!["openid".into(), "AdobeID".into(), "campaign_sdk".into()],
-            max_concurrency: 8,
-            events_journal_url: Url::parse(&server.journal_url())?,
-            opt_out_drop_root: self.drop_root(),
-            extra_ca_pem: None,
-            retry: RetryPolicy::default(),
-            request_timeout: Duration::from_secs(30),
-        })
     }
 }
 
@@ -537,6 +511,11 @@ impl CampaignSimServer {
     /// `http://<addr>`.
     pub fn origin(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The root of the `/_sim` control API (see [`control`]), e.g. `http://<addr>/_sim/`.
+    pub fn control_url(&self) -> String {
+        format!("http://{}/_sim/", self.addr)
     }
 
     /// The API base, `http://<addr>/<ORG>/campaign` (stands for `https://mc.adobe.io/<ORG>/campaign`).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 
-use conduit_connectors::campaign::{EXPORTS_SUBFOLDER, campaign_datetime_text, export_file_name};
+use super::wire::{EXPORTS_SUBFOLDER, datetime_text, export_file_name};
 
 /// One queued change of an opt-out attribute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub fn write_export(
             change.crm_id.as_str(),
             change.attribute.as_str(),
             if change.value { "true" } else { "false" },
-            campaign_datetime_text(change.changed_at).as_str(),
+            datetime_text(change.changed_at).as_str(),
         ])?;
     }
     writer.flush()?;

@@ -6,7 +6,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use conduit_connectors::campaign::campaign_datetime_text;
+use super::wire::{datetime_text, parse_datetime};
 
 /// A field type as Campaign's metadata names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,9 +160,8 @@ impl FieldDef {
             }
             FieldType::Datetime => {
                 let text = value.as_str().ok_or_else(invalid)?;
-                let instant = conduit_connectors::campaign::parse_campaign_instant(text)
-                    .ok_or_else(invalid)?;
-                Ok(json!(campaign_datetime_text(instant)))
+                let instant = parse_datetime(text).ok_or_else(invalid)?;
+                Ok(json!(datetime_text(instant)))
             }
             FieldType::Enumeration => {
                 let name = value.as_str().ok_or_else(invalid)?;
@@ -208,7 +207,7 @@ impl Schema {
 
     /// The `by<Key>` filter name of the identification key.
     pub fn key_filter(&self) -> String {
-        conduit_connectors::campaign::key_filter_name(&self.identification_key)
+        super::wire::key_filter_name(&self.identification_key)
     }
 
     /// The full `resourceType/<name>` metadata document.
@@ -236,7 +235,7 @@ impl Schema {
 
 /// True for the opt-out attributes that Campaign exports.
 pub fn is_opt_out_field(name: &str) -> bool {
-    conduit_connectors::campaign::is_opt_out_attribute(name)
+    super::wire::is_opt_out_field(name)
 }
 
 /// The out-of-box `profile` resource with the fields the integration uses.
@@ -297,7 +296,7 @@ pub fn vehicle_schema() -> Schema {
 
 /// Now as Campaign date text.
 pub fn now_text() -> String {
-    campaign_datetime_text(Utc::now())
+    datetime_text(Utc::now())
 }
 
 #[cfg(test)]

@@ -6,8 +6,12 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::odata::{
-    ApiError, EntityKey, Preferences, QueryOptions, matches_filter, parse_entity_key, parse_filter,
-    percent_decode, percent_encode,
+    ApiError, EntityKey, Preferences, QueryOptions, parse_entity_key, percent_decode,
+    percent_encode,
+};
+use super::query::{
+    ExpandItem, Filter, OrderKey, compare_rows, parse_expand, parse_filter, parse_orderby,
+    unsupported,
 };
 use super::schema::{AttributeType, TableDef};
 use super::store::{Change, ListPosition, Store, StoredRow, TableState, WriteMode};
@@ -117,6 +121,15 @@ fn route(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiErro
         .collect();
     let method = request.method.as_str();
     let first = segments.first().map(String::as_str).unwrap_or_default();
+    if segments.len() == 1 && first.is_empty() {
+        only_get(method)?;
+        only_options(&QueryOptions::parse(&request.query), &[])?;
+        return Ok(service_document(store, request));
+    }
+    if first == "$metadata" {
+        only_get(method)?;
+        return Ok(csdl(store));
+    }
     if first == "WhoAmI" || first == "WhoAmI()" {
         return only_get(method).map(|()| who_am_i(request));
     }
@@ -192,6 +205,112 @@ fn split_key_segment(segment: &str) -> Result<(String, Option<EntityKey>), ApiEr
             Ok((set.to_string(), Some(parse_entity_key(inner)?)))
         }
         None => Ok((segment.to_string(), None)),
+    }
+}
+
+/// The OData service document: every entity set, plus the metadata set and `WhoAmI`.
+fn service_document(store: &Store, request: &ApiRequest) -> ApiResponse {
+    let mut value: Vec<Json> = store
+        .tables()
+        .map(|table| {
+            json!({"name": table.def.entity_set, "kind": "EntitySet", "url": table.def.entity_set})
+        })
+        .collect();
+    value.push(
+        json!({"name": "EntityDefinitions", "kind": "EntitySet", "url": "EntityDefinitions"}),
+    );
+    value.push(json!({"name": "WhoAmI", "kind": "FunctionImport", "url": "WhoAmI"}));
+    ApiResponse::json(
+        200,
+        &json!({"@odata.context": format!("{}$metadata", request.api_root), "value": value}),
+    )
+}
+
+/// Escapes text for an XML attribute value.
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// The CSDL (`$metadata`) of the simulated tables: an entity type per table with its key,
+/// properties (lookups as `_x_value` Guid properties and single-valued navigation properties),
+/// the `WhoAmI` function, and the `System` container with one entity set per table.
+fn csdl(store: &Store) -> ApiResponse {
+    let mut types = String::new();
+    let mut sets = String::new();
+    for table in store.tables() {
+        let def = &table.def;
+        let name = xml_escape(&def.logical_name);
+        types.push_str(&format!(
+            "<EntityType Name=\"{name}\" BaseType=\"mscrm.crmbaseentity\"><Key><PropertyRef Name=\"{}\"/></Key>",
+            xml_escape(&def.primary_id)
+        ));
+        let mut bindings = String::new();
+        for attribute in &def.attributes {
+            let mut property = format!(
+                "<Property Name=\"{}\" Type=\"Edm.{}\"",
+                xml_escape(&attribute.wire_name()),
+                super::store::edm_type(attribute)
+            );
+            if let Some(max_length) = attribute.max_length {
+                property.push_str(&format!(" MaxLength=\"{max_length}\""));
+            }
+            if attribute.logical_name == def.primary_id {
+                property.push_str(" Nullable=\"false\"");
+            }
+            property.push_str("/>");
+            types.push_str(&property);
+            if let (Some(navigation), Some(target)) = (&attribute.navigation, &attribute.target)
+                && let Some(target) = store.table(target)
+            {
+                types.push_str(&format!(
+                    "<NavigationProperty Name=\"{}\" Type=\"mscrm.{}\"/>",
+                    xml_escape(navigation),
+                    xml_escape(&target.def.logical_name)
+                ));
+                bindings.push_str(&format!(
+                    "<NavigationPropertyBinding Path=\"{}\" Target=\"{}\"/>",
+                    xml_escape(navigation),
+                    xml_escape(&target.def.entity_set)
+                ));
+            }
+        }
+        types.push_str("</EntityType>");
+        sets.push_str(&format!(
+            "<EntitySet Name=\"{}\" EntityType=\"Microsoft.Dynamics.CRM.{name}\">{bindings}</EntitySet>",
+            xml_escape(&def.entity_set)
+        ));
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\
+<edmx:Edmx Version=\"4.0\" xmlns:edmx=\"http://docs.oasis-open.org/odata/ns/edmx\">\
+<edmx:DataServices>\
+<Schema Namespace=\"Microsoft.Dynamics.CRM\" Alias=\"mscrm\" xmlns=\"http://docs.oasis-open.org/odata/ns/edm\">\
+<EntityType Name=\"crmbaseentity\" Abstract=\"true\"/>\
+{types}\
+<ComplexType Name=\"WhoAmIResponse\">\
+<Property Name=\"BusinessUnitId\" Type=\"Edm.Guid\" Nullable=\"false\"/>\
+<Property Name=\"UserId\" Type=\"Edm.Guid\" Nullable=\"false\"/>\
+<Property Name=\"OrganizationId\" Type=\"Edm.Guid\" Nullable=\"false\"/>\
+</ComplexType>\
+<Function Name=\"WhoAmI\"><ReturnType Type=\"mscrm.WhoAmIResponse\" Nullable=\"false\"/></Function>\
+<EntityContainer Name=\"System\">{sets}\
+<FunctionImport Name=\"WhoAmI\" Function=\"Microsoft.Dynamics.CRM.WhoAmI\"/>\
+</EntityContainer>\
+</Schema>\
+</edmx:DataServices>\
+</edmx:Edmx>"
+    );
+    ApiResponse {
+        status: 200,
+        headers: vec![
+            ("Content-Type".to_string(), "application/xml".to_string()),
+            ("OData-Version".to_string(), "4.0".to_string()),
+        ],
+        body,
     }
 }
 
@@ -291,13 +410,130 @@ fn logical_name_argument(segment: &str, prefix: &str) -> Result<Option<String>, 
     }
 }
 
+/// Fails naming the first system query option outside `allowed` (never a silent ignore).
+fn only_options(options: &QueryOptions, allowed: &[&str]) -> Result<(), ApiError> {
+    match options.pairs.iter().find(|(key, _)| {
+        key.starts_with('$') && !allowed.iter().any(|ok| key.eq_ignore_ascii_case(ok))
+    }) {
+        Some((key, _)) => Err(unsupported(key)),
+        None => Ok(()),
+    }
+}
+
+/// The `Attributes` of a table as metadata entries, narrowed by a cast, `$filter` and
+/// `$select`, with `OptionSet` / `GlobalOptionSet` expanded when asked.
+fn attribute_entries(
+    table: &TableDef,
+    cast: Option<&str>,
+    filter: Option<&Filter>,
+    select: Option<&[String]>,
+    expand: &[ExpandItem],
+) -> Result<Vec<(String, Json)>, ApiError> {
+    for item in expand {
+        if !matches!(item.name.as_str(), "OptionSet" | "GlobalOptionSet") {
+            return Err(ApiError::bad_request(format!(
+                "Could not find a property named '{}' on type 'Microsoft.Dynamics.CRM.AttributeMetadata'.",
+                item.name
+            )));
+        }
+        item.only(&["$select"])?;
+    }
+    let mut entries = Vec::new();
+    for attribute in &table.attributes {
+        if cast.is_some_and(|cast| attribute.kind.metadata_class() != cast) {
+            continue;
+        }
+        let full = attribute.metadata(&table.logical_name);
+        if let Some(filter) = filter
+            && !full
+                .as_object()
+                .is_some_and(|object| filter.matches(object))
+        {
+            continue;
+        }
+        let mut entry = select_properties(full, select);
+        if let Some(map) = entry.as_object_mut() {
+            for item in expand {
+                if item.name == "OptionSet" {
+                    if let Some(set) = attribute.option_set() {
+                        map.insert(
+                            item.name.clone(),
+                            select_properties(set, item.select().as_deref()),
+                        );
+                    }
+                } else {
+                    // The simulated choices are all local: no global option set behind them.
+                    map.insert(item.name.clone(), Json::Null);
+                }
+            }
+        }
+        entries.push((attribute.logical_name.clone(), entry));
+    }
+    Ok(entries)
+}
+
+/// One `EntityDefinitions` entry with `$select` and `$expand` (`Attributes`, `Keys`) applied.
+fn entity_entry(
+    table: &TableDef,
+    select: Option<&[String]>,
+    expand: &[ExpandItem],
+) -> Result<Json, ApiError> {
+    let mut entry = select_properties(table.metadata(), select);
+    for item in expand {
+        let value = match item.name.as_str() {
+            "Attributes" => {
+                item.only(&["$select", "$filter", "$expand"])?;
+                let filter = item.option("$filter").map(parse_filter).transpose()?;
+                let nested = item.option("$expand").map(parse_expand).transpose()?;
+                let entries = attribute_entries(
+                    table,
+                    None,
+                    filter.as_ref(),
+                    item.select().as_deref(),
+                    nested.as_deref().unwrap_or_default(),
+                )?;
+                Json::Array(entries.into_iter().map(|(_, entry)| entry).collect())
+            }
+            "Keys" => {
+                item.only(&["$select"])?;
+                let keys = table.metadata()["Keys"].clone();
+                let select = item.select();
+                match keys {
+                    Json::Array(keys) => Json::Array(
+                        keys.into_iter()
+                            .map(|key| select_properties(key, select.as_deref()))
+                            .collect(),
+                    ),
+                    other => other,
+                }
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Could not find a property named '{other}' on type 'Microsoft.Dynamics.CRM.EntityMetadata'."
+                )));
+            }
+        };
+        if let Some(map) = entry.as_object_mut() {
+            map.insert(item.name.clone(), value);
+        }
+    }
+    Ok(entry)
+}
+
 fn metadata(
     store: &Store,
     request: &ApiRequest,
     segments: &[String],
 ) -> Result<ApiResponse, ApiError> {
     let options = QueryOptions::parse(&request.query);
+    only_options(&options, &["$select", "$filter", "$expand"])?;
     let select = options.select();
+    let filter = options.get("$filter").map(parse_filter).transpose()?;
+    let expand = options
+        .get("$expand")
+        .map(parse_expand)
+        .transpose()?
+        .unwrap_or_default();
     let root = &request.api_root;
     let table_name = logical_name_argument(&segments[0], "EntityDefinitions")?;
     let Some(table_name) = table_name else {
@@ -306,19 +542,19 @@ fn metadata(
                 "Address a table as EntityDefinitions(LogicalName='...')",
             ));
         }
-        let filter = options.get("$filter").map(parse_filter).transpose()?;
-        let value: Vec<Json> = store
-            .tables()
-            .map(|table| table.def.metadata())
-            .filter(|entry| {
-                filter.as_ref().is_none_or(|filter| {
-                    entry
-                        .as_object()
-                        .is_some_and(|object| matches_filter(object, filter))
-                })
-            })
-            .map(|entry| select_properties(entry, select.as_deref()))
-            .collect();
+        let mut value = Vec::new();
+        for table in store.tables() {
+            let keep = filter.as_ref().is_none_or(|filter| {
+                table
+                    .def
+                    .metadata()
+                    .as_object()
+                    .is_some_and(|object| filter.matches(object))
+            });
+            if keep {
+                value.push(entity_entry(&table.def, select.as_deref(), &expand)?);
+            }
+        }
         return Ok(ApiResponse::json(
             200,
             &json!({"@odata.context": format!("{root}$metadata#EntityDefinitions"), "value": value}),
@@ -328,7 +564,10 @@ fn metadata(
         .table(&table_name)
         .ok_or_else(|| super::store::unknown_table(&table_name))?;
     let Some(second) = segments.get(1) else {
-        let mut entry = select_properties(table.def.metadata(), select.as_deref());
+        if filter.is_some() {
+            return Err(unsupported("$filter on a single EntityDefinitions entry"));
+        }
+        let mut entry = entity_entry(&table.def, select.as_deref(), &expand)?;
         if let Some(map) = entry.as_object_mut() {
             map.insert(
                 "@odata.context".to_string(),
@@ -338,6 +577,9 @@ fn metadata(
         return Ok(ApiResponse::json(200, &entry));
     };
     let attribute_name = logical_name_argument(second, "Attributes")?;
+    if segments.len() > 3 {
+        return Err(unsupported(&segments[3..].join("/")));
+    }
     let cast = segments
         .get(2)
         .map(|cast| {
@@ -348,67 +590,64 @@ fn metadata(
                 })
         })
         .transpose()?;
-    let expand_option_set = options
-        .get("$expand")
-        .is_some_and(|expand| expand.split(',').any(|e| e.trim() == "OptionSet"));
-    let render = |attribute: &super::schema::AttributeDef| {
-        let mut entry = select_properties(
-            attribute.metadata(&table.def.logical_name),
-            select.as_deref(),
-        );
-        if expand_option_set
-            && let (Some(option_set), Some(map)) = (attribute.option_set(), entry.as_object_mut())
-        {
-            map.insert("OptionSet".to_string(), option_set);
-        }
-        entry
-    };
-    let fits_cast = |attribute: &&super::schema::AttributeDef| {
-        cast.as_deref()
-            .is_none_or(|cast| attribute.kind.metadata_class() == cast)
-    };
+    let logical = &table.def.logical_name;
     match attribute_name {
         None => {
-            let value: Vec<Json> = table
-                .def
-                .attributes
-                .iter()
-                .filter(fits_cast)
-                .map(render)
-                .collect();
+            let entries = attribute_entries(
+                &table.def,
+                cast.as_deref(),
+                filter.as_ref(),
+                select.as_deref(),
+                &expand,
+            )?;
+            let mut context = format!("{root}$metadata#EntityDefinitions('{logical}')/Attributes");
+            if let Some(cast) = &cast {
+                context.push_str(&format!("/Microsoft.Dynamics.CRM.{cast}"));
+            }
             Ok(ApiResponse::json(
                 200,
                 &json!({
-                    "@odata.context": format!("{root}$metadata#EntityDefinitions('{}')/Attributes", table.def.logical_name),
-                    "value": value,
+                    "@odata.context": context,
+                    "value": entries.into_iter().map(|(_, entry)| entry).collect::<Vec<_>>(),
                 }),
             ))
         }
         Some(name) => {
+            if filter.is_some() {
+                return Err(unsupported("$filter on a single attribute"));
+            }
             let attribute = table.def.attribute(&name).ok_or_else(|| {
                 ApiError::new(
                     404,
                     "0x80040217",
-                    format!(
-                        "Could not find attribute '{name}' on entity '{}'.",
-                        table.def.logical_name
-                    ),
+                    format!("Could not find attribute '{name}' on entity '{logical}'."),
                 )
             })?;
-            if !fits_cast(&attribute) {
+            if cast
+                .as_deref()
+                .is_some_and(|cast| attribute.kind.metadata_class() != cast)
+            {
                 return Err(ApiError::bad_request(format!(
                     "The attribute '{name}' is a {} and cannot be cast to {}.",
                     attribute.kind.metadata_class(),
                     cast.unwrap_or_default()
                 )));
             }
-            let mut entry = render(attribute);
+            let (_, mut entry) = attribute_entries(
+                &table.def,
+                cast.as_deref(),
+                None,
+                select.as_deref(),
+                &expand,
+            )?
+            .into_iter()
+            .find(|(logical_name, _)| *logical_name == name)
+            .ok_or_else(|| unsupported(&name))?;
             if let Some(map) = entry.as_object_mut() {
                 map.insert(
                     "@odata.context".to_string(),
                     json!(format!(
-                        "{root}$metadata#EntityDefinitions('{}')/Attributes/$entity",
-                        table.def.logical_name
+                        "{root}$metadata#EntityDefinitions('{logical}')/Attributes/$entity"
                     )),
                 );
             }
@@ -422,6 +661,91 @@ struct RenderOptions<'a> {
     select: Option<&'a [String]>,
     formatted: bool,
     lookup_annotations: bool,
+    expand: &'a [Expansion],
+}
+
+impl RenderOptions<'_> {
+    /// Every column, no annotations, nothing expanded: what `$filter` and `$orderby` see.
+    const PLAIN: RenderOptions<'static> = RenderOptions {
+        select: None,
+        formatted: false,
+        lookup_annotations: false,
+        expand: &[],
+    };
+}
+
+/// A single-valued navigation property to expand, checked against the schema.
+struct Expansion {
+    /// The navigation property, e.g. `parentcustomerid_contact`.
+    navigation: String,
+    /// The lookup attribute behind it.
+    attribute: String,
+    /// The table it points at.
+    target: String,
+    /// The nested `$select`.
+    select: Option<Vec<String>>,
+}
+
+/// Checks `$expand` of a table's rows: single-valued lookups only, nested `$select` only.
+fn expansions(
+    store: &Store,
+    table: &TableDef,
+    expand: Option<&str>,
+) -> Result<Vec<Expansion>, ApiError> {
+    let Some(expand) = expand else {
+        return Ok(Vec::new());
+    };
+    let mut plans = Vec::new();
+    for item in parse_expand(expand)? {
+        let attribute = table
+            .attribute_by_navigation(&item.name)
+            .ok_or_else(|| super::store::unknown_property(table, &item.name))?;
+        item.only(&["$select"])?;
+        let target_name = attribute.target.clone().unwrap_or_default();
+        let target = store
+            .table(&target_name)
+            .ok_or_else(|| super::store::unknown_table(&target_name))?;
+        let select = item.select();
+        if let Some(select) = &select {
+            check_select(&target.def, select)?;
+        }
+        plans.push(Expansion {
+            navigation: item.name.clone(),
+            attribute: attribute.logical_name.clone(),
+            target: target_name,
+            select,
+        });
+    }
+    Ok(plans)
+}
+
+/// True when the row (all its columns) satisfies `filter`.
+fn row_matches(store: &Store, table: &TableState, row: &StoredRow, filter: &Filter) -> bool {
+    render_row(store, table, row, &RenderOptions::PLAIN)
+        .as_object()
+        .is_some_and(|object| filter.matches(object))
+}
+
+/// The rows matching `filter`, sorted by `keys` (ties by primary key, so pages are stable).
+fn sorted_rows<'a>(
+    store: &Store,
+    table: &'a TableState,
+    filter: Option<&Filter>,
+    keys: &[OrderKey],
+) -> Vec<&'a StoredRow> {
+    let mut rows: Vec<(Map<String, Json>, &String, &StoredRow)> = table
+        .rows
+        .iter()
+        .filter_map(|(id, row)| {
+            let plain = render_row(store, table, row, &RenderOptions::PLAIN);
+            let object = plain.as_object()?.clone();
+            filter
+                .is_none_or(|filter| filter.matches(&object))
+                .then_some((object, id, row))
+        })
+        .collect();
+    rows.sort_by(|a, b| compare_rows(keys, &a.0, &b.0).then_with(|| a.1.cmp(b.1)));
+    rows.into_iter().map(|(_, _, row)| row).collect()
 }
 
 fn check_select(table: &TableDef, select: &[String]) -> Result<(), ApiError> {
@@ -493,6 +817,27 @@ fn render_row(
         }
         body.insert(wire, value);
     }
+    for expansion in options.expand {
+        let target = store.table(&expansion.target);
+        let related = row
+            .fields
+            .get(&expansion.attribute)
+            .and_then(Json::as_str)
+            .and_then(|id| Some((target?, target?.rows.get(id)?)));
+        let value = match related {
+            Some((target, related)) => render_row(
+                store,
+                target,
+                related,
+                &RenderOptions {
+                    select: expansion.select.as_deref(),
+                    ..RenderOptions::PLAIN
+                },
+            ),
+            None => Json::Null,
+        };
+        body.insert(expansion.navigation.clone(), value);
+    }
     Json::Object(body)
 }
 
@@ -501,11 +846,7 @@ pub fn all_rows(store: &Store, logical: &str) -> Vec<Json> {
     let Some(table) = store.table(logical) else {
         return Vec::new();
     };
-    let options = RenderOptions {
-        select: None,
-        formatted: false,
-        lookup_annotations: false,
-    };
+    let options = RenderOptions::PLAIN;
     let start = ListPosition {
         in_deletes: false,
         after: 0,
@@ -608,31 +949,53 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
                 ));
             }
         }
-    } else {
-        for option in ["$orderby", "$expand", "$apply", "$skip"] {
-            if options.get(option).is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "The simulator does not evaluate {option}; the connector never sends it."
-                )));
-            }
-        }
     }
+    only_options(
+        &options,
+        &[
+            "$select",
+            "$filter",
+            "$orderby",
+            "$top",
+            "$count",
+            "$expand",
+            "$skiptoken",
+            "$deltatoken",
+        ],
+    )?;
     let select = options.select();
     if let Some(select) = &select {
         check_select(&table.def, select)?;
     }
     let filter = options.get("$filter").map(parse_filter).transpose()?;
+    if let Some(filter) = &filter {
+        check_select(
+            &table.def,
+            &filter
+                .properties()
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        )?;
+    }
+    let orderby = options.get("$orderby").map(parse_orderby).transpose()?;
+    if let Some(keys) = &orderby {
+        let properties: Vec<String> = keys.iter().map(|key| key.property.clone()).collect();
+        check_select(&table.def, &properties)?;
+    }
+    let expand = expansions(store, &table.def, options.get("$expand"))?;
     let asked_page_size = preferences.max_page_size;
     let page_size = asked_page_size
         .unwrap_or(MAX_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
-    let top = if asked_page_size.is_none() {
-        options
-            .get("$top")
-            .and_then(|top| top.parse::<usize>().ok())
-    } else {
-        None
-    };
+    let top = options
+        .get("$top")
+        .map(|top| {
+            top.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("$top must be a whole number, got '{top}'."))
+            })
+        })
+        .transpose()?;
 
     let cookie = match skip_token {
         Some(token) => Cookie::decode(token)?,
@@ -657,30 +1020,44 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
         select: select.as_deref(),
         formatted: preferences.wants_formatted_values(),
         lookup_annotations: preferences.wants_lookup_annotations(),
+        expand: &expand,
     };
-    let limit = top.map_or(page_size, |top| top.min(page_size));
+    // `$top` wins over `odata.maxpagesize`: the client asked for that many rows, one page.
+    let limit = top.map_or(page_size, |top| top.min(MAX_PAGE_SIZE));
     let mut value = Vec::new();
     let mut position = cookie.position;
     let mut next;
-    // A filter may drop rows, so keep reading until the page is full or the listing ends.
-    loop {
-        let (changes, more) = table.changes(
-            cookie.since,
-            cookie.upto,
-            position,
-            cookie.delta,
-            limit - value.len(),
-        );
-        for change in changes {
-            match change {
+    if let Some(keys) = &orderby {
+        // Sorted listings page by offset (kept in the cookie's position) over the sorted rows.
+        let offset = usize::try_from(cookie.position.after).unwrap_or(usize::MAX);
+        let sorted = sorted_rows(store, table, filter.as_ref(), keys);
+        value = sorted
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|row| render_row(store, table, row, &render_options))
+            .collect();
+        next =
+            (top.is_none() && offset.saturating_add(limit) < sorted.len()).then(|| ListPosition {
+                in_deletes: false,
+                after: u64::try_from(offset + limit).unwrap_or(u64::MAX),
+            });
+    } else {
+        loop {
+            let (changes, more) = table.changes(
+                cookie.since,
+                cookie.upto,
+                position,
+                cookie.delta,
+                limit - value.len(),
+            );
+            for change in changes {
+                match change {
                 Change::Upsert(_, row) => {
                     // The filter sees every column, not only the selected ones.
-                    let keep = filter.as_ref().is_none_or(|filter| {
-                        let everything = RenderOptions { select: None, formatted: false, lookup_annotations: false };
-                        render_row(store, table, row, &everything)
-                            .as_object()
-                            .is_some_and(|object| matches_filter(object, filter))
-                    });
+                    let keep = filter
+                        .as_ref()
+                        .is_none_or(|filter| row_matches(store, table, row, filter));
                     if keep {
                         value.push(render_row(store, table, row, &render_options));
                     }
@@ -691,12 +1068,13 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
                     "reason": "deleted",
                 })),
             }
-        }
-        match more {
-            Some(more) if value.len() < limit => position = more,
-            other => {
-                next = other;
-                break;
+            }
+            match more {
+                Some(more) if value.len() < limit => position = more,
+                other => {
+                    next = other;
+                    break;
+                }
             }
         }
     }
@@ -716,20 +1094,13 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     body.insert("@odata.context".to_string(), json!(context));
     if options.get("$count").is_some_and(|count| count == "true") {
         // The count covers every matching row, not just this page, capped as the service caps it.
-        let everything = RenderOptions {
-            select: None,
-            formatted: false,
-            lookup_annotations: false,
-        };
         let matching = table
             .rows
             .values()
             .filter(|row| {
-                filter.as_ref().is_none_or(|filter| {
-                    render_row(store, table, row, &everything)
-                        .as_object()
-                        .is_some_and(|object| matches_filter(object, filter))
-                })
+                filter
+                    .as_ref()
+                    .is_none_or(|filter| row_matches(store, table, row, filter))
             })
             .count();
         body.insert(
@@ -775,7 +1146,7 @@ fn list(store: &Store, logical: &str, request: &ApiRequest) -> Result<ApiRespons
     if preferences.track_changes {
         applied.push("odata.track-changes".to_string());
     }
-    if let Some(asked) = asked_page_size {
+    if let Some(asked) = asked_page_size.filter(|_| top.is_none()) {
         applied.push(format!(
             "odata.maxpagesize={}",
             asked.clamp(1, MAX_PAGE_SIZE)
@@ -803,10 +1174,12 @@ fn retrieve(
         .resolve_key(key)?
         .ok_or_else(|| ApiError::row_not_found(logical, &describe_key(key)))?;
     let options = QueryOptions::parse(&request.query);
+    only_options(&options, &["$select", "$expand"])?;
     let select = options.select();
     if let Some(select) = &select {
         check_select(&table.def, select)?;
     }
+    let expand = expansions(store, &table.def, options.get("$expand"))?;
     let preferences = request.preferences();
     let row = &table.rows[&id];
     let etag = format!("W/\"{}\"", row.version);
@@ -825,6 +1198,7 @@ fn retrieve(
             select: select.as_deref(),
             formatted: preferences.wants_formatted_values(),
             lookup_annotations: preferences.wants_lookup_annotations(),
+            expand: &expand,
         },
     );
     if let Some(map) = body.as_object_mut() {
@@ -896,7 +1270,7 @@ fn written_response(
             &RenderOptions {
                 select: select.as_deref(),
                 formatted: preferences.wants_formatted_values(),
-                lookup_annotations: false,
+                ..RenderOptions::PLAIN
             },
         );
         if let Some(map) = body.as_object_mut() {
@@ -1018,5 +1392,316 @@ mod tests {
         };
         assert_eq!(Cookie::decode(&cookie.encode()), Ok(cookie));
         assert!(Cookie::decode("garbage").is_err());
+    }
+
+    const ROOT: &str = "http://sim/api/data/v9.2/";
+
+    fn store() -> Store {
+        let mut store = Store::new(
+            super::super::schema::seeded_tables(),
+            super::super::store::Clock::new(chrono::Utc::now()),
+        );
+        let contacts = [
+            ("00000000-0000-4000-8000-000000000001", "Ann", "Smith", 2),
+            ("00000000-0000-4000-8000-000000000002", "Bob", "Jones", 0),
+            ("00000000-0000-4000-8000-000000000003", "Cy", "smith", 5),
+        ];
+        for (id, first, last, children) in contacts {
+            let fields =
+                json!({"firstname": first, "lastname": last, "numberofchildren": children});
+            store
+                .write(
+                    "contact",
+                    id,
+                    fields.as_object().expect("object"),
+                    WriteMode::Upsert,
+                    None,
+                )
+                .expect("seed contact");
+        }
+        let vehicle = json!({"new_name": "V1", "new_contactid@odata.bind": "/contacts(00000000-0000-4000-8000-000000000002)"});
+        store
+            .write(
+                "new_vehicle",
+                "00000000-0000-4000-8000-0000000000a1",
+                vehicle.as_object().expect("object"),
+                WriteMode::Upsert,
+                None,
+            )
+            .expect("seed vehicle");
+        store
+    }
+
+    fn get(store: &mut Store, path_and_query: &str, prefer: Option<&str>) -> ApiResponse {
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let headers = prefer
+            .map(|value| vec![("Prefer".to_string(), value.to_string())])
+            .unwrap_or_default();
+        handle(
+            store,
+            &ApiRequest {
+                method: "GET".into(),
+                path: path.into(),
+                query: query.replace(' ', "%20"),
+                headers,
+                body: String::new(),
+                api_root: ROOT.into(),
+            },
+        )
+    }
+
+    fn get_json(store: &mut Store, path_and_query: &str) -> Json {
+        let response = get(store, path_and_query, None);
+        assert_eq!(response.status, 200, "{path_and_query}: {}", response.body);
+        serde_json::from_str(&response.body).expect("JSON body")
+    }
+
+    fn column(body: &Json, name: &str) -> Vec<String> {
+        body["value"]
+            .as_array()
+            .expect("value")
+            .iter()
+            .map(|row| row[name].as_str().unwrap_or("<null>").to_string())
+            .collect()
+    }
+
+    fn error_of(response: &ApiResponse) -> (u16, String, String) {
+        let body: Json = serde_json::from_str(&response.body).expect("error body");
+        (
+            response.status,
+            body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
+    #[test]
+    fn the_service_document_lists_every_entity_set() {
+        let mut store = store();
+        let body = get_json(&mut store, "");
+        assert_eq!(body["@odata.context"], format!("{ROOT}$metadata"));
+        let names = column(&body, "name");
+        for set in [
+            "contacts",
+            "new_vehicles",
+            "adobe_emailsends",
+            "EntityDefinitions",
+        ] {
+            assert!(names.contains(&set.to_string()), "{set} in {names:?}");
+        }
+    }
+
+    #[test]
+    fn orderby_sorts_ascending_descending_and_by_several_keys() {
+        let mut store = store();
+        let body = get_json(
+            &mut store,
+            "contacts?$select=firstname&$orderby=firstname desc",
+        );
+        assert_eq!(column(&body, "firstname"), ["Cy", "Bob", "Ann"]);
+        let body = get_json(
+            &mut store,
+            "contacts?$select=firstname&$orderby=lastname asc,numberofchildren desc",
+        );
+        assert_eq!(column(&body, "firstname"), ["Bob", "Cy", "Ann"]);
+    }
+
+    #[test]
+    fn sorted_listings_page_through_next_links() {
+        let mut store = store();
+        let first = get(
+            &mut store,
+            "contacts?$select=firstname&$orderby=firstname",
+            Some("odata.maxpagesize=2"),
+        );
+        let first: Json = serde_json::from_str(&first.body).expect("page");
+        assert_eq!(column(&first, "firstname"), ["Ann", "Bob"]);
+        let next = first["@odata.nextLink"].as_str().expect("next link");
+        let relative = next.strip_prefix(ROOT).expect("absolute link");
+        let second = get(&mut store, relative, Some("odata.maxpagesize=2"));
+        let second: Json = serde_json::from_str(&second.body).expect("page");
+        assert_eq!(column(&second, "firstname"), ["Cy"]);
+        assert!(second.get("@odata.nextLink").is_none());
+    }
+
+    #[test]
+    fn filter_count_and_top_combine() {
+        let mut store = store();
+        let body = get_json(
+            &mut store,
+            "contacts?$select=firstname&$filter=(contains(lastname,'mit') or firstname eq 'Bob') and not (numberofchildren gt 4)&$count=true&$orderby=firstname",
+        );
+        assert_eq!(column(&body, "firstname"), ["Ann", "Bob"]);
+        assert_eq!(body["@odata.count"], 2);
+        let body = get_json(
+            &mut store,
+            "contacts?$select=firstname&$filter=startswith(firstname,'c') or endswith(firstname,'nn')&$orderby=firstname",
+        );
+        assert_eq!(column(&body, "firstname"), ["Ann", "Cy"]);
+        let body = get_json(
+            &mut store,
+            "contacts?$filter=emailaddress1 eq null&$count=true&$top=1",
+        );
+        assert_eq!(body["value"].as_array().map(Vec::len), Some(1));
+        assert_eq!(body["@odata.count"], 3);
+        assert!(body.get("@odata.nextLink").is_none());
+    }
+
+    #[test]
+    fn unknown_properties_and_unsupported_options_answer_the_documented_error() {
+        let mut store = store();
+        let (status, code, message) =
+            error_of(&get(&mut store, "contacts?$filter=nosuch eq 1", None));
+        assert_eq!((status, code.as_str()), (400, "0x80060888"));
+        assert!(message.contains("nosuch"), "{message}");
+        for option in ["$skip=1", "$apply=groupby((lastname))", "$search=x"] {
+            let (status, code, message) =
+                error_of(&get(&mut store, &format!("contacts?{option}"), None));
+            let name = option.split('=').next().unwrap_or_default();
+            assert_eq!((status, code.as_str()), (400, "0x80060888"), "{option}");
+            assert!(message.contains(name), "{option}: {message}");
+        }
+        let (_, code, message) = error_of(&get(
+            &mut store,
+            "contacts?$filter=tolower(lastname) eq 'a'",
+            None,
+        ));
+        assert_eq!(code, "0x80060888");
+        assert!(message.contains("tolower"), "{message}");
+    }
+
+    #[test]
+    fn single_valued_lookups_expand_with_a_nested_select() {
+        let mut store = store();
+        let body = get_json(
+            &mut store,
+            "new_vehicles?$select=new_name&$expand=new_contactid($select=firstname)",
+        );
+        let expanded = &body["value"][0]["new_contactid"];
+        assert_eq!(expanded["firstname"], "Bob");
+        assert!(expanded.get("lastname").is_none());
+        let body = get_json(
+            &mut store,
+            "new_vehicles(00000000-0000-4000-8000-0000000000a1)?$expand=new_contactid",
+        );
+        assert_eq!(body["new_contactid"]["lastname"], "Jones");
+        let (status, _, message) = error_of(&get(&mut store, "new_vehicles?$expand=nosuch", None));
+        assert_eq!(status, 400);
+        assert!(message.contains("nosuch"), "{message}");
+        // Change tracking refuses $expand, as the service does.
+        let refused = get(
+            &mut store,
+            "new_vehicles?$expand=new_contactid",
+            Some("odata.track-changes"),
+        );
+        assert_eq!(refused.status, 400);
+    }
+
+    #[test]
+    fn entity_definitions_filter_select_and_expand_attributes() {
+        let mut store = store();
+        let body = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName,EntitySetName&$filter=LogicalName eq 'contact'&$expand=Attributes($select=LogicalName,AttributeType)",
+        );
+        let entries = body["value"].as_array().expect("value");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0]["EntitySetName"], "contacts");
+        assert!(entries[0].get("PrimaryIdAttribute").is_none());
+        let attributes = entries[0]["Attributes"]
+            .as_array()
+            .expect("expanded Attributes");
+        let birthdate = attributes
+            .iter()
+            .find(|a| a["LogicalName"] == "birthdate")
+            .expect("birthdate");
+        assert_eq!(birthdate["AttributeType"], "DateTime");
+        assert!(birthdate.get("MaxLength").is_none());
+        let one = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')?$select=LogicalName&$expand=Attributes($filter=AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist')",
+        );
+        assert_eq!(one["Attributes"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn typed_attribute_casts_carry_their_own_properties() {
+        let mut store = store();
+        let body = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=LogicalName,DateTimeBehavior",
+        );
+        let behaviors: Vec<(String, String)> = body["value"]
+            .as_array()
+            .expect("value")
+            .iter()
+            .map(|a| {
+                (
+                    a["LogicalName"].as_str().unwrap_or_default().to_string(),
+                    a["DateTimeBehavior"]["Value"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            behaviors.contains(&("birthdate".into(), "DateOnly".into())),
+            "{behaviors:?}"
+        );
+        assert!(
+            behaviors.contains(&("modifiedon".into(), "UserLocal".into())),
+            "{behaviors:?}"
+        );
+        let picklists = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName&$expand=OptionSet($select=Options),GlobalOptionSet",
+        );
+        let gender = &picklists["value"][0];
+        assert_eq!(gender["LogicalName"], "gendercode");
+        assert_eq!(gender["OptionSet"]["Options"][1]["Value"], 2);
+        assert!(gender["GlobalOptionSet"].is_null());
+        let lookups = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='new_vehicle')/Attributes/Microsoft.Dynamics.CRM.LookupAttributeMetadata?$select=LogicalName,Targets",
+        );
+        assert_eq!(lookups["value"][0]["Targets"], json!(["contact"]));
+    }
+
+    #[test]
+    fn csdl_describes_every_table_and_who_am_i() {
+        let mut store = store();
+        let response = get(&mut store, "$metadata", None);
+        assert_eq!(response.status, 200);
+        assert!(
+            response
+                .headers
+                .iter()
+                .any(|(k, v)| k == "Content-Type" && v == "application/xml")
+        );
+        let xml = &response.body;
+        assert!(xml.contains("<EntityType Name=\"contact\" BaseType=\"mscrm.crmbaseentity\"><Key><PropertyRef Name=\"contactid\"/></Key>"));
+        assert!(xml.contains("<Property Name=\"birthdate\" Type=\"Edm.Date\"/>"));
+        assert!(xml.contains("<Property Name=\"_new_contactid_value\" Type=\"Edm.Guid\"/>"));
+        assert!(
+            xml.contains("<NavigationProperty Name=\"new_contactid\" Type=\"mscrm.contact\"/>")
+        );
+        assert!(xml.contains(
+            "<EntitySet Name=\"contacts\" EntityType=\"Microsoft.Dynamics.CRM.contact\">"
+        ));
+        assert!(xml.contains("<FunctionImport Name=\"WhoAmI\""));
+        let who = get_json(&mut store, "WhoAmI");
+        assert!(
+            who["UserId"]
+                .as_str()
+                .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! Web API dispatcher (change sets atomically, `$n` Content-ID references resolved), and writes
 //! the multipart response. Without `odata.continue-on-error` the first failure ends the batch.
 
-use conduit_connectors::dynamics365::multipart::{
-    HttpMessage, boundary_of, parse_http_message, split_parts, write_end, write_http_part,
+use super::multipart::{
+    HttpMessage, boundary_param, parts, read_message, render_close, render_part,
 };
 
 use super::api::{API_PREFIX, ApiRequest, ApiResponse, handle};
@@ -30,7 +30,7 @@ pub fn handle_batch(store: &mut Store, request: &ApiRequest) -> ApiResponse {
 
 fn run(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
     let content_type = request.header("Content-Type").unwrap_or_default();
-    let boundary = boundary_of(content_type).ok_or_else(|| {
+    let boundary = boundary_param(content_type).ok_or_else(|| {
         ApiError::bad_request(format!(
             "A $batch request needs 'Content-Type: multipart/mixed; boundary=...', got '{content_type}'."
         ))
@@ -56,7 +56,7 @@ fn run(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiError>
             None => {
                 let response = dispatch(store, request, &items[index].message, &[])?;
                 let failed = response.status >= 400;
-                write_http_part(&mut body, &response_boundary, &[], &to_message(&response));
+                render_part(&mut body, &response_boundary, &[], &to_message(&response));
                 index += 1;
                 failed.then_some(response.status)
             }
@@ -83,7 +83,7 @@ fn run(store: &mut Store, request: &ApiRequest) -> Result<ApiResponse, ApiError>
             break;
         }
     }
-    write_end(&mut body, &response_boundary);
+    render_close(&mut body, &response_boundary);
     Ok(ApiResponse {
         status: batch_status,
         headers: vec![
@@ -118,7 +118,7 @@ fn run_changeset(
         if response.status >= 400 {
             *store = before;
             // A failed change set answers with the failure alone.
-            write_http_part(body, response_boundary, &[], &to_message(&response));
+            render_part(body, response_boundary, &[], &to_message(&response));
             return Ok(Some(response.status));
         }
         if let (Some(content_id), Some(url)) = (
@@ -136,14 +136,14 @@ fn run_changeset(
             .as_deref()
             .map(|id| vec![("Content-ID", id)])
             .unwrap_or_default();
-        write_http_part(
+        render_part(
             &mut inner,
             &changeset_boundary,
             &headers,
             &to_message(response),
         );
     }
-    write_end(&mut inner, &changeset_boundary);
+    render_close(&mut inner, &changeset_boundary);
     body.push_str(&format!(
         "--{response_boundary}\r\nContent-Type: multipart/mixed; boundary={changeset_boundary}\r\n\r\n{inner}\r\n"
     ));
@@ -162,25 +162,25 @@ fn read_items(body: &str, boundary: &str) -> Result<Vec<BatchItem>, ApiError> {
     let invalid =
         |what: String| ApiError::bad_request(format!("The $batch body is malformed: {what}"));
     let mut items = Vec::new();
-    for (changeset_index, part) in split_parts(body, boundary)
+    for (changeset_index, part) in parts(body, boundary)
         .map_err(invalid)?
         .into_iter()
         .enumerate()
     {
         let part_type = part.header("Content-Type").unwrap_or_default();
-        if let Some(inner_boundary) = boundary_of(part_type) {
-            for inner in split_parts(&part.content, &inner_boundary).map_err(invalid)? {
+        if let Some(inner_boundary) = boundary_param(part_type) {
+            for inner in parts(&part.content, &inner_boundary).map_err(invalid)? {
                 items.push(BatchItem {
                     changeset: Some(changeset_index),
                     content_id: inner.header("Content-ID").map(str::to_string),
-                    message: parse_http_message(&inner.content).map_err(invalid)?,
+                    message: read_message(&inner.content).map_err(invalid)?,
                 });
             }
         } else {
             items.push(BatchItem {
                 changeset: None,
                 content_id: part.header("Content-ID").map(str::to_string),
-                message: parse_http_message(&part.content).map_err(invalid)?,
+                message: read_message(&part.content).map_err(invalid)?,
             });
         }
     }

@@ -20,7 +20,9 @@ mod api;
 mod auth;
 mod batch;
 mod control;
+mod multipart;
 pub mod odata;
+pub mod query;
 pub mod schema;
 mod seed;
 pub mod store;
@@ -123,6 +125,11 @@ impl SimServer {
         format!("http://{}/", self.local_addr())
     }
 
+    /// The root of the `/_sim` control API, e.g. `http://127.0.0.1:5555/_sim/`.
+    pub fn control_url(&self) -> String {
+        format!("{}_sim/", self.base_url())
+    }
+
     /// The token endpoint for `tenant` (any tenant is accepted).
     pub fn token_url(&self, tenant: &str) -> String {
         format!("{}{tenant}/oauth2/v2.0/token", self.base_url())
@@ -172,6 +179,9 @@ impl DynamicsSim {
     pub fn router(&self) -> Router {
         let api = Router::new()
             .route("/api/data/v9.2/{*rest}", any(serve_api))
+            // The service document sits at the root, with or without the trailing slash.
+            .route("/api/data/v9.2/", any(serve_api))
+            .route("/api/data/v9.2", any(serve_api))
             .route_layer(axum::middleware::from_fn_with_state(
                 (
                     self.inner.faults.clone(),
@@ -351,7 +361,11 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
     let path = parts.uri.path();
     let request = ApiRequest {
         method: parts.method.as_str().to_string(),
-        path: path.strip_prefix(API_PREFIX).unwrap_or(path).to_string(),
+        path: path
+            .strip_prefix(API_PREFIX)
+            .or_else(|| path.strip_prefix(API_PREFIX.trim_end_matches('/')))
+            .unwrap_or(path)
+            .to_string(),
         query: parts.uri.query().unwrap_or_default().to_string(),
         headers: parts
             .headers

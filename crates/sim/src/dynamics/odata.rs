@@ -1,6 +1,6 @@
 //! OData request details the simulated Web API reads and writes: percent-coding, query
-//! options, `Prefer` preferences, entity keys in paths, the small `$filter` subset the simulator
-//! evaluates, and the Dataverse error envelope.
+//! options, `Prefer` preferences, entity keys in paths, literals, and the Dataverse error
+//! envelope. Query expressions (`$filter`, `$orderby`, `$expand`) live in [`super::query`].
 
 use serde_json::{Value as Json, json};
 
@@ -311,84 +311,6 @@ pub fn parse_literal(raw: &str) -> Result<Json, ApiError> {
     )))
 }
 
-/// One `field eq literal` comparison of the `$filter` subset.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Comparison {
-    /// The property compared.
-    pub field: String,
-    /// `eq` or `ne`.
-    pub negated: bool,
-    /// The literal.
-    pub value: Json,
-}
-
-/// Parses the `$filter` subset the simulator evaluates: `eq`/`ne` comparisons joined by `and`.
-pub fn parse_filter(filter: &str) -> Result<Vec<Comparison>, ApiError> {
-    let mut comparisons = Vec::new();
-    for clause in split_and(filter) {
-        let clause = clause.trim().trim_start_matches('(').trim_end_matches(')');
-        let mut words = clause.splitn(3, ' ');
-        let (Some(field), Some(operator), Some(literal)) =
-            (words.next(), words.next(), words.next())
-        else {
-            return Err(unsupported_filter(filter));
-        };
-        let negated = match operator {
-            "eq" => false,
-            "ne" => true,
-            _ => return Err(unsupported_filter(filter)),
-        };
-        comparisons.push(Comparison {
-            field: field.to_string(),
-            negated,
-            value: parse_literal(literal.trim())?,
-        });
-    }
-    Ok(comparisons)
-}
-
-fn unsupported_filter(filter: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "The simulator evaluates only 'field eq|ne literal' clauses joined by 'and'; cannot evaluate $filter={filter}"
-    ))
-}
-
-fn split_and(filter: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let bytes = filter.as_bytes();
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'\'' => quoted = !quoted,
-            b' ' if !quoted && filter[index..].starts_with(" and ") => {
-                pieces.push(&filter[start..index]);
-                index += 5;
-                start = index;
-                continue;
-            }
-            _ => {}
-        }
-        index += 1;
-    }
-    pieces.push(&filter[start..]);
-    pieces
-}
-
-/// True when `object` satisfies every comparison (strings compare case-insensitively).
-pub fn matches_filter(object: &serde_json::Map<String, Json>, filter: &[Comparison]) -> bool {
-    filter.iter().all(|comparison| {
-        let actual = object.get(&comparison.field).unwrap_or(&Json::Null);
-        let equal = match (actual, &comparison.value) {
-            (Json::String(left), Json::String(right)) => left.eq_ignore_ascii_case(right),
-            (Json::Number(left), Json::Number(right)) => left.as_f64() == right.as_f64(),
-            (left, right) => left == right,
-        };
-        equal != comparison.negated
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,13 +349,5 @@ mod tests {
         assert_eq!(options.get("$deltatoken"), Some("12!11/02/2026 10:00:00"));
         let again = QueryOptions::parse(&options.encoded_without(&[]));
         assert_eq!(again, options);
-    }
-
-    #[test]
-    fn filter_subset_evaluates_eq_and_ne() {
-        let filter = parse_filter("lastname eq 'O''Neil' and statecode ne 1").expect("subset");
-        let row = json!({"lastname": "o'neil", "statecode": 0});
-        assert!(matches_filter(row.as_object().expect("object"), &filter));
-        assert!(parse_filter("contains(lastname,'x')").is_err());
     }
 }

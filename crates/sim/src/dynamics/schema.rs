@@ -226,6 +226,18 @@ impl AttributeDef {
                     "DateAndTime"
                 };
                 map.insert("Format".to_string(), json!(format));
+                // Date-only columns keep their day whatever the user's time zone; the others
+                // are stored in UTC and shown in the user's zone.
+                let behavior = if self.date_only {
+                    "DateOnly"
+                } else {
+                    "UserLocal"
+                };
+                map.insert("DateTimeBehavior".to_string(), json!({"Value": behavior}));
+                map.insert(
+                    "CanChangeDateTimeBehavior".to_string(),
+                    json!({"Value": false, "CanBeChanged": false, "ManagedPropertyLogicalName": "canchangedatetimebehavior"}),
+                );
             }
         }
         body

@@ -446,7 +446,8 @@ fn type_error(table: &TableDef, attribute: &AttributeDef, value: &Json) -> ApiEr
     )
 }
 
-fn edm_type(attribute: &AttributeDef) -> &'static str {
+/// The Edm type of an attribute's values (`Int32`, `DateTimeOffset`...), without the `Edm.` prefix.
+pub fn edm_type(attribute: &AttributeDef) -> &'static str {
     match attribute.kind {
         AttributeType::Boolean => "Boolean",
         AttributeType::DateTime if attribute.date_only => "Date",
