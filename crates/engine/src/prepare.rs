@@ -271,7 +271,9 @@ async fn off_worker<T: Send + 'static>(
     load: impl FnOnce(&dyn PluginFactory) -> Result<T, LoadFailed> + Send + 'static,
 ) -> Result<T, String> {
     let plugins = Arc::clone(&env.plugins);
-    tokio::task::spawn_blocking(move || load(plugins.as_ref()))
+    // What `configure` logs keeps the workflow it was loaded for.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| load(plugins.as_ref())))
         .await
         .map_err(|error| {
             let reason = match error.try_into_panic() {
