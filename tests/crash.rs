@@ -230,7 +230,7 @@ async fn a_backup_taken_under_load_restores_after_kill_9_and_every_record_arrive
     )
     .unwrap();
     // Ingress was desired running in the backup: the host starts it by itself.
-    let mut host = sims.spawn_host().await;
+    let host = sims.spawn_host().await;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let view = host.workflow("ingress").await;

@@ -75,7 +75,7 @@ pub(super) async fn backup(
             summary.entries, summary.format_version
         ),
     };
-    audited(&state, &caller, "backup", "store".into(), Ok(answer))?;
+    audited(&state, &caller, "backup", "store".into(), Ok(answer)).map(drop)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
