@@ -11,7 +11,7 @@ use conduit_admin::views;
 use conduit_e2e::{EGRESS, HostProcess, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, free_port};
 use conduit_sim::campaign::FieldChange;
 use conduit_sim::campaign::FieldType;
-use conduit_sim::faults::Fault;
+use conduit_sim::faults::{Fault, FaultConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -247,7 +247,7 @@ async fn a_non_loopback_admin_address_without_a_token_refuses_to_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_token_every_call_but_healthz_needs_it() {
+async fn with_a_token_every_call_but_healthz_and_readyz_needs_it() {
     let sims = SimPair::start(0, 0).await;
     // Plain HTTP off loopback needs the explicit opt-out (tests/admin_security.rs covers TLS).
     let text = config_text(
@@ -294,6 +294,21 @@ async fn with_a_token_every_call_but_healthz_needs_it() {
         .await
         .unwrap();
     assert_eq!(metrics.status(), 401);
+    // Readiness is for the kubelet's probes, like /healthz: no token.
+    let ready = http
+        .get(format!("{}/readyz", host.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    // A backup holds every contact's data: the token, like any state change.
+    let backup = http
+        .post(format!("{}/api/backup", host.admin))
+        .header("x-conduit-request", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 401);
 
     let stop = format!("{}/api/workflows/ingress/stop", host.admin);
     let unauthorized_post = http
@@ -668,4 +683,64 @@ async fn a_rejected_record_retried_after_the_mapping_is_fixed_is_mapped_again_an
     .await;
     let (_, remaining) = host.get_status("/api/workflows/ingress/dead-letters").await;
     assert_eq!(remaining.as_array().unwrap().len(), 1, "{remaining:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_ready_only_when_every_workflow_is_where_its_desired_state_says() {
+    let sims = SimPair::start(20, 0).await;
+    sims.write_config(INGRESS_CONTACTS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    // Nothing is desired running and nothing runs: ready.
+    let (status, body) = host.get_status("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    reads_as::<views::ReadinessView>("GET /readyz", &body);
+    assert_eq!(body["store_open"], true, "{body}");
+    assert!(
+        body["workflows"]
+            .as_array()
+            .is_some_and(|w| w.len() == 3 && w.iter().all(|w| w["ready"] == true)),
+        "{body}"
+    );
+
+    // Dynamics 365 down: Ingress is desired running but stays STARTING, so not ready.
+    sims.dynamics
+        .faults()
+        .set(FaultConfig {
+            error_rate: 1.0,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    host.start("ingress").await;
+    let (status, body) = host.get_status("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    reads_as::<views::ReadinessView>("GET /readyz", &body);
+    assert_eq!(body["ready"], false);
+    let reasons = body["not_ready"].to_string();
+    assert!(
+        reasons.contains("ingress should be RUNNING but is STARTING"),
+        "{body}"
+    );
+    let ingress = body["workflows"]
+        .as_array()
+        .and_then(|w| w.iter().find(|w| w["id"] == "ingress"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&ingress["desired"], &ingress["status"], &ingress["ready"]),
+        (&json!("running"), &json!("STARTING"), &json!(false)),
+        "{body}"
+    );
+
+    // The service is back: RUNNING as desired, ready again.
+    sims.dynamics.faults().clear();
+    host.wait_workflow("ingress", "RUNNING", |v| v["status"] == "RUNNING")
+        .await;
+    let (status, body) = host.get_status("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Stopped while desired stopped is ready; the desired state follows the operator.
+    host.stop("ingress").await;
+    let (status, body) = host.get_status("/readyz").await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -431,7 +431,12 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
         (SECRETS[0].0, "wrong-d365-secret-Zq81"),
         (SECRETS[1].0, "wrong-acs-secret-Kp27"),
     ];
-    let mut rejected = HostProcess::spawn(&sims.config_path(), sims.admin_port, &wrong);
+    // This one writes JSON logs, so that format is searched for the secrets too.
+    let mut rejected = HostProcess::spawn(
+        &sims.config_path(),
+        sims.admin_port,
+        &[wrong[0], wrong[1], ("CONDUIT_LOG_FORMAT", "json")],
+    );
     rejected.wait_healthy().await;
     rejected.start("ingress").await;
     rejected
@@ -441,7 +446,25 @@ pairs = [{{ dynamics = "donotbulkemail", campaign = "blackListEmail" }}]
         .await;
     everything.push_str(&every_admin_output(&rejected.admin).await);
     rejected.terminate();
-    everything.push_str(&rejected.output());
+    let json_logs = rejected.output();
+    let lines: Vec<Value> = json_logs
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|error| panic!("not one JSON object per line ({error}): {line}"))
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["level"].is_string() && line["timestamp"].is_string()),
+        "{json_logs}"
+    );
+    assert!(
+        lines.iter().any(|line| line["workflow"] == "ingress"),
+        "the workflow is a field of its log lines: {json_logs}"
+    );
+    everything.push_str(&json_logs);
 
     let secrets: Vec<&str> = SECRETS
         .iter()

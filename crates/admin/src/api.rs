@@ -12,8 +12,9 @@ use serde::Deserialize;
 
 use super::AdminState;
 use super::views::{
-    AuditEntry, ConfigSectionView, DeadLetter, ErrorBody, HostView, MappingView, MessageAnswer,
-    ProblemsView, StatusAnswer, WorkflowView,
+    AuditEntry, ConfigSectionView, DeadLetter, DesiredState, ErrorBody, HostView, MappingView,
+    MessageAnswer, ProblemsView, ReadinessView, StatusAnswer, StatusKind, WorkflowReadiness,
+    WorkflowView,
 };
 use conduit_engine::EngineError;
 use conduit_model::WorkflowId;
@@ -34,7 +35,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             body: ErrorBody::new(message),
@@ -43,7 +44,7 @@ impl ApiError {
 }
 
 /// What the audit trail keeps of a successful state change's answer.
-trait AuditDetail {
+pub(super) trait AuditDetail {
     /// The answer in a few words.
     fn detail(&self) -> String;
 }
@@ -62,7 +63,7 @@ impl AuditDetail for MessageAnswer {
 
 /// Records a state change and its outcome in the audit trail, then answers. The change has
 /// happened (or not) by now, so a failure to record is logged, not turned into an error.
-fn audited<T: AuditDetail>(
+pub(super) fn audited<T: AuditDetail>(
     state: &AdminState,
     caller: &Caller,
     action: &str,
@@ -143,6 +144,78 @@ fn workflow(id: &str) -> Result<WorkflowId, ApiError> {
 
 pub(super) async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: 200 when the store answers a read and every workflow is where its desired
+/// state says (RUNNING when desired running, STOPPED when desired stopped; STARTING and ERROR
+/// are not ready), 503 otherwise, naming what is not where it should be.
+pub(super) async fn readyz(State(state): Shared) -> (StatusCode, Json<ReadinessView>) {
+    let view = readiness(&state.supervisor);
+    let status = if view.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(view))
+}
+
+/// Computes the readiness answer.
+fn readiness(supervisor: &conduit_engine::Supervisor) -> ReadinessView {
+    let mut workflows = Vec::new();
+    let mut not_ready = Vec::new();
+    let mut store_error = None;
+    for id in WorkflowId::ALL {
+        let desired = match supervisor.store().workflow(id) {
+            Ok(record) => record.desired,
+            Err(error) => {
+                store_error = Some(error.to_string());
+                break;
+            }
+        };
+        let view = match supervisor.workflow_view(id) {
+            Ok(view) => view,
+            Err(error) => {
+                store_error = Some(error.to_string());
+                break;
+            }
+        };
+        let ready = matches!(
+            (desired, view.status),
+            (DesiredState::Running, StatusKind::Running)
+                | (DesiredState::Stopped, StatusKind::Stopped)
+        );
+        if !ready {
+            let wanted = match desired {
+                DesiredState::Running => "RUNNING",
+                DesiredState::Stopped => "STOPPED",
+            };
+            let reason = view
+                .reason
+                .as_deref()
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default();
+            not_ready.push(format!(
+                "{id} should be {wanted} but is {}{reason}",
+                view.status.name()
+            ));
+        }
+        workflows.push(WorkflowReadiness {
+            id,
+            desired,
+            status: view.status,
+            ready,
+        });
+    }
+    if let Some(error) = &store_error {
+        not_ready.insert(0, format!("the store does not answer: {error}"));
+    }
+    ReadinessView {
+        ready: not_ready.is_empty(),
+        store_open: store_error.is_none(),
+        store_error,
+        workflows,
+        not_ready,
+    }
 }
 
 pub(super) async fn list_workflows(State(state): Shared) -> Result<Json<HostView>, ApiError> {

@@ -1,5 +1,5 @@
 //! The admin surface over HTTP(S): the JSON API the CLI and the Workflows page use, the page
-//! itself, Prometheus metrics, a health check and the audit trail of operator changes. It
+//! itself, Prometheus metrics, health and readiness checks, backups and the audit trail of operator changes. It
 //! listens on loopback by default and answers only to allowed `Host` names; any other listen
 //! address requires a bearer token from `CONDUIT_ADMIN_TOKEN` and either TLS (a configured
 //! certificate and key) or an explicit `host.admin_allow_plain_http`.
@@ -9,6 +9,7 @@
 
 mod api;
 mod auth;
+mod backup;
 mod hosts;
 mod metrics;
 mod page;
@@ -24,6 +25,7 @@ use axum::routing::{get, post};
 use conduit_engine::Supervisor;
 
 pub use auth::constant_time_eq;
+pub use backup::{ENTRIES_HEADER, FORMAT_HEADER};
 pub use tls::{TlsError, TlsFiles, TlsListener};
 
 use auth::Peer;
@@ -67,7 +69,7 @@ pub enum AdminError {
 pub struct AdminOptions {
     /// The listen address (`host.admin_listen`).
     pub listen: String,
-    /// The bearer token every call but `/healthz` needs, when set.
+    /// The bearer token every call but `/healthz` and `/readyz` needs, when set.
     pub token: Option<String>,
     /// Names it answers to besides loopback and the listen address (`host.admin_hosts`).
     pub hosts: Vec<String>,
@@ -98,7 +100,8 @@ pub(crate) struct AdminState {
 }
 
 /// The admin router for a supervisor listening on `listen` (whose address is allowed as a
-/// `Host`, with loopback and `hosts`); `token` is required on every call but `/healthz`.
+/// `Host`, with loopback and `hosts`); `token` is required on every call but `/healthz` and
+/// `/readyz`.
 pub fn router(
     supervisor: Supervisor,
     listen: SocketAddr,
@@ -144,12 +147,16 @@ pub fn router(
             get(api::ingress_mappings),
         )
         .route("/api/audit", get(api::audit))
+        .route("/api/backup", post(backup::backup))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,
         ))
         .route("/healthz", get(api::healthz))
+        // Like /healthz, unauthenticated for the kubelet's probes: it tells only whether each
+        // workflow is where it should be, never data.
+        .route("/readyz", get(api::readyz))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::script))
         .route("/assets/style.css", get(page::style))

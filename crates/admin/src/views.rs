@@ -18,6 +18,8 @@
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
 //! | `GET /api/config/problems` | [`ProblemsView`] |
 //! | `GET /api/audit` | a list of [`AuditEntry`] |
+//! | `GET /readyz` (200 or 503) | [`ReadinessView`] |
+//! | `POST /api/backup` | the backup itself (a redb file, `application/octet-stream`) |
 //! | any refusal or failure (4xx, 5xx) | [`ErrorBody`] |
 
 use serde::{Deserialize, Serialize};
@@ -25,8 +27,37 @@ use serde::{Deserialize, Serialize};
 pub use conduit_config::Problem;
 pub use conduit_engine::{CursorView, HostView, MappingView, StatusKind, WorkflowView};
 pub use conduit_store::{
-    AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, Stage,
+    AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
 };
+
+/// The answer of `/readyz`: whether the store is open and every workflow is where the
+/// operator's desired state says (RUNNING when desired running, STOPPED when desired stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessView {
+    /// True when the host is ready (answered with 200, else 503).
+    pub ready: bool,
+    /// Whether the store answered a read.
+    pub store_open: bool,
+    /// Why the store did not answer, when it did not.
+    pub store_error: Option<String>,
+    /// Each workflow, desired and actual.
+    pub workflows: Vec<WorkflowReadiness>,
+    /// One line per reason the host is not ready, for probes' event messages.
+    pub not_ready: Vec<String>,
+}
+
+/// One workflow in the readiness answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowReadiness {
+    /// The workflow.
+    pub id: conduit_model::WorkflowId,
+    /// What the operator asked for.
+    pub desired: DesiredState,
+    /// Where it is.
+    pub status: StatusKind,
+    /// Whether that is where it should be.
+    pub ready: bool,
+}
 
 /// The answer of a start or stop: where the workflow is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

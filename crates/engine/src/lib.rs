@@ -269,9 +269,14 @@ impl Supervisor {
             self.audit_config_applied(id, caller, previous, fingerprint);
         }
         let supervisor = self.clone();
-        let task = tokio::spawn(async move {
-            supervisor.run(id, config, live, stop_rx).await;
-        });
+        // Every log line of the workflow's run carries its name (a field of the JSON logs).
+        let span = tracing::info_span!("workflow", workflow = %id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                supervisor.run(id, config, live, stop_rx).await;
+            },
+            span,
+        ));
         slot_mut(&mut lock(&self.inner.slots), id).task = Some(task);
         Ok(Status::Starting)
     }
@@ -632,14 +637,16 @@ impl Supervisor {
         let (failed_tx, _) = tokio::sync::broadcast::channel::<String>(2);
         let reader_ctx = ctx.clone();
         let reader_failed = failed_tx.clone();
-        let reader_task = tokio::spawn(async move {
-            supervise("reader", &reader_ctx, threshold, reader_failed, &mut reader).await
-        });
+        let reader_task = tokio::spawn(tracing::Instrument::instrument(
+            async move { supervise("reader", &reader_ctx, threshold, reader_failed, &mut reader).await },
+            tracing::info_span!("stage", stage = "reader"),
+        ));
         let writer_ctx = ctx.clone();
         let writer_failed = failed_tx.clone();
-        let writer_task = tokio::spawn(async move {
-            supervise("writer", &writer_ctx, threshold, writer_failed, &mut writer).await
-        });
+        let writer_task = tokio::spawn(tracing::Instrument::instrument(
+            async move { supervise("writer", &writer_ctx, threshold, writer_failed, &mut writer).await },
+            tracing::info_span!("stage", stage = "writer"),
+        ));
         let results = [reader_task.await, writer_task.await];
         let failure = results.into_iter().find_map(|result| match result {
             Ok(Some(reason)) => Some(reason),

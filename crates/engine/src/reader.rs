@@ -189,7 +189,10 @@ where
         .take()
         .ok_or(StepError::Stage(StageError::PluginLost(what)))?;
     let started = std::time::Instant::now();
+    // The plugin's log lines keep the workflow and stage they were written for.
+    let span = tracing::Span::current();
     let (plugin, input, result) = tokio::task::spawn_blocking(move || {
+        let _span = span.enter();
         let result = work(&mut plugin, &input);
         (plugin, input, result)
     })

@@ -191,16 +191,20 @@ fn sanitize(message: &str, max_bytes: usize) -> String {
 /// into a trap. wasmtime-wasi's synchronous WASI functions (every stdout, stderr or stdin
 /// access) drive a runtime of their own, which panics on a tokio thread ("Cannot start a
 /// runtime from within a runtime"); and no plugin behaviour may take its caller down. The
-/// caller's log subscriber comes along, so the plugin's lines go where the caller's do.
+/// caller's log subscriber and span come along, so the plugin's lines go where the caller's do,
+/// with the caller's fields (workflow, stage).
 pub(super) fn run_isolated<T: Send>(
     plugin: &str,
     call: impl FnOnce() -> Result<T, PluginError> + Send,
 ) -> Result<T, PluginError> {
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let span = tracing::Span::current();
     std::thread::scope(|scope| {
         let thread = std::thread::Builder::new()
             .name("plugin-call".to_owned())
-            .spawn_scoped(scope, || tracing::dispatcher::with_default(&dispatch, call))
+            .spawn_scoped(scope, || {
+                tracing::dispatcher::with_default(&dispatch, || span.in_scope(call))
+            })
             .map_err(|error| {
                 PluginError::Engine(format!("cannot start a thread for a plugin call: {error}"))
             })?;

@@ -7,6 +7,7 @@
 //! O(1) to read. This crate knows redb and serde; it knows nothing of HTTP or plugins.
 
 mod audit;
+mod backup;
 mod counters;
 mod dead_letters;
 mod ledger;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use redb::{Database, ReadableDatabase};
 
 pub use audit::{AuditEntry, AuditOutcome, Caller, NewAuditEntry};
+pub use backup::{BackupError, CopySummary, check_backup, restore};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
 pub use ledger::LedgerPolicy;
 pub use queue::{Deferral, InFlight, ReadCommit, ReadyBatch, WriteCommit};

@@ -1,6 +1,6 @@
 //! The redb table definitions: the one place that names the store's tables and key shapes.
 
-use redb::{TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, TableDefinition, WriteTransaction};
 
 /// Store-wide metadata, e.g. the format version.
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -78,4 +78,89 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(REREAD)?;
     write.open_table(AUDIT)?;
     Ok(())
+}
+
+/// The name of every table, [`META`] included: a backup holding any other is refused.
+pub(super) const ALL: [&str; 10] = [
+    "meta",
+    "queue",
+    "dead_letters",
+    "cursors",
+    "counters",
+    "workflows",
+    "opt_out_state",
+    "ledger",
+    "reread",
+    "audit",
+];
+
+/// Copies every table of `read` into `write` (for backups and restores); returns the
+/// number of entries copied.
+pub(super) fn copy_all(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+) -> Result<u64, crate::StoreError> {
+    Ok(copy(read, write, META)?
+        + copy(read, write, QUEUE)?
+        + copy(read, write, DEAD_LETTERS)?
+        + copy(read, write, CURSORS)?
+        + copy(read, write, COUNTERS)?
+        + copy(read, write, WORKFLOWS)?
+        + copy(read, write, OPT_OUT_STATE)?
+        + copy(read, write, LEDGER)?
+        + copy(read, write, REREAD)?
+        + copy(read, write, AUDIT)?)
+}
+
+/// Copies one table, entry by entry in key order; a table missing from `read` (an older
+/// format) is created empty.
+fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<u64, crate::StoreError> {
+    let mut target = write.open_table(table)?;
+    let source = match read.open_table(table) {
+        Ok(source) => source,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
+    let mut copied = 0;
+    for entry in redb::ReadableTable::iter(&source)? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_the_store_creates_is_named_in_all_and_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let write = database.begin_write().unwrap();
+        write.open_table(META).unwrap();
+        create_all(&write).unwrap();
+        let mut created: Vec<String> = write
+            .list_tables()
+            .unwrap()
+            .map(|handle| redb::TableHandle::name(&handle).to_string())
+            .collect();
+        created.sort();
+        let mut all: Vec<String> = ALL.iter().map(ToString::to_string).collect();
+        all.sort();
+        assert_eq!(created, all);
+        write.commit().unwrap();
+        // A copy creates every table too, so a backup of any store lists them all.
+        let copy_db = redb::Database::create(dir.path().join("copy.redb")).unwrap();
+        let read = redb::ReadableDatabase::begin_read(&database).unwrap();
+        let target = copy_db.begin_write().unwrap();
+        copy_all(&read, &target).unwrap();
+        let copied = target.list_tables().unwrap().count();
+        assert_eq!(copied, ALL.len());
+    }
 }

@@ -89,6 +89,54 @@ impl AdminClient {
         decode(&format!("POST {path}"), &body)
     }
 
+    /// POSTs a state-changing call whose answer is a file, and writes the answer into `into`
+    /// as it arrives; returns the answer's headers. The whole answer may take long (a large
+    /// store), so only the wait for its start is bounded by the client's timeout.
+    pub async fn download(
+        &self,
+        path: &str,
+        into: &mut std::fs::File,
+    ) -> Result<reqwest::header::HeaderMap, CallError> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-conduit-request", "cli")
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let unreachable = |error: reqwest::Error| CallError {
+            code: exit::UNREACHABLE,
+            message: format!(
+                "cannot reach the Conduit host at {}: {}. Is `conduit run` running? Point --admin-url (or CONDUIT_ADMIN_URL) at its admin address.",
+                self.base,
+                error_chain(&error)
+            ),
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(refusal(status, &body));
+        }
+        let headers = response.headers().clone();
+        let cut_short = |error: &dyn std::error::Error| CallError {
+            code: 1,
+            message: format!(
+                "the answer to POST {path} from {} was cut short: {}",
+                self.base,
+                error_chain(error)
+            ),
+        };
+        while let Some(chunk) = response.chunk().await.map_err(|error| cut_short(&error))? {
+            std::io::Write::write_all(into, &chunk).map_err(|error| CallError {
+                code: 1,
+                message: format!("cannot write the answer to POST {path}: {error}"),
+            })?;
+        }
+        Ok(headers)
+    }
+
     /// Sends a call and returns the body of a successful answer.
     async fn send(&self, mut request: reqwest::RequestBuilder) -> Result<Vec<u8>, CallError> {
         if let Some(token) = &self.token {

@@ -5,8 +5,10 @@
 #[macro_use]
 mod output;
 
+mod backup;
 mod client;
 mod demo;
+mod logging;
 mod ops;
 mod plugin;
 mod plugin_kit;
@@ -22,16 +24,6 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{AdminClient, CallError, exit};
 use conduit_admin::views;
-
-/// Log lines go to stderr; `RUST_LOG` chooses the level (default: info).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
 
 /// Conduit: syncs Dynamics 365 and Adobe Campaign Standard through sandboxed Wasm plugins.
 #[derive(Debug, Parser)]
@@ -53,6 +45,16 @@ pub struct Cli {
     /// self-signed certificate).
     #[arg(long, global = true, env = "CONDUIT_ADMIN_CA_FILE")]
     admin_ca_file: Option<PathBuf>,
+    /// How `run` and `sim` write their log lines on stderr: `text` for people, `json` for log
+    /// aggregators (one object per line; the workflow, stage and plugin are fields).
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUIT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +62,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the host: workflows, config watcher and admin API, until Ctrl-C or SIGTERM.
-    Run,
+    Run(run::RunArgs),
     /// Run all three workflows against in-process simulators and verify the result.
     Demo(demo::DemoArgs),
     /// Show the workflows: status, backlog, dead letters, rates, pending changes.
@@ -90,6 +92,12 @@ enum Command {
     /// Config tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write a consistent copy of the store (queues, cursors, dead letters, desired states)
+    /// to a file: taken by the running host while it runs, or directly when none runs.
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the data directory; refused while a host uses the store there,
+    /// and over an existing store without --force.
+    Restore(backup::RestoreArgs),
     /// Run a simulator of Dynamics 365 or Campaign Standard.
     Sim(sim::Args),
     /// Work with mapping plugins (e.g. `conduit plugin test`).
@@ -132,19 +140,33 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if matches!(cli.command, Command::Run | Command::Sim(_)) {
-        init_logging();
+    let logs = matches!(cli.command, Command::Run(_) | Command::Sim(_));
+    if logs {
+        logging::init(cli.log_format);
     }
-    match runtime.block_on(dispatch(cli)) {
+    // With JSON logs, the host's closing error is a log line too (one JSON object per line).
+    let json = logs && cli.log_format == logging::LogFormat::Json;
+    let report = |message: &str| {
+        if json {
+            tracing::error!("{message}");
+        } else {
+            errln!("error: {message}");
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // A blocking task still running (a plugin call near its deadline) must not hold the exit
+    // past a bounded shutdown: dropping the runtime would wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => match output::take_failure() {
             None => ExitCode::SUCCESS,
             Some(message) => {
-                errln!("error: {message}");
+                report(&message);
                 ExitCode::FAILURE
             }
         },
         Err(error) => {
-            errln!("error: {}", error.message);
+            report(&error.message);
             ExitCode::from(error.code)
         }
     }
@@ -152,7 +174,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), CallError> {
     match &cli.command {
-        Command::Run => run::run(&cli.config).await,
+        Command::Run(args) => run::run(&cli.config, args, cli.log_format).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Config(ConfigCommand::Check { format }) => {
             check_config(&cli.config, *format).await
@@ -187,6 +209,8 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
+        Command::Backup(args) => backup::backup(args, &cli.config, || admin(&cli)).await,
+        Command::Restore(args) => backup::restore(args, &cli.config).await,
         Command::Audit(args) => ops::audit(&admin(&cli)?, args).await,
         Command::Sim(_) | Command::Plugin(_) => match cli.command {
             Command::Sim(args) => sim::run(args).await.map_err(failure),

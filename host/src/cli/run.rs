@@ -7,10 +7,31 @@ use std::sync::Arc;
 use anyhow::Context;
 use conduit::runtime::{self, HostOptions, ServiceConnect};
 
-/// Runs the host on a config file.
-pub async fn run(config: &Path) -> Result<(), super::CallError> {
+use super::logging::LogFormat;
+
+/// The arguments of `conduit run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// After SIGTERM or Ctrl-C, how many seconds the workflows get to finish their current
+    /// page and batch before the host exits anyway (nothing is lost either way: what was not
+    /// committed is read or written again at the next start). Keep it below Kubernetes'
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "CONDUIT_SHUTDOWN_TIMEOUT", default_value_t = 25)]
+    pub shutdown_timeout: u64,
+}
+
+/// Runs the host on a config file. With JSON logs, the host's own messages are log lines
+/// too, so that every line of its output is one JSON object.
+pub async fn run(config: &Path, args: &RunArgs, format: LogFormat) -> Result<(), super::CallError> {
+    let say = |message: &str| match format {
+        LogFormat::Text => errln!("{message}"),
+        LogFormat::Json => tracing::info!("{message}"),
+    };
     if let Some(warning) = world_readable_warning(config) {
-        errln!("{warning}");
+        match format {
+            LogFormat::Text => errln!("{warning}"),
+            LogFormat::Json => tracing::warn!("{warning}"),
+        }
     }
     let host = runtime::start(
         config,
@@ -25,13 +46,27 @@ pub async fn run(config: &Path) -> Result<(), super::CallError> {
         },
         message: error.to_string(),
     })?;
-    errln!(
+    say(&format!(
         "conduit is running; admin API on {} (Ctrl-C stops)",
         host.admin.url()
-    );
+    ));
     wait_for_shutdown_signal().await.map_err(super::failure)?;
-    errln!("stopping: workflows finish their current page and batch");
-    host.shutdown().await;
+    say(&format!(
+        "stopping: workflows finish their current page and batch (at most {}s)",
+        args.shutdown_timeout
+    ));
+    let limit = std::time::Duration::from_secs(args.shutdown_timeout);
+    if tokio::time::timeout(limit, host.shutdown()).await.is_err() {
+        // Exiting mid-step is safe: each step commits in one transaction or not at all.
+        let message = format!(
+            "the workflows did not stop within {}s; exiting anyway (uncommitted work is redone at the next start)",
+            args.shutdown_timeout
+        );
+        match format {
+            LogFormat::Text => errln!("warning: {message}"),
+            LogFormat::Json => tracing::warn!("{message}"),
+        }
+    }
     Ok(())
 }
 
