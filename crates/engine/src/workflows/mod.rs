@@ -155,24 +155,28 @@ async fn load<W: Workflow>(
         .to_string();
     let limits = config.limits(W::ID);
     let plugins = Arc::clone(&env.plugins);
-    tokio::task::spawn_blocking(move || W::load(plugins.as_ref(), &plugin, &settings, &limits))
-        .await
-        .map_err(|error| {
-            let reason = match error.try_into_panic() {
-                Ok(payload) => payload
-                    .downcast_ref::<&str>()
-                    .map(|text| conduit_plugin_host::cap(text))
-                    .or_else(|| {
-                        payload
-                            .downcast_ref::<String>()
-                            .map(|text| conduit_plugin_host::cap(text))
-                    })
-                    .unwrap_or_else(|| "no message".to_owned()),
-                Err(error) => error.to_string(),
-            };
-            format!("loading or configuring the plugin failed: it panicked: {reason}")
-        })?
-        .map_err(|error| error.to_string())
+    // What `configure` logs keeps the workflow it was loaded for.
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| W::load(plugins.as_ref(), &plugin, &settings, &limits))
+    })
+    .await
+    .map_err(|error| {
+        let reason = match error.try_into_panic() {
+            Ok(payload) => payload
+                .downcast_ref::<&str>()
+                .map(|text| conduit_plugin_host::cap(text))
+                .or_else(|| {
+                    payload
+                        .downcast_ref::<String>()
+                        .map(|text| conduit_plugin_host::cap(text))
+                })
+                .unwrap_or_else(|| "no message".to_owned()),
+            Err(error) => error.to_string(),
+        };
+        format!("loading or configuring the plugin failed: it panicked: {reason}")
+    })?
+    .map_err(|error| error.to_string())
 }
 
 /// A plugin failure at start, located in the config file as `conduit config check` locates
