@@ -495,6 +495,60 @@ async fn control_api_changes_rows_schema_and_faults() {
         .expect("reachable");
     assert_eq!(bad.status(), 400);
     assert_eq!(sim.faults().stats().throttled, 1);
+    // Scripted faults answer the next Web API requests in order, then the service is back.
+    let response = client
+        .post(format!("{control}faults/next"))
+        .json(&json!([
+            {"kind": "server-error", "status": 503},
+            {"kind": "rate-limited", "retry_after_secs": 4},
+        ]))
+        .send()
+        .await
+        .expect("reachable");
+    assert_eq!(response.status(), 204);
+    let first = get(&client, &format!("{api}WhoAmI"), &token, None).await;
+    assert_eq!(first.status(), 503);
+    let second = get(&client, &format!("{api}WhoAmI"), &token, None).await;
+    assert_eq!(second.status(), 429);
+    assert_eq!(second.headers()["retry-after"], "4");
+    assert_eq!(
+        get(&client, &format!("{api}WhoAmI"), &token, None)
+            .await
+            .status(),
+        200
+    );
+    let bad = client
+        .post(format!("{control}faults/next"))
+        .json(&json!([{"kind": "server-error", "status": 200}]))
+        .send()
+        .await
+        .expect("reachable");
+    assert_eq!(bad.status(), 400);
+    // DELETE ends every fault, the scripted ones and the rates.
+    client
+        .put(format!("{control}faults/rates"))
+        .json(&json!({"throttle_rate": 1.0}))
+        .send()
+        .await
+        .expect("reachable");
+    client
+        .post(format!("{control}faults/next"))
+        .json(&json!([{"kind": "reset"}]))
+        .send()
+        .await
+        .expect("reachable");
+    let cleared = client
+        .delete(format!("{control}faults"))
+        .send()
+        .await
+        .expect("reachable");
+    assert_eq!(cleared.status(), 204);
+    assert_eq!(
+        get(&client, &format!("{api}WhoAmI"), &token, None)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,11 @@
 //! | `PUT /_sim/tables/{table}/rows/{id}` | upsert with a JSON object body |
 //! | `DELETE /_sim/tables/{table}/rows/{id}` | delete |
 //! | `POST /_sim/tables/{table}/attributes/{attribute}` | schema change: `{"retype":"Integer"}` or `"remove"` |
-//! | `GET`/`PUT /_sim/faults`, `GET /_sim/faults/stats` | fault config (see `sim::faults::FaultConfig`) |
+//! | `GET /_sim/faults` | the fault configuration in force |
+//! | `PUT /_sim/faults/rates` (or `PUT /_sim/faults`) | rates, bursts and limits: every field of [`FaultConfig`], each optional; 400 names a bad one |
+//! | `POST /_sim/faults/next` `[{"kind":"rate-limited","retry_after_secs":2},{"kind":"reset"}]` | faults for the next Web API requests, in order (the kinds of [`Fault`]) |
+//! | `GET /_sim/faults/stats` | what the fault layer has seen |
+//! | `DELETE /_sim/faults` | no more faults, scripted ones included |
 //! | `POST /_sim/clock/advance` | `{"seconds": n}` moves the simulated clock |
 //! | `POST /_sim/tokens/revoke` | every issued token stops working |
 
@@ -23,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::super::SimError;
-use super::super::faults::FaultConfig;
+use super::super::faults::{Fault, FaultConfig};
 use super::{AttributeChange, DynamicsSim};
 
 /// The control routes.
@@ -39,7 +43,12 @@ pub fn routes() -> axum::Router<DynamicsSim> {
             "/_sim/tables/{table}/attributes/{attribute}",
             post(change_attribute),
         )
-        .route("/_sim/faults", get(get_faults).put(set_faults))
+        .route(
+            "/_sim/faults",
+            get(get_faults).put(set_faults).delete(clear_faults),
+        )
+        .route("/_sim/faults/rates", put(set_faults))
+        .route("/_sim/faults/next", post(next_faults))
         .route("/_sim/faults/stats", get(fault_stats))
         .route("/_sim/clock/advance", post(advance_clock))
         .route("/_sim/tokens/revoke", post(revoke_tokens))
@@ -115,6 +124,19 @@ async fn get_faults(State(sim): State<DynamicsSim>) -> Response {
 
 async fn set_faults(State(sim): State<DynamicsSim>, Json(config): Json<FaultConfig>) -> Response {
     outcome(sim.faults().set(config).map_err(SimError::Rejected))
+}
+
+async fn next_faults(State(sim): State<DynamicsSim>, Json(faults): Json<Vec<Fault>>) -> Response {
+    if let Some(detail) = faults.iter().find_map(|fault| fault.validate().err()) {
+        return refused(StatusCode::BAD_REQUEST, detail);
+    }
+    sim.faults().inject(faults);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn clear_faults(State(sim): State<DynamicsSim>) -> Response {
+    sim.faults().clear();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn fault_stats(State(sim): State<DynamicsSim>) -> Response {
