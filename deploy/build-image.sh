@@ -15,7 +15,18 @@ cd "$root"
 if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"
 fi
-cargo build --release --locked --target "$target" -p conduit --bin conduit
+# ring (rustls' cryptography) compiles C and assembly for the target: it needs musl's C
+# compiler wrapper, from Debian's musl-tools.
+if ! command -v musl-gcc >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get install -y musl-tools || { apt-get update && apt-get install -y musl-tools; }
+    else
+        echo "error: musl-gcc not found: install musl-tools (Debian/Ubuntu) or musl-gcc, then run this again" >&2
+        exit 1
+    fi
+fi
+CC_x86_64_unknown_linux_musl=musl-gcc \
+    cargo build --release --locked --target "$target" -p conduit --bin conduit
 binary="$root/target/$target/release/conduit"
 # Static: no program interpreter (dynamic loader) and no shared libraries needed.
 if readelf -l "$binary" | grep -q INTERP; then

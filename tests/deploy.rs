@@ -4,7 +4,8 @@
 //! volume, the config as a folder mount, secrets, probes, the restricted security context, a
 //! grace period longer than the host's shutdown); each overlay's config passes `config check`;
 //! a ConfigMap update (the kubelet's atomic swap of the `..data` symlink) shows as "changes
-//! pending restart"; and SIGTERM ends a host whose batch hangs within its shutdown timeout.
+//! pending restart"; SIGTERM ends a host whose batch hangs within its shutdown timeout; and the
+//! binary runs the demo in an empty root (`deploy/test-chroot.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -302,4 +303,51 @@ async fn sigterm_ends_the_host_within_its_shutdown_timeout_even_when_a_batch_han
         "{}",
         host.output()
     );
+}
+
+/// What the scratch image holds is enough: the binary runs the demo to VERIFIED in an empty
+/// root with only itself, the CA certificates and its data directory (no /tmp, /proc, /dev,
+/// shell or home), through `deploy/test-chroot.sh`, the script an operator runs on the static
+/// binary. Here it is the debug binary with its loader and shared libraries copied in, so the
+/// suite needs no static release build; the script refuses that binary without `--with-libs`.
+#[test]
+fn the_binary_runs_the_demo_in_an_empty_root() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/test-chroot.sh");
+    let binary = conduit_e2e::conduit_binary();
+    let refused = Command::new("bash")
+        .arg(&script)
+        .arg(&binary)
+        .output()
+        .expect("bash runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is dynamically linked"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let run = Command::new("bash")
+        .arg(&script)
+        .arg("--with-libs")
+        .arg(&binary)
+        .env("CONDUIT_CHROOT_CONTACTS", "300")
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "test-chroot.sh failed:\n{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let listed: Vec<&str> = stdout
+        .lines()
+        .skip_while(|line| *line != "the root holds only:")
+        .skip(1)
+        .take_while(|line| line.starts_with("./"))
+        .collect();
+    assert!(listed.contains(&"./usr/local/bin/conduit"), "{listed:?}");
+    assert!(listed.contains(&"./data"), "{listed:?}");
+    for absent in ["./tmp", "./proc", "./dev", "./bin", "./home"] {
+        assert!(!listed.contains(&absent), "{absent} in {listed:?}");
+    }
+    assert!(stdout.contains("\nVERIFIED: "), "{stdout}");
 }
