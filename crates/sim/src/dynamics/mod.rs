@@ -47,7 +47,8 @@ use self::api::{API_PREFIX, ApiRequest, ApiResponse};
 use self::odata::ApiError;
 use self::store::{Clock, Store, WriteMode};
 use super::faults::{FaultConfig, Faults, Rejection, fault_middleware};
-use super::{ServerHandle, SimError, serve_router};
+use super::tls::{self, TlsIdentity};
+use super::{ServerHandle, SimError, serve_router, serve_router_tls};
 
 /// The largest request body the simulator reads (a full 1000-part `$batch` fits easily).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -112,6 +113,8 @@ impl std::fmt::Debug for DynamicsSim {
 #[derive(Debug)]
 pub struct SimServer {
     handle: ServerHandle,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl SimServer {
@@ -120,9 +123,10 @@ impl SimServer {
         self.handle.local_addr()
     }
 
-    /// The organization URL, e.g. `http://127.0.0.1:5555/` (the API is under `api/data/v9.2/`).
+    /// The organization URL, e.g. `http://127.0.0.1:5555/` (`https://` when served with
+    /// [`DynamicsSim::serve_tls`]; the API is under `api/data/v9.2/`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/", self.local_addr())
+        format!("{}://{}/", self.scheme, self.local_addr())
     }
 
     /// The root of the `/_sim` control API, e.g. `http://127.0.0.1:5555/_sim/`.
@@ -172,16 +176,41 @@ impl DynamicsSim {
     /// Serves the token endpoint, the Web API and the control API on `addr`.
     pub async fn serve(&self, addr: SocketAddr) -> Result<SimServer, SimError> {
         let handle = serve_router(self.router(), addr).await?;
-        Ok(SimServer { handle })
+        Ok(SimServer {
+            handle,
+            scheme: "http",
+        })
     }
 
-    /// The axum router of the whole simulator (to embed it elsewhere).
+    /// Serves the same over HTTPS on `addr` with `identity`, as Dataverse itself only answers
+    /// over HTTPS (clients that refuse plain HTTP need it).
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> Result<SimServer, SimError> {
+        let config = tls::server_config(identity)?;
+        let handle = serve_router_tls(self.router_for(Scheme("https")), addr, config).await?;
+        Ok(SimServer {
+            handle,
+            scheme: "https",
+        })
+    }
+
+    /// The axum router of the whole simulator (to embed it elsewhere), served over plain HTTP.
     pub fn router(&self) -> Router {
+        self.router_for(Scheme("http"))
+    }
+
+    /// The router, with the scheme the absolute URLs it writes (next and delta links,
+    /// `OData-EntityId`, `@odata.context`) start with.
+    fn router_for(&self, scheme: Scheme) -> Router {
         let api = Router::new()
             .route("/api/data/v9.2/{*rest}", any(serve_api))
             // The service document sits at the root, with or without the trailing slash.
             .route("/api/data/v9.2/", any(serve_api))
             .route("/api/data/v9.2", any(serve_api))
+            .layer(axum::Extension(scheme))
             .route_layer(axum::middleware::from_fn_with_state(
                 (
                     self.inner.faults.clone(),
@@ -339,6 +368,10 @@ fn to_axum(response: &ApiResponse) -> Response {
     out
 }
 
+/// The scheme the Web API is served with (`http` or `https`), for the absolute URLs it writes.
+#[derive(Debug, Clone, Copy)]
+struct Scheme(&'static str);
+
 async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !sim.inner.tokens.is_valid(&parts.headers, sim.now()) {
@@ -358,6 +391,10 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
         .and_then(|host| host.to_str().ok())
         .unwrap_or("localhost")
         .to_string();
+    let scheme = parts
+        .extensions
+        .get::<Scheme>()
+        .map_or("http", |scheme| scheme.0);
     let path = parts.uri.path();
     let request = ApiRequest {
         method: parts.method.as_str().to_string(),
@@ -375,7 +412,7 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
             })
             .collect(),
         body,
-        api_root: format!("http://{host}{API_PREFIX}"),
+        api_root: format!("{scheme}://{host}{API_PREFIX}"),
     };
     let mut store = sim.store();
     let response = if request.path == "$batch" && request.method == "POST" {
