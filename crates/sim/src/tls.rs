@@ -143,3 +143,49 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> TlsIdentity {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("a certificate");
+        TlsIdentity {
+            cert_chain_pem: cert.pem().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        }
+    }
+
+    fn problem(identity: &TlsIdentity) -> String {
+        match server_config(identity) {
+            Err(SimError::Tls(problem)) => problem,
+            other => panic!("expected a TLS error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_matching_pair_is_accepted_and_bad_ones_say_what_is_wrong() {
+        let good = identity();
+        assert!(server_config(&good).is_ok());
+        let no_cert = TlsIdentity {
+            cert_chain_pem: b"not a certificate".to_vec(),
+            ..good.clone()
+        };
+        assert!(problem(&no_cert).contains("holds no PEM certificate"));
+        let no_key = TlsIdentity {
+            key_pem: b"not a key".to_vec(),
+            ..good.clone()
+        };
+        assert!(problem(&no_key).contains("no usable PEM private key"));
+        let other_key = TlsIdentity {
+            key_pem: identity().key_pem,
+            ..good
+        };
+        assert!(problem(&other_key).contains("cannot be used together"));
+        assert!(!format!("{other_key:?}").contains("PRIVATE KEY"));
+    }
+}

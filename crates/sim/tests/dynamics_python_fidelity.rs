@@ -117,6 +117,79 @@ fn test_pki(dir: &Path) -> (PathBuf, TlsIdentity) {
     (ca_file, identity)
 }
 
+/// Without Python: over HTTPS the links the simulator writes are `https://` ones a client can
+/// follow (a client that only talks HTTPS fails on an `http://` next or delta link).
+#[tokio::test]
+async fn over_https_the_next_and_delta_links_stay_on_https() {
+    let pki_dir = tempfile::tempdir().expect("a temp dir");
+    let (ca_file, identity) = test_pki(pki_dir.path());
+    let sim = DynamicsSim::new(DynamicsSimOptions {
+        seed_contacts: 5,
+        ..Default::default()
+    });
+    let server = sim
+        .serve_tls("127.0.0.1:0".parse().expect("addr"), &identity)
+        .await
+        .expect("serves HTTPS");
+    let ca = std::fs::read(&ca_file).expect("reads the CA");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM CA"))
+        .build()
+        .expect("a client");
+    let token: Json = client
+        .post(server.token_url("tls-tenant"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "conduit-sim-client"),
+            ("client_secret", "conduit-sim-secret"),
+            ("scope", &format!("{}.default", server.base_url())),
+        ])
+        .send()
+        .await
+        .expect("token over HTTPS")
+        .json()
+        .await
+        .expect("token JSON");
+    let bearer = token["access_token"].as_str().expect("a token").to_owned();
+    let mut url = format!(
+        "{}api/data/v9.2/contacts?$select=lastname",
+        server.base_url()
+    );
+    let mut rows = 0;
+    loop {
+        let page: Json = client
+            .get(&url)
+            .bearer_auth(&bearer)
+            .header("Prefer", "odata.track-changes,odata.maxpagesize=2")
+            .send()
+            .await
+            .expect("a page over HTTPS")
+            .json()
+            .await
+            .expect("page JSON");
+        assert!(
+            page["@odata.context"]
+                .as_str()
+                .is_some_and(|context| context.starts_with("https://")),
+            "{page}"
+        );
+        rows += page["value"].as_array().map_or(0, Vec::len);
+        if let Some(next) = page["@odata.nextLink"].as_str() {
+            assert!(next.starts_with("https://"), "{next}");
+            url = next.to_owned();
+            continue;
+        }
+        let delta = page["@odata.deltaLink"].as_str().expect("a delta link");
+        assert!(delta.starts_with("https://"), "{delta}");
+        break;
+    }
+    assert_eq!(rows, 5);
+    // A certificate the client does not trust is refused: the server really speaks TLS.
+    let untrusting = reqwest::Client::new();
+    assert!(untrusting.get(server.base_url()).send().await.is_err());
+    server.shutdown().await;
+}
+
 fn strings(value: &Json) -> Vec<String> {
     value
         .as_array()

@@ -1721,6 +1721,109 @@ mod tests {
     }
 
     #[test]
+    fn table_pickers_filter_on_is_private_and_unknown_properties_are_refused() {
+        let mut store = store();
+        // What a table picker asks for (Microsoft's Python SDK's tables.list()).
+        let listed = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName,EntitySetName&$filter=IsPrivate eq false",
+        );
+        let names = column(&listed, "LogicalName");
+        for table in ["contact", "new_vehicle", "adobe_emailsend"] {
+            assert!(names.contains(&table.to_string()), "{table} in {names:?}");
+        }
+        let custom = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=IsCustomEntity eq false and IsIntersect eq false",
+        );
+        assert_eq!(column(&custom, "LogicalName"), ["contact"]);
+        // A property the metadata type does not have is an error, not an empty answer.
+        let (status, code, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=IsSecret eq false",
+            None,
+        ));
+        assert_eq!((status, code.as_str()), (400, "0x80060888"));
+        assert!(
+            message.contains("'IsSecret'") && message.contains("EntityMetadata"),
+            "{message}"
+        );
+        let (status, _, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes?$filter=Colour eq 'red'",
+            None,
+        ));
+        assert_eq!(status, 400);
+        assert!(
+            message.contains("'Colour'") && message.contains("AttributeMetadata"),
+            "{message}"
+        );
+        // A property only a derived type has needs the cast.
+        let (status, _, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$filter=MaxLength gt 10",
+            None,
+        ));
+        assert_eq!(status, 400);
+        assert!(message.contains("PicklistAttributeMetadata"), "{message}");
+        let long = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=LogicalName&$filter=MaxLength gt 100",
+        );
+        assert!(!column(&long, "LogicalName").is_empty());
+    }
+
+    #[test]
+    fn metadata_entries_are_addressed_by_metadata_id_too() {
+        let mut store = store();
+        let contact = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=LogicalName eq 'contact'",
+        );
+        let table_id = contact["value"][0]["MetadataId"]
+            .as_str()
+            .expect("MetadataId")
+            .to_string();
+        let entry = get_json(
+            &mut store,
+            &format!("EntityDefinitions({table_id})?$select=LogicalName,EntitySetName"),
+        );
+        assert_eq!(entry["LogicalName"], "contact");
+        assert_eq!(entry["EntitySetName"], "contacts");
+        let strings = get_json(
+            &mut store,
+            &format!(
+                "EntityDefinitions({table_id})/Attributes?$select=LogicalName&$filter=AttributeType eq 'String'"
+            ),
+        );
+        let names = column(&strings, "LogicalName");
+        assert!(names.contains(&"lastname".to_string()), "{names:?}");
+        assert!(!names.contains(&"gendercode".to_string()), "{names:?}");
+        let lastname_id = strings["value"]
+            .as_array()
+            .expect("value")
+            .iter()
+            .find(|entry| entry["LogicalName"] == "lastname")
+            .and_then(|entry| entry["MetadataId"].as_str())
+            .expect("lastname's MetadataId")
+            .to_string();
+        let lastname = get_json(
+            &mut store,
+            &format!("EntityDefinitions({table_id})/Attributes({lastname_id})?$select=LogicalName"),
+        );
+        assert_eq!(lastname["LogicalName"], "lastname");
+        let unknown = "00000000-0000-4000-8000-00000000ffff";
+        for path in [
+            format!("EntityDefinitions({unknown})"),
+            format!("EntityDefinitions({table_id})/Attributes({unknown})"),
+        ] {
+            let (status, code, message) = error_of(&get(&mut store, &path, None));
+            assert_eq!((status, code.as_str()), (404, "0x80040217"), "{path}");
+            assert!(message.contains(unknown), "{message}");
+        }
+    }
+
+    #[test]
     fn typed_attribute_casts_carry_their_own_properties() {
         let mut store = store();
         let body = get_json(
