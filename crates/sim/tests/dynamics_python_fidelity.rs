@@ -322,6 +322,8 @@ async fn microsoft_python_sdk_discovers_tracks_and_reads_the_delta() {
         assert_eq!(delta["last_names"][id], format!("Updated{n}"));
     }
     assert_eq!(summary["next_delta_rows"], 0);
+    // "Female" went through the SDK's picklist metadata lookup as the choice value 2.
+    assert_eq!(summary["label_to_choice"], 2);
     assert!(summary["tokens_issued"].as_u64().is_some_and(|n| n >= 1));
 
     // The simulator's own state agrees with what the client saw.

@@ -1,8 +1,8 @@
 """Drives the Dataverse simulator with Microsoft's Dataverse SDK for Python
 (PowerPlatform-Dataverse-Client, pinned in requirements.txt), as a new user of that SDK would.
 
-Steps: discover the tables and the contact columns (EntityDefinitions, Attributes and the
-picklist metadata the SDK reads before a write), read every contact page by page through the
+Steps: discover the tables and the contact columns (EntityDefinitions, Attributes, and the
+picklist metadata the SDK reads to turn a choice label into its value), read every contact page by page through the
 SDK, read the contacts change-tracked (Prefer: odata.track-changes, all pages through
 @odata.nextLink with odata.maxpagesize) up to the @odata.deltaLink, create, update and delete
 contacts through the SDK, then follow the delta link and check that the delta holds exactly the
@@ -172,8 +172,11 @@ def main():
         deleted = initial_ids[UPDATED : UPDATED + DELETED]
         for record_id in deleted:
             client.records.delete("contact", record_id)
-        fetched = client.records.get("contact", created[0], select=["firstname", "lastname", "emailaddress1"])
+        # The SDK turns a choice label into its value from the table's picklist metadata.
+        client.records.update("contact", created[0], {"gendercode": "Female"})
+        fetched = client.records.get("contact", created[0], select=["firstname", "lastname", "gendercode"])
         check(fetched["lastname"] == "Created0", f"records.get of a created contact: {fetched.to_dict()}")
+        summary["label_to_choice"] = fetched["gendercode"]
         summary["changes"] = {"created": created, "updated": updated, "deleted": deleted}
 
         # The delta: changed rows as entities, deleted rows as $deletedEntity entries.
