@@ -9,8 +9,10 @@ contacts through the SDK, then follow the delta link and check that the delta ho
 created and updated rows plus one $deletedEntity entry per deleted row, and that the next delta
 is empty.
 
-The SDK has no change tracking of its own, so those reads are plain Web API calls (requests,
-the same bearer token and the headers the SDK sends), as the Dataverse docs describe them.
+Tokens come from azure-identity's ClientSecretCredential, as the SDK's documentation shows, with
+the simulator as the authority. The SDK has no change tracking of its own, so those reads are
+plain Web API calls (requests, a token from the same credential and the headers the SDK sends),
+as the Dataverse docs describe them.
 
 Usage: python fidelity.py <simulator organization URL, https://...>
 Environment: CONDUIT_SIM_D365_CLIENT_ID / CONDUIT_SIM_D365_CLIENT_SECRET (simulator defaults
@@ -22,11 +24,10 @@ Prints one JSON summary on stdout; exits non-zero with the failed check on stder
 import json
 import os
 import sys
-import time
 from urllib.parse import urljoin
 
 import requests
-from azure.core.credentials import AccessToken, TokenCredential
+from azure.identity import ClientSecretCredential
 from PowerPlatform.Dataverse.client import DataverseClient
 
 PAGE_SIZE = 40
@@ -42,38 +43,6 @@ class Failed(Exception):
 def check(condition, message):
     if not condition:
         raise Failed(message)
-
-
-class ClientCredentials(TokenCredential):
-    """Client-credentials grant against the Microsoft identity platform's v2.0 token endpoint."""
-
-    def __init__(self, authority, tenant, client_id, client_secret):
-        self._url = urljoin(authority, f"{tenant}/oauth2/v2.0/token")
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._cached = None
-        self.issued = 0
-
-    def get_token(self, *scopes, **kwargs):
-        now = int(time.time())
-        if self._cached is not None and self._cached.expires_on - 60 > now:
-            return self._cached
-        response = requests.post(
-            self._url,
-            data={
-                "grant_type": "client_credentials",
-                "client_id": self._client_id,
-                "client_secret": self._client_secret,
-                "scope": " ".join(scopes),
-            },
-            timeout=30,
-        )
-        check(response.status_code == 200, f"token endpoint answered {response.status_code}: {response.text[:300]}")
-        body = response.json()
-        check(body.get("token_type") == "Bearer", f"token_type is {body.get('token_type')!r}")
-        self._cached = AccessToken(body["access_token"], now + int(body["expires_in"]))
-        self.issued += 1
-        return self._cached
 
 
 def tracked_read(session, api, credential, scope, entity_set, select, delta_link=None):
@@ -110,11 +79,14 @@ def main():
         return 2
     base = sys.argv[1].rstrip("/") + "/"
     seeded = int(os.environ.get("FIDELITY_SEEDED_CONTACTS", "0"))
-    credential = ClientCredentials(
-        base,
+    # The simulator is its own Microsoft identity platform: azure-identity finds its token
+    # endpoint through the OpenID Connect discovery document under the authority.
+    credential = ClientSecretCredential(
         "fidelity-python",
         os.environ.get("CONDUIT_SIM_D365_CLIENT_ID", "conduit-sim-client"),
         os.environ.get("CONDUIT_SIM_D365_CLIENT_SECRET", "conduit-sim-secret"),
+        authority=base,
+        disable_instance_discovery=True,
     )
     summary = {}
     with DataverseClient(base, credential) as client, requests.Session() as session:
@@ -206,7 +178,6 @@ def main():
         # Nothing changed since: the next delta is empty.
         after = tracked_read(session, "", credential, scope, entity_set, select, delta_link=delta["delta_link"])
         summary["next_delta_rows"] = len(after["rows"])
-        summary["tokens_issued"] = credential.issued
     print(json.dumps(summary))
     return 0
 

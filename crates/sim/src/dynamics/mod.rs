@@ -36,7 +36,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
@@ -210,7 +210,6 @@ impl DynamicsSim {
             // The service document sits at the root, with or without the trailing slash.
             .route("/api/data/v9.2/", any(serve_api))
             .route("/api/data/v9.2", any(serve_api))
-            .layer(axum::Extension(scheme))
             .route_layer(axum::middleware::from_fn_with_state(
                 (
                     self.inner.faults.clone(),
@@ -221,9 +220,14 @@ impl DynamicsSim {
             .with_state(self.clone());
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(auth::token_endpoint))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(auth::openid_configuration),
+            )
             .merge(control::routes())
             .with_state(self.clone())
             .merge(api)
+            .layer(axum::Extension(scheme))
     }
 
     /// Creates or updates row `id` of `table` (logical name) with client-style fields
@@ -368,9 +372,9 @@ fn to_axum(response: &ApiResponse) -> Response {
     out
 }
 
-/// The scheme the Web API is served with (`http` or `https`), for the absolute URLs it writes.
+/// The scheme the simulator is served with (`http` or `https`), for the absolute URLs it writes.
 #[derive(Debug, Clone, Copy)]
-struct Scheme(&'static str);
+pub(crate) struct Scheme(pub(crate) &'static str);
 
 async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
