@@ -6,7 +6,8 @@
 //! its summary against what it asked for and against the simulator's own state.
 //!
 //! The SDK only talks HTTPS, so the simulator is served over TLS with a throwaway CA that the
-//! script trusts (`REQUESTS_CA_BUNDLE`). Needs python3 (3.10+) with venv and access to PyPI
+//! script trusts (`REQUESTS_CA_BUNDLE`); tokens come from azure-identity's
+//! `ClientSecretCredential` with the simulator as its authority. Needs python3 (3.10+) with venv and access to PyPI
 //! the first time: the pinned packages go, once, into a venv under the target dir, reused while
 //! the requirements file is unchanged.
 
