@@ -151,6 +151,76 @@ async fn cli_simulator_pages_12000_contacts_and_an_unchanged_delta_is_empty() {
     assert!(body["@odata.deltaLink"].is_string());
 }
 
+/// `conduit sim dynamics --tls-cert --tls-key` serves HTTPS with that certificate (the links it
+/// writes stay on HTTPS); the Campaign simulator, plain HTTP only, refuses the options.
+#[tokio::test]
+async fn cli_simulator_serves_https_with_the_given_certificate() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "conduit sim CLI test CA");
+    let ca_key = KeyPair::generate().expect("CA key");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().expect("server key");
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&server_key, &issuer)
+        .expect("server certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, server_cert.pem()).expect("writes the certificate");
+    std::fs::write(&key, server_key.serialize_pem()).expect("writes the key");
+
+    let child = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args(["sim", "dynamics", "--port", "0", "--seed-contacts", "3"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the conduit binary starts");
+    let mut guard = ChildGuard(child);
+    let base = listening_url(&mut guard.0);
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).expect("a PEM CA"),
+        )
+        .build()
+        .expect("a client");
+    let token = token(&client, &base, "tls-tenant").await;
+    let page: Value = get(
+        &client,
+        &format!("{base}api/data/v9.2/contacts?$select=lastname"),
+        &token,
+        Some("odata.maxpagesize=2"),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let next = page["@odata.nextLink"].as_str().expect("a next link");
+    assert!(next.starts_with(&base), "{next}");
+    drop(guard);
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_conduit"))
+        .args(["sim", "campaign", "--port", "0"])
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .output()
+        .expect("the conduit binary runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("plain HTTP only"), "{stderr}");
+}
+
 async fn in_process(
     contacts: usize,
 ) -> (

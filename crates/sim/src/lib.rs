@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 pub mod campaign;
 pub mod dynamics;
 pub mod faults;
+pub mod tls;
 
 /// An Ingress table mapping of the simulated Dynamics 365 contacts to Campaign profiles, as
 /// TOML: the one `conduit demo` runs and the ingress benchmark measures.
@@ -52,6 +53,9 @@ pub enum SimError {
     /// A control call named something that does not exist or asked for something invalid.
     #[error("{0}")]
     Rejected(String),
+    /// The TLS certificate or key given to serve HTTPS cannot be used.
+    #[error("the simulator cannot serve HTTPS: {0}")]
+    Tls(String),
 }
 
 /// A running simulator HTTP server; stops when shut down or dropped.
@@ -92,12 +96,39 @@ pub async fn serve_router(
     router: axum::Router,
     addr: SocketAddr,
 ) -> Result<ServerHandle, SimError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| SimError::Bind { addr, source })?;
+    let listener = bind(addr).await?;
     let local_addr = listener
         .local_addr()
         .map_err(|source| SimError::Bind { addr, source })?;
+    Ok(spawn_server(listener, router, local_addr))
+}
+
+/// Serves `router` over HTTPS on `addr` in a background task, with the TLS identity `config`
+/// (see [`tls::server_config`]).
+pub async fn serve_router_tls(
+    router: axum::Router,
+    addr: SocketAddr,
+    config: std::sync::Arc<rustls::ServerConfig>,
+) -> Result<ServerHandle, SimError> {
+    let listener = bind(addr).await?;
+    let listener = tls::TlsListener::new(listener, config)
+        .map_err(|source| SimError::Bind { addr, source })?;
+    let local_addr = axum::serve::Listener::local_addr(&listener)
+        .map_err(|source| SimError::Bind { addr, source })?;
+    Ok(spawn_server(listener, router, local_addr))
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, SimError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| SimError::Bind { addr, source })
+}
+
+fn spawn_server<L>(listener: L, router: axum::Router, local_addr: SocketAddr) -> ServerHandle
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, router)
@@ -109,9 +140,9 @@ pub async fn serve_router(
             tracing::error!(%error, "simulator server stopped with an error");
         }
     });
-    Ok(ServerHandle {
+    ServerHandle {
         local_addr,
         stop: Some(stop),
         task: Some(task),
-    })
+    }
 }

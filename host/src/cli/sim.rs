@@ -3,11 +3,13 @@
 //! Campaign's seeded email events refer to the seeded Dynamics 365 contacts.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 use conduit_sim::dynamics::{DynamicsSim, DynamicsSimOptions};
+use conduit_sim::tls::TlsIdentity;
 
 /// Run wire-faithful simulators of Dynamics 365 and/or Campaign Standard.
 #[derive(Debug, clap::Args)]
@@ -73,6 +75,17 @@ struct SimArgs {
         hide_env_values = true
     )]
     acs_client_secret: String,
+    /// PEM certificate chain (leaf first): serve the Dynamics 365 simulator over HTTPS, as
+    /// Dataverse itself (some clients refuse plain HTTP). Needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+fn read_pem(path: &Path, option: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{option}: cannot read {}", path.display()))
 }
 
 /// Runs the chosen simulators until Ctrl-C.
@@ -82,6 +95,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Service::Campaign(args) => (args, false, true),
         Service::Both(args) => (args, true, true),
     };
+    if !dynamics && args.tls_cert.is_some() {
+        anyhow::bail!(
+            "--tls-cert and --tls-key serve the Dynamics 365 simulator over HTTPS; the Campaign simulator serves plain HTTP only (use `conduit sim dynamics` or `both`)"
+        );
+    }
     let mut contact_ids = Vec::new();
     let mut dynamics_server = None;
     if dynamics {
@@ -92,10 +110,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             seed_vehicles: args.seed_vehicles.unwrap_or(args.seed_contacts / 4),
             ..DynamicsSimOptions::default()
         });
-        let server = sim
-            .serve(SocketAddr::new(args.host, args.port))
-            .await
-            .context("cannot start the Dynamics 365 simulator")?;
+        let addr = SocketAddr::new(args.host, args.port);
+        let served = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = TlsIdentity {
+                    cert_chain_pem: read_pem(cert, "--tls-cert")?,
+                    key_pem: read_pem(key, "--tls-key")?,
+                };
+                sim.serve_tls(addr, &identity).await
+            }
+            _ => sim.serve(addr).await,
+        };
+        let server = served.context("cannot start the Dynamics 365 simulator")?;
         outln!("Dynamics 365 simulator listening on {}", server.base_url());
         outln!("  token URL:  {}", server.token_url("<any-tenant>"));
         outln!("  Web API:    {}api/data/v9.2/", server.base_url());

@@ -3,6 +3,8 @@
 //! service's JSON shapes, headers and error bodies. Framework-free (plain request and response
 //! values) so that `$batch` can dispatch its inner requests through the same code.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value as Json, json};
 
 use super::odata::{
@@ -13,7 +15,7 @@ use super::query::{
     ExpandItem, Filter, OrderKey, compare_rows, parse_expand, parse_filter, parse_orderby,
     unsupported,
 };
-use super::schema::{AttributeType, TableDef};
+use super::schema::{AttributeDef, AttributeType, TableDef};
 use super::store::{Change, ListPosition, Store, StoredRow, TableState, WriteMode};
 
 /// The path prefix of the Web API.
@@ -389,7 +391,14 @@ fn select_properties(object: Json, select: Option<&[String]>) -> Json {
     Json::Object(kept)
 }
 
-fn logical_name_argument(segment: &str, prefix: &str) -> Result<Option<String>, ApiError> {
+/// How a metadata segment addresses its entry: `(LogicalName='x')` or `(<MetadataId>)`.
+#[derive(Debug, Clone, PartialEq)]
+enum MetadataKey {
+    LogicalName(String),
+    MetadataId(String),
+}
+
+fn metadata_key(segment: &str, prefix: &str) -> Result<Option<MetadataKey>, ApiError> {
     if segment == prefix {
         return Ok(None);
     }
@@ -401,12 +410,59 @@ fn logical_name_argument(segment: &str, prefix: &str) -> Result<Option<String>, 
             ApiError::bad_request(format!("Bad Request - Error in query syntax: '{segment}'."))
         })?;
     match parse_entity_key(inner)? {
-        EntityKey::Alternate(pairs) if pairs.len() == 1 && pairs[0].0 == "LogicalName" => {
-            Ok(pairs[0].1.as_str().map(str::to_string))
-        }
+        EntityKey::Id(id) => Ok(Some(MetadataKey::MetadataId(id))),
+        EntityKey::Alternate(pairs) if pairs.len() == 1 && pairs[0].0 == "LogicalName" => Ok(pairs
+            [0]
+        .1
+        .as_str()
+        .map(|name| MetadataKey::LogicalName(name.to_string()))),
         _ => Err(ApiError::bad_request(format!(
-            "The simulator addresses metadata by LogicalName='...' only, not '{inner}'."
+            "Metadata entries are addressed by MetadataId or LogicalName='...', not '{inner}'."
         ))),
+    }
+}
+
+/// The table `key` names.
+fn metadata_table<'a>(store: &'a Store, key: &MetadataKey) -> Result<&'a TableState, ApiError> {
+    match key {
+        MetadataKey::LogicalName(name) => store
+            .table(name)
+            .ok_or_else(|| super::store::unknown_table(name)),
+        MetadataKey::MetadataId(id) => store
+            .tables()
+            .find(|table| table.def.metadata_id() == *id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    404,
+                    "0x80040217",
+                    format!("Could not find an entity with MetadataId = {id}."),
+                )
+            }),
+    }
+}
+
+/// Fails naming the first property `filter` reads that none of `entries` has, as Dataverse
+/// refuses a filter on a property the metadata type does not declare.
+fn check_metadata_filter<'a>(
+    filter: &Filter,
+    mut entries: impl Iterator<Item = &'a Json>,
+    type_name: &str,
+) -> Result<(), ApiError> {
+    let mut known: HashSet<&str> = HashSet::new();
+    for entry in entries.by_ref() {
+        if let Some(object) = entry.as_object() {
+            known.extend(object.keys().map(String::as_str));
+        }
+    }
+    match filter
+        .properties()
+        .into_iter()
+        .find(|property| !known.contains(property))
+    {
+        Some(property) => Err(ApiError::bad_request(format!(
+            "Could not find a property named '{property}' on type '{type_name}'."
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -438,12 +494,21 @@ fn attribute_entries(
         }
         item.only(&["$select"])?;
     }
+    let candidates: Vec<(&AttributeDef, Json)> = table
+        .attributes
+        .iter()
+        .filter(|attribute| cast.is_none_or(|cast| attribute.kind.metadata_class() == cast))
+        .map(|attribute| (attribute, attribute.metadata(&table.logical_name)))
+        .collect();
+    if let Some(filter) = filter {
+        let type_name = format!(
+            "Microsoft.Dynamics.CRM.{}",
+            cast.unwrap_or("AttributeMetadata")
+        );
+        check_metadata_filter(filter, candidates.iter().map(|(_, full)| full), &type_name)?;
+    }
     let mut entries = Vec::new();
-    for attribute in &table.attributes {
-        if cast.is_some_and(|cast| attribute.kind.metadata_class() != cast) {
-            continue;
-        }
-        let full = attribute.metadata(&table.logical_name);
+    for (attribute, full) in candidates {
         if let Some(filter) = filter
             && !full
                 .as_object()
@@ -535,12 +600,20 @@ fn metadata(
         .transpose()?
         .unwrap_or_default();
     let root = &request.api_root;
-    let table_name = logical_name_argument(&segments[0], "EntityDefinitions")?;
-    let Some(table_name) = table_name else {
+    let table_key = metadata_key(&segments[0], "EntityDefinitions")?;
+    let Some(table_key) = table_key else {
         if segments.len() > 1 {
             return Err(ApiError::bad_request(
-                "Address a table as EntityDefinitions(LogicalName='...')",
+                "Address a table as EntityDefinitions(LogicalName='...') or EntityDefinitions(<MetadataId>)",
             ));
+        }
+        if let Some(filter) = &filter {
+            let entries: Vec<Json> = store.tables().map(|table| table.def.metadata()).collect();
+            check_metadata_filter(
+                filter,
+                entries.iter(),
+                "Microsoft.Dynamics.CRM.EntityMetadata",
+            )?;
         }
         let mut value = Vec::new();
         for table in store.tables() {
@@ -560,9 +633,7 @@ fn metadata(
             &json!({"@odata.context": format!("{root}$metadata#EntityDefinitions"), "value": value}),
         ));
     };
-    let table = store
-        .table(&table_name)
-        .ok_or_else(|| super::store::unknown_table(&table_name))?;
+    let table = metadata_table(store, &table_key)?;
     let Some(second) = segments.get(1) else {
         if filter.is_some() {
             return Err(unsupported("$filter on a single EntityDefinitions entry"));
@@ -576,7 +647,26 @@ fn metadata(
         }
         return Ok(ApiResponse::json(200, &entry));
     };
-    let attribute_name = logical_name_argument(second, "Attributes")?;
+    let logical = &table.def.logical_name;
+    let attribute_name = match metadata_key(second, "Attributes")? {
+        None => None,
+        Some(MetadataKey::LogicalName(name)) => Some(name),
+        Some(MetadataKey::MetadataId(id)) => Some(
+            table
+                .def
+                .attributes
+                .iter()
+                .find(|attribute| attribute.metadata_id(logical) == id)
+                .map(|attribute| attribute.logical_name.clone())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        404,
+                        "0x80040217",
+                        format!("Could not find an attribute with MetadataId = {id} on entity '{logical}'."),
+                    )
+                })?,
+        ),
+    };
     if segments.len() > 3 {
         return Err(unsupported(&segments[3..].join("/")));
     }
@@ -590,7 +680,6 @@ fn metadata(
                 })
         })
         .transpose()?;
-    let logical = &table.def.logical_name;
     match attribute_name {
         None => {
             let entries = attribute_entries(
@@ -1629,6 +1718,109 @@ mod tests {
             "EntityDefinitions(LogicalName='contact')?$select=LogicalName&$expand=Attributes($filter=AttributeType eq Microsoft.Dynamics.CRM.AttributeTypeCode'Picklist')",
         );
         assert_eq!(one["Attributes"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn table_pickers_filter_on_is_private_and_unknown_properties_are_refused() {
+        let mut store = store();
+        // What a table picker asks for (Microsoft's Python SDK's tables.list()).
+        let listed = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName,EntitySetName&$filter=IsPrivate eq false",
+        );
+        let names = column(&listed, "LogicalName");
+        for table in ["contact", "new_vehicle", "adobe_emailsend"] {
+            assert!(names.contains(&table.to_string()), "{table} in {names:?}");
+        }
+        let custom = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=IsCustomEntity eq false and IsIntersect eq false",
+        );
+        assert_eq!(column(&custom, "LogicalName"), ["contact"]);
+        // A property the metadata type does not have is an error, not an empty answer.
+        let (status, code, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=IsSecret eq false",
+            None,
+        ));
+        assert_eq!((status, code.as_str()), (400, "0x80060888"));
+        assert!(
+            message.contains("'IsSecret'") && message.contains("EntityMetadata"),
+            "{message}"
+        );
+        let (status, _, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes?$filter=Colour eq 'red'",
+            None,
+        ));
+        assert_eq!(status, 400);
+        assert!(
+            message.contains("'Colour'") && message.contains("AttributeMetadata"),
+            "{message}"
+        );
+        // A property only a derived type has needs the cast.
+        let (status, _, message) = error_of(&get(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$filter=MaxLength gt 10",
+            None,
+        ));
+        assert_eq!(status, 400);
+        assert!(message.contains("PicklistAttributeMetadata"), "{message}");
+        let long = get_json(
+            &mut store,
+            "EntityDefinitions(LogicalName='contact')/Attributes/Microsoft.Dynamics.CRM.StringAttributeMetadata?$select=LogicalName&$filter=MaxLength gt 100",
+        );
+        assert!(!column(&long, "LogicalName").is_empty());
+    }
+
+    #[test]
+    fn metadata_entries_are_addressed_by_metadata_id_too() {
+        let mut store = store();
+        let contact = get_json(
+            &mut store,
+            "EntityDefinitions?$select=LogicalName&$filter=LogicalName eq 'contact'",
+        );
+        let table_id = contact["value"][0]["MetadataId"]
+            .as_str()
+            .expect("MetadataId")
+            .to_string();
+        let entry = get_json(
+            &mut store,
+            &format!("EntityDefinitions({table_id})?$select=LogicalName,EntitySetName"),
+        );
+        assert_eq!(entry["LogicalName"], "contact");
+        assert_eq!(entry["EntitySetName"], "contacts");
+        let strings = get_json(
+            &mut store,
+            &format!(
+                "EntityDefinitions({table_id})/Attributes?$select=LogicalName&$filter=AttributeType eq 'String'"
+            ),
+        );
+        let names = column(&strings, "LogicalName");
+        assert!(names.contains(&"lastname".to_string()), "{names:?}");
+        assert!(!names.contains(&"gendercode".to_string()), "{names:?}");
+        let lastname_id = strings["value"]
+            .as_array()
+            .expect("value")
+            .iter()
+            .find(|entry| entry["LogicalName"] == "lastname")
+            .and_then(|entry| entry["MetadataId"].as_str())
+            .expect("lastname's MetadataId")
+            .to_string();
+        let lastname = get_json(
+            &mut store,
+            &format!("EntityDefinitions({table_id})/Attributes({lastname_id})?$select=LogicalName"),
+        );
+        assert_eq!(lastname["LogicalName"], "lastname");
+        let unknown = "00000000-0000-4000-8000-00000000ffff";
+        for path in [
+            format!("EntityDefinitions({unknown})"),
+            format!("EntityDefinitions({table_id})/Attributes({unknown})"),
+        ] {
+            let (status, code, message) = error_of(&get(&mut store, &path, None));
+            assert_eq!((status, code.as_str()), (404, "0x80040217"), "{path}");
+            assert!(message.contains(unknown), "{message}");
+        }
     }
 
     #[test]

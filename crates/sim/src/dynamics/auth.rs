@@ -1,18 +1,19 @@
 //! The simulated Microsoft identity platform: the client-credentials token endpoint
-//! (`/{tenant}/oauth2/v2.0/token`) with Azure AD's error bodies, and the bearer check of the
-//! Web API. Tokens expire on the simulated clock, so advancing it makes clients refresh.
+//! (`/{tenant}/oauth2/v2.0/token`) with Azure AD's error bodies, its OpenID Connect discovery
+//! document (`/{tenant}/v2.0/.well-known/openid-configuration`, which MSAL-based clients read
+//! before asking for a token), and the bearer check of the Web API. Tokens expire on the simulated clock, so advancing it makes clients refresh.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::DynamicsSim;
+use super::{DynamicsSim, Scheme};
 
 /// Issued access tokens and when each expires (simulated time).
 #[derive(Debug, Default)]
@@ -79,6 +80,36 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: String) ->
         "correlation_id": uuid::Uuid::new_v4().to_string(),
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// `GET /{tenant}/v2.0/.well-known/openid-configuration`: the OpenID Connect discovery
+/// document, its endpoints on this simulator (only the token endpoint answers).
+pub async fn openid_configuration(
+    Path(tenant): Path<String>,
+    Extension(scheme): Extension<Scheme>,
+    headers: HeaderMap,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or("localhost");
+    let tenant_root = format!("{}://{host}/{tenant}", scheme.0);
+    axum::Json(json!({
+        "issuer": format!("{tenant_root}/v2.0"),
+        "authorization_endpoint": format!("{tenant_root}/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{tenant_root}/oauth2/v2.0/token"),
+        "device_authorization_endpoint": format!("{tenant_root}/oauth2/v2.0/devicecode"),
+        "end_session_endpoint": format!("{tenant_root}/oauth2/v2.0/logout"),
+        "jwks_uri": format!("{tenant_root}/discovery/v2.0/keys"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post"],
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "tenant_region_scope": null,
+    }))
+    .into_response()
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` with a form-encoded client-credentials grant.

@@ -36,7 +36,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
@@ -47,7 +47,8 @@ use self::api::{API_PREFIX, ApiRequest, ApiResponse};
 use self::odata::ApiError;
 use self::store::{Clock, Store, WriteMode};
 use super::faults::{FaultConfig, Faults, Rejection, fault_middleware};
-use super::{ServerHandle, SimError, serve_router};
+use super::tls::{self, TlsIdentity};
+use super::{ServerHandle, SimError, serve_router, serve_router_tls};
 
 /// The largest request body the simulator reads (a full 1000-part `$batch` fits easily).
 const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -112,6 +113,8 @@ impl std::fmt::Debug for DynamicsSim {
 #[derive(Debug)]
 pub struct SimServer {
     handle: ServerHandle,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl SimServer {
@@ -120,9 +123,10 @@ impl SimServer {
         self.handle.local_addr()
     }
 
-    /// The organization URL, e.g. `http://127.0.0.1:5555/` (the API is under `api/data/v9.2/`).
+    /// The organization URL, e.g. `http://127.0.0.1:5555/` (`https://` when served with
+    /// [`DynamicsSim::serve_tls`]; the API is under `api/data/v9.2/`).
     pub fn base_url(&self) -> String {
-        format!("http://{}/", self.local_addr())
+        format!("{}://{}/", self.scheme, self.local_addr())
     }
 
     /// The root of the `/_sim` control API, e.g. `http://127.0.0.1:5555/_sim/`.
@@ -172,11 +176,35 @@ impl DynamicsSim {
     /// Serves the token endpoint, the Web API and the control API on `addr`.
     pub async fn serve(&self, addr: SocketAddr) -> Result<SimServer, SimError> {
         let handle = serve_router(self.router(), addr).await?;
-        Ok(SimServer { handle })
+        Ok(SimServer {
+            handle,
+            scheme: "http",
+        })
     }
 
-    /// The axum router of the whole simulator (to embed it elsewhere).
+    /// Serves the same over HTTPS on `addr` with `identity`, as Dataverse itself only answers
+    /// over HTTPS (clients that refuse plain HTTP need it).
+    pub async fn serve_tls(
+        &self,
+        addr: SocketAddr,
+        identity: &TlsIdentity,
+    ) -> Result<SimServer, SimError> {
+        let config = tls::server_config(identity)?;
+        let handle = serve_router_tls(self.router_for(Scheme("https")), addr, config).await?;
+        Ok(SimServer {
+            handle,
+            scheme: "https",
+        })
+    }
+
+    /// The axum router of the whole simulator (to embed it elsewhere), served over plain HTTP.
     pub fn router(&self) -> Router {
+        self.router_for(Scheme("http"))
+    }
+
+    /// The router, with the scheme the absolute URLs it writes (next and delta links,
+    /// `OData-EntityId`, `@odata.context`) start with.
+    fn router_for(&self, scheme: Scheme) -> Router {
         let api = Router::new()
             .route("/api/data/v9.2/{*rest}", any(serve_api))
             // The service document sits at the root, with or without the trailing slash.
@@ -192,9 +220,14 @@ impl DynamicsSim {
             .with_state(self.clone());
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(auth::token_endpoint))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(auth::openid_configuration),
+            )
             .merge(control::routes())
             .with_state(self.clone())
             .merge(api)
+            .layer(axum::Extension(scheme))
     }
 
     /// Creates or updates row `id` of `table` (logical name) with client-style fields
@@ -339,6 +372,10 @@ fn to_axum(response: &ApiResponse) -> Response {
     out
 }
 
+/// The scheme the simulator is served with (`http` or `https`), for the absolute URLs it writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scheme(pub(crate) &'static str);
+
 async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !sim.inner.tokens.is_valid(&parts.headers, sim.now()) {
@@ -358,6 +395,10 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
         .and_then(|host| host.to_str().ok())
         .unwrap_or("localhost")
         .to_string();
+    let scheme = parts
+        .extensions
+        .get::<Scheme>()
+        .map_or("http", |scheme| scheme.0);
     let path = parts.uri.path();
     let request = ApiRequest {
         method: parts.method.as_str().to_string(),
@@ -375,7 +416,7 @@ async fn serve_api(State(sim): State<DynamicsSim>, request: Request) -> Response
             })
             .collect(),
         body,
-        api_root: format!("http://{host}{API_PREFIX}"),
+        api_root: format!("{scheme}://{host}{API_PREFIX}"),
     };
     let mut store = sim.store();
     let response = if request.path == "$batch" && request.method == "POST" {

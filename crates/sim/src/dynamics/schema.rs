@@ -199,6 +199,11 @@ impl AttributeDef {
         }
     }
 
+    /// The `MetadataId` of this attribute of `table` (stable across runs).
+    pub fn metadata_id(&self, table: &str) -> String {
+        metadata_id(&format!("{table}.{}", self.logical_name))
+    }
+
     /// The metadata entry of this attribute.
     pub fn metadata(&self, table: &str) -> Json {
         let mut body = json!({
@@ -210,7 +215,7 @@ impl AttributeDef {
             "AttributeTypeName": {"Value": format!("{}Type", self.kind.name())},
             "IsValidForCreate": !self.read_only,
             "IsValidForUpdate": !self.read_only,
-            "MetadataId": metadata_id(&format!("{table}.{}", self.logical_name)),
+            "MetadataId": self.metadata_id(table),
         });
         if let Some(map) = body.as_object_mut() {
             if let Some(max_length) = self.max_length {
@@ -322,6 +327,11 @@ impl TableDef {
             .find(|attribute| attribute.navigation.as_deref() == Some(navigation))
     }
 
+    /// The `MetadataId` of this table (stable across runs).
+    pub fn metadata_id(&self) -> String {
+        metadata_id(&self.logical_name)
+    }
+
     /// The `EntityDefinitions` entry of this table.
     pub fn metadata(&self) -> Json {
         let keys: Vec<Json> = self
@@ -339,8 +349,13 @@ impl TableDef {
             "ChangeTrackingEnabled": true,
             "CanChangeTrackingBeEnabled": {"Value": true, "CanBeChanged": false, "ManagedPropertyLogicalName": "canchangetrackingbeenabled"},
             "IsActivity": self.primary_id == "activityid",
+            // Custom tables carry a publisher prefix (`new_`, `adobe_`); none is private or an
+            // intersect (N:N) table, so every one shows in a table picker.
+            "IsCustomEntity": self.logical_name.contains('_'),
+            "IsPrivate": false,
+            "IsIntersect": false,
             "Keys": keys,
-            "MetadataId": metadata_id(&self.logical_name),
+            "MetadataId": self.metadata_id(),
         })
     }
 }
