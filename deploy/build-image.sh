@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the static release binary (x86_64-unknown-linux-musl, the target added with rustup
 # as the build script adds wasm32-wasip2) and, where podman or buildah works, the image from
-# deploy/Containerfile. Prints where the binary is; the image is tagged conduit:<version>.
+# deploy/Containerfile. The binary that ships is target/image/conduit (stripped; its debug
+# info in target/image/conduit.debug). Prints where it is; the image is tagged conduit:<version>.
 #
 #   deploy/build-image.sh            # binary, then the image if podman/buildah can build
 #   deploy/build-image.sh --binary   # the binary only
@@ -33,7 +34,15 @@ if readelf -l "$binary" | grep -q INTERP; then
     echo "error: $binary is dynamically linked" >&2
     exit 1
 fi
-echo "static binary: $binary"
+# What ships is stripped (the release profile keeps line tables for backtraces, which makes
+# the binary ~185 MB); the symbols and line tables go to conduit.debug beside it, linked by a
+# debuglink, for symbolising a backtrace or a core dump later.
+shipped_dir="$root/target/image"
+mkdir -p "$shipped_dir"
+objcopy --only-keep-debug "$binary" "$shipped_dir/conduit.debug"
+objcopy --strip-all --add-gnu-debuglink="$shipped_dir/conduit.debug" "$binary" "$shipped_dir/conduit"
+binary="$shipped_dir/conduit"
+echo "static binary: $binary ($(du -m "$binary" | cut -f1) MB; debug info in conduit.debug)"
 [ "${1:-}" = "--binary" ] && exit 0
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' host/Cargo.toml | head -n1)"

@@ -19,7 +19,7 @@ if [ "${1:-}" = "--with-libs" ]; then
     with_libs=true
     shift
 fi
-binary="${1:-$root/target/x86_64-unknown-linux-musl/release/conduit}"
+binary="${1:-$root/target/image/conduit}"
 [ -x "$binary" ] || { echo "no binary at $binary: run deploy/build-image.sh --binary first" >&2; exit 1; }
 dynamic=false
 readelf -l "$binary" | grep -q INTERP && dynamic=true
