@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 
 use super::AdminState;
-use super::tls::TlsListener;
+use conduit_base::https::TlsListener;
 use conduit_store::Caller;
 
 /// The header a same-origin client sends with state-changing calls; its value names the

@@ -26,7 +26,8 @@ use conduit_engine::Supervisor;
 
 pub use auth::constant_time_eq;
 pub use backup::{ENTRIES_HEADER, FORMAT_HEADER};
-pub use tls::{TlsError, TlsFiles, TlsListener};
+pub use conduit_base::https::TlsListener;
+pub use tls::{TlsError, TlsFiles};
 
 use auth::Peer;
 use hosts::HostAllowList;
@@ -219,7 +220,7 @@ pub async fn serve(
     let served = tls.is_some();
     let task = match tls {
         Some(config) => {
-            let listener = TlsListener::new(listener, config)
+            let listener = TlsListener::new(listener, config, "admin API")
                 .map_err(|source| AdminError::Bind { address, source })?;
             tokio::spawn(async move {
                 let app = app.into_make_service_with_connect_info::<Peer>();

@@ -111,7 +111,7 @@ pub async fn serve_router_tls(
     config: std::sync::Arc<rustls::ServerConfig>,
 ) -> Result<ServerHandle, SimError> {
     let listener = bind(addr).await?;
-    let listener = tls::TlsListener::new(listener, config)
+    let listener = conduit_base::https::TlsListener::new(listener, config, "simulator")
         .map_err(|source| SimError::Bind { addr, source })?;
     let local_addr = axum::serve::Listener::local_addr(&listener)
         .map_err(|source| SimError::Bind { addr, source })?;
