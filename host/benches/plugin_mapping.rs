@@ -3,7 +3,9 @@
 //! a fresh configured instance (target <= 10 us), and a load from the compiled-component cache
 //! vs a compile (target <= 1 ms).
 //!
-//! Run: `cargo bench -p conduit --bench plugin_mapping`. Both sides of the mapping comparison
+//! Run: `cargo bench -p conduit --bench plugin_mapping`. Instruction counts of the mapping at
+//! batch 1000: `CONDUIT_BENCH_COUNT=1 valgrind --tool=callgrind --toggle-collect='*counted_*'`
+//! on the bench binary (see BENCHMARKS.md). Both sides of the mapping comparison
 //! pay the same host work: the model batch is converted into the plugin's input types and
 //! the result resolved back into self-contained model outcomes.
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 use conduit_model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
 use conduit_plugin as sdk;
 use conduit_plugin_host::{Limits, PluginHost, PluginRef, World};
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use serde_json::json;
 use table_mapper::TableMapper;
 
@@ -266,5 +268,62 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
+/// The batches each counted side maps (after one warm-up batch each).
+const COUNTED_BATCHES: usize = 20;
+
+/// The Wasm side of the instruction count: `COUNTED_BATCHES` batches through one mapper.
+#[inline(never)]
+fn counted_wasm(mapper: &mut conduit_plugin_host::RecordMapper, batch: &RecordBatch) {
+    for _ in 0..COUNTED_BATCHES {
+        black_box(mapper.map(Phase::Initial, batch).unwrap());
+    }
+}
+
+/// The native side of the instruction count.
+#[inline(never)]
+fn counted_native(mapper: &TableMapper, batch: &RecordBatch) {
+    for _ in 0..COUNTED_BATCHES {
+        black_box(native_map(mapper, batch));
+    }
+}
+
+/// Instruction-count mode (`CONDUIT_BENCH_COUNT=1`, run under callgrind with
+/// `--toggle-collect=*counted_*`): maps `COUNTED_BATCHES` contact batches of 1000 each way,
+/// after one warm-up batch each, so that only the steady state is counted; the instance is
+/// kept between batches as a workflow keeps it (one of the 20 calls starts a fresh one only if
+/// the warm-up call was the 64th).
+fn count_instructions() {
+    let host = PluginHost::new(None).unwrap();
+    let plugin = host
+        .load(
+            &PluginRef::Builtin("table-mapper".into()),
+            World::RecordMapper,
+        )
+        .unwrap();
+    let mut wasm = plugin
+        .record_mapper(&settings(), Limits::default())
+        .unwrap();
+    let native = TableMapper::configure(&settings().to_string()).unwrap();
+    let batch = contacts(1000);
+    assert_eq!(
+        wasm.map(Phase::Initial, &batch).unwrap(),
+        native_map(&native, &batch)
+    );
+    counted_wasm(&mut wasm, &batch);
+    counted_native(&native, &batch);
+    println!(
+        "counted {COUNTED_BATCHES} batches of {} contacts each way",
+        batch.rows.len()
+    );
+}
+
 criterion_group!(benches, contact_mapping, fresh_instance, load);
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var_os("CONDUIT_BENCH_COUNT").is_some() {
+        count_instructions();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,6 +1,6 @@
 //! The reader stage: the loop every workflow's reader runs (pause on a full backlog, back off
 //! on transient source failures, give up after batches the plugin fails entirely), and the
-//! parts of a step that every workflow shares: calling the plugin on a blocking thread,
+//! parts of a step that every workflow shares: calling the plugin on a plugin thread,
 //! isolating the records a batch call failed on, and committing outputs, dead letters and the
 //! new cursor in one transaction. A crash before the commit re-reads the page; after it,
 //! nothing is read twice. What a workflow reads and how it maps it is its own module under
@@ -168,7 +168,37 @@ pub struct Isolated {
     pub results: Vec<Result<Outcome, String>>,
 }
 
-/// Runs `work` with the plugin held in `slot` on a blocking thread (plugin calls block, and
+/// The threads plugin calls run on: plain threads outside the async runtime, kept between
+/// calls. A call made on a tokio thread would need a thread of its own (wasmtime-wasi's
+/// synchronous functions start a runtime, which panics inside one), and starting a thread per
+/// call costs more than mapping a small batch. None when the pool cannot be built; calls then
+/// run on tokio's blocking threads (and the plugin host starts a thread for each).
+fn plugin_threads() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            // One per workflow reader (each calls its plugin one batch at a time), and spare
+            // ones for retries of dead letters.
+            .num_threads(PLUGIN_THREADS)
+            .thread_name(|index| format!("plugin-{index}"))
+            // The plugin runs on this stack: wasmtime's own stack limit plus the host's calls.
+            .stack_size(PLUGIN_THREAD_STACK)
+            .build()
+            .inspect_err(|error| {
+                tracing::warn!(%error, "no plugin threads; plugin calls use the blocking pool");
+            })
+            .ok()
+    })
+    .as_ref()
+}
+
+/// The plugin threads: the three workflows' readers and a retry or two.
+const PLUGIN_THREADS: usize = 6;
+
+/// A plugin thread's stack.
+const PLUGIN_THREAD_STACK: usize = 8 << 20;
+
+/// Runs `work` with the plugin held in `slot` on a plugin thread (plugin calls block, and
 /// must never stall an async worker), puts the plugin back and records the time it took.
 /// The plugin is taken out of the slot for the call: if `work` panics the slot stays empty,
 /// and the next step ends the stage run with [`StageError::PluginLost`] so the supervisor's
@@ -191,16 +221,51 @@ where
     let started = std::time::Instant::now();
     // The plugin's log lines keep the workflow and stage they were written for.
     let span = tracing::Span::current();
-    let (plugin, input, result) = tokio::task::spawn_blocking(move || {
+    let job = move || {
         let _span = span.enter();
         let result = work(&mut plugin, &input);
         (plugin, input, result)
-    })
-    .await
-    .map_err(|error| StepError::Stage(StageError::Task(error)))?;
+    };
+    let (plugin, input, result) = match plugin_threads() {
+        Some(pool) => {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            pool.spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                // The receiver is gone only when the step itself was dropped (shutdown).
+                let _ = done.send(outcome);
+            });
+            match answer.await {
+                Ok(Ok(done)) => done,
+                Ok(Err(payload)) => {
+                    return Err(StepError::Stage(StageError::PluginPanicked(
+                        what,
+                        panic_text(&*payload),
+                    )));
+                }
+                Err(_) => {
+                    return Err(StepError::Stage(StageError::PluginPanicked(
+                        what,
+                        "the plugin thread ended without an answer".to_owned(),
+                    )));
+                }
+            }
+        }
+        None => tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|error| StepError::Stage(StageError::Task(error)))?,
+    };
     *slot = Some(plugin);
     conduit_base::telemetry::record_plugin_time(workflow.as_str(), started.elapsed());
     Ok((input, result))
+}
+
+/// The message of a panic's payload (a `&str` or a `String`; anything else is named so).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Calls a plugin on a batch, falling back to one item at a time when the batch fails. An
@@ -315,5 +380,50 @@ impl<W: Workflow> StageRun for Reader<W> {
         ctx: &StageContext,
     ) -> impl std::future::Future<Output = Result<(), StageError>> + Send {
         self.read_until_stopped(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_plugin_call_runs_outside_the_runtime_and_the_plugin_comes_back() {
+        let mut slot = Some(41_u32);
+        let (input, inside_runtime) = on_plugin_thread(
+            &mut slot,
+            "mapper",
+            WorkflowId::Ingress,
+            1_u32,
+            |plugin, one| {
+                *plugin += one;
+                tokio::runtime::Handle::try_current().is_ok()
+            },
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the call fails"));
+        assert_eq!(input, 1);
+        assert!(!inside_runtime, "the plugin call ran inside the runtime");
+        assert_eq!(slot, Some(42));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_plugin_call_is_a_stage_error_and_the_plugin_is_lost() {
+        let mut slot = Some(0_u32);
+        let result = on_plugin_thread(&mut slot, "mapper", WorkflowId::Ingress, (), |_, ()| {
+            panic!("host bug on purpose")
+        })
+        .await;
+        let Err(StepError::Stage(StageError::PluginPanicked("mapper", message))) = result else {
+            panic!("not a PluginPanicked error");
+        };
+        assert_eq!(message, "host bug on purpose");
+        assert_eq!(slot, None);
+        let again =
+            on_plugin_thread(&mut slot, "mapper", WorkflowId::Ingress, (), |_, ()| ()).await;
+        assert!(matches!(
+            again,
+            Err(StepError::Stage(StageError::PluginLost("mapper")))
+        ));
     }
 }

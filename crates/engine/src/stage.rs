@@ -41,6 +41,9 @@ pub(super) enum StageError {
     /// A blocking task of the stage panicked or was cancelled.
     #[error("internal error: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A plugin call panicked on its thread (outside the plugin, which traps instead).
+    #[error("internal error: a {0} call panicked: {1}")]
+    PluginPanicked(&'static str, String),
     /// The plugin instance was lost: an earlier call panicked while holding it.
     #[error("internal error: {0} lost after a panic")]
     PluginLost(&'static str),
