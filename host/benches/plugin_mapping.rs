@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use conduit_model::{Operation, Outcome, Phase, RecordBatch, Row, Target, Value, WriteRecord};
 use conduit_plugin as sdk;
-use conduit_plugin_host::{Limits, PluginHost, PluginRef, World};
+use conduit_plugin_host::{Allocator, Limits, PluginHost, PluginRef, World};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group};
 use serde_json::json;
 use table_mapper::TableMapper;
@@ -290,10 +290,12 @@ fn counted_native(mapper: &TableMapper, batch: &RecordBatch) {
 /// Instruction-count mode (`CONDUIT_BENCH_COUNT=1`, run under callgrind with
 /// `--toggle-collect=*counted_*`): maps `COUNTED_BATCHES` contact batches of 1000 each way,
 /// after one warm-up batch each, so that only the steady state is counted; the instance is
-/// kept between batches as a workflow keeps it (one of the 20 calls starts a fresh one only if
-/// the warm-up call was the 64th).
+/// kept between batches as a workflow keeps it. The engine allocates on demand here (see
+/// `count_instructions`' first line), which changes what a fresh instance costs, not a call.
 fn count_instructions() {
-    let host = PluginHost::new(None).unwrap();
+    // valgrind refuses the pooling allocator's address-space reservation; the mapping path
+    // is the same with either allocator.
+    let host = PluginHost::with_allocator(None, Allocator::OnDemand).unwrap();
     let plugin = host
         .load(
             &PluginRef::Builtin("table-mapper".into()),

@@ -1,4 +1,4 @@
-//! The process-wide plugin host: the engine (pooling allocator, epoch interruption, component
+//! The process-wide plugin host: the engine (pooling allocator by default, epoch interruption, component
 //! model), the linker, the epoch ticker thread and the compiled-component cache; and
 //! [`LoadedPlugin`], a compiled and linked component checked against its world.
 
@@ -48,8 +48,20 @@ impl std::fmt::Debug for PluginHost {
     }
 }
 
+/// How the engine allocates instances' memories, tables and stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocator {
+    /// Slots reserved up front for `MAX_LIVE_INSTANCES` instances and reused: a fresh
+    /// instance costs a few microseconds. Reserves ~516 GiB of address space (not memory).
+    #[default]
+    Pooling,
+    /// Each instance maps its own memory when it starts. Slower to instantiate, but runs where
+    /// address space is capped (`ulimit -v`, valgrind, which refuses the pool's reservation).
+    OnDemand,
+}
+
 /// The engine configuration every plugin runs under.
-fn engine_config() -> Config {
+fn engine_config(allocator: Allocator) -> Config {
     let mut pool = PoolingAllocationConfig::default();
     // A Rust wasip2 component has a handful of core instances, one memory and a few tables.
     pool.total_component_instances(MAX_LIVE_INSTANCES)
@@ -62,8 +74,10 @@ fn engine_config() -> Config {
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
-        .cranelift_opt_level(OptLevel::Speed)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        .cranelift_opt_level(OptLevel::Speed);
+    if allocator == Allocator::Pooling {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
     config
 }
 
@@ -71,7 +85,15 @@ impl PluginHost {
     /// Starts the engine and its epoch ticker; `cache_dir` keeps compiled components across
     /// restarts (none: compile on every load).
     pub fn new(cache_dir: Option<&Path>) -> Result<PluginHost, PluginError> {
-        let engine = Engine::new(&engine_config())
+        PluginHost::with_allocator(cache_dir, Allocator::Pooling)
+    }
+
+    /// [`PluginHost::new`] with the given instance allocator.
+    pub fn with_allocator(
+        cache_dir: Option<&Path>,
+        allocator: Allocator,
+    ) -> Result<PluginHost, PluginError> {
+        let engine = Engine::new(&engine_config(allocator))
             .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
         let linker =
             sandbox::linker(&engine).map_err(|error| PluginError::Engine(format!("{error:#}")))?;

@@ -27,7 +27,7 @@ mod sandbox;
 mod untrusted;
 
 pub use error::PluginError;
-pub use host::{LoadedPlugin, PluginHost};
+pub use host::{Allocator, LoadedPlugin, PluginHost};
 pub use limits::Limits;
 pub use mappers::{CALLS_PER_INSTANCE, EventMapper, OptOutResolver, RecordMapper};
 pub use reference::{PluginRef, World};

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use conduit_model::{Operation, Outcome, Phase, RecordBatch, Row, Value};
 use conduit_plugin_host::{
-    CALLS_PER_INSTANCE, Limits, LoadedPlugin, MAX_MESSAGE_BYTES, PluginError, PluginHost,
-    PluginRef, World,
+    Allocator, CALLS_PER_INSTANCE, Limits, LoadedPlugin, MAX_MESSAGE_BYTES, PluginError,
+    PluginHost, PluginRef, World,
 };
 use serde_json::json;
 
@@ -130,6 +130,31 @@ fn allocation_past_the_memory_cap_is_stopped() {
     assert!(matches!(error, PluginError::MemoryLimit { .. }), "{error}");
     assert!(error.is_batch_failure());
     assert_host_still_maps_a_good_batch();
+}
+
+#[test]
+fn an_on_demand_host_enforces_the_same_memory_cap_and_deadline() {
+    // The allocator for hosts whose address space is capped: the limits are the store's, not
+    // the pool's, so they hold the same.
+    let on_demand = PluginHost::with_allocator(None, Allocator::OnDemand).unwrap();
+    let plugin = on_demand
+        .load(
+            &PluginRef::Path(fixture("fixture_hostile.wasm")),
+            World::RecordMapper,
+        )
+        .unwrap();
+    let run = |mode: &str| {
+        plugin
+            .record_mapper(&json!({ "mode": mode }), tight_limits())?
+            .map(Phase::Initial, &batch(3))
+    };
+    let error = run("allocate").unwrap_err();
+    assert!(matches!(error, PluginError::MemoryLimit { .. }), "{error}");
+    let error = run("loop-in-map").unwrap_err();
+    assert!(
+        matches!(error, PluginError::DeadlineExceeded { .. }),
+        "{error}"
+    );
 }
 
 #[test]
