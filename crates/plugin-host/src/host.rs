@@ -56,7 +56,8 @@ pub enum Allocator {
     #[default]
     Pooling,
     /// Each instance maps its own memory when it starts. Slower to instantiate, but runs where
-    /// address space is capped (`ulimit -v`, valgrind, which refuses the pool's reservation).
+    /// address space is capped: valgrind refuses the pool's reservation, and so would a
+    /// `ulimit -v` (the binary always uses the pool today; benches and tests use this).
     OnDemand,
 }
 
