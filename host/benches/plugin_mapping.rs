@@ -187,18 +187,25 @@ fn native_map(mapper: &TableMapper, batch: &RecordBatch) -> Vec<Outcome> {
         .collect()
 }
 
-fn contact_mapping(c: &mut Criterion) {
-    let host = PluginHost::new(None).unwrap();
+/// The contact mapping both ways: the builtin table-mapper on `host`, and natively.
+fn mappers(host: &PluginHost) -> (conduit_plugin_host::RecordMapper, TableMapper) {
     let plugin = host
         .load(
             &PluginRef::Builtin("table-mapper".into()),
             World::RecordMapper,
         )
         .unwrap();
-    let mut wasm = plugin
+    let wasm = plugin
         .record_mapper(&settings(), Limits::default())
         .unwrap();
-    let native = TableMapper::configure(&settings().to_string()).unwrap();
+    (
+        wasm,
+        TableMapper::configure(&settings().to_string()).unwrap(),
+    )
+}
+
+fn contact_mapping(c: &mut Criterion) {
+    let (mut wasm, native) = mappers(&PluginHost::new(None).unwrap());
     let mut group = c.benchmark_group("contact_mapping");
     for rows in [1usize, 100, 1000] {
         let batch = contacts(rows);
@@ -296,16 +303,7 @@ fn count_instructions() {
     // valgrind refuses the pooling allocator's address-space reservation; the mapping path
     // is the same with either allocator.
     let host = PluginHost::with_allocator(None, Allocator::OnDemand).unwrap();
-    let plugin = host
-        .load(
-            &PluginRef::Builtin("table-mapper".into()),
-            World::RecordMapper,
-        )
-        .unwrap();
-    let mut wasm = plugin
-        .record_mapper(&settings(), Limits::default())
-        .unwrap();
-    let native = TableMapper::configure(&settings().to_string()).unwrap();
+    let (mut wasm, native) = mappers(&host);
     let batch = contacts(1000);
     assert_eq!(
         wasm.map(Phase::Initial, &batch).unwrap(),
