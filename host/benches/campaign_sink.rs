@@ -1,5 +1,8 @@
 //! Benchmark: records per second written by the Campaign connector to the Campaign simulator at
-//! several concurrency limits, and the host's CPU time per record.
+//! several concurrency limits, and the host's CPU time per record, for the three kinds of write
+//! the engine makes: `create` (a new key: one POST), `update` (the href a previous write taught:
+//! one PATCH) and `update-nohref` (a key that exists but whose href is not known, as after a
+//! first load into a populated instance: the refused POST, the lookup and the PATCH).
 //!
 //! The simulator runs in a child process (this same binary, re-run with
 //! `CONDUIT_BENCH_ROLE=campaign-sim`) so that the CPU time measured here is the connector's alone.
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
 use conduit_connectors::http::{RetryPolicy, Secret};
-use conduit_connectors::{RecordSink, WriteOutcome};
+use conduit_connectors::{Learnt, RecordSink, WriteOutcome};
 use conduit_model::{Operation, System, Target, Value, WriteRecord};
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 
@@ -49,7 +52,7 @@ fn main() {
         .expect("tokio runtime");
     println!("Campaign sink: {records} records per run, batches of {BATCH}, simulator at {origin}");
     println!(
-        "{:<8} {:<8} {:>12} {:>16}",
+        "{:<14} {:<8} {:>12} {:>16}",
         "write", "limit", "records/s", "host CPU us/rec"
     );
     for (round, concurrency) in [1usize, 8, 32].into_iter().enumerate() {
@@ -57,28 +60,39 @@ fn main() {
         runtime
             .block_on(connector.check())
             .expect("the connector reaches the simulator");
-        // The first pass creates (lookup + POST), the second updates the same keys (lookup + PATCH).
-        for label in ["create", "update"] {
+        // Create the keys (learning their hrefs), update them at those hrefs, then update them
+        // again as if the hrefs had never been learnt.
+        let mut hrefs: Vec<Option<String>> = vec![None; records];
+        for label in ["create", "update", "update-nohref"] {
             let batch: Vec<WriteRecord> = (0..records)
                 .map(|index| record(round, index, label))
                 .collect();
+            let known: Vec<Option<String>> = match label {
+                "update" => hrefs.clone(),
+                _ => vec![None; records],
+            };
             let cpu_before = process_cpu_time();
             let started = Instant::now();
             runtime.block_on(async {
-                for chunk in batch.chunks(BATCH) {
-                    let outcomes = connector.write(chunk).await;
-                    if let Some(failure) = outcomes
-                        .iter()
-                        .find(|outcome| !matches!(outcome, WriteOutcome::Written))
-                    {
-                        panic!("a benchmark write failed: {failure:?}");
+                for (chunk, (known, learnt)) in batch
+                    .chunks(BATCH)
+                    .zip(known.chunks(BATCH).zip(hrefs.chunks_mut(BATCH)))
+                {
+                    let results = connector.write_located(chunk, known).await;
+                    for ((outcome, taught), slot) in results.into_iter().zip(learnt) {
+                        if outcome != WriteOutcome::Written {
+                            panic!("a benchmark write failed: {outcome:?}");
+                        }
+                        if let Learnt::At(href) = taught {
+                            *slot = Some(href);
+                        }
                     }
                 }
             });
             let elapsed = started.elapsed();
             let cpu = process_cpu_time().saturating_sub(cpu_before);
             println!(
-                "{:<8} {:<8} {:>12.0} {:>16.1}",
+                "{:<14} {:<8} {:>12.0} {:>16.1}",
                 label,
                 concurrency,
                 records as f64 / elapsed.as_secs_f64(),

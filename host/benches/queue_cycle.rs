@@ -51,7 +51,7 @@ fn contact(index: u64) -> WriteRecord {
 /// The queue's encoding of a record, so that the raw side commits exactly the store's bytes.
 fn queued_bytes(index: u64) -> Vec<u8> {
     let queued = QueuedRecord::new(index, contact(index), ORIGIN.into(), 1_796_000_000_000);
-    serde_json::to_vec(&queued).expect("a plain record encodes")
+    queued.to_queue_bytes()
 }
 
 /// One store cycle of `records`: enqueue, take, remove.

@@ -1,13 +1,14 @@
-//! The Campaign connector against the Campaign simulator over loopback HTTP: writes (lookup then
-//! PATCH or POST, update-only, deletes, per-key order), listing, metadata, retries, 429 pacing,
-//! token refresh, malformed responses, the event journal and opt-out exports.
+//! The Campaign connector against the Campaign simulator over loopback HTTP: writes (one call at a
+//! known href or for a new key, the lookup fallback, update-only, deletes, per-key order),
+//! listing, metadata, retries, 429 pacing, token refresh, malformed responses, the event journal
+//! and opt-out exports.
 
 use std::time::{Duration, Instant};
 
 use conduit_connectors::campaign::{CampaignConnector, CampaignSettings};
 use conduit_connectors::http::RetryPolicy;
 use conduit_connectors::{
-    ConnectorError, EventSource, FieldKind, OptOutExportSource, RecordSink, WriteOutcome,
+    ConnectorError, EventSource, FieldKind, Learnt, OptOutExportSource, RecordSink, WriteOutcome,
 };
 use conduit_model::{
     BounceDetail, EmailEvent, EmailEventKind, Operation, System, Target, Value, WriteRecord,
@@ -419,7 +420,9 @@ async fn tokens_are_refreshed_before_they_expire() {
 async fn a_malformed_response_is_a_retryable_error_naming_the_url() {
     let h = harness().await;
     h.connector.describe("profile").await.unwrap();
-    h.sim.faults().inject([Fault::Malformed]);
+    // The POST of the new key, then the lookup that follows an uncertain create, are answered
+    // by a gateway's page.
+    h.sim.faults().inject([Fault::Malformed, Fault::Malformed]);
     let outcomes = h
         .connector
         .write(&[profile("c-12", Operation::Upsert, &[])])
@@ -437,29 +440,28 @@ async fn a_gateway_page_answering_a_write_is_never_counted_as_written() {
     let h = harness().await;
     h.connector.describe("profile").await.unwrap();
     let write = |name: &str| profile("c-20", Operation::Upsert, &[("lastName", text(name))]);
-    assert_eq!(
-        h.connector.write(&[write("Old")]).await,
-        vec![WriteOutcome::Written]
-    );
+    let results = h.connector.write_located(&[write("Old")], &[]).await;
+    let href = vec![Some(taught_href(&results[0]))];
 
-    // The lookup passes; a gateway answers the PATCH `200` with a page and nothing is written.
-    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
-    let outcomes = h.connector.write(&[write("New")]).await;
-    let error = failure(&outcomes[0]);
+    // A gateway answers the PATCH at the known href `200` with a page: nothing is written.
+    h.sim.faults().inject([Fault::Malformed]);
+    let results = h.connector.write_located(&[write("New")], &href).await;
+    let error = failure(&results[0].0);
     assert!(error.is_transient(), "{error:?}");
     assert!(error.to_string().contains("PKey"), "{error}");
     assert_eq!(h.sim.find("profile", "c-20").unwrap()["lastName"], "Old");
-    assert_eq!(
-        h.connector.write(&[write("New")]).await,
-        vec![WriteOutcome::Written]
-    );
+    let results = h.connector.write_located(&[write("New")], &href).await;
+    assert_eq!(results[0].0, WriteOutcome::Written);
     assert_eq!(h.sim.find("profile", "c-20").unwrap()["lastName"], "New");
 
     // The same for a DELETE: the profile is still there, so the delete must be retried.
-    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
+    h.sim.faults().inject([Fault::Malformed]);
     let delete = profile("c-20", Operation::Delete, &[]);
-    let outcomes = h.connector.write(std::slice::from_ref(&delete)).await;
-    assert!(failure(&outcomes[0]).is_transient());
+    let results = h
+        .connector
+        .write_located(std::slice::from_ref(&delete), &href)
+        .await;
+    assert!(failure(&results[0].0).is_transient());
     assert!(h.sim.find("profile", "c-20").is_some());
     assert_eq!(
         h.connector.write(&[delete]).await,
@@ -468,7 +470,7 @@ async fn a_gateway_page_answering_a_write_is_never_counted_as_written() {
     assert!(h.sim.find("profile", "c-20").is_none());
 
     // A create answered by a page is looked up again and made once.
-    h.sim.faults().inject([Fault::Pass, Fault::Malformed]);
+    h.sim.faults().inject([Fault::Malformed]);
     let create = profile("c-21", Operation::Upsert, &[("lastName", text("Made"))]);
     assert_eq!(
         h.connector.write(&[create]).await,
@@ -497,8 +499,9 @@ async fn dropped_connections_are_retried() {
 async fn a_create_whose_response_is_lost_is_found_and_not_duplicated() {
     let h = harness().await;
     h.connector.describe("profile").await.unwrap();
-    // The lookup passes; the POST creates the profile but its response never arrives.
-    h.sim.faults().inject([Fault::Pass, Fault::LostResponse]);
+    // The POST of the new key creates the profile but its response never arrives: the key is
+    // looked up, found and updated, never created twice.
+    h.sim.faults().inject([Fault::LostResponse]);
     let outcomes = h
         .connector
         .write(&[profile(
@@ -731,4 +734,131 @@ fn sim_settings(sim: &CampaignSim, server: &CampaignSimServer) -> CampaignSettin
         retry: conduit_connectors::http::RetryPolicy::default(),
         request_timeout: Duration::from_secs(30),
     }
+}
+
+/// The href a write taught, or a failure naming what it taught instead.
+fn taught_href(result: &(WriteOutcome, Learnt)) -> String {
+    match result {
+        (WriteOutcome::Written, Learnt::At(href)) => href.clone(),
+        other => panic!("expected a write that taught an href, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn writes_with_known_hrefs_and_new_keys_cost_one_call_and_stale_hints_fall_back() {
+    let h = harness().await;
+    // The first write reads the resource's metadata once; count from after it.
+    let warm_up = profile("warm", Operation::Upsert, &[("firstName", text("W"))]);
+    assert_eq!(h.connector.write(&[warm_up]).await, [WriteOutcome::Written]);
+
+    // New keys: one POST each, and each write says where its record now lives.
+    let keys: Vec<String> = (0..12).map(|i| format!("new-{i}")).collect();
+    let created: Vec<WriteRecord> = keys
+        .iter()
+        .map(|key| profile(key, Operation::Upsert, &[("firstName", text("Ann"))]))
+        .collect();
+    let before = h.sim.requests_served();
+    let results = h.connector.write_located(&created, &[]).await;
+    assert_eq!(h.sim.requests_served() - before, 12, "one call per new key");
+    let hrefs: Vec<String> = results.iter().map(taught_href).collect();
+    for (key, href) in keys.iter().zip(&hrefs) {
+        let record = h.sim.find("profile", key).unwrap();
+        assert_eq!(record["href"].as_str(), Some(href.as_str()));
+    }
+
+    // Known hrefs: one PATCH each, no lookup, and the record is updated in place.
+    let updated: Vec<WriteRecord> = keys
+        .iter()
+        .map(|key| profile(key, Operation::Upsert, &[("lastName", text("Lee"))]))
+        .collect();
+    let known: Vec<Option<String>> = hrefs.iter().cloned().map(Some).collect();
+    let before = h.sim.requests_served();
+    let results = h.connector.write_located(&updated, &known).await;
+    assert_eq!(
+        h.sim.requests_served() - before,
+        12,
+        "one call per known key"
+    );
+    assert_eq!(results.iter().map(taught_href).collect::<Vec<_>>(), hrefs);
+    assert_eq!(h.sim.records("profile").len(), 13);
+    let first = h.sim.find("profile", "new-0").unwrap();
+    assert_eq!(
+        (&first["firstName"], &first["lastName"]),
+        (&json!("Ann"), &json!("Lee"))
+    );
+
+    // A key that exists but is not known (made in Campaign, or its href lost in a crash): the
+    // POST is refused as a duplicate, the key is looked up and PATCHed. Never a second record.
+    h.sim
+        .insert(
+            "profile",
+            &json!({"externalId": "theirs", "firstName": "Old"}),
+        )
+        .unwrap();
+    let theirs = profile("theirs", Operation::Upsert, &[("firstName", text("New"))]);
+    let before = h.sim.requests_served();
+    let results = h.connector.write_located(&[theirs.clone()], &[None]).await;
+    assert_eq!(h.sim.requests_served() - before, 3, "POST, lookup, PATCH");
+    let found = h.sim.find("profile", "theirs").unwrap();
+    assert_eq!(taught_href(&results[0]), found["href"].as_str().unwrap());
+    assert_eq!(found["firstName"], "New");
+    let with_key = |key: &str| {
+        h.sim
+            .records("profile")
+            .iter()
+            .filter(|record| record["externalId"] == key)
+            .count()
+    };
+    assert_eq!(with_key("theirs"), 1);
+
+    // A stale href (the profile was deleted behind our back): found gone, the key is looked up
+    // and the profile created again, with its new href taught.
+    let stale = hrefs[1].clone();
+    let delete = profile("new-1", Operation::Delete, &[]);
+    let results = h.connector.write_located(&[delete], &[None]).await;
+    assert_eq!(results[0], (WriteOutcome::Written, Learnt::Gone));
+    assert!(h.sim.find("profile", "new-1").is_none());
+    let again = profile("new-1", Operation::Upsert, &[("firstName", text("Back"))]);
+    let results = h
+        .connector
+        .write_located(&[again], &[Some(stale.clone())])
+        .await;
+    let recreated = taught_href(&results[0]);
+    assert_ne!(recreated, stale);
+    assert_eq!(h.sim.find("profile", "new-1").unwrap()["firstName"], "Back");
+    assert_eq!(with_key("new-1"), 1);
+
+    // An update-only write with a stale href to a profile that is gone is still "missing".
+    let gone = profile("new-2", Operation::Delete, &[]);
+    h.connector
+        .write_located(&[gone], &[Some(hrefs[2].clone())])
+        .await;
+    let update = profile("new-2", Operation::Update, &[("firstName", text("X"))]);
+    let results = h
+        .connector
+        .write_located(&[update], &[Some(hrefs[2].clone())])
+        .await;
+    assert!(matches!(
+        failure(&results[0].0),
+        ConnectorError::Missing { .. }
+    ));
+
+    // A known delete is one call; an href of another origin is never followed (the write
+    // falls back to the lookup on the configured instance).
+    let before = h.sim.requests_served();
+    let delete = profile("new-3", Operation::Delete, &[]);
+    let results = h
+        .connector
+        .write_located(&[delete], &[Some(hrefs[3].clone())])
+        .await;
+    assert_eq!(results[0], (WriteOutcome::Written, Learnt::Gone));
+    assert_eq!(h.sim.requests_served() - before, 1);
+    let foreign = "https://elsewhere.example/profileAndServicesExt/profile/@x".to_string();
+    let update = profile("new-4", Operation::Upsert, &[("firstName", text("Safe"))]);
+    let results = h.connector.write_located(&[update], &[Some(foreign)]).await;
+    assert_eq!(taught_href(&results[0]), hrefs[4]);
+    assert_eq!(h.sim.find("profile", "new-4").unwrap()["firstName"], "Safe");
+    // Hrefs are scoped to the instance they came from.
+    let scope = h.connector.location_scope().unwrap();
+    assert!(scope.contains(&h.server.api_base()), "{scope}");
 }

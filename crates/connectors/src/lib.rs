@@ -244,12 +244,51 @@ pub enum WriteOutcome {
     },
 }
 
+/// What a write taught its sink about where the key's record lives at the destination, for the
+/// engine to keep (in the store, in the same transaction as the write's removal from the queue)
+/// and hand back with the key's next write.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Learnt {
+    /// Nothing new: keep what was known.
+    #[default]
+    Nothing,
+    /// The record is at this address (opaque to all but the sink that gave it, e.g. Campaign's
+    /// href): the next write of the key may go straight there.
+    At(String),
+    /// The record is gone (deleted, or the address known before no longer holds it): forget it.
+    Gone,
+}
+
 /// A destination of writes.
 #[async_trait]
 pub trait RecordSink: Send + Sync {
     /// Writes records, batched where the API allows; one outcome per input, in input order.
     /// Records with the same key are written in the order given.
     async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome>;
+
+    /// Where this sink's record addresses are valid (e.g. one Campaign instance's API base), or
+    /// `None` when it does not use them. Addresses learnt from one scope are never handed to a
+    /// sink of another, so repointing a workflow at another instance starts from nothing.
+    fn location_scope(&self) -> Option<String> {
+        None
+    }
+
+    /// [`RecordSink::write`] with what earlier writes taught of each record's address
+    /// (`known[i]` for `records[i]`, from [`Learnt::At`]), returning what this write taught.
+    /// A stale address must never lose or misdirect a write: the sink falls back to finding the
+    /// record by its key. The default ignores addresses.
+    async fn write_located(
+        &self,
+        records: &[WriteRecord],
+        known: &[Option<String>],
+    ) -> Vec<(WriteOutcome, Learnt)> {
+        let _ = known;
+        self.write(records)
+            .await
+            .into_iter()
+            .map(|outcome| (outcome, Learnt::Nothing))
+            .collect()
+    }
 
     /// Describes a destination table's fields, for the schema-drift check.
     async fn describe(&self, table: &str) -> Result<Vec<FieldInfo>, ConnectorError>;

@@ -636,11 +636,15 @@ async fn a_plugin_failing_every_record_puts_the_workflow_in_error_after_the_thre
     );
 }
 
-/// A sink that fails chosen keys once, transiently, and keeps every write it accepted.
+/// A sink that fails chosen keys once, transiently, and keeps every write it accepted. With
+/// `addresses`, it gives each written record an address (`/p/<key>`) and notes the addresses
+/// it is handed.
 #[derive(Default)]
 struct FlakySink {
     fail_once: Mutex<std::collections::HashSet<String>>,
     written: Mutex<Vec<(String, Value)>>,
+    addresses: bool,
+    handed: Mutex<Vec<(String, Option<String>)>>,
 }
 
 #[async_trait]
@@ -655,11 +659,45 @@ impl RecordSink for FlakySink {
                         retry_after: None,
                     });
                 }
+                let value = record
+                    .fields
+                    .first()
+                    .map_or(Value::Null, |field| field.1.clone());
                 self.written
                     .lock()
                     .unwrap()
-                    .push((record.key.clone(), record.fields[0].1.clone()));
+                    .push((record.key.clone(), value));
                 WriteOutcome::Written
+            })
+            .collect()
+    }
+
+    fn location_scope(&self) -> Option<String> {
+        self.addresses.then(|| "flaky".to_string())
+    }
+
+    async fn write_located(
+        &self,
+        records: &[WriteRecord],
+        known: &[Option<String>],
+    ) -> Vec<(WriteOutcome, Learnt)> {
+        {
+            let mut handed = self.handed.lock().unwrap();
+            for (index, record) in records.iter().enumerate() {
+                handed.push((record.key.clone(), known.get(index).cloned().flatten()));
+            }
+        }
+        let outcomes = self.write(records).await;
+        records
+            .iter()
+            .zip(outcomes)
+            .map(|(record, outcome)| {
+                let learnt = match (&outcome, record.op) {
+                    (WriteOutcome::Written, Operation::Delete) => Learnt::Gone,
+                    (WriteOutcome::Written, _) => Learnt::At(format!("/p/{}", record.key)),
+                    _ => Learnt::Nothing,
+                };
+                (outcome, learnt)
             })
             .collect()
     }
@@ -866,4 +904,57 @@ async fn a_panic_while_configuring_the_plugin_is_an_error_with_the_reason_and_a_
         h.campaign.profiles.lock().unwrap().len() == 10
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_writer_keeps_what_writes_teach_of_addresses_and_hands_it_back() {
+    let sink = Arc::new(FlakySink {
+        addresses: true,
+        ..FlakySink::default()
+    });
+    let (_dir, store, _live, stop, task) = spawn_writer(sink.clone());
+    enqueue(
+        &store,
+        (0..3).map(|i| profile(&format!("c{i}"), "v1")).collect(),
+    );
+    wait_for("the first writes committed", || {
+        store.backlog(WorkflowId::Ingress).unwrap() == 0
+    })
+    .await;
+    assert_eq!(store.location_count().unwrap(), 3);
+    // The next writes of those keys are handed their addresses; a delete forgets it; a
+    // transient failure keeps it for the retry.
+    sink.fail_once.lock().unwrap().insert("c2".to_string());
+    let mut delete = profile("c1", "gone");
+    delete.op = Operation::Delete;
+    enqueue(
+        &store,
+        vec![
+            profile("c0", "v2"),
+            delete,
+            profile("c2", "v2"),
+            profile("c9", "v1"),
+        ],
+    );
+    wait_for("the second writes committed", || {
+        store.backlog(WorkflowId::Ingress).unwrap() == 1
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let handed = sink.handed.lock().unwrap().clone();
+    assert_eq!(
+        handed,
+        [
+            ("c0".to_string(), None),
+            ("c1".to_string(), None),
+            ("c2".to_string(), None),
+            ("c0".to_string(), Some("/p/c0".to_string())),
+            ("c1".to_string(), Some("/p/c1".to_string())),
+            ("c2".to_string(), Some("/p/c2".to_string())),
+            ("c9".to_string(), None),
+        ]
+    );
+    // c0, c2 (kept through its failure) and c9; c1 forgotten.
+    assert_eq!(store.location_count().unwrap(), 3);
 }

@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use conduit_connectors::{ConnectorError, WriteOutcome};
+use conduit_connectors::{ConnectorError, Learnt, WriteOutcome};
 use conduit_model::{System, WorkflowId};
-use conduit_store::{Deferral, InFlight, QueuedRecord, ReadyBatch, Store, WriteCommit, now_ms};
+use conduit_store::{
+    Deferral, InFlight, LocationChange, LocationKey, QueuedRecord, ReadyBatch, Store, WriteCommit,
+    now_ms,
+};
 
 use super::drift::DriftGuard;
 use super::services::Services;
@@ -67,6 +70,39 @@ impl Default for RetryTiming {
     }
 }
 
+/// A batch taken from the queue, with what is known of where its records live at their
+/// destinations (from earlier writes; `None` where nothing is, or the sink keeps no addresses).
+struct Batch {
+    records: Vec<QueuedRecord>,
+    /// Each record's key in the store's address table, when its sink keeps addresses.
+    location_keys: Vec<Option<LocationKey>>,
+    /// Each record's known address.
+    known: Vec<Option<String>>,
+}
+
+/// The address scope of each destination's sink (see `RecordSink::location_scope`).
+#[derive(Debug, Clone, Default)]
+struct Scopes {
+    campaign: Option<String>,
+    dynamics: Option<String>,
+}
+
+impl Scopes {
+    fn of(services: &Services) -> Scopes {
+        Scopes {
+            campaign: services.sink(System::Campaign).location_scope(),
+            dynamics: services.sink(System::Dynamics).location_scope(),
+        }
+    }
+
+    fn get(&self, system: System) -> Option<&str> {
+        match system {
+            System::Campaign => self.campaign.as_deref(),
+            System::Dynamics => self.dynamics.as_deref(),
+        }
+    }
+}
+
 /// What one written batch decided, besides the commit itself.
 #[derive(Debug, Default)]
 struct Step {
@@ -101,6 +137,7 @@ impl Writer {
     ) -> Result<(), StageError> {
         let mut in_flight = Arc::new(InFlight::default());
         let mut writing = FuturesUnordered::new();
+        let scopes = Arc::new(Scopes::of(&self.services));
         // Records deferred because their record does not exist yet, with the latest reason.
         let mut waiting: HashMap<u64, String> = HashMap::new();
         let mut paused_until: Option<Instant> = None;
@@ -113,17 +150,17 @@ impl Writer {
                 paused_until.and_then(|until| until.checked_duration_since(Instant::now()));
             let mut next_due = None;
             if !stopping && pause_left.is_none() && writing.len() < IN_FLIGHT_BATCHES {
-                let ready = self.ready(&in_flight).await?;
+                let (ready, next) = self.ready(&in_flight, &scopes).await?;
                 if !ready.records.is_empty() {
                     if let Some(reason) = self.drift.admit(&self.services, &ready.records).await {
                         // Nothing of this batch is written or dead-lettered: it stays queued.
                         return Err(StageError::Drift(reason));
                     }
                     Arc::make_mut(&mut in_flight).add(&ready.records);
-                    writing.push(write_batch(self.services.clone(), ready.records));
+                    writing.push(write_batch(self.services.clone(), ready));
                     continue;
                 }
-                next_due = ready.next_due_ms;
+                next_due = next;
             }
             let Some((batch, outcomes)) = (if writing.is_empty() {
                 None
@@ -140,8 +177,8 @@ impl Writer {
             };
             // No batch is fetched before this one is committed, so its records may leave the
             // in-flight set now.
-            Arc::make_mut(&mut in_flight).remove(&batch);
-            for queued in &batch {
+            Arc::make_mut(&mut in_flight).remove(&batch.records);
+            for queued in &batch.records {
                 waiting.remove(&queued.seq);
             }
             let step = self.decide(batch, outcomes, &timing.record).await?;
@@ -177,13 +214,41 @@ impl Writer {
         }
     }
 
-    /// The next ready batch, passing by deferred records and those being written.
-    async fn ready(&self, in_flight: &Arc<InFlight>) -> Result<ReadyBatch, StageError> {
+    /// The next ready batch, passing by deferred records and those being written, with the
+    /// known addresses of its records; and the earliest "not before" of the deferred ones.
+    async fn ready(
+        &self,
+        in_flight: &Arc<InFlight>,
+        scopes: &Arc<Scopes>,
+    ) -> Result<(Batch, Option<i64>), StageError> {
         let store = self.store.clone();
         let (workflow, size) = (self.workflow, self.batch_size);
         let in_flight = Arc::clone(in_flight);
+        let scopes = Arc::clone(scopes);
         let ready = tokio::task::spawn_blocking(move || {
-            store.ready_batch(workflow, size, now_ms(), &in_flight)
+            let ReadyBatch {
+                records,
+                next_due_ms,
+            } = store.ready_batch(workflow, size, now_ms(), &in_flight)?;
+            let location_keys: Vec<Option<LocationKey>> = records
+                .iter()
+                .map(|queued| {
+                    let scope = scopes.get(queued.record.target.system)?;
+                    Some(LocationKey::new(scope, &queued.record))
+                })
+                .collect();
+            let wanted: Vec<LocationKey> = location_keys.iter().flatten().cloned().collect();
+            let mut found = store.locations(&wanted)?.into_iter();
+            let known = location_keys
+                .iter()
+                .map(|key| key.as_ref().and_then(|_| found.next().flatten()))
+                .collect();
+            let batch = Batch {
+                records,
+                location_keys,
+                known,
+            };
+            Ok::<_, conduit_store::StoreError>((batch, next_due_ms))
         })
         .await
         .map_err(StageError::Task)??;
@@ -205,19 +270,40 @@ impl Writer {
     /// commits what was decided so far, keeps the rest queued, and stops the stage.
     async fn decide(
         &self,
-        batch: Vec<QueuedRecord>,
-        outcomes: Vec<WriteOutcome>,
+        batch: Batch,
+        outcomes: Vec<(WriteOutcome, Learnt)>,
         record_retry: &Backoff,
     ) -> Result<Step, StageError> {
         let now = now_ms();
         let mut step = Step {
-            total: batch.len(),
+            total: batch.records.len(),
             ..Step::default()
         };
+        // What the writes taught of their records' addresses is kept, whatever the outcome.
+        for ((key, known), (_, learnt)) in batch
+            .location_keys
+            .into_iter()
+            .zip(batch.known)
+            .zip(&outcomes)
+        {
+            let Some(key) = key else { continue };
+            match learnt {
+                Learnt::At(address) if known.as_ref() != Some(address) => {
+                    step.commit
+                        .locations
+                        .push((key, LocationChange::Set(address.clone())));
+                }
+                Learnt::Gone if known.is_some() => {
+                    step.commit.locations.push((key, LocationChange::Forget));
+                }
+                _ => {}
+            }
+        }
+        let outcomes = outcomes.into_iter().map(|(outcome, _)| outcome);
         // Per table and set of fields written: one metadata read per kind of failing record.
         let mut drift_checked: HashMap<(System, String, Vec<String>), Option<String>> =
             HashMap::new();
-        for (queued, outcome) in batch.into_iter().zip(outcomes) {
+        for (queued, outcome) in batch.records.into_iter().zip(outcomes) {
             match outcome {
                 WriteOutcome::Written => step.commit.written.push(queued.seq),
                 WriteOutcome::NotYet {
@@ -355,38 +441,44 @@ fn until_due(due_ms: Option<i64>) -> Duration {
     })
 }
 
-/// Writes a batch, each system's records through its sink, and returns it with its outcomes
-/// in batch order.
-async fn write_batch(
-    services: Services,
-    batch: Vec<QueuedRecord>,
-) -> (Vec<QueuedRecord>, Vec<WriteOutcome>) {
-    let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; batch.len()];
+/// Writes a batch, each system's records through its sink (with their known addresses), and
+/// returns it with its outcomes in batch order.
+async fn write_batch(services: Services, batch: Batch) -> (Batch, Vec<(WriteOutcome, Learnt)>) {
+    let records = &batch.records;
+    let mut outcomes: Vec<Option<(WriteOutcome, Learnt)>> = vec![None; records.len()];
     for system in [System::Campaign, System::Dynamics] {
-        let positions: Vec<usize> = (0..batch.len())
-            .filter(|&i| batch[i].record.target.system == system)
+        let positions: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].record.target.system == system)
             .collect();
         if positions.is_empty() {
             continue;
         }
-        let records: Vec<_> = positions.iter().map(|&i| batch[i].record.clone()).collect();
-        let results = services.sink(system).write(&records).await;
+        let to_write: Vec<_> = positions
+            .iter()
+            .map(|&i| records[i].record.clone())
+            .collect();
+        let known: Vec<_> = positions.iter().map(|&i| batch.known[i].clone()).collect();
+        let results = services.sink(system).write_located(&to_write, &known).await;
         for (slot, position) in positions.iter().enumerate() {
             outcomes[*position] = Some(results.get(slot).cloned().unwrap_or_else(|| {
-                WriteOutcome::Failed(ConnectorError::Transient {
+                let error = ConnectorError::Transient {
                     message: "the connector returned fewer results than records".into(),
                     retry_after: None,
-                })
+                };
+                (WriteOutcome::Failed(error), Learnt::Nothing)
             }));
         }
     }
     let outcomes = outcomes
         .into_iter()
         .map(|outcome| {
-            outcome.unwrap_or(WriteOutcome::Failed(ConnectorError::Transient {
-                message: "not written".into(),
-                retry_after: None,
-            }))
+            outcome.unwrap_or_else(|| {
+                let error = ConnectorError::Transient {
+                    message: "not written".into(),
+                    retry_after: None,
+                };
+                (WriteOutcome::Failed(error), Learnt::Nothing)
+            })
         })
         .collect();
     (batch, outcomes)

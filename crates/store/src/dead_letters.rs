@@ -5,6 +5,7 @@
 use redb::WriteTransaction;
 use serde::{Deserialize, Serialize};
 
+use super::codec::encode_queued;
 use super::counters::{counter_add, counter_get, counter_set};
 use super::record::{QueuedRecord, now_ms};
 use super::tables::{DEAD_LETTERS, QUEUE, counter};
@@ -250,7 +251,7 @@ impl Store {
             let mut queue = write.open_table(QUEUE)?;
             let seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
             let body = QueuedRecord::new(seq, record, letter.origin, now_ms());
-            queue.insert((wf, seq), encode_json(&body).as_slice())?;
+            queue.insert((wf, seq), encode_queued(&body).as_slice())?;
             drop(queue);
             counter_set(&write, wf, counter::NEXT_SEQ, seq + 1)?;
             counter_add(&write, wf, counter::QUEUED, 1)?;

@@ -8,9 +8,11 @@
 
 mod audit;
 mod backup;
+mod codec;
 mod counters;
 mod dead_letters;
 mod ledger;
+mod locations;
 mod queue;
 mod record;
 mod reread;
@@ -26,15 +28,18 @@ pub use audit::{AuditEntry, AuditOutcome, Caller, NewAuditEntry};
 pub use backup::{BackupError, CopySummary, check_backup, restore};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
 pub use ledger::LedgerPolicy;
+pub use locations::{LocationChange, LocationKey};
 pub use queue::{Deferral, InFlight, ReadCommit, ReadyBatch, WriteCommit};
 pub use record::{QueuedRecord, now_ms};
 pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
 
 use tables::{META, META_FORMAT_VERSION};
 
-/// The on-disk format this build writes and understands. Version 2 added the ledger; a
-/// version 1 file is upgraded in place when opened.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this build writes and understands. Version 2 added the ledger; version
+/// 3 queues records in a binary form (`codec.rs`; JSON entries of older builds still read) and
+/// keeps destination addresses (`locations.rs`). An older file is upgraded in place when
+/// opened; an older build refuses a newer file instead of misreading its queue.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// redb's page cache. Its default (1 GiB) keeps every page touched in memory, so a large
 /// backlog would grow the host's RSS with the file; the queue is only ever read at its head
@@ -113,6 +118,15 @@ pub enum StoreError {
         /// The decoder's error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A stored binary value could not be decoded.
+    #[error("a stored {what} could not be decoded: {source}")]
+    DecodeBinary {
+        /// What kind of value.
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: postcard::Error,
     },
     /// The stored format version is not a 4-byte number.
     #[error("a stored format version could not be decoded: not a 4-byte number")]

@@ -11,15 +11,18 @@ use std::collections::HashSet;
 
 use redb::ReadableTable;
 
+use super::codec::{decode_queued, encode_queued};
 use super::counters::{counter_add, counter_get, counter_set};
 use super::dead_letters::{self, NewDeadLetter};
 use super::ledger::{self, Decision, LedgerPolicy};
+use super::locations::{LocationChange, LocationKey};
 use super::record::{QueuedRecord, now_ms};
 use super::state::{CursorState, OptOutSnapshot};
 use super::tables::{
-    CURSORS, DEAD_LETTERS, LEDGER, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE, REREAD, counter,
+    CURSORS, DEAD_LETTERS, LEDGER, LOCATIONS, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE,
+    REREAD, counter,
 };
-use super::{Store, StoreError, decode_json, encode_json};
+use super::{Store, StoreError, encode_json};
 use conduit_model::{Phase, Target, WorkflowId, WriteRecord};
 
 /// A queued record not written now, to be tried again later: it stays queued (holding back later
@@ -114,6 +117,8 @@ pub struct WriteCommit {
     /// Records not written now: they stay queued with one more attempt counted, the reason, and
     /// a time before which they are not tried again.
     pub deferred: Vec<Deferral>,
+    /// What the writes taught about where their destination records live.
+    pub locations: Vec<(LocationKey, LocationChange)>,
 }
 
 impl Store {
@@ -157,7 +162,7 @@ impl Store {
                 }
                 let mut body = QueuedRecord::new(seq, record, origin, now);
                 body.phase = commit.phase;
-                queue.insert((wf, seq), encode_json(&body).as_slice())?;
+                queue.insert((wf, seq), encode_queued(&body).as_slice())?;
                 seq += 1;
             }
             counter_set(&write, wf, counter::NEXT_SEQ, seq)?;
@@ -260,8 +265,7 @@ impl Store {
                 // Its key is in `in_flight.keys`: no need to decode it.
                 continue;
             }
-            let mut record: QueuedRecord = decode_json("queued record", value.value())?;
-            record.seq = seq;
+            let record = decode_queued(seq, value.value())?;
             let identity = (record.record.target.clone(), record.record.key.clone());
             if record.not_before_ms > now_ms {
                 ready.next_due_ms = Some(
@@ -327,16 +331,20 @@ impl Store {
                     .get((wf, deferral.seq))?
                     .map(|bytes| bytes.value().to_vec());
                 if let Some(bytes) = existing {
-                    let mut record: QueuedRecord = decode_json("queued record", &bytes)?;
+                    let mut record = decode_queued(deferral.seq, &bytes)?;
                     record.attempts = record.attempts.saturating_add(1);
                     record.not_before_ms = deferral.not_before_ms;
                     record.last_reason = Some(deferral.reason);
                     record.deferred_since_ms.get_or_insert(now);
-                    queue.insert((wf, deferral.seq), encode_json(&record).as_slice())?;
+                    queue.insert((wf, deferral.seq), encode_queued(&record).as_slice())?;
                 }
             }
             drop(queue);
             drop(ledger_table);
+            if !commit.locations.is_empty() {
+                let mut locations = write.open_table(LOCATIONS)?;
+                crate::locations::apply(&mut locations, &commit.locations)?;
+            }
             counter_add(&write, wf, counter::QUEUED, -removed)?;
             counter_add(&write, wf, counter::WRITTEN, written)?;
             dead_letters::insert_all(&write, workflow, refused, now)?;
@@ -374,7 +382,7 @@ impl Store {
             let mut doomed = Vec::new();
             for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
                 let (key, value) = entry?;
-                let record: QueuedRecord = decode_json("queued record", value.value())?;
+                let record = decode_queued(key.value().1, value.value())?;
                 if record.origin == origin {
                     doomed.push(key.value().1);
                 }

@@ -6,11 +6,11 @@
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use super::codec::decode_queued;
 use super::counters::counter_add;
 use super::ledger;
-use super::record::QueuedRecord;
 use super::tables::{LEDGER, QUEUE, REREAD, counter};
-use super::{Store, StoreError, decode_json};
+use super::{Store, StoreError};
 use conduit_model::{Operation, Phase, WorkflowId};
 
 /// The phase byte of a re-read: whether apply-updates-off fields must be written again.
@@ -43,7 +43,7 @@ impl Store {
             let mut doomed = Vec::new();
             for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
                 let (key, value) = entry?;
-                let record: QueuedRecord = decode_json("queued record", value.value())?;
+                let record = decode_queued(key.value().1, value.value())?;
                 if record.origin == mapping && record.record.op != Operation::Delete {
                     doomed.push((key.value().1, record));
                 }

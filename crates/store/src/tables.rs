@@ -42,6 +42,10 @@ pub(super) const META_LEDGER_PARTIAL: &str = "ledger_partial";
 /// The audit trail: id -> JSON of an `AuditEntry`.
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
+/// Where destination records live, as their sinks last said: (sink scope, table and key
+/// field; key) -> address (see `locations.rs`).
+pub(super) const LOCATIONS: TableDefinition<(&str, &str), &str> = TableDefinition::new("locations");
+
 /// Counter names.
 pub(super) mod counter {
     /// Records in the queue (the backlog).
@@ -77,11 +81,12 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(LEDGER)?;
     write.open_table(REREAD)?;
     write.open_table(AUDIT)?;
+    write.open_table(LOCATIONS)?;
     Ok(())
 }
 
 /// The name of every table, [`META`] included: a backup holding any other is refused.
-pub(super) const ALL: [&str; 10] = [
+pub(super) const ALL: [&str; 11] = [
     "meta",
     "queue",
     "dead_letters",
@@ -92,6 +97,7 @@ pub(super) const ALL: [&str; 10] = [
     "ledger",
     "reread",
     "audit",
+    "locations",
 ];
 
 /// Copies every table of `read` into `write` (for backups and restores); returns the
@@ -109,7 +115,8 @@ pub(super) fn copy_all(
         + copy(read, write, OPT_OUT_STATE)?
         + copy(read, write, LEDGER)?
         + copy(read, write, REREAD)?
-        + copy(read, write, AUDIT)?)
+        + copy(read, write, AUDIT)?
+        + copy(read, write, LOCATIONS)?)
 }
 
 /// Copies one table, entry by entry in key order; a table missing from `read` (an older

@@ -4,7 +4,8 @@
 //! ([`OptOutExportSource`](crate::OptOutExportSource)).
 //!
 //! One [`CampaignConnector`] serves one Campaign instance. It owns the HTTP details of the service;
-//! it never stores PKeys (they are deployment-specific) and knows nothing of queues or plugins.
+//! it keeps no record addresses itself (a write returns the href it learnt and the engine keeps
+//! it, scoped to this instance's API base) and knows nothing of queues or plugins.
 
 pub(crate) mod events;
 mod exports;
@@ -29,7 +30,6 @@ pub use values::{
     rfc3339_from_campaign, to_campaign_json,
 };
 
-use crate::FieldInfo;
 use crate::http::{RetryPolicy, Secret, build_client};
 use transport::Transport;
 
@@ -97,8 +97,12 @@ pub struct CampaignConnector {
     settings: CampaignSettings,
     transport: Transport,
     // Field types per resource, used to format dates; refreshed by every `describe`.
-    metadata: Mutex<HashMap<String, Arc<Vec<FieldInfo>>>>,
+    metadata: Mutex<HashMap<String, Arc<FieldKinds>>>,
 }
+
+/// A resource's fields by name, as its metadata declares them: built once per `describe`, read
+/// by every write of the resource.
+pub(crate) type FieldKinds = HashMap<String, crate::FieldKind>;
 
 impl CampaignConnector {
     /// Builds a connector; nothing is sent until the first call.
@@ -128,14 +132,17 @@ impl CampaignConnector {
                     source,
                 })?;
                 // Building a client only fails on what we add to it: here, the CA.
-                build_client(settings.request_timeout, Some(&pem)).map_err(|error| {
-                    CampaignSetupError::CaPem {
-                        path: path.clone(),
-                        reason: error.to_string(),
-                    }
+                build_client(
+                    settings.request_timeout,
+                    Some(&pem),
+                    settings.max_concurrency,
+                )
+                .map_err(|error| CampaignSetupError::CaPem {
+                    path: path.clone(),
+                    reason: error.to_string(),
                 })?
             }
-            None => build_client(settings.request_timeout, None)
+            None => build_client(settings.request_timeout, None, settings.max_concurrency)
                 .map_err(|error| CampaignSetupError::Client(error.to_string()))?,
         };
         Ok(CampaignConnector {

@@ -1,7 +1,14 @@
-//! Writing to Campaign: the `RecordSink` implementation (lookup by the CRM ID key, then PATCH by
-//! the returned href, POST, or DELETE), resource metadata (`describe`) and paged listing.
+//! Writing to Campaign: the `RecordSink` implementation, resource metadata (`describe`) and
+//! paged listing.
 //!
-//! PKeys and hrefs returned by a lookup are used for that one operation only, never kept.
+//! A write costs one call on the common path. A record whose href an earlier write returned
+//! (handed back by the engine, which keeps it in its store) is PATCHed or DELETEd there
+//! directly; a key with no known href is POSTed, since the identification key is unique and
+//! Campaign refuses a second record with it. The fallback is the lookup by key
+//! (`by<Key>?<key>_parameter=`) followed by PATCH, POST or DELETE: taken when a known href
+//! answers 404 (deleted behind our back), when a POST answers that the key exists, and on every
+//! retry of an uncertain create. The connector itself keeps no hrefs: it only returns what each
+//! write taught ([`Learnt`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,12 +19,12 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
-use super::CampaignConnector;
 use super::values::to_campaign_json;
+use super::{CampaignConnector, FieldKinds};
 use crate::http::parse_json;
 use crate::{
-    ConnectorError, FieldInfo, FieldKind, ProfileOptOutPage, ProfileOptOutSource, ProfileOptOuts,
-    RecordSink, WriteOutcome,
+    ConnectorError, FieldInfo, FieldKind, Learnt, ProfileOptOutPage, ProfileOptOutSource,
+    ProfileOptOuts, RecordSink, WriteOutcome,
 };
 use conduit_model::{Operation, System, WriteRecord};
 
@@ -33,12 +40,15 @@ struct Link {
     href: String,
 }
 
-/// What Campaign answers to a PATCH or POST: the written record's primary key. Checking for it
-/// tells the service's answer from a gateway's `200` page, which wrote nothing.
+/// What Campaign answers to a PATCH or POST: the written record's primary key (and its href).
+/// Checking for the key tells the service's answer from a gateway's `200` page, which wrote
+/// nothing; the href (or the key) is where the next write of the record goes.
 #[derive(Debug, Deserialize)]
 struct WriteConfirmation {
     #[serde(rename = "PKey")]
-    _pkey: serde::de::IgnoredAny,
+    pkey: serde_json::Value,
+    #[serde(default)]
+    href: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,30 +128,33 @@ impl CampaignConnector {
         let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
         let reply = self.transport.send(Method::GET, &url, None).await?;
         let fields = read_resource_fields(&reply.body, url.as_str(), resource)?;
-        let fields = Arc::new(fields);
+        let kinds: FieldKinds = fields
+            .iter()
+            .map(|field| (field.name.clone(), field.kind.clone()))
+            .collect();
         if let Ok(mut cache) = self.metadata.lock() {
-            cache.insert(resource.to_owned(), Arc::clone(&fields));
+            cache.insert(resource.to_owned(), Arc::new(kinds));
         }
-        Ok(fields.as_ref().clone())
+        Ok(fields)
     }
 
-    async fn field_kinds(
-        &self,
-        resource: &str,
-    ) -> Result<HashMap<String, FieldKind>, ConnectorError> {
+    /// The resource's field kinds, read once and shared by every write of it.
+    async fn field_kinds(&self, resource: &str) -> Result<Arc<FieldKinds>, ConnectorError> {
         let cached = self
             .metadata
             .lock()
             .ok()
             .and_then(|cache| cache.get(resource).cloned());
-        let fields = match cached {
-            Some(fields) => fields.as_ref().clone(),
-            None => self.describe_resource(resource).await?,
-        };
-        Ok(fields
-            .into_iter()
-            .map(|field| (field.name, field.kind))
-            .collect())
+        if let Some(kinds) = cached {
+            return Ok(kinds);
+        }
+        let fields = self.describe_resource(resource).await?;
+        Ok(Arc::new(
+            fields
+                .into_iter()
+                .map(|field| (field.name, field.kind))
+                .collect(),
+        ))
     }
 
     /// Resolves an href from the service, refusing any other origin: our bearer token must only
@@ -165,6 +178,27 @@ impl CampaignConnector {
         Ok(url)
     }
 
+    /// Where a confirmed write's record lives: its href when it is one of ours, else its
+    /// PKey under its resource; nothing when the answer has neither in a usable form.
+    fn confirmed_location(&self, resource: &str, confirmation: &WriteConfirmation) -> Learnt {
+        let href = confirmation
+            .href
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .and_then(|href| self.same_origin_url(href).ok());
+        let by_pkey = || {
+            confirmation
+                .pkey
+                .as_str()
+                .filter(|pkey| !pkey.is_empty())
+                .map(|pkey| self.api_url(&["profileAndServicesExt", resource, pkey]))
+        };
+        match href.or_else(by_pkey) {
+            Some(url) => Learnt::At(url.into()),
+            None => Learnt::Nothing,
+        }
+    }
+
     async fn find(&self, record: &WriteRecord) -> Result<Option<Found>, ConnectorError> {
         let resource = &record.target.table;
         let key_field = &record.target.key_field;
@@ -180,17 +214,27 @@ impl CampaignConnector {
         Ok(Some(Found { url: found }))
     }
 
-    /// Writes one record. The transport never resends a failed POST (it may have created the
-    /// record), so such a failure repeats the whole lookup-then-write: a record created by a
-    /// lost response is then found and patched instead of duplicated.
-    async fn write_one(&self, record: &WriteRecord) -> Result<(), ConnectorError> {
+    /// Writes one record (`known`: its href from an earlier write) and says what the write
+    /// taught. The transport never resends a failed POST (it may have created the record), so
+    /// such a failure repeats the write through the lookup: a record created by a lost
+    /// response is then found and patched instead of duplicated.
+    async fn write_one(
+        &self,
+        record: &WriteRecord,
+        known: Option<&str>,
+    ) -> Result<Learnt, ConnectorError> {
         check_target(record)?;
         let policy = self.transport.retry_policy();
         let attempts = policy.max_attempts;
         let mut attempt = 1;
         loop {
-            match self.write_attempt(record).await {
-                Ok(()) => return Ok(()),
+            let result = if attempt == 1 {
+                self.write_direct(record, known).await
+            } else {
+                self.write_after_lookup(record).await
+            };
+            match result {
+                Ok(learnt) => return Ok(learnt),
                 Err(Attempt::UncertainCreate(error)) if attempt < attempts => {
                     tracing::debug!(%error, key = %record.key, "create uncertain; looking the key up again");
                     tokio::time::sleep(policy.delay(attempt, None)).await;
@@ -201,7 +245,110 @@ impl CampaignConnector {
         }
     }
 
-    async fn write_attempt(&self, record: &WriteRecord) -> Result<(), Attempt> {
+    /// One call on the common path: PATCH or DELETE at the known href, POST an upsert whose
+    /// href is not known. Falls back to [`CampaignConnector::write_after_lookup`] when the href
+    /// is stale (404) or Campaign answers that the key exists.
+    async fn write_direct(
+        &self,
+        record: &WriteRecord,
+        known: Option<&str>,
+    ) -> Result<Learnt, Attempt> {
+        let known = known.and_then(|href| self.same_origin_url(href).ok());
+        match (known, record.op) {
+            (Some(url), Operation::Delete) => {
+                let reply = self
+                    .transport
+                    .send_tolerating(Method::DELETE, &url, None, &[StatusCode::NOT_FOUND])
+                    .await?;
+                if reply.status != StatusCode::NOT_FOUND {
+                    confirm_delete(&reply.body, url.as_str())?;
+                    return Ok(Learnt::Gone);
+                }
+                // Gone from its href, but the key may live on under another (recreated).
+                self.write_after_lookup(record).await
+            }
+            (Some(url), _) => {
+                let body = serde_json::Value::Object(self.write_body(record).await?);
+                let reply = self
+                    .transport
+                    .send_tolerating(Method::PATCH, &url, Some(&body), &[StatusCode::NOT_FOUND])
+                    .await?;
+                if reply.status == StatusCode::NOT_FOUND {
+                    tracing::debug!(key = %record.key, "known href is gone; looking the key up");
+                    return self.write_after_lookup(record).await;
+                }
+                let confirmation: WriteConfirmation =
+                    reply.json(url.as_str(), CONFIRMATION_EXPECTED)?;
+                Ok(self.confirmed_location(&record.target.table, &confirmation))
+            }
+            (None, Operation::Upsert) => match self.create(record).await? {
+                Created::At(learnt) => Ok(learnt),
+                Created::KeyExists => {
+                    tracing::debug!(key = %record.key, "the key exists; looking it up to update it");
+                    self.write_after_lookup(record).await
+                }
+            },
+            (None, _) => self.write_after_lookup(record).await,
+        }
+    }
+
+    /// The fields of a PATCH or POST body, in Campaign's JSON (the key field left out).
+    async fn write_body(
+        &self,
+        record: &WriteRecord,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ConnectorError> {
+        let kinds = self.field_kinds(&record.target.table).await?;
+        let mut body = serde_json::Map::new();
+        for (field, value) in &record.fields {
+            if field == &record.target.key_field {
+                continue;
+            }
+            let json = to_campaign_json(field, value, kinds.get(field))
+                .map_err(|message| ConnectorError::Permanent { message })?;
+            body.insert(field.clone(), json);
+        }
+        Ok(body)
+    }
+
+    /// POSTs a new record with its key. A failure that may hide a created record is
+    /// [`Attempt::UncertainCreate`]; Campaign refusing the key as a duplicate is
+    /// [`Created::KeyExists`].
+    async fn create(&self, record: &WriteRecord) -> Result<Created, Attempt> {
+        let resource = &record.target.table;
+        let mut body = self.write_body(record).await?;
+        body.insert(
+            record.target.key_field.clone(),
+            serde_json::Value::String(record.key.clone()),
+        );
+        let url = self.api_url(&["profileAndServicesExt", resource]);
+        let body = serde_json::Value::Object(body);
+        let uncertain = |error| match error {
+            ConnectorError::Transient {
+                retry_after: None, ..
+            } => Attempt::UncertainCreate(error),
+            error => Attempt::Failed(error),
+        };
+        let reply = self
+            .transport
+            .send_tolerating(Method::POST, &url, Some(&body), DUPLICATE_STATUSES)
+            .await
+            .map_err(uncertain)?;
+        if DUPLICATE_STATUSES.contains(&reply.status) && says_key_exists(&reply.body) {
+            return Ok(Created::KeyExists);
+        }
+        let reply = reply
+            .into_success(&format!("Campaign POST {url}"))
+            .map_err(uncertain)?;
+        let confirmation = reply
+            .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
+            .map_err(uncertain)?;
+        Ok(Created::At(
+            self.confirmed_location(resource, &confirmation),
+        ))
+    }
+
+    /// The fallback: finds the key's record, then PATCHes, POSTs or DELETEs it.
+    async fn write_after_lookup(&self, record: &WriteRecord) -> Result<Learnt, Attempt> {
         let resource = &record.target.table;
         let key_field = &record.target.key_field;
         if record.op == Operation::Delete {
@@ -213,61 +360,62 @@ impl CampaignConnector {
                     .await?;
                 confirm_delete(&reply.body, found.url.as_str())?;
             }
-            return Ok(());
-        }
-        let kinds = self.field_kinds(resource).await?;
-        let mut body = serde_json::Map::new();
-        for (field, value) in &record.fields {
-            if field == key_field {
-                continue;
-            }
-            let json = to_campaign_json(field, value, kinds.get(field))
-                .map_err(|message| ConnectorError::Permanent { message })?;
-            body.insert(field.clone(), json);
+            return Ok(Learnt::Gone);
         }
         match (self.find(record).await?, record.op) {
             (Some(found), _) => {
-                let body = serde_json::Value::Object(body);
+                let body = serde_json::Value::Object(self.write_body(record).await?);
                 let reply = self
                     .transport
                     .send(Method::PATCH, &found.url, Some(&body))
                     .await?;
-                let _: WriteConfirmation = reply.json(found.url.as_str(), CONFIRMATION_EXPECTED)?;
+                let confirmation: WriteConfirmation =
+                    reply.json(found.url.as_str(), CONFIRMATION_EXPECTED)?;
+                match self.confirmed_location(resource, &confirmation) {
+                    Learnt::At(href) => Ok(Learnt::At(href)),
+                    _ => Ok(Learnt::At(found.url.into())),
+                }
             }
-            (None, Operation::Upsert) => {
-                body.insert(
-                    key_field.clone(),
-                    serde_json::Value::String(record.key.clone()),
-                );
-                let url = self.api_url(&["profileAndServicesExt", resource]);
-                let body = serde_json::Value::Object(body);
-                self.transport
-                    .send(Method::POST, &url, Some(&body))
-                    .await
-                    .and_then(|reply| {
-                        reply
-                            .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
-                            .map(drop)
-                    })
-                    .map_err(|error| match error {
-                        ConnectorError::Transient {
-                            retry_after: None, ..
-                        } => Attempt::UncertainCreate(error),
-                        error => Attempt::Failed(error),
-                    })?;
-            }
-            (None, _) => {
-                return Err(ConnectorError::Missing {
+            (None, Operation::Upsert) => match self.create(record).await? {
+                Created::At(learnt) => Ok(learnt),
+                // Created by someone else between our lookup and our POST: the next try
+                // looks it up again and updates it.
+                Created::KeyExists => Err(Attempt::UncertainCreate(ConnectorError::Transient {
                     message: format!(
-                        "no {resource} with {key_field} {:?} to update (update-only write)",
+                        "{resource} with {key_field} {:?} was created by someone else while it was written",
                         record.key
                     ),
-                }
-                .into());
+                    retry_after: None,
+                })),
+            },
+            (None, _) => Err(ConnectorError::Missing {
+                message: format!(
+                    "no {resource} with {key_field} {:?} to update (update-only write)",
+                    record.key
+                ),
             }
+            .into()),
         }
-        Ok(())
     }
+}
+
+/// How a POST ended when it did not fail.
+enum Created {
+    /// Created; where the record now lives.
+    At(Learnt),
+    /// Campaign refused it because a record with the key exists.
+    KeyExists,
+}
+
+/// The statuses Campaign answers a duplicate identification key with (a PostgreSQL unique
+/// violation, `PGS-220000`, surfaced as a client error).
+const DUPLICATE_STATUSES: &[StatusCode] = &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT];
+
+/// Whether an error body says the key already exists (Campaign's `PGS-220000` unique
+/// violation, in any of the wordings a gateway or version may use).
+fn says_key_exists(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    text.contains("pgs-220000") || text.contains("duplicate key") || text.contains("already exists")
 }
 
 /// What a PATCH or POST must answer for the write to count as done.
@@ -320,6 +468,22 @@ impl ProfileOptOutSource for CampaignConnector {
 #[async_trait]
 impl RecordSink for CampaignConnector {
     async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        self.write_located(records, &[])
+            .await
+            .into_iter()
+            .map(|(outcome, _)| outcome)
+            .collect()
+    }
+
+    fn location_scope(&self) -> Option<String> {
+        Some(format!("campaign {}", self.settings.api_base))
+    }
+
+    async fn write_located(
+        &self,
+        records: &[WriteRecord],
+        known: &[Option<String>],
+    ) -> Vec<(WriteOutcome, Learnt)> {
         // Records with the same key form one chain written in order; chains run concurrently.
         let mut chains: Vec<Vec<usize>> = Vec::new();
         let mut chain_of_key: HashMap<(&str, &str, &str), usize> = HashMap::new();
@@ -335,13 +499,27 @@ impl RecordSink for CampaignConnector {
             });
             chains[chain].push(index);
         }
-        let results: Vec<Vec<(usize, WriteOutcome)>> = futures_util::stream::iter(chains)
+        let results: Vec<Vec<(usize, (WriteOutcome, Learnt))>> = futures_util::stream::iter(chains)
             .map(|chain| async move {
                 let mut outcomes = Vec::with_capacity(chain.len());
+                // What an earlier write of the chain taught goes to the next one.
+                let mut learnt: Option<Learnt> = None;
                 for index in chain {
-                    let outcome = match self.write_one(&records[index]).await {
-                        Ok(()) => WriteOutcome::Written,
-                        Err(error) => WriteOutcome::Failed(error),
+                    let at = match &learnt {
+                        Some(Learnt::At(href)) => Some(href.as_str()),
+                        Some(Learnt::Gone) => None,
+                        Some(Learnt::Nothing) | None => {
+                            known.get(index).and_then(|known| known.as_deref())
+                        }
+                    };
+                    let outcome = match self.write_one(&records[index], at).await {
+                        Ok(taught) => {
+                            if taught != Learnt::Nothing {
+                                learnt = Some(taught.clone());
+                            }
+                            (WriteOutcome::Written, taught)
+                        }
+                        Err(error) => (WriteOutcome::Failed(error), Learnt::Nothing),
                     };
                     outcomes.push((index, outcome));
                 }
@@ -350,7 +528,7 @@ impl RecordSink for CampaignConnector {
             .buffer_unordered(self.settings.max_concurrency)
             .collect()
             .await;
-        let mut outcomes: Vec<Option<WriteOutcome>> = vec![None; records.len()];
+        let mut outcomes: Vec<Option<(WriteOutcome, Learnt)>> = vec![None; records.len()];
         for (index, outcome) in results.into_iter().flatten() {
             outcomes[index] = Some(outcome);
         }
@@ -358,9 +536,10 @@ impl RecordSink for CampaignConnector {
             .into_iter()
             .map(|outcome| {
                 outcome.unwrap_or_else(|| {
-                    WriteOutcome::Failed(ConnectorError::Permanent {
+                    let error = ConnectorError::Permanent {
                         message: "internal error: the write produced no outcome".into(),
-                    })
+                    };
+                    (WriteOutcome::Failed(error), Learnt::Nothing)
                 })
             })
             .collect()

@@ -106,7 +106,11 @@ impl Dynamics365Connector {
                     settings.base_url
                 ),
             })?;
-        let client = build_client(settings.request_timeout, settings.extra_ca_pem.as_deref())?;
+        let client = build_client(
+            settings.request_timeout,
+            settings.extra_ca_pem.as_deref(),
+            settings.max_concurrency,
+        )?;
         let tokens = TokenCache::new(
             client.clone(),
             ClientCredentials {

@@ -337,7 +337,7 @@ fn campaign_error_code_is_kept_beside_its_message() {
 
 #[test]
 fn invalid_extra_ca_is_a_clear_error() {
-    let error = build_client(Duration::from_secs(5), Some(b"not a certificate"))
+    let error = build_client(Duration::from_secs(5), Some(b"not a certificate"), 1)
         .expect_err("garbage is not a CA");
     assert!(
         error.to_string().contains("extra CA certificate"),

@@ -7,15 +7,19 @@ use crate::ConnectorError;
 
 /// Builds the reqwest client every connector uses: rustls with certificate verification always
 /// on, the built-in web PKI roots, plus `extra_ca_pem` (one or more PEM certificates) when given.
+/// Up to `max_in_flight` connections are kept alive between calls, so a connector running at
+/// its concurrency limit never pays a TCP and TLS handshake per request.
 pub fn build_client(
     timeout: Duration,
     extra_ca_pem: Option<&[u8]>,
+    max_in_flight: usize,
 ) -> Result<reqwest::Client, ConnectorError> {
     let mut builder = reqwest::Client::builder()
         .use_rustls_tls()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(30)))
-        .pool_max_idle_per_host(64);
+        .pool_max_idle_per_host(max_in_flight.max(1))
+        .tcp_nodelay(true);
     if let Some(pem) = extra_ca_pem {
         let certificates = pem_certificates(pem).map_err(|reason| ConnectorError::Permanent {
             message: format!("the extra CA certificate {reason}"),
