@@ -6,7 +6,10 @@
 //! Criterion reports each side; a closing pass measures both sides back to back in one run
 //! and prints records/s and the store-to-raw ratio per batch size.
 //!
-//! Run: `cargo bench -p conduit --bench queue_cycle`
+//! Run: `cargo bench -p conduit --bench queue_cycle`. Instruction counts (repeatable on a busy
+//! machine): `CONDUIT_BENCH_COUNT=1 valgrind --tool=callgrind --toggle-collect='*counted_*'` on
+//! the bench binary counts `COUNTED_CYCLES` store cycles and raw cycles of 1000, and the
+//! queue's binary encoding against JSON of the same records (see BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -165,8 +168,70 @@ fn rate(batch: usize, budget: Duration, mut cycle: impl FnMut()) -> f64 {
     (cycles * batch as u64) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Cycles of 1000 counted per side in instruction-count mode.
+const COUNTED_CYCLES: usize = 10;
+
+/// The store side of the instruction count.
+#[inline(never)]
+fn counted_store_cycles(store: &Store, records: &[WriteRecord]) {
+    for _ in 0..COUNTED_CYCLES {
+        store_cycle(store, records);
+    }
+}
+
+/// The raw redb side of the instruction count.
+#[inline(never)]
+fn counted_raw_cycles(raw: &mut RawQueue, values: &[Vec<u8>]) {
+    for _ in 0..COUNTED_CYCLES {
+        raw.cycle(values);
+    }
+}
+
+/// The queue's binary encoding: each record encoded and decoded once.
+#[inline(never)]
+fn counted_binary_codec(records: &[QueuedRecord]) {
+    for queued in records {
+        let bytes = queued.to_queue_bytes();
+        black_box(QueuedRecord::from_queue_bytes(queued.seq, &bytes).expect("decodes"));
+    }
+}
+
+/// The JSON the queue held before format 3, for comparison.
+#[inline(never)]
+fn counted_json_codec(records: &[QueuedRecord]) {
+    for queued in records {
+        let bytes = serde_json::to_vec(queued).expect("encodes");
+        black_box(serde_json::from_slice::<QueuedRecord>(&bytes).expect("decodes"));
+    }
+}
+
+/// Instruction-count mode (`CONDUIT_BENCH_COUNT=1`, under callgrind with
+/// `--toggle-collect=*counted_*`): one warm-up cycle per side, then the counted ones.
+fn count_instructions(dir: &Path) {
+    let store = Store::open(&dir.join("counted.redb")).expect("store");
+    let mut raw = RawQueue::open(&dir.join("counted-raw.redb"));
+    let records: Vec<WriteRecord> = (0..1000).map(contact).collect();
+    let values: Vec<Vec<u8>> = (0..1000).map(queued_bytes).collect();
+    store_cycle(&store, &records);
+    raw.cycle(&values);
+    counted_store_cycles(&store, &records);
+    counted_raw_cycles(&mut raw, &values);
+    let queued: Vec<QueuedRecord> = (0..1000u64)
+        .map(|index| QueuedRecord::new(index, contact(index), ORIGIN.into(), 1_796_000_000_000))
+        .collect();
+    counted_binary_codec(&queued);
+    counted_json_codec(&queued);
+    println!(
+        "counted {COUNTED_CYCLES} store and raw cycles of 1000, and 1000 records through each codec"
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("temporary folder");
+    if std::env::var_os("CONDUIT_BENCH_COUNT").is_some() {
+        count_instructions(dir.path());
+        return;
+    }
     let store = Store::open(&dir.path().join("conduit.redb")).expect("store");
     let mut raw = RawQueue::open(&dir.path().join("raw.redb"));
     criterion_part(&store, &mut raw);

@@ -130,6 +130,11 @@ impl QueuedRecord {
     pub fn to_queue_bytes(&self) -> Vec<u8> {
         encode_queued(self)
     }
+
+    /// Reads bytes the queue stores (binary, or JSON from an older build); `seq` is its key.
+    pub fn from_queue_bytes(seq: u64, bytes: &[u8]) -> Result<QueuedRecord, StoreError> {
+        decode_queued(seq, bytes)
+    }
 }
 
 /// Decodes a queue entry: the binary form, or the JSON of a record queued by an older build.

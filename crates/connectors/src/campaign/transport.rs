@@ -91,11 +91,11 @@ impl Transport {
         } else {
             Resend::AnyTransient
         };
-        let what = format!("Campaign {method} {url}");
-        let body = body.map(serde_json::Value::to_string);
+        // Encoded once; a resend shares the bytes instead of copying them.
+        let body = body.map(|body| bytes::Bytes::from(body.to_string()));
         let response = self
             .api
-            .execute_with(method, url.as_str(), resend, |request| {
+            .execute_with(method.clone(), url.as_str(), resend, |request| {
                 let request = request
                     .header("X-Api-Key", &self.client_id)
                     .header(CACHE_CONTROL, "no-cache")
@@ -106,9 +106,9 @@ impl Transport {
                 }
             })
             .await?;
-        if tolerated.contains(&response.status) {
+        if response.status.is_success() || tolerated.contains(&response.status) {
             return Ok(response);
         }
-        response.into_success(&what)
+        response.into_success(&format!("Campaign {method} {url}"))
     }
 }
