@@ -13,6 +13,8 @@
 //! | `POST /api/workflows/{id}/start`, `.../stop` | [`StatusAnswer`] |
 //! | `POST /api/workflows/{id}/replay/{mapping}`, dead-letter retry and drop | [`MessageAnswer`] |
 //! | `GET /api/workflows/{id}/config` | [`ConfigSectionView`] |
+//! | `POST /api/workflows/{id}/verify` | JSON lines, one [`VerifyEvent`] each (the last a report or a failure) |
+//! | `POST /api/workflows/{id}/preview` | [`PreviewReport`] |
 //! | `GET /api/workflows/{id}/dead-letters` | a list of [`DeadLetter`] |
 //! | `GET /api/workflows/{id}/dead-letters/{letter}` | [`DeadLetter`] |
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
@@ -25,7 +27,11 @@
 use serde::{Deserialize, Serialize};
 
 pub use conduit_config::Problem;
-pub use conduit_engine::{CursorView, HostView, MappingView, StatusKind, WorkflowView};
+pub use conduit_engine::{
+    CursorView, FieldChange, FieldDifference, HostView, KeyList, MappingCheck, MappingPreview,
+    MappingView, PreviewReport, RecordChange, StaleRecord, StatusKind, VerifyEvent,
+    VerifyOptions, VerifyProgress, VerifyReport, WorkflowView,
+};
 pub use conduit_store::{
     AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
 };

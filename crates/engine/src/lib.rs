@@ -9,9 +9,11 @@ mod drift;
 mod lifecycle;
 pub mod offline;
 mod prepare;
+mod preview;
 mod reader;
 pub mod services;
 mod stage;
+mod verify;
 mod view;
 mod workflows;
 mod writer;
@@ -33,6 +35,13 @@ use conduit_store::{
 
 pub use lifecycle::{Status, StatusKind};
 pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
+pub use preview::{
+    FieldChange, MappingPreview, PreviewOptions, PreviewReport, RecordChange, plain as plain_value,
+};
+pub use verify::{
+    FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyEvent, VerifyOptions,
+    VerifyProgress, VerifyReport,
+};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
 pub use workflows::RemapError;
 
