@@ -300,14 +300,15 @@ pub trait RecordReader: Send + Sync {
         keys: &[String],
     ) -> Result<Vec<StoredRecord>, ConnectorError>;
 
-    /// The values of `fields` as the destination stores them once written (dates as its date
-    /// text, picklists as labels, numbers into text fields as text). A value it cannot hold is
-    /// an error naming the field.
-    async fn stored_form(
+    /// Each record's fields as the destination shows them once written (dates as its date
+    /// text, picklists as labels, numbers into text fields as text, no value as the empty
+    /// value of the field's type), read against the table's metadata once for all records.
+    /// A record with a value the destination cannot hold gets an error naming the field.
+    async fn stored_forms(
         &self,
         table: &str,
-        fields: &[(String, conduit_model::Value)],
-    ) -> Result<Vec<(String, serde_json::Value)>, ConnectorError>;
+        records: &[Vec<(String, conduit_model::Value)>],
+    ) -> Result<Vec<Result<Vec<(String, serde_json::Value)>, String>>, ConnectorError>;
 }
 
 pub mod dynamics365;

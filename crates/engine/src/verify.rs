@@ -459,27 +459,52 @@ impl Supervisor {
         let mut missing = Vec::new();
         let mut stale = Vec::new();
         let mut gone = Vec::new();
+        // The expected records in the form Campaign shows them, read against its metadata
+        // once for the whole mapping.
+        let present: Vec<(&String, &WriteRecord, &StoredRecord)> = expected
+            .iter()
+            .filter_map(|(key, wanted)| match (wanted, stored.get(key)) {
+                (Expected::Present(record), Some(found)) => Some((key, record, found)),
+                _ => None,
+            })
+            .collect();
+        let forms = if present.is_empty() {
+            Vec::new()
+        } else {
+            let inputs: Vec<_> = present
+                .iter()
+                .map(|(_, record, _)| comparable_fields(record))
+                .collect();
+            reader
+                .stored_forms(table, &inputs)
+                .await
+                .map_err(destination_error)?
+        };
+        for ((key, _, found), form) in present.iter().zip(forms) {
+            let differences = match form {
+                Ok(fields) => differing_fields(&fields, found),
+                // A value Campaign cannot hold would be refused by the writer too.
+                Err(reason) => vec![FieldDifference {
+                    field: "(unwritable)".into(),
+                    expected: serde_json::Value::String(reason),
+                    actual: serde_json::Value::Null,
+                }],
+            };
+            if differences.is_empty() {
+                check.matching += 1;
+            } else {
+                stale.push(StaleRecord {
+                    key: (*key).clone(),
+                    fields: differences,
+                });
+            }
+        }
         for (key, wanted) in &expected {
             match (wanted, stored.get(key)) {
                 (Expected::Present(_), None) => missing.push(key.clone()),
-                (Expected::Present(record), Some(found)) => {
-                    let fields = reader
-                        .stored_form(table, &comparable_fields(record))
-                        .await
-                        .map_err(destination_error)?;
-                    let differences = differing_fields(&fields, found);
-                    if differences.is_empty() {
-                        check.matching += 1;
-                    } else {
-                        stale.push(StaleRecord {
-                            key: key.clone(),
-                            fields: differences,
-                        });
-                    }
-                }
                 (Expected::Absent, Some(_)) => gone.push(key.clone()),
                 (Expected::Absent, None) => check.matching += 1,
-                (Expected::Untouched, _) => {}
+                (Expected::Present(_), Some(_)) | (Expected::Untouched, _) => {}
             }
         }
         if options.sample.is_none() && mapping.apply_deletes {

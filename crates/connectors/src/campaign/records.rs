@@ -8,9 +8,12 @@ use futures_util::StreamExt;
 use reqwest::Method;
 
 use super::CampaignConnector;
-use super::sink::{filter_name, read_list_page};
+use std::collections::HashMap;
+
+use super::sink::{filter_name, read_list_page, read_resource_fields};
 use super::values::to_campaign_json;
-use crate::{ConnectorError, RecordReader, StoredPage, StoredRecord};
+use crate::http::parse_json;
+use crate::{ConnectorError, FieldKind, RecordReader, StoredPage, StoredRecord};
 use conduit_model::Value;
 
 /// The key of a listed record, when it carries a non-empty one.
@@ -89,20 +92,73 @@ impl RecordReader for CampaignConnector {
         Ok(records)
     }
 
-    async fn stored_form(
+    async fn stored_forms(
         &self,
         table: &str,
-        fields: &[(String, Value)],
-    ) -> Result<Vec<(String, serde_json::Value)>, ConnectorError> {
-        let kinds = self.field_kinds(table).await?;
-        fields
+        records: &[Vec<(String, Value)>],
+    ) -> Result<Vec<Result<Vec<(String, serde_json::Value)>, String>>, ConnectorError> {
+        let url = self.api_url(&["profileAndServicesExt", "resourceType", table]);
+        let reply = self.transport.send(Method::GET, &url, None).await?;
+        let kinds: HashMap<String, FieldKind> = read_resource_fields(&reply.body, url.as_str(), table)?
+            .into_iter()
+            .map(|field| (field.name, field.kind))
+            .collect();
+        let metadata: serde_json::Value =
+            parse_json(&reply.body, url.as_str(), "resourceType metadata with `content`")?;
+        let defaults = enumeration_defaults(&metadata);
+        Ok(records
             .iter()
-            .map(|(field, value)| {
-                to_campaign_json(field, value, kinds.get(field))
-                    .map(|json| (field.clone(), json))
-                    .map_err(|message| ConnectorError::Permanent { message })
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|(field, value)| {
+                        let kind = kinds.get(field);
+                        let json = match value {
+                            Value::Null => empty_value(kind, defaults.get(field)),
+                            value => to_campaign_json(field, value, kind)?,
+                        };
+                        Ok((field.clone(), json))
+                    })
+                    .collect()
             })
-            .collect()
+            .collect())
+    }
+}
+
+/// The first value of each enumeration field: what a record shows when none was written.
+fn enumeration_defaults(metadata: &serde_json::Value) -> HashMap<String, serde_json::Value> {
+    let Some(content) = metadata.get("content").and_then(|c| c.as_object()) else {
+        return HashMap::new();
+    };
+    content
+        .iter()
+        .filter_map(|(name, field)| {
+            let first = field.get("values")?.as_array()?.first()?;
+            let value = first.get("name").or_else(|| first.get("value"))?.clone();
+            let api_name = field
+                .get("apiName")
+                .and_then(|n| n.as_str())
+                .unwrap_or(name);
+            Some((api_name.to_owned(), value))
+        })
+        .collect()
+}
+
+/// What Campaign shows for a field written empty: it keeps no nulls, but the empty value of
+/// the field's type (an empty text, zero, false, the enumeration's first value).
+fn empty_value(
+    kind: Option<&FieldKind>,
+    enumeration_default: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match kind {
+        Some(FieldKind::Text | FieldKind::Date | FieldKind::Datetime) => Json::String(String::new()),
+        Some(FieldKind::Integer | FieldKind::Decimal) => Json::from(0),
+        Some(FieldKind::Boolean) => Json::Bool(false),
+        Some(FieldKind::Picklist) => enumeration_default
+            .cloned()
+            .unwrap_or_else(|| Json::String(String::new())),
+        _ => Json::Null,
     }
 }
 
@@ -119,5 +175,25 @@ mod tests {
         assert!(keyed(serde_json::json!({"externalId": ""}), "externalId").is_none());
         assert!(keyed(serde_json::json!({"firstName": "Bo"}), "externalId").is_none());
         assert!(keyed(serde_json::json!([1]), "externalId").is_none());
+    }
+
+    #[test]
+    fn an_empty_value_reads_back_as_the_empty_value_of_its_type() {
+        let metadata = serde_json::json!({"content": {
+            "gender": {"apiName": "gender", "type": "enumeration",
+                "values": [{"name": "unknown", "value": 0}, {"name": "male", "value": 1}]},
+            "email": {"apiName": "email", "type": "string"}
+        }});
+        let defaults = enumeration_defaults(&metadata);
+        assert_eq!(defaults["gender"], "unknown");
+        assert!(!defaults.contains_key("email"));
+        assert_eq!(
+            empty_value(Some(&FieldKind::Picklist), defaults.get("gender")),
+            "unknown"
+        );
+        assert_eq!(empty_value(Some(&FieldKind::Text), None), "");
+        assert_eq!(empty_value(Some(&FieldKind::Integer), None), 0);
+        assert_eq!(empty_value(Some(&FieldKind::Boolean), None), false);
+        assert_eq!(empty_value(None, None), serde_json::Value::Null);
     }
 }

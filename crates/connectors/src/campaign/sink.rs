@@ -125,7 +125,7 @@ impl CampaignConnector {
         Ok(fields.as_ref().clone())
     }
 
-    pub(super) async fn field_kinds(
+    async fn field_kinds(
         &self,
         resource: &str,
     ) -> Result<HashMap<String, FieldKind>, ConnectorError> {
