@@ -1,5 +1,6 @@
 //! `conduit verify` end to end: the real binary against both simulators. One host serves the
-//! whole file (CI time is short): after an ingress the two sides agree; changes made behind
+//! whole file (CI time is short): after an ingress the two sides agree; an opt-out set in
+//! Campaign behind Conduit's back is named with the write the rule would make; changes made behind
 //! Conduit's back through Campaign's own API (a renamed profile, a deleted one, an extra one)
 //! and a contact deleted while Ingress was stopped are named exactly; `--repair` queues them
 //! (visible in the backlog, where verify reports them as such rather than as differences);
@@ -11,6 +12,14 @@ use std::collections::BTreeSet;
 
 use conduit_e2e::{CliOutput, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, SECRETS};
 use serde_json::{Value, json};
+
+/// Opt-in/out both ways on one pair, polling quickly.
+const OPT_IN_OUT: &str = r#"
+[optinout]
+pacing = { poll_interval_ms = 200 }
+direction = "bidirectional"
+pairs = [{ dynamics = "donotbulkemail", campaign = "blackListEmail" }]
+"#;
 
 /// A client of the Campaign simulator's REST API, as someone working in Campaign would be.
 struct CampaignApi {
@@ -85,7 +94,12 @@ impl CampaignApi {
 
 /// Runs `conduit verify ingress --json` with `extra` arguments; returns the output and the report.
 fn verify(sims: &SimPair, extra: &[&str]) -> (CliOutput, Value) {
-    let mut args = vec!["verify", "ingress", "--json"];
+    verify_workflow(sims, "ingress", extra)
+}
+
+/// Runs `conduit verify <workflow> --json` with `extra` arguments.
+fn verify_workflow(sims: &SimPair, workflow: &str, extra: &[&str]) -> (CliOutput, Value) {
+    let mut args = vec!["verify", workflow, "--json"];
     args.extend_from_slice(extra);
     let output = sims.cli(&args);
     let report: Value = serde_json::from_str(&output.stdout)
@@ -124,7 +138,9 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
 async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let sims = SimPair::start(240, 40).await;
     let mut host = sims
-        .host_with_ingress_caught_up(&format!("{INGRESS_CONTACTS}{INGRESS_VEHICLES}"))
+        .host_with_ingress_caught_up(&format!(
+            "{INGRESS_CONTACTS}{INGRESS_VEHICLES}{OPT_IN_OUT}"
+        ))
         .await;
 
     // After an ingress the two sides agree, record for record and field for field.
@@ -151,12 +167,42 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         "{output}"
     );
 
+    // Opt-in/out: the flags agree; an opt-out set in Campaign behind Conduit's back (no
+    // export) is named with the write the bidirectional rule would make (opted-out wins).
+    host.start("optinout").await;
+    host.wait_caught_up("optinout").await;
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(report["mappings"][0]["matching"], 240, "{report:#}");
+    let opted_out = sims.ids("contact", "contactid")[40].clone();
+    let campaign = CampaignApi::new(&sims).await;
+    let href = campaign.href(&opted_out).await;
+    campaign
+        .call(reqwest::Method::PATCH, &href, Some(json!({"blackListEmail": true})))
+        .await;
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["differences"], 1, "{report:#}");
+    assert_eq!(
+        report["mappings"][0]["stale"],
+        json!([{"key": opted_out, "fields": [
+            {"field": "dynamics donotbulkemail", "expected": true, "actual": false}
+        ]}])
+    );
+    let output = sims.cli(&["verify", "optinout", "--repair"]);
+    assert_eq!(output.code, 3, "optinout has no --repair: {output}");
+    campaign
+        .call(reqwest::Method::PATCH, &href, Some(json!({"blackListEmail": false})))
+        .await;
+    let (output, _) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    host.stop("optinout").await;
+
     // Behind Conduit's back, through Campaign's API: a renamed profile, a deleted one, an
     // extra one. And a contact deleted in Dynamics 365 while Ingress is stopped.
     host.stop("ingress").await;
     let ids = sims.ids("contact", "contactid");
     let (renamed, deleted, gone_at_source) = (&ids[5], &ids[17], &ids[30]);
-    let campaign = CampaignApi::new(&sims).await;
     let href = campaign.href(renamed).await;
     campaign
         .call(
@@ -265,7 +311,7 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         &edit,
     );
     assert_ne!(edited, INGRESS_CONTACTS);
-    sims.write_config(&format!("{edited}{INGRESS_VEHICLES}"));
+    sims.write_config(&format!("{edited}{INGRESS_VEHICLES}{OPT_IN_OUT}"));
     host.wait_workflow("ingress", "the pending edit", |view| {
         view["pending_changes"] == true
     })

@@ -40,6 +40,7 @@ impl From<VerifyError> for ApiError {
             VerifyError::Store(store) => EngineError::Store(store).into(),
             VerifyError::Unsupported(_)
             | VerifyError::NotRunning(_)
+            | VerifyError::NoRepair(_)
             | VerifyError::NoReader
             | VerifyError::Load { .. } => {
                 ApiError::new(StatusCode::CONFLICT, error.to_string())

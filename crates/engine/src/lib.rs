@@ -14,6 +14,7 @@ mod reader;
 pub mod services;
 mod stage;
 mod verify;
+mod verify_opt_outs;
 mod view;
 mod workflows;
 mod writer;

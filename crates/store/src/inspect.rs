@@ -84,7 +84,11 @@ impl Store {
                         keys.dead_sources.insert((letter.origin.clone(), row.key));
                     }
                 }
-                DeadLetterPayload::Event { .. } | DeadLetterPayload::OptOut { .. } => {}
+                DeadLetterPayload::OptOut { contact } => {
+                    keys.dead_sources
+                        .insert((letter.origin.clone(), contact.contact_key));
+                }
+                DeadLetterPayload::Event { .. } => {}
             }
         }
         Ok(keys)

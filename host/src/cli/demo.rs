@@ -1,8 +1,8 @@
 //! `conduit demo`: both simulators in process (seeded contacts, a custom entity, email events
 //! and opt-out changes), a generated config, the real host running all three workflows with
-//! live progress, then incremental changes, `verify` of Ingress (the same comparison as
-//! `conduit verify ingress --full`) and a summary that checks the email activities and the
-//! opt-out flags. Exits 0 only when they match.
+//! live progress, then incremental changes, `verify` of Ingress and Opt-in/out (the same
+//! comparisons as `conduit verify <workflow> --full`) and a summary that checks the email
+//! activities. Exits 0 only when they match.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, json};
 
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
 use conduit_engine::StatusKind;
@@ -195,7 +195,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     };
     demo.progress.finish();
     if verified {
-        verified = demo.verify_ingress().await?;
+        verified = demo.verify(WorkflowId::Ingress).await? && demo.verify(WorkflowId::OptInOut).await?;
     }
     demo.print_summary(verified)?;
 
@@ -322,17 +322,10 @@ impl Demo {
         Ok(())
     }
 
-    /// What `conduit verify` does not cover yet: the email activities (Egress) and the opt-out
-    /// flags (Opt-in/out) the destinations should hold. Ingress is checked by `verify` itself.
+    /// What `conduit verify` does not cover yet: the email activities Egress should have
+    /// written. Ingress and Opt-in/out are checked by `verify` itself.
     fn mismatches(&self) -> Vec<String> {
         let mut found = Vec::new();
-        let profiles: HashMap<String, Json> = self
-            .campaign
-            .records("profile")
-            .into_iter()
-            .filter_map(|p| Some((p["externalId"].as_str()?.to_string(), p)))
-            .collect();
-        let contacts = self.dynamics.rows("contact");
         let expected_activities = self
             .events
             .iter()
@@ -352,50 +345,25 @@ impl Demo {
                 "Dynamics 365 has {activities} email activities, expected {expected_activities}"
             ));
         }
-        let by_id: HashMap<&str, &Json> = contacts
-            .iter()
-            .filter_map(|c| Some((c["contactid"].as_str()?, c)))
-            .collect();
-        for id in &self.opted_out_in_campaign {
-            if by_id
-                .get(id.as_str())
-                .and_then(|c| c["donotbulkemail"].as_bool())
-                != Some(true)
-            {
-                found.push(format!(
-                    "contact {id} opted out in Campaign, but donotbulkemail is not true in Dynamics 365"
-                ));
-            }
-        }
-        for id in &self.opted_out_in_dynamics {
-            if profiles.get(id).and_then(|p| p["blackListEmail"].as_bool()) != Some(true) {
-                found.push(format!(
-                    "contact {id} opted out in Dynamics 365, but blackListEmail is not true in Campaign"
-                ));
-            }
-        }
         found
     }
 
-    /// Runs `conduit verify ingress --full` in the host: every contact and vehicle mapped with
-    /// the mapping in force and compared with Campaign, field by field. The workflows have
-    /// caught up by now; a record still moving is retried a few times before it counts.
-    async fn verify_ingress(&self) -> anyhow::Result<bool> {
-        outln!("\nVerifying ingress (conduit verify ingress --full):");
+    /// Runs `conduit verify <id> --full` in the host: Ingress maps every contact and vehicle
+    /// with the mapping in force and compares them with Campaign field by field; Opt-in/out
+    /// compares every contact's paired flags under the direction and rule in force. The
+    /// workflows have caught up by now; a record still moving is given a few more seconds.
+    async fn verify(&self, id: WorkflowId) -> anyhow::Result<bool> {
+        outln!("\nconduit verify {id} --full:");
         let mut attempts = 0;
         loop {
             attempts += 1;
             let report = self
                 .host
                 .supervisor
-                .verify(
-                    WorkflowId::Ingress,
-                    &conduit_engine::VerifyOptions::default(),
-                    &|_| {},
-                )
+                .verify(id, &conduit_engine::VerifyOptions::default(), &|_| {})
                 .await
-                .context("verify ingress failed")?;
-            if report.in_sync || attempts >= 3 || Instant::now() > self.deadline {
+                .with_context(|| format!("verify {id} failed"))?;
+            if report.in_sync || attempts >= 10 || Instant::now() > self.deadline {
                 outln!("{}", super::verify::render(&report).trim_end());
                 return Ok(report.in_sync);
             }
