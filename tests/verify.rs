@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use conduit_e2e::{CliOutput, INGRESS_CONTACTS, INGRESS_VEHICLES, SimPair, SECRETS};
+use conduit_e2e::{CliOutput, INGRESS_CONTACTS, INGRESS_VEHICLES, SECRETS, SimPair};
 use serde_json::{Value, json};
 
 /// Opt-in/out both ways on one pair, polling quickly.
@@ -138,9 +138,7 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
 async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let sims = SimPair::start(240, 40).await;
     let mut host = sims
-        .host_with_ingress_caught_up(&format!(
-            "{INGRESS_CONTACTS}{INGRESS_VEHICLES}{OPT_IN_OUT}"
-        ))
+        .host_with_ingress_caught_up(&format!("{INGRESS_CONTACTS}{INGRESS_VEHICLES}{OPT_IN_OUT}"))
         .await;
 
     // After an ingress the two sides agree, record for record and field for field.
@@ -163,7 +161,9 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert_eq!(output.code, 0, "{output}");
     assert!(output.stdout.contains("IN SYNC"), "{output}");
     assert!(
-        output.stdout.contains("contacts (contact -> profile): 240 source, 240 destination, 240 matching"),
+        output
+            .stdout
+            .contains("contacts (contact -> profile): 240 source, 240 destination, 240 matching"),
         "{output}"
     );
 
@@ -178,7 +178,11 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let campaign = CampaignApi::new(&sims).await;
     let href = campaign.href(&opted_out).await;
     campaign
-        .call(reqwest::Method::PATCH, &href, Some(json!({"blackListEmail": true})))
+        .call(
+            reqwest::Method::PATCH,
+            &href,
+            Some(json!({"blackListEmail": true})),
+        )
         .await;
     let (output, report) = verify_workflow(&sims, "optinout", &[]);
     assert_eq!(output.code, 7, "{output}");
@@ -192,7 +196,11 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let output = sims.cli(&["verify", "optinout", "--repair"]);
     assert_eq!(output.code, 3, "optinout has no --repair: {output}");
     campaign
-        .call(reqwest::Method::PATCH, &href, Some(json!({"blackListEmail": false})))
+        .call(
+            reqwest::Method::PATCH,
+            &href,
+            Some(json!({"blackListEmail": false})),
+        )
         .await;
     let (output, _) = verify_workflow(&sims, "optinout", &[]);
     assert_eq!(output.code, 0, "{output}");
@@ -230,7 +238,10 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert_eq!(report["differences"], 3, "{report:#}");
     assert_eq!(keys(&report, "contacts", "stale"), set(&[renamed]));
     assert_eq!(keys(&report, "contacts", "missing"), set(&[deleted]));
-    assert_eq!(keys(&report, "contacts", "orphaned"), set(&[gone_at_source]));
+    assert_eq!(
+        keys(&report, "contacts", "orphaned"),
+        set(&[gone_at_source])
+    );
     assert_eq!(
         keys(&report, "contacts", "foreign"),
         set(&["made-in-campaign"]),
@@ -247,9 +258,14 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert_eq!(keys(&report, "vehicles", "missing"), set(&[]));
     let output = sims.cli(&["verify", "ingress", "--mapping", "contacts"]);
     assert_eq!(output.code, 7, "{output}");
-    assert!(output.stdout.contains(&format!("missing 1: {deleted}")), "{output}");
     assert!(
-        output.stdout.contains("not written by Conduit (left alone) 1: made-in-campaign"),
+        output.stdout.contains(&format!("missing 1: {deleted}")),
+        "{output}"
+    );
+    assert!(
+        output
+            .stdout
+            .contains("not written by Conduit (left alone) 1: made-in-campaign"),
         "{output}"
     );
 
@@ -302,7 +318,10 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let text = |row: &Value, column: &str| row[column].as_str().unwrap_or_default().to_owned();
     let replaced = text(&contacts[3], "lastname");
     let excluded = text(&contacts[8], "firstname");
-    assert!(!replaced.is_empty() && !excluded.is_empty(), "the seed names its contacts");
+    assert!(
+        !replaced.is_empty() && !excluded.is_empty(),
+        "the seed names its contacts"
+    );
     let edit = format!(
         "  {{ source = \"emailaddress1\", destination = \"email\" }},\n]\nreplacements = [{{ field = \"lastname\", from = \"{replaced}\", to = \"Replaced\" }}]\nfilters = {{ rules = [{{ field = \"firstname\", op = \"ne\", value = \"{excluded}\" }}] }}\n"
     );
@@ -329,7 +348,13 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert!(!expected_filtered.is_empty() && !expected_renamed.is_empty());
     let before = sims.profiles();
     let output = sims.cli(&[
-        "preview", "ingress", "--mapping", "contacts", "--limit", "1000", "--json",
+        "preview",
+        "ingress",
+        "--mapping",
+        "contacts",
+        "--limit",
+        "1000",
+        "--json",
     ]);
     assert_eq!(output.code, 0, "{output}");
     let preview: Value = serde_json::from_str(&output.stdout).expect("a JSON preview");
@@ -362,10 +387,22 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         }
     }
     assert_eq!(sims.profiles(), before, "a preview writes nothing");
-    let output = sims.cli(&["preview", "ingress", "--mapping", "contacts", "--limit", "1000"]);
+    let output = sims.cli(&[
+        "preview",
+        "ingress",
+        "--mapping",
+        "contacts",
+        "--limit",
+        "1000",
+    ]);
     assert_eq!(output.code, 0, "{output}");
     assert!(output.stdout.contains("written as: lastName: "), "{output}");
-    assert!(output.stdout.contains("newly filtered out: filtered out by"), "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("newly filtered out: filtered out by"),
+        "{output}"
+    );
 
     // After the restart (and a replay, which writes every record again) the data is what the
     // preview said; verify agrees with the new mapping.
@@ -380,7 +417,8 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     }
     for key in &expected_filtered {
         assert_eq!(
-            after[key.as_str()], before[key.as_str()],
+            after[key.as_str()],
+            before[key.as_str()],
             "a record newly filtered out is left as it was"
         );
     }
@@ -395,7 +433,10 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     // Asking for what cannot be verified is refused with the documented codes.
     let output = sims.cli(&["verify", "ingress", "--mapping", "nope"]);
     assert_eq!(output.code, 3, "{output}");
-    assert!(output.stderr.contains("no table mapping named 'nope'"), "{output}");
+    assert!(
+        output.stderr.contains("no table mapping named 'nope'"),
+        "{output}"
+    );
     let output = sims.cli(&["verify", "nothing"]);
     assert_eq!(output.code, 6, "{output}");
 }

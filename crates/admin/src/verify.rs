@@ -42,9 +42,7 @@ impl From<VerifyError> for ApiError {
             | VerifyError::NotRunning(_)
             | VerifyError::NoRepair(_)
             | VerifyError::NoReader
-            | VerifyError::Load { .. } => {
-                ApiError::new(StatusCode::CONFLICT, error.to_string())
-            }
+            | VerifyError::Load { .. } => ApiError::new(StatusCode::CONFLICT, error.to_string()),
             VerifyError::Plugin { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
             }

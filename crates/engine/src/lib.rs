@@ -35,10 +35,10 @@ use conduit_store::{
 };
 
 pub use lifecycle::{Status, StatusKind};
-pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
 pub use preview::{
     FieldChange, MappingPreview, PreviewOptions, PreviewReport, RecordChange, plain as plain_value,
 };
+pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
 pub use verify::{
     FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyEvent, VerifyOptions,
     VerifyProgress, VerifyReport,

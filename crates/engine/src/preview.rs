@@ -107,8 +107,14 @@ impl Supervisor {
             return Err(VerifyError::NotRunning(id));
         };
         let limit = options.limit.unwrap_or(DEFAULT_LIMIT).max(1);
-        let before = in_force.ingress().map(|s| s.mappings.clone()).unwrap_or_default();
-        let after = pending.ingress().map(|s| s.mappings.clone()).unwrap_or_default();
+        let before = in_force
+            .ingress()
+            .map(|s| s.mappings.clone())
+            .unwrap_or_default();
+        let after = pending
+            .ingress()
+            .map(|s| s.mappings.clone())
+            .unwrap_or_default();
         let mut names: Vec<String> = before.iter().map(|m| m.name.clone()).collect();
         for mapping in &after {
             if !names.contains(&mapping.name) {
@@ -250,9 +256,13 @@ async fn map_sample(
     mapping: &str,
     batch: RecordBatch,
 ) -> Result<(RecordBatch, Vec<Result<Outcome, String>>), VerifyError> {
-    on_plugin_thread(mapper, "mapper", WorkflowId::Ingress, batch, |mapper, batch| {
-        map_rows_isolated(mapper.as_mut(), Phase::Replay, batch).results
-    })
+    on_plugin_thread(
+        mapper,
+        "mapper",
+        WorkflowId::Ingress,
+        batch,
+        |mapper, batch| map_rows_isolated(mapper.as_mut(), Phase::Replay, batch).results,
+    )
     .await
     .map_err(|error| VerifyError::Plugin {
         mapping: mapping.to_owned(),
@@ -315,7 +325,10 @@ fn compare(
 }
 
 /// The fields whose written value differs, sorted by name.
-fn field_changes(before: &HashMap<String, Value>, after: &HashMap<String, Value>) -> Vec<FieldChange> {
+fn field_changes(
+    before: &HashMap<String, Value>,
+    after: &HashMap<String, Value>,
+) -> Vec<FieldChange> {
     let mut names: Vec<&String> = before.keys().chain(after.keys()).collect();
     names.sort();
     names.dedup();
@@ -338,7 +351,9 @@ pub fn plain(value: &Value) -> serde_json::Value {
         Value::Null => Json::Null,
         Value::Boolean(flag) => Json::Bool(*flag),
         Value::Integer(number) => Json::from(*number),
-        Value::Decimal(number) => serde_json::Number::from_f64(*number).map_or(Json::Null, Json::Number),
+        Value::Decimal(number) => {
+            serde_json::Number::from_f64(*number).map_or(Json::Null, Json::Number)
+        }
         Value::Text(text) | Value::Datetime(text) | Value::Guid(text) => Json::String(text.clone()),
         Value::Picklist { value, label } => label
             .clone()
@@ -372,10 +387,18 @@ mod tests {
 
     #[test]
     fn each_kind_of_change_is_told_apart() {
-        let same = compare("c-1", upsert(&[("lastName", "Lee")]), upsert(&[("lastName", "Lee")]));
+        let same = compare(
+            "c-1",
+            upsert(&[("lastName", "Lee")]),
+            upsert(&[("lastName", "Lee")]),
+        );
         assert_eq!(same, None);
-        let renamed = compare("c-1", upsert(&[("lastName", "Lee")]), upsert(&[("lastName", "Li")]))
-            .unwrap();
+        let renamed = compare(
+            "c-1",
+            upsert(&[("lastName", "Lee")]),
+            upsert(&[("lastName", "Li")]),
+        )
+        .unwrap();
         assert_eq!(renamed.change, "fields");
         assert_eq!(
             renamed.fields,
@@ -394,9 +417,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(filtered.change, "filtered");
-        assert_eq!(filtered.reason.as_deref(), Some("filtered out by firstname ne Ann"));
+        assert_eq!(
+            filtered.reason.as_deref(),
+            Some("filtered out by firstname ne Ann")
+        );
         let rejected = compare("c-1", upsert(&[]), Err("trap".into())).unwrap();
-        assert_eq!((rejected.change.as_str(), rejected.reason.as_deref()), ("rejected", Some("trap")));
+        assert_eq!(
+            (rejected.change.as_str(), rejected.reason.as_deref()),
+            ("rejected", Some("trap"))
+        );
         assert_eq!(compare("c-1", Err("trap".into()), Err("trap".into())), None);
         let written = compare(
             "c-1",

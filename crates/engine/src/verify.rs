@@ -321,12 +321,16 @@ impl Supervisor {
             .clone();
         let mappings: Vec<&MappingSpec> = match &options.mapping {
             None => section.mappings.iter().collect(),
-            Some(name) => vec![section.mapping(name).ok_or_else(|| {
-                EngineError::UnknownMapping {
-                    name: name.clone(),
-                    known: section.mappings.iter().map(|m| m.name.clone()).collect(),
-                }
-            })?],
+            Some(name) => {
+                vec![
+                    section
+                        .mapping(name)
+                        .ok_or_else(|| EngineError::UnknownMapping {
+                            name: name.clone(),
+                            known: section.mappings.iter().map(|m| m.name.clone()).collect(),
+                        })?,
+                ]
+            }
         };
         let services = self
             .inner
@@ -341,7 +345,14 @@ impl Supervisor {
         let mut checks = Vec::new();
         for mapping in mappings {
             let (mut check, differing) = self
-                .verify_mapping(&config, &services, reader.as_ref(), mapping, options, progress)
+                .verify_mapping(
+                    &config,
+                    &services,
+                    reader.as_ref(),
+                    mapping,
+                    options,
+                    progress,
+                )
                 .await?;
             if options.repair {
                 check.repaired = self.repair(&services, mapping, differing).await?;
@@ -427,8 +438,15 @@ impl Supervisor {
                 batch.rows.truncate(room);
             }
             check.source_records += batch.rows.len() as u64;
-            map_page(&mut mapper, mapping, batch, &mut expected, &mut rejected, &mut check)
-                .await?;
+            map_page(
+                &mut mapper,
+                mapping,
+                batch,
+                &mut expected,
+                &mut rejected,
+                &mut check,
+            )
+            .await?;
             progress(VerifyProgress {
                 mapping: mapping.name.clone(),
                 side: "source".into(),
@@ -558,9 +576,7 @@ impl Supervisor {
         stale.sort_by(|a, b| a.key.cmp(&b.key));
         gone.sort();
         rejected.sort();
-        let owned = self
-            .store()
-            .owned_keys(System::Campaign, table, &gone)?;
+        let owned = self.store().owned_keys(System::Campaign, table, &gone)?;
         let name = &mapping.name;
         let mut differing = Differing::default();
         let mut classify = |key: &str, list: &mut KeyList| {

@@ -103,9 +103,7 @@ impl Supervisor {
                 side: "source".into(),
                 records: check.source_records,
             });
-            let full = options
-                .sample
-                .is_some_and(|n| dynamics.len() >= n as usize);
+            let full = options.sample.is_some_and(|n| dynamics.len() >= n as usize);
             if page.caught_up || full {
                 break;
             }

@@ -127,7 +127,10 @@ impl Store {
             let mut rereads = write.open_table(REREAD)?;
             for key in keys {
                 // The replay phase: the ledger must not skip a write that Campaign lost.
-                if rereads.insert((mapping, key.as_str()), [1u8].as_slice())?.is_none() {
+                if rereads
+                    .insert((mapping, key.as_str()), [1u8].as_slice())?
+                    .is_none()
+                {
                     added += 1;
                 }
             }
@@ -186,7 +189,10 @@ mod tests {
                 .unwrap(),
             2
         );
-        assert_eq!(store.request_rereads("contacts", &["c-2".into()]).unwrap(), 0);
+        assert_eq!(
+            store.request_rereads("contacts", &["c-2".into()]).unwrap(),
+            0
+        );
         assert_eq!(store.reread_count().unwrap(), 2);
         let keys = store.pending_keys(WorkflowId::Ingress).unwrap();
         assert!(keys.in_backlog("contacts", "profile", "c-3"));

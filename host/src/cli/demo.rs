@@ -195,7 +195,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     };
     demo.progress.finish();
     if verified {
-        verified = demo.verify(WorkflowId::Ingress).await? && demo.verify(WorkflowId::OptInOut).await?;
+        verified =
+            demo.verify(WorkflowId::Ingress).await? && demo.verify(WorkflowId::OptInOut).await?;
     }
     demo.print_summary(verified)?;
 

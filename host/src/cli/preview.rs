@@ -135,9 +135,18 @@ mod tests {
             notes: vec![],
         };
         let text = render(&report);
-        assert!(text.starts_with("ingress: changes pending restart"), "{text}");
-        assert!(text.contains("contacts (changed): 3 read, 2 would change, 1 unchanged"), "{text}");
-        assert!(text.contains("c-1 written as: lastName: \"Lee\" -> \"Li\""), "{text}");
+        assert!(
+            text.starts_with("ingress: changes pending restart"),
+            "{text}"
+        );
+        assert!(
+            text.contains("contacts (changed): 3 read, 2 would change, 1 unchanged"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c-1 written as: lastName: \"Lee\" -> \"Li\""),
+            "{text}"
+        );
         assert!(
             text.contains("c-2 newly filtered out: filtered out by firstname ne Ann"),
             "{text}"

@@ -37,7 +37,10 @@ pub struct VerifyArgs {
 
 /// Runs a verify against the host and prints its report.
 pub async fn verify(client: &AdminClient, args: &VerifyArgs) -> Result<(), CallError> {
-    let mut path = format!("/api/workflows/{}/verify?repair={}", args.workflow, args.repair);
+    let mut path = format!(
+        "/api/workflows/{}/verify?repair={}",
+        args.workflow, args.repair
+    );
     if let Some(mapping) = &args.mapping {
         path.push_str("&mapping=");
         path.push_str(&url_escape(mapping));
@@ -179,13 +182,13 @@ fn render_mapping(check: &MappingCheck) -> String {
         &check.foreign,
     );
     if check.filtered > 0 {
-        out.push_str(&format!("    filtered out by the mapping: {}\n", check.filtered));
+        out.push_str(&format!(
+            "    filtered out by the mapping: {}\n",
+            check.filtered
+        ));
     }
     if check.repaired > 0 {
-        out.push_str(&format!(
-            "    queued for the writer: {}\n",
-            check.repaired
-        ));
+        out.push_str(&format!("    queued for the writer: {}\n", check.repaired));
     }
     out
 }
@@ -247,7 +250,10 @@ mod tests {
             notes: vec![],
         };
         let text = render(&report);
-        assert!(text.starts_with("ingress (full): NOT IN SYNC: 2 record(s) differ"), "{text}");
+        assert!(
+            text.starts_with("ingress (full): NOT IN SYNC: 2 record(s) differ"),
+            "{text}"
+        );
         assert!(text.contains("missing 1: c-2"), "{text}");
         assert!(
             text.contains("c-3: lastName is \"Li\" (expected \"Lee\")"),

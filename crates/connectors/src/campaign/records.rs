@@ -99,12 +99,16 @@ impl RecordReader for CampaignConnector {
     ) -> Result<Vec<Result<Vec<(String, serde_json::Value)>, String>>, ConnectorError> {
         let url = self.api_url(&["profileAndServicesExt", "resourceType", table]);
         let reply = self.transport.send(Method::GET, &url, None).await?;
-        let kinds: HashMap<String, FieldKind> = read_resource_fields(&reply.body, url.as_str(), table)?
-            .into_iter()
-            .map(|field| (field.name, field.kind))
-            .collect();
-        let metadata: serde_json::Value =
-            parse_json(&reply.body, url.as_str(), "resourceType metadata with `content`")?;
+        let kinds: HashMap<String, FieldKind> =
+            read_resource_fields(&reply.body, url.as_str(), table)?
+                .into_iter()
+                .map(|field| (field.name, field.kind))
+                .collect();
+        let metadata: serde_json::Value = parse_json(
+            &reply.body,
+            url.as_str(),
+            "resourceType metadata with `content`",
+        )?;
         let defaults = enumeration_defaults(&metadata);
         Ok(records
             .iter()
@@ -152,7 +156,9 @@ fn empty_value(
 ) -> serde_json::Value {
     use serde_json::Value as Json;
     match kind {
-        Some(FieldKind::Text | FieldKind::Date | FieldKind::Datetime) => Json::String(String::new()),
+        Some(FieldKind::Text | FieldKind::Date | FieldKind::Datetime) => {
+            Json::String(String::new())
+        }
         Some(FieldKind::Integer | FieldKind::Decimal) => Json::from(0),
         Some(FieldKind::Boolean) => Json::Bool(false),
         Some(FieldKind::Picklist) => enumeration_default
