@@ -320,7 +320,7 @@ function previewControl(id) {
 }
 
 function describeChange(record) {
-  const fields = record.fields.map((f) => `${f.field}: ${JSON.stringify(f.before)} → ${JSON.stringify(f.after)}`).join("; ");
+  const fields = record.fields.map((field) => `${field.field}: ${JSON.stringify(field.before)} → ${JSON.stringify(field.after)}`).join("; ");
   switch (record.change) {
     case "fields": return `${record.key}: ${fields}`;
     case "written": return `${record.key} newly written: ${fields}`;
@@ -336,11 +336,11 @@ async function showPreview(id, box) {
   try {
     const report = await call("POST", `/api/workflows/${id}/preview?limit=50`);
     const parts = [];
-    for (const m of report.mappings) {
-      parts.push(el("h4", { text: `${m.mapping} (${m.status}): ${m.records_read} read, ${m.records.length} would change` }));
-      if (m.pending_error) parts.push(el("p", { class: "problems", text: "The pending plugin fails: " + m.pending_error }));
-      if (m.records.length) {
-        parts.push(el("ul", { class: "pending-list" }, ...m.records.map((r) => el("li", { text: describeChange(r) }))));
+    for (const mapping of report.mappings) {
+      parts.push(el("h4", { text: `${mapping.mapping} (${mapping.status}): ${mapping.records_read} read, ${mapping.records.length} would change` }));
+      if (mapping.pending_error) parts.push(el("p", { class: "problems", text: "The pending plugin fails: " + mapping.pending_error }));
+      if (mapping.records.length) {
+        parts.push(el("ul", { class: "pending-list" }, ...mapping.records.map((change) => el("li", { text: describeChange(change) }))));
       }
     }
     parts.push(el("p", { class: "hint", text: "A changed record is written with the new values at its next change, or at once by Replay Data." }));
