@@ -114,7 +114,13 @@ async fn rebinding_is_refused(host: &mut HostProcess, token: Option<&str>) -> us
         assert_foreign_host_refused(response, &format!("GET {route}")).await;
         refused += 1;
     }
-    for action in ["stop", "start", "replay/contacts"] {
+    for action in [
+        "stop",
+        "start",
+        "replay/contacts",
+        "verify?repair=true",
+        "preview",
+    ] {
         let request = rebinding(
             http.post(format!("{}/api/workflows/ingress/{action}", host.admin)),
             port,

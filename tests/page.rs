@@ -1,6 +1,7 @@
 //! The Workflows page in a real headless Chromium against the real host and the simulators:
 //! it lists the workflows, Start takes one to RUNNING, the backlog moves while a load runs,
-//! an edit of the TOML shows the pending badge until stop/start, and a dead letter is retried
+//! an edit of the TOML shows the pending badge (and, from it, the restart's preview of the
+//! records it changes) until stop/start, and a dead letter is retried
 //! from the page and shows in its audit table. Screenshots of the key states go to
 //! `target/ui-screenshots/`.
 
@@ -161,8 +162,22 @@ async fn an_edit_shows_the_pending_badge_until_stop_and_start() {
             .await,
         false
     );
+    // The edit: a pacing setting, and a replacement of the first contact's last name (which
+    // the restart preview must show).
+    let first = sims.dynamics.rows("contact")[0].clone();
+    let (key, lastname) = (
+        first["contactid"].as_str().unwrap().to_owned(),
+        first["lastname"].as_str().unwrap().to_owned(),
+    );
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("page_size = 50", "page_size = 60")).unwrap();
+    let replacement = format!(
+        "fields = [{{ source = \"lastname\", destination = \"lastName\" }}]\nreplacements = [{{ field = \"lastname\", from = \"{lastname}\", to = \"Previewed\" }}]"
+    );
+    let edited = text.replace("page_size = 50", "page_size = 60").replace(
+        "fields = [{ source = \"lastname\", destination = \"lastName\" }]",
+        &replacement,
+    );
+    std::fs::write(&config, edited).unwrap();
     browser
         .wait_until(
             "the badge",
@@ -202,6 +217,23 @@ async fn an_edit_shows_the_pending_badge_until_stop_and_start() {
         "{pending}"
     );
     browser.screenshot("config-view").await;
+    // From the pending changes, the restart's preview: the record whose written value changes.
+    browser.click("#preview-restart").await;
+    browser
+        .wait_until(
+            "the restart preview",
+            "return (document.getElementById('preview-result')?.textContent || '').includes('would change')",
+        )
+        .await;
+    let preview = browser
+        .eval("return document.getElementById('preview-result').textContent")
+        .await;
+    let expected = format!("{key}: lastName: \"{lastname}\" → \"Previewed\"");
+    assert!(
+        preview.as_str().unwrap_or_default().contains(&expected),
+        "{preview}"
+    );
+    browser.screenshot("restart-preview").await;
     browser.click("#config-close").await;
 
     browser.click("#toggle-ingress").await;

@@ -14,6 +14,7 @@ mod hosts;
 mod metrics;
 mod page;
 mod tls;
+mod verify;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -126,6 +127,8 @@ pub fn router(
         .route("/api/workflows/{id}/stop", post(api::stop))
         .route("/api/workflows/{id}/replay/{mapping}", post(api::replay))
         .route("/api/workflows/{id}/config", get(api::workflow_config))
+        .route("/api/workflows/{id}/verify", post(verify::verify))
+        .route("/api/workflows/{id}/preview", post(verify::preview))
         .route(
             "/api/workflows/{id}/dead-letters",
             get(api::list_dead_letters),

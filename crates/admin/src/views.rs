@@ -13,6 +13,8 @@
 //! | `POST /api/workflows/{id}/start`, `.../stop` | [`StatusAnswer`] |
 //! | `POST /api/workflows/{id}/replay/{mapping}`, dead-letter retry and drop | [`MessageAnswer`] |
 //! | `GET /api/workflows/{id}/config` | [`ConfigSectionView`] |
+//! | `POST /api/workflows/{id}/verify` | JSON lines, one [`VerifyEvent`] each (the last a report or a failure) |
+//! | `POST /api/workflows/{id}/preview` | [`PreviewReport`] |
 //! | `GET /api/workflows/{id}/dead-letters` | a list of [`DeadLetter`] |
 //! | `GET /api/workflows/{id}/dead-letters/{letter}` | [`DeadLetter`] |
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
@@ -25,7 +27,11 @@
 use serde::{Deserialize, Serialize};
 
 pub use conduit_config::Problem;
-pub use conduit_engine::{CursorView, HostView, MappingView, StatusKind, WorkflowView};
+pub use conduit_engine::{
+    CursorView, FieldChange, FieldDifference, HostView, KeyList, MappingCheck, MappingPreview,
+    MappingView, PreviewReport, RecordChange, StaleRecord, StatusKind, VerifyEvent, VerifyOptions,
+    VerifyProgress, VerifyReport, WorkflowView,
+};
 pub use conduit_store::{
     AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
 };
@@ -388,5 +394,71 @@ mod tests {
                 failed_at_ms: 0,
             },
         );
+    }
+
+    #[test]
+    fn verify_and_preview_answers_come_back_whole() {
+        let check = MappingCheck {
+            mapping: "contacts".into(),
+            source: "contact".into(),
+            destination: "profile".into(),
+            source_records: 2,
+            destination_records: 2,
+            matching: 1,
+            stale_count: 1,
+            stale: vec![StaleRecord {
+                key: "c-1".into(),
+                fields: vec![FieldDifference {
+                    field: "lastName".into(),
+                    expected: serde_json::json!("Lee"),
+                    actual: serde_json::json!(null),
+                }],
+            }],
+            foreign: KeyList {
+                count: 1,
+                keys: vec!["x".into()],
+            },
+            ..MappingCheck::default()
+        };
+        let report = VerifyReport {
+            workflow: WorkflowId::Ingress,
+            scope: "full".into(),
+            in_sync: false,
+            differences: 1,
+            mappings: vec![check],
+            repaired: 1,
+            notes: vec!["a note".into()],
+        };
+        round_trip(&VerifyEvent::Report(report));
+        round_trip(&VerifyEvent::Progress(VerifyProgress {
+            mapping: "contacts".into(),
+            side: "source".into(),
+            records: 200,
+        }));
+        round_trip(&VerifyEvent::Failed {
+            error: "gone".into(),
+        });
+        round_trip(&PreviewReport {
+            workflow: WorkflowId::Ingress,
+            pending: true,
+            mappings: vec![MappingPreview {
+                mapping: "contacts".into(),
+                status: "changed".into(),
+                records_read: 1,
+                records: vec![RecordChange {
+                    key: "c-1".into(),
+                    change: "fields".into(),
+                    fields: vec![FieldChange {
+                        field: "lastName".into(),
+                        before: "Lee".into(),
+                        after: "Li".into(),
+                    }],
+                    reason: None,
+                }],
+                unchanged: 0,
+                pending_error: None,
+            }],
+            notes: vec![],
+        });
     }
 }

@@ -297,6 +297,59 @@ pub trait RecordSink: Send + Sync {
     async fn check(&self) -> Result<(), ConnectorError>;
 }
 
+/// One destination record as read back: its key and its fields as the service holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// The value of the destination's key field.
+    pub key: String,
+    /// Every field the service returned, by field name.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One page of a destination table's records and the link to the next.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPage {
+    /// The records of this page that carry a key.
+    pub records: Vec<StoredRecord>,
+    /// Records of this page without a key (nothing can be compared with them).
+    pub without_key: u64,
+    /// The next page's link; `None` after the last page.
+    pub next: Option<String>,
+}
+
+/// Reads back what a destination holds, for `conduit verify` and `conduit preview`: the
+/// records of a table, the records of given keys, and the form a mapped value takes once the
+/// destination stores it (so the two can be compared).
+#[async_trait]
+pub trait RecordReader: Send + Sync {
+    /// Reads the page at `cursor` (`None`: the first page) of `table`, keyed by `key_field`.
+    async fn read_stored(
+        &self,
+        table: &str,
+        key_field: &str,
+        cursor: Option<&str>,
+        page_size: u32,
+    ) -> Result<StoredPage, ConnectorError>;
+
+    /// Reads the records of `keys` (keys without a record are left out).
+    async fn read_stored_keys(
+        &self,
+        table: &str,
+        key_field: &str,
+        keys: &[String],
+    ) -> Result<Vec<StoredRecord>, ConnectorError>;
+
+    /// Each record's fields as the destination shows them once written (dates as its date
+    /// text, picklists as labels, numbers into text fields as text, no value as the empty
+    /// value of the field's type), read against the table's metadata once for all records.
+    /// A record with a value the destination cannot hold gets an error naming the field.
+    async fn stored_forms(
+        &self,
+        table: &str,
+        records: &[Vec<(String, conduit_model::Value)>],
+    ) -> Result<Vec<Result<Vec<(String, serde_json::Value)>, String>>, ConnectorError>;
+}
+
 pub mod dynamics365;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -9,9 +9,12 @@ mod drift;
 mod lifecycle;
 pub mod offline;
 mod prepare;
+mod preview;
 mod reader;
 pub mod services;
 mod stage;
+mod verify;
+mod verify_opt_outs;
 mod view;
 mod workflows;
 mod writer;
@@ -32,7 +35,14 @@ use conduit_store::{
 };
 
 pub use lifecycle::{Status, StatusKind};
+pub use preview::{
+    FieldChange, MappingPreview, PreviewOptions, PreviewReport, RecordChange, plain as plain_value,
+};
 pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
+pub use verify::{
+    FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyEvent, VerifyOptions,
+    VerifyProgress, VerifyReport,
+};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
 pub use workflows::RemapError;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use conduit_config::{Config, EffectiveLimits};
 use conduit_connectors::{
-    ChangeSource, EventSource, OptOutExportSource, ProfileOptOutSource, RecordSink,
+    ChangeSource, EventSource, OptOutExportSource, ProfileOptOutSource, RecordReader, RecordSink,
 };
 use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch, System};
 
@@ -145,6 +145,8 @@ pub struct Services {
     pub opt_out_exports: Option<Arc<dyn OptOutExportSource>>,
     /// Campaign profiles' current opt-out attributes, for the first Opt-in/out reconcile.
     pub profile_opt_outs: Option<Arc<dyn ProfileOptOutSource>>,
+    /// Campaign records read back, for `conduit verify` and `conduit preview`.
+    pub campaign_records: Option<Arc<dyn RecordReader>>,
 }
 
 impl Services {

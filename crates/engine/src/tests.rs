@@ -192,6 +192,7 @@ impl Connect for FakeConnect {
             events: Arc::new(NoEvents),
             opt_out_exports: None,
             profile_opt_outs: None,
+            campaign_records: None,
         })
     }
 }
@@ -756,6 +757,7 @@ fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
             events: Arc::new(NoEvents),
             opt_out_exports: None,
             profile_opt_outs: None,
+            campaign_records: None,
         },
         batch_size: 5,
         drift: Arc::new(drift::DriftGuard::default()),

@@ -46,11 +46,16 @@ pub(super) enum Decision {
 
 /// The ledger's key for a record's destination: `"<system>/<table>"`.
 pub(super) fn destination(record: &WriteRecord) -> String {
-    let system = match record.target.system {
+    destination_name(record.target.system, &record.target.table)
+}
+
+/// The ledger's key for `system`'s `table`.
+pub(super) fn destination_name(system: System, table: &str) -> String {
+    let system = match system {
         System::Campaign => "campaign",
         System::Dynamics => "dynamics",
     };
-    format!("{system}/{}", record.target.table)
+    format!("{system}/{table}")
 }
 
 /// Decides about one record and updates its ledger entry to match.

@@ -24,6 +24,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 5;
     /// The thing named does not exist.
     pub const NOT_FOUND: u8 = 6;
+    /// `conduit verify` found records out of sync.
+    pub const OUT_OF_SYNC: u8 = 7;
 }
 
 /// A failed admin call with the exit code it maps to.
@@ -135,6 +137,57 @@ impl AdminClient {
             })?;
         }
         Ok(headers)
+    }
+
+    /// POSTs a call whose answer is JSON lines (a long-running one, e.g. verify) and hands
+    /// each line to `line` as it arrives. As for downloads, only the wait for the answer's
+    /// start is bounded by the client's timeout.
+    pub async fn post_lines(
+        &self,
+        path: &str,
+        mut line: impl FnMut(&[u8]) -> Result<(), CallError>,
+    ) -> Result<(), CallError> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-conduit-request", "cli")
+            .timeout(Duration::from_secs(24 * 3600));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.map_err(|error| CallError {
+            code: exit::UNREACHABLE,
+            message: format!(
+                "cannot reach the Conduit host at {}: {}. Is `conduit run` running? Point --admin-url (or CONDUIT_ADMIN_URL) at its admin address.",
+                self.base,
+                error_chain(&error)
+            ),
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(refusal(status, &body));
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| CallError {
+            code: 1,
+            message: format!(
+                "the answer to POST {path} from {} was cut short: {}",
+                self.base,
+                error_chain(&error)
+            ),
+        })? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|byte| *byte == b'\n') {
+                let rest = pending.split_off(end + 1);
+                line(pending.trim_ascii())?;
+                pending = rest;
+            }
+        }
+        if !pending.trim_ascii().is_empty() {
+            line(pending.trim_ascii())?;
+        }
+        Ok(())
     }
 
     /// Sends a call and returns the body of a successful answer.

@@ -1,7 +1,8 @@
 //! `conduit demo`: both simulators in process (seeded contacts, a custom entity, email events
 //! and opt-out changes), a generated config, the real host running all three workflows with
-//! live progress, then incremental changes, and a summary that checks the destination against
-//! the source. Exits 0 only when they match.
+//! live progress, then incremental changes, `verify` of Ingress and Opt-in/out (the same
+//! comparisons as `conduit verify <workflow> --full`) and a summary that checks the email
+//! activities. Exits 0 only when they match.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Map, json};
 
 use conduit::runtime::{self, HostOptions, RunningHost, ServiceConnect};
 use conduit_engine::StatusKind;
@@ -176,7 +177,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
     outln!("\nIncremental changes: renames, deletes and opt-outs on both sides");
     demo.make_changes(&contact_ids)?;
     let started = Instant::now();
-    let verified = loop {
+    let mut verified = loop {
         demo.print_progress()?;
         let mismatches = demo.mismatches();
         if mismatches.is_empty() && demo.caught_up() {
@@ -193,6 +194,10 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     demo.progress.finish();
+    if verified {
+        verified =
+            demo.verify(WorkflowId::Ingress).await? && demo.verify(WorkflowId::OptInOut).await?;
+    }
     demo.print_summary(verified)?;
 
     if args.keep_running {
@@ -318,83 +323,10 @@ impl Demo {
         Ok(())
     }
 
-    /// Every difference between what the destinations hold and what they should hold.
+    /// What `conduit verify` does not cover yet: the email activities Egress should have
+    /// written. Ingress and Opt-in/out are checked by `verify` itself.
     fn mismatches(&self) -> Vec<String> {
         let mut found = Vec::new();
-        let profiles: HashMap<String, Json> = self
-            .campaign
-            .records("profile")
-            .into_iter()
-            .filter_map(|p| Some((p["externalId"].as_str()?.to_string(), p)))
-            .collect();
-        let contacts = self.dynamics.rows("contact");
-        for contact in &contacts {
-            let Some(id) = contact["contactid"].as_str() else {
-                continue;
-            };
-            let Some(profile) = profiles.get(id) else {
-                found.push(format!("contact {id} has no profile in Campaign"));
-                continue;
-            };
-            for (source, destination) in [
-                ("firstname", "firstName"),
-                ("lastname", "lastName"),
-                ("emailaddress1", "email"),
-            ] {
-                let expected = contact[source].as_str().unwrap_or("");
-                let actual = profile[destination].as_str().unwrap_or("");
-                if expected != actual {
-                    found.push(format!(
-                        "profile {id}: {destination} is '{actual}', Dynamics 365 has '{expected}'"
-                    ));
-                }
-            }
-            let gender = match contact["gendercode"].as_i64() {
-                Some(1) => "male",
-                Some(2) => "female",
-                _ => "unknown",
-            };
-            let actual_gender = profile["gender"].as_str().unwrap_or("unknown");
-            if actual_gender != gender {
-                found.push(format!(
-                    "profile {id}: gender is '{actual_gender}', expected '{gender}'"
-                ));
-            }
-        }
-        if profiles.len() != contacts.len() {
-            found.push(format!(
-                "Campaign has {} profiles, Dynamics 365 has {} contacts",
-                profiles.len(),
-                contacts.len()
-            ));
-        }
-        for id in &self.deleted {
-            if profiles.contains_key(id) {
-                found.push(format!("contact {id} was deleted but its profile remains"));
-            }
-        }
-        let vehicles = self.dynamics.rows("new_vehicle");
-        let resources = self.campaign.records("cusVehicle");
-        if vehicles.len() != resources.len() {
-            found.push(format!(
-                "Campaign has {} cusVehicle records, Dynamics 365 has {} vehicles",
-                resources.len(),
-                vehicles.len()
-            ));
-        }
-        for vehicle in vehicles.iter().take(200) {
-            let Some(id) = vehicle["new_vehicleid"].as_str() else {
-                continue;
-            };
-            match self.campaign.find("cusVehicle", id) {
-                Some(record) if record["cusName"] == vehicle["new_name"] => {}
-                Some(record) => found.push(format!(
-                    "cusVehicle {id}: cusName is {}, expected {}",
-                    record["cusName"], vehicle["new_name"]
-                )),
-                None => found.push(format!("vehicle {id} has no cusVehicle record")),
-            }
-        }
         let expected_activities = self
             .events
             .iter()
@@ -414,29 +346,30 @@ impl Demo {
                 "Dynamics 365 has {activities} email activities, expected {expected_activities}"
             ));
         }
-        let by_id: HashMap<&str, &Json> = contacts
-            .iter()
-            .filter_map(|c| Some((c["contactid"].as_str()?, c)))
-            .collect();
-        for id in &self.opted_out_in_campaign {
-            if by_id
-                .get(id.as_str())
-                .and_then(|c| c["donotbulkemail"].as_bool())
-                != Some(true)
-            {
-                found.push(format!(
-                    "contact {id} opted out in Campaign, but donotbulkemail is not true in Dynamics 365"
-                ));
-            }
-        }
-        for id in &self.opted_out_in_dynamics {
-            if profiles.get(id).and_then(|p| p["blackListEmail"].as_bool()) != Some(true) {
-                found.push(format!(
-                    "contact {id} opted out in Dynamics 365, but blackListEmail is not true in Campaign"
-                ));
-            }
-        }
         found
+    }
+
+    /// Runs `conduit verify <id> --full` in the host: Ingress maps every contact and vehicle
+    /// with the mapping in force and compares them with Campaign field by field; Opt-in/out
+    /// compares every contact's paired flags under the direction and rule in force. The
+    /// workflows have caught up by now; a record still moving is given a few more seconds.
+    async fn verify(&self, id: WorkflowId) -> anyhow::Result<bool> {
+        outln!("\nconduit verify {id} --full:");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let report = self
+                .host
+                .supervisor
+                .verify(id, &conduit_engine::VerifyOptions::default(), &|_| {})
+                .await
+                .with_context(|| format!("verify {id} failed"))?;
+            if report.in_sync || attempts >= 10 || Instant::now() > self.deadline {
+                outln!("{}", super::verify::render(&report).trim_end());
+                return Ok(report.in_sync);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     fn print_summary(&self, verified: bool) -> anyhow::Result<()> {

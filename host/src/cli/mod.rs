@@ -1,6 +1,6 @@
 //! Command-line definitions (clap) and the dispatch to each subcommand's handler. Exit codes:
 //! 0 success, 1 failure, 2 usage error, 3 refused by the host, 4 invalid config, 5 host
-//! unreachable, 6 not found.
+//! unreachable, 6 not found, 7 out of sync (`verify`).
 
 #[macro_use]
 mod output;
@@ -13,9 +13,11 @@ mod ops;
 mod plugin;
 mod plugin_kit;
 mod plugin_test;
+mod preview;
 mod progress;
 mod run;
 mod sim;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +86,12 @@ enum Command {
         /// The table mapping's name.
         mapping: String,
     },
+    /// Compare a workflow's destination with its source (missing, stale, orphaned records);
+    /// exit 0 when in sync, 7 when not. `--repair` queues what differs for the writer.
+    Verify(verify::VerifyArgs),
+    /// Show what restarting a workflow with the edited config would change, per record, on a
+    /// sample of source records; writes nothing.
+    Preview(preview::PreviewArgs),
     /// Dead letters: list, show, retry, drop.
     #[command(subcommand)]
     Dlq(ops::DlqCommand),
@@ -209,6 +217,8 @@ async fn dispatch(cli: Cli) -> Result<(), CallError> {
             Ok(())
         }
         Command::Dlq(command) => ops::dlq(&admin(&cli)?, command).await,
+        Command::Verify(args) => verify::verify(&admin(&cli)?, args).await,
+        Command::Preview(args) => preview::preview(&admin(&cli)?, args).await,
         Command::Backup(args) => backup::backup(args, &cli.config, || admin(&cli)).await,
         Command::Restore(args) => backup::restore(args, &cli.config).await,
         Command::Audit(args) => ops::audit(&admin(&cli)?, args).await,

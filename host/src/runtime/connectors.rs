@@ -133,6 +133,7 @@ impl ServiceConnect {
             campaign_sink: campaign_connector.clone(),
             events: campaign_connector.clone(),
             profile_opt_outs: Some(campaign_connector.clone()),
+            campaign_records: Some(campaign_connector.clone()),
             opt_out_exports: drop_root
                 .map(|_| campaign_connector as Arc<dyn conduit_connectors::OptOutExportSource>),
         })

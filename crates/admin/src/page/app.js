@@ -138,7 +138,8 @@ async function openConfig(id) {
     pending.replaceChildren();
     if (config.pending_changes) {
       pending.append(el("h3", { text: "Changes pending restart" }),
-        el("ul", { class: "pending-list" }, ...config.pending_summary.map((line) => el("li", { text: line }))));
+        el("ul", { class: "pending-list" }, ...config.pending_summary.map((line) => el("li", { text: line }))),
+        previewControl(id));
     }
     dialog.showModal();
     document.getElementById("config-close").focus();
@@ -303,4 +304,48 @@ function skippedText(counters) {
     reasons.push(`${counters.skipped_not_owned} not created by Conduit, left alone`);
   }
   return reasons.length ? `${counters.skipped} (${reasons.join("; ")})` : String(counters.skipped);
+}
+
+// ---- restart preview -----------------------------------------------------------------------
+
+// A "Preview the restart" button under the pending changes (Ingress): what the restart would
+// write differently, per record, on a sample of source records (POST .../preview; nothing is
+// written).
+function previewControl(id) {
+  if (id !== "ingress") return null;
+  const box = el("div", { id: "preview-result", "aria-live": "polite" });
+  const start = button("Preview the restart", { id: "preview-restart",
+    onclick: () => showPreview(id, box) });
+  return el("div", { class: "preview" }, start, box);
+}
+
+function describeChange(record) {
+  const fields = record.fields.map((field) => `${field.field}: ${JSON.stringify(field.before)} → ${JSON.stringify(field.after)}`).join("; ");
+  switch (record.change) {
+    case "fields": return `${record.key}: ${fields}`;
+    case "written": return `${record.key} newly written: ${fields}`;
+    case "filtered": return `${record.key} newly filtered out (${record.reason || "filter"})`;
+    case "deleted": return `${record.key} newly deleted`;
+    case "rejected": return `${record.key} newly dead-lettered: ${record.reason || ""}`;
+    default: return `${record.key}: ${record.change}`;
+  }
+}
+
+async function showPreview(id, box) {
+  box.replaceChildren(el("p", { text: "Reading a sample of source records…" }));
+  try {
+    const report = await call("POST", `/api/workflows/${id}/preview?limit=50`);
+    const parts = [];
+    for (const mapping of report.mappings) {
+      parts.push(el("h4", { text: `${mapping.mapping} (${mapping.status}): ${mapping.records_read} read, ${mapping.records.length} would change` }));
+      if (mapping.pending_error) parts.push(el("p", { class: "problems", text: "The pending plugin fails: " + mapping.pending_error }));
+      if (mapping.records.length) {
+        parts.push(el("ul", { class: "pending-list" }, ...mapping.records.map((change) => el("li", { text: describeChange(change) }))));
+      }
+    }
+    parts.push(el("p", { class: "hint", text: "A changed record is written with the new values at its next change, or at once by Replay Data." }));
+    box.replaceChildren(...parts);
+  } catch (error) {
+    box.replaceChildren(el("p", { text: "Preview failed: " + error.message }));
+  }
 }

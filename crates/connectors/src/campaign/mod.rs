@@ -11,6 +11,7 @@ pub(crate) mod events;
 mod exports;
 #[cfg(test)]
 mod proptests;
+mod records;
 pub(crate) mod sink;
 mod transport;
 mod values;

@@ -21,7 +21,7 @@ use super::services::{LoadFailed, Loaded, PluginFactory, Services};
 use super::stage::{PrepareError, StageContext};
 
 pub(super) use egress::Egress;
-pub(super) use ingress::Ingress;
+pub(crate) use ingress::Ingress;
 pub use ingress::map_rows_isolated;
 pub(super) use opt_in_out::OptInOut;
 
@@ -144,7 +144,7 @@ async fn remap_as<W: Workflow>(
 /// `configure` runs plugin code for up to its deadline, which must not hold an async worker,
 /// and a panic while loading must fail the start with a reason rather than leave the
 /// workflow STARTING.
-async fn load<W: Workflow>(
+pub(crate) async fn load<W: Workflow>(
     env: &Environment,
     config: &Config,
     settings: serde_json::Value,

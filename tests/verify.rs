@@ -1,0 +1,442 @@
+//! `conduit verify` end to end: the real binary against both simulators. One host serves the
+//! whole file (CI time is short): after an ingress the two sides agree; an opt-out set in
+//! Campaign behind Conduit's back is named with the write the rule would make; changes made behind
+//! Conduit's back through Campaign's own API (a renamed profile, a deleted one, an extra one)
+//! and a contact deleted while Ingress was stopped are named exactly; `--repair` queues them
+//! (visible in the backlog, where verify reports them as such rather than as differences);
+//! once Ingress has written them the two sides agree again. Then `conduit preview` names the
+//! exact records a pending mapping edit (a replacement, a filter) changes, and after the
+//! restart the data is what it said.
+
+use std::collections::BTreeSet;
+
+use conduit_e2e::{CliOutput, INGRESS_CONTACTS, INGRESS_VEHICLES, SECRETS, SimPair};
+use serde_json::{Value, json};
+
+/// Opt-in/out both ways on one pair, polling quickly.
+const OPT_IN_OUT: &str = r#"
+[optinout]
+pacing = { poll_interval_ms = 200 }
+direction = "bidirectional"
+pairs = [{ dynamics = "donotbulkemail", campaign = "blackListEmail" }]
+"#;
+
+/// A client of the Campaign simulator's REST API, as someone working in Campaign would be.
+struct CampaignApi {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    client_id: String,
+}
+
+impl CampaignApi {
+    async fn new(sims: &SimPair) -> CampaignApi {
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .post(sims.campaign_server.ims_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", sims.campaign.client_id()),
+                ("client_secret", SECRETS[1].1),
+                ("scope", "openid,AdobeID,campaign_sdk"),
+            ])
+            .send()
+            .await
+            .expect("IMS answers")
+            .json()
+            .await
+            .expect("a token");
+        CampaignApi {
+            http,
+            base: sims.campaign_server.api_base(),
+            token: token["access_token"].as_str().expect("a token").to_owned(),
+            client_id: sims.campaign.client_id().to_owned(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, url: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .bearer_auth(&self.token)
+            .header("X-Api-Key", &self.client_id)
+            .header("Content-Type", "application/json;charset=utf-8");
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        }
+        let response = request.send().await.expect("Campaign answers");
+        assert!(
+            response.status().is_success(),
+            "{method} {url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    /// The href of the profile with this CRM ID.
+    async fn href(&self, crm_id: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "{}/profileAndServicesExt/profile/byExternalId?externalId_parameter={crm_id}",
+                    self.base
+                ),
+                None,
+            )
+            .await;
+        found["content"][0]["href"]
+            .as_str()
+            .expect("the profile exists")
+            .to_owned()
+    }
+}
+
+/// Runs `conduit verify ingress --json` with `extra` arguments; returns the output and the report.
+fn verify(sims: &SimPair, extra: &[&str]) -> (CliOutput, Value) {
+    verify_workflow(sims, "ingress", extra)
+}
+
+/// Runs `conduit verify <workflow> --json` with `extra` arguments.
+fn verify_workflow(sims: &SimPair, workflow: &str, extra: &[&str]) -> (CliOutput, Value) {
+    let mut args = vec!["verify", workflow, "--json"];
+    args.extend_from_slice(extra);
+    let output = sims.cli(&args);
+    let report: Value = serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|error| panic!("verify printed no JSON report ({error}):\n{output}"));
+    (output, report)
+}
+
+/// The keys of one kind of difference of one mapping.
+fn keys(report: &Value, mapping: &str, kind: &str) -> BTreeSet<String> {
+    let check = report["mappings"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["mapping"] == mapping))
+        .unwrap_or_else(|| panic!("no mapping {mapping} in {report:#}"));
+    let list = match kind {
+        "stale" => &check["stale"],
+        other => &check[other]["keys"],
+    };
+    list.as_array()
+        .unwrap_or_else(|| panic!("no {kind} in {check:#}"))
+        .iter()
+        .map(|entry| {
+            entry
+                .as_str()
+                .or_else(|| entry["key"].as_str())
+                .expect("a key")
+                .to_owned()
+        })
+        .collect()
+}
+
+fn set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|key| (*key).to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
+    let sims = SimPair::start(240, 40).await;
+    let mut host = sims
+        .host_with_ingress_caught_up(&format!("{INGRESS_CONTACTS}{INGRESS_VEHICLES}{OPT_IN_OUT}"))
+        .await;
+
+    // After an ingress the two sides agree, record for record and field for field.
+    let (output, report) = verify(&sims, &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(report["in_sync"], true, "{report:#}");
+    for (mapping, rows) in [("contacts", 240), ("vehicles", 40)] {
+        let check = report["mappings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["mapping"] == mapping)
+            .unwrap();
+        assert_eq!(check["source_records"], rows, "{check:#}");
+        assert_eq!(check["destination_records"], rows, "{check:#}");
+        assert_eq!(check["matching"], rows, "{check:#}");
+    }
+    // The table for people says so too.
+    let output = sims.cli(&["verify", "ingress", "--mapping", "contacts"]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(output.stdout.contains("IN SYNC"), "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("contacts (contact -> profile): 240 source, 240 destination, 240 matching"),
+        "{output}"
+    );
+
+    // Opt-in/out: the flags agree; an opt-out set in Campaign behind Conduit's back (no
+    // export) is named with the write the bidirectional rule would make (opted-out wins).
+    host.start("optinout").await;
+    host.wait_caught_up("optinout").await;
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(report["mappings"][0]["matching"], 240, "{report:#}");
+    let opted_out = sims.ids("contact", "contactid")[40].clone();
+    let campaign = CampaignApi::new(&sims).await;
+    let href = campaign.href(&opted_out).await;
+    campaign
+        .call(
+            reqwest::Method::PATCH,
+            &href,
+            Some(json!({"blackListEmail": true})),
+        )
+        .await;
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["differences"], 1, "{report:#}");
+    assert_eq!(
+        report["mappings"][0]["stale"],
+        json!([{"key": opted_out, "fields": [
+            {"field": "dynamics donotbulkemail", "expected": true, "actual": false}
+        ]}])
+    );
+    let output = sims.cli(&["verify", "optinout", "--repair"]);
+    assert_eq!(output.code, 3, "optinout has no --repair: {output}");
+    campaign
+        .call(
+            reqwest::Method::PATCH,
+            &href,
+            Some(json!({"blackListEmail": false})),
+        )
+        .await;
+    let (output, _) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    host.stop("optinout").await;
+
+    // Behind Conduit's back, through Campaign's API: a renamed profile, a deleted one, an
+    // extra one. And a contact deleted in Dynamics 365 while Ingress is stopped.
+    host.stop("ingress").await;
+    let ids = sims.ids("contact", "contactid");
+    let (renamed, deleted, gone_at_source) = (&ids[5], &ids[17], &ids[30]);
+    let href = campaign.href(renamed).await;
+    campaign
+        .call(
+            reqwest::Method::PATCH,
+            &href,
+            Some(json!({"lastName": "Edited In Campaign"})),
+        )
+        .await;
+    let href = campaign.href(deleted).await;
+    campaign.call(reqwest::Method::DELETE, &href, None).await;
+    campaign
+        .call(
+            reqwest::Method::POST,
+            &format!("{}/profileAndServicesExt/profile", campaign.base),
+            Some(json!({"externalId": "made-in-campaign", "lastName": "Nobody"})),
+        )
+        .await;
+    sims.dynamics
+        .delete("contact", gone_at_source)
+        .expect("the simulator deletes the contact");
+
+    let (output, report) = verify(&sims, &[]);
+    assert_eq!(output.code, 7, "out of sync exits 7: {output}");
+    assert_eq!(report["in_sync"], false);
+    assert_eq!(report["differences"], 3, "{report:#}");
+    assert_eq!(keys(&report, "contacts", "stale"), set(&[renamed]));
+    assert_eq!(keys(&report, "contacts", "missing"), set(&[deleted]));
+    assert_eq!(
+        keys(&report, "contacts", "orphaned"),
+        set(&[gone_at_source])
+    );
+    assert_eq!(
+        keys(&report, "contacts", "foreign"),
+        set(&["made-in-campaign"]),
+        "a profile Conduit did not write is named, and left alone"
+    );
+    let stale = &report["mappings"][0]["stale"][0];
+    assert_eq!(
+        stale["fields"],
+        json!([{"field": "lastName", "expected": sims.dynamics.rows("contact").iter()
+            .find(|c| c["contactid"] == renamed.as_str()).unwrap()["lastname"],
+            "actual": "Edited In Campaign"}]),
+        "{stale:#}"
+    );
+    assert_eq!(keys(&report, "vehicles", "missing"), set(&[]));
+    let output = sims.cli(&["verify", "ingress", "--mapping", "contacts"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert!(
+        output.stdout.contains(&format!("missing 1: {deleted}")),
+        "{output}"
+    );
+    assert!(
+        output
+            .stdout
+            .contains("not written by Conduit (left alone) 1: made-in-campaign"),
+        "{output}"
+    );
+
+    // A sample looks the first records up by key: the deleted profile is among them.
+    let (output, report) = verify(&sims, &["--sample", "20", "--mapping", "contacts"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["mappings"][0]["source_records"], 20, "{report:#}");
+    assert_eq!(keys(&report, "contacts", "missing"), set(&[deleted]));
+    assert_eq!(keys(&report, "contacts", "stale"), set(&[renamed]));
+
+    // --repair queues the three for the normal writer: durable, and in the backlog.
+    let (output, report) = verify(&sims, &["--repair"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["repaired"], 3, "{report:#}");
+    let view = host.workflow("ingress").await;
+    assert_eq!(view["backlog"], 3, "{view:#}");
+    let audit = host.get("/api/audit?limit=5").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["action"] == "verify-repair" && entry["target"] == "ingress"),
+        "{audit:#}"
+    );
+    // What waits in the backlog is reported as such, not as a difference.
+    let (output, report) = verify(&sims, &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(
+        keys(&report, "contacts", "in_backlog"),
+        set(&[renamed, deleted, gone_at_source])
+    );
+
+    // Ingress writes them; the two sides agree again, and the extra profile is still there.
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    let (output, report) = verify(&sims, &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(report["differences"], 0, "{report:#}");
+    assert_eq!(keys(&report, "contacts", "in_backlog"), set(&[]));
+    let profiles = sims.profiles();
+    assert_ne!(profiles[renamed.as_str()]["lastName"], "Edited In Campaign");
+    assert!(profiles.contains_key(deleted.as_str()));
+    assert!(!profiles.contains_key(gone_at_source.as_str()));
+    assert!(profiles.contains_key("made-in-campaign"));
+
+    // A pending edit of the mapping: a new replacement and a filter. The preview names
+    // exactly the records they change, and writes nothing.
+    let contacts = sims.dynamics.rows("contact");
+    let text = |row: &Value, column: &str| row[column].as_str().unwrap_or_default().to_owned();
+    let replaced = text(&contacts[3], "lastname");
+    let excluded = text(&contacts[8], "firstname");
+    assert!(
+        !replaced.is_empty() && !excluded.is_empty(),
+        "the seed names its contacts"
+    );
+    let edit = format!(
+        "  {{ source = \"emailaddress1\", destination = \"email\" }},\n]\nreplacements = [{{ field = \"lastname\", from = \"{replaced}\", to = \"Replaced\" }}]\nfilters = {{ rules = [{{ field = \"firstname\", op = \"ne\", value = \"{excluded}\" }}] }}\n"
+    );
+    let edited = INGRESS_CONTACTS.replace(
+        "  { source = \"emailaddress1\", destination = \"email\" },\n]\n",
+        &edit,
+    );
+    assert_ne!(edited, INGRESS_CONTACTS);
+    sims.write_config(&format!("{edited}{INGRESS_VEHICLES}{OPT_IN_OUT}"));
+    host.wait_workflow("ingress", "the pending edit", |view| {
+        view["pending_changes"] == true
+    })
+    .await;
+    let expected_filtered: BTreeSet<String> = contacts
+        .iter()
+        .filter(|c| text(c, "firstname") == excluded)
+        .map(|c| text(c, "contactid"))
+        .collect();
+    let expected_renamed: BTreeSet<String> = contacts
+        .iter()
+        .filter(|c| text(c, "lastname") == replaced && text(c, "firstname") != excluded)
+        .map(|c| text(c, "contactid"))
+        .collect();
+    assert!(!expected_filtered.is_empty() && !expected_renamed.is_empty());
+    let before = sims.profiles();
+    let output = sims.cli(&[
+        "preview",
+        "ingress",
+        "--mapping",
+        "contacts",
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(output.code, 0, "{output}");
+    let preview: Value = serde_json::from_str(&output.stdout).expect("a JSON preview");
+    assert_eq!(preview["pending"], true, "{preview:#}");
+    let mapping = &preview["mappings"][0];
+    assert_eq!(mapping["records_read"], contacts.len(), "{mapping:#}");
+    let changed = |kind: &str| -> BTreeSet<String> {
+        mapping["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["change"] == kind)
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(changed("filtered"), expected_filtered, "{mapping:#}");
+    assert_eq!(changed("fields"), expected_renamed, "{mapping:#}");
+    assert_eq!(
+        mapping["records"].as_array().unwrap().len(),
+        expected_filtered.len() + expected_renamed.len(),
+        "nothing else changes: {mapping:#}"
+    );
+    for record in mapping["records"].as_array().unwrap() {
+        if record["change"] == "fields" {
+            assert_eq!(
+                record["fields"],
+                json!([{"field": "lastName", "before": replaced, "after": "Replaced"}]),
+                "{record:#}"
+            );
+        }
+    }
+    assert_eq!(sims.profiles(), before, "a preview writes nothing");
+    let output = sims.cli(&[
+        "preview",
+        "ingress",
+        "--mapping",
+        "contacts",
+        "--limit",
+        "1000",
+    ]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(output.stdout.contains("written as: lastName: "), "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("newly filtered out: filtered out by"),
+        "{output}"
+    );
+
+    // After the restart (and a replay, which writes every record again) the data is what the
+    // preview said; verify agrees with the new mapping.
+    let (status, body) = host.post("/api/workflows/ingress/replay/contacts").await;
+    assert_eq!(status, 200, "{body}");
+    host.stop("ingress").await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    let after = sims.profiles();
+    for key in &expected_renamed {
+        assert_eq!(after[key.as_str()]["lastName"], "Replaced", "{key}");
+    }
+    for key in &expected_filtered {
+        assert_eq!(
+            after[key.as_str()],
+            before[key.as_str()],
+            "a record newly filtered out is left as it was"
+        );
+    }
+    let (output, report) = verify(&sims, &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(
+        report["mappings"][0]["filtered"],
+        expected_filtered.len(),
+        "{report:#}"
+    );
+
+    // Asking for what cannot be verified is refused with the documented codes.
+    let output = sims.cli(&["verify", "ingress", "--mapping", "nope"]);
+    assert_eq!(output.code, 3, "{output}");
+    assert!(
+        output.stderr.contains("no table mapping named 'nope'"),
+        "{output}"
+    );
+    let output = sims.cli(&["verify", "nothing"]);
+    assert_eq!(output.code, 6, "{output}");
+}
