@@ -744,3 +744,145 @@ async fn readyz_is_ready_only_when_every_workflow_is_where_its_desired_state_say
     let (status, body) = host.get_status("/readyz").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Ingress with comments the editor must keep.
+const COMMENTED_INGRESS: &str = r#"# Contacts go to profiles.
+[ingress]
+pacing = { page_size = 200, write_batch = 100, poll_interval_ms = 200 }
+
+[[ingress.mappings]]
+name = "contacts"   # the one mapping
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [
+  { source = "firstname", destination = "firstName" },
+  # the family name
+  { source = "lastname", destination = "lastName" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_cross_site_saves() {
+    let sims = SimPair::start(3, 0).await;
+    let config = sims.write_config(COMMENTED_INGRESS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    host.start("ingress").await;
+    host.wait_workflow("ingress", "RUNNING", |v| v["status"] == "RUNNING")
+        .await;
+
+    let loaded = host.get("/api/workflows/ingress/edit").await;
+    reads_as::<views::EditableSection>("edit", &loaded);
+    let version = loaded["version"].as_str().unwrap().to_string();
+    assert_eq!(loaded["section"]["mappings"][0]["name"], "contacts");
+    assert!(
+        loaded["choices"]["filter_ops"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("startswith"))
+    );
+    let before = std::fs::read_to_string(&config).unwrap();
+
+    // A replacement on a field the mapping does not map: checked, then refused at its field.
+    let mut invalid = loaded["section"].clone();
+    invalid["mappings"][0]["replacements"] =
+        json!([{ "field": "jobtitle", "from": "a", "to": "b" }]);
+    let edit = json!({ "version": version, "section": invalid });
+    let (status, checked) = host
+        .post_json("/api/workflows/ingress/edit/check", &edit)
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    reads_as::<views::EditChecked>("edit check", &checked);
+    assert_eq!(
+        checked["field_problems"][0]["path"],
+        "mappings[0].replacements[0].field"
+    );
+    let (status, refused) = host.post_json("/api/workflows/ingress/edit", &edit).await;
+    assert_eq!(status, 422, "{refused}");
+    reads_as::<views::EditRefused>("edit refused", &refused);
+    assert_eq!(refused["refusal"], "invalid");
+    assert_eq!(
+        refused["field_problems"][0]["path"],
+        "mappings[0].replacements[0].field"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    // A valid edit is written in place, and the running workflow shows it pending.
+    let mut valid = loaded["section"].clone();
+    valid["mappings"][0]["replacements"] =
+        json!([{ "field": "firstname", "from": "Ann", "to": "ANNE" }]);
+    let (status, saved) = host
+        .post_json(
+            "/api/workflows/ingress/edit",
+            &json!({ "version": version, "section": valid }),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    reads_as::<views::EditSaved>("edit saved", &saved);
+    assert_eq!(saved["changed"], true);
+    assert_eq!(saved["pending_changes"], true, "{saved}");
+    assert!(
+        saved["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+replacements = [\n+  { field = \"firstname\", from = \"Ann\", to = \"ANNE\" },\n+]\n"),
+        "{saved}"
+    );
+    let after = std::fs::read_to_string(&config).unwrap();
+    for comment in ["# Contacts go to profiles.", "# the one mapping", "# the family name"] {
+        assert!(after.contains(comment), "{comment} was lost:\n{after}");
+    }
+    let view = host.workflow("ingress").await;
+    assert_eq!(view["pending_changes"], true);
+
+    // The same version again is stale now: refused with the other change, nothing written.
+    let mut late = loaded["section"].clone();
+    late["mappings"][0]["apply_deletes"] = json!(false);
+    let (status, conflict) = host
+        .post_json(
+            "/api/workflows/ingress/edit",
+            &json!({ "version": version, "section": late }),
+        )
+        .await;
+    assert_eq!(status, 409, "{conflict}");
+    reads_as::<views::EditRefused>("edit conflict", &conflict);
+    assert_eq!(conflict["refusal"], "changed");
+    assert_eq!(conflict["current_text"], after.as_str());
+    assert!(
+        conflict["other_change"]
+            .as_str()
+            .unwrap()
+            .contains("+replacements"),
+        "{conflict}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), after);
+
+    // A save is a state change: cross-site and header-less calls are refused.
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/workflows/ingress/edit", host.admin);
+    let body = json!({ "version": saved["version"], "section": late });
+    let cross = client
+        .post(&url)
+        .header("x-conduit-request", "page")
+        .header("origin", "http://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let bare = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(bare.status(), 403);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), after);
+
+    // The audit trail has the save and the refusals.
+    let audit = host.get("/api/audit?limit=10").await;
+    let edits: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "config-edit")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(edits, ["refused", "ok", "refused"], "{audit:#}");
+}

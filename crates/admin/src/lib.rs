@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod backup;
+mod editor;
 mod hosts;
 mod metrics;
 mod page;
@@ -98,6 +99,8 @@ pub(crate) struct AdminState {
     pub(crate) supervisor: Supervisor,
     pub(crate) token: Option<String>,
     pub(crate) hosts: HostAllowList,
+    /// The workflow editor's saves and remembered texts.
+    pub(crate) editor: editor::EditorState,
 }
 
 /// The admin router for a supervisor listening on `listen` (whose address is allowed as a
@@ -118,6 +121,7 @@ pub fn router(
         supervisor,
         token,
         hosts: HostAllowList::new(listen.ip(), hosts),
+        editor: editor::EditorState::default(),
     });
     Router::new()
         .route("/api/workflows", get(api::list_workflows))
@@ -126,6 +130,11 @@ pub fn router(
         .route("/api/workflows/{id}/stop", post(api::stop))
         .route("/api/workflows/{id}/replay/{mapping}", post(api::replay))
         .route("/api/workflows/{id}/config", get(api::workflow_config))
+        .route(
+            "/api/workflows/{id}/edit",
+            get(editor::load).post(editor::save),
+        )
+        .route("/api/workflows/{id}/edit/check", post(editor::check))
         .route(
             "/api/workflows/{id}/dead-letters",
             get(api::list_dead_letters),

@@ -13,6 +13,9 @@
 //! | `POST /api/workflows/{id}/start`, `.../stop` | [`StatusAnswer`] |
 //! | `POST /api/workflows/{id}/replay/{mapping}`, dead-letter retry and drop | [`MessageAnswer`] |
 //! | `GET /api/workflows/{id}/config` | [`ConfigSectionView`] |
+//! | `GET /api/workflows/{id}/edit` | [`EditableSection`] |
+//! | `POST /api/workflows/{id}/edit` (body [`SectionEdit`]) | [`EditSaved`], refused with [`EditRefused`] |
+//! | `POST /api/workflows/{id}/edit/check` (body [`SectionEdit`]) | [`EditChecked`] |
 //! | `GET /api/workflows/{id}/dead-letters` | a list of [`DeadLetter`] |
 //! | `GET /api/workflows/{id}/dead-letters/{letter}` | [`DeadLetter`] |
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
@@ -24,7 +27,13 @@
 
 use serde::{Deserialize, Serialize};
 
+mod editor;
+
 pub use conduit_config::Problem;
+pub use editor::{
+    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices,
+    FieldProblem, SectionEdit,
+};
 pub use conduit_engine::{CursorView, HostView, MappingView, StatusKind, WorkflowView};
 pub use conduit_store::{
     AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
