@@ -823,14 +823,17 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
     assert_eq!(saved["changed"], true);
     assert_eq!(saved["pending_changes"], true, "{saved}");
     assert!(
-        saved["diff"]
-            .as_str()
-            .unwrap()
-            .contains("+replacements = [\n+  { field = \"firstname\", from = \"Ann\", to = \"ANNE\" },\n+]\n"),
+        saved["diff"].as_str().unwrap().contains(
+            "+replacements = [\n+  { field = \"firstname\", from = \"Ann\", to = \"ANNE\" },\n+]\n"
+        ),
         "{saved}"
     );
     let after = std::fs::read_to_string(&config).unwrap();
-    for comment in ["# Contacts go to profiles.", "# the one mapping", "# the family name"] {
+    for comment in [
+        "# Contacts go to profiles.",
+        "# the one mapping",
+        "# the family name",
+    ] {
         assert!(after.contains(comment), "{comment} was lost:\n{after}");
     }
     let view = host.workflow("ingress").await;
@@ -885,4 +888,84 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(edits, ["refused", "ok", "refused"], "{audit:#}");
+}
+
+/// A folder bind-mounted read-only onto itself for as long as it lives, as a Kubernetes
+/// ConfigMap volume is: even root cannot write into it.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    /// `None` where this process may not mount (no CAP_SYS_ADMIN).
+    fn new(folder: &std::path::Path) -> Option<ReadOnlyMount> {
+        let run = |args: &[&str]| {
+            std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let path = folder.to_str()?;
+        if !run(&["--bind", path, path]) {
+            return None;
+        }
+        let mounted = ReadOnlyMount(folder.to_path_buf());
+        run(&["-o", "remount,bind,ro", path]).then_some(mounted)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_to_a_read_only_config_is_answered_with_the_patch() {
+    let sims = SimPair::start(1, 0).await;
+    // As in a ConfigMap volume, the config is a link to a file on a read-only mount.
+    let folder = sims.dir.path().join("configmap");
+    std::fs::create_dir(&folder).unwrap();
+    let text = format!("{}\n{EGRESS}", sims.connection_sections());
+    std::fs::write(folder.join("conduit.toml"), &text).unwrap();
+    let config = sims.config_path();
+    std::os::unix::fs::symlink(folder.join("conduit.toml"), &config).unwrap();
+    let Some(_mount) = ReadOnlyMount::new(&folder) else {
+        eprintln!("skipped: this process may not mount a read-only folder (needs CAP_SYS_ADMIN)");
+        return;
+    };
+    assert!(
+        std::fs::write(folder.join("probe"), "x").is_err(),
+        "the mount is read-only"
+    );
+    let mut host = HostProcess::spawn(&config, sims.admin_port, &[]);
+    host.wait_healthy().await;
+
+    let loaded = host.get("/api/workflows/egress/edit").await;
+    let mut section = loaded["section"].clone();
+    section["open"] = json!(false);
+    let (status, refused) = host
+        .post_json(
+            "/api/workflows/egress/edit",
+            &json!({ "version": loaded["version"], "section": section }),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    reads_as::<views::EditRefused>("edit read-only", &refused);
+    assert_eq!(refused["refusal"], "read_only");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be written"),
+        "{refused}"
+    );
+    let patch = refused["patch"].as_str().unwrap();
+    assert!(
+        patch.starts_with("--- a/conduit.toml\n+++ b/conduit.toml\n")
+            && patch.contains("-open = true\n+open = false\n"),
+        "{patch}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
 }

@@ -318,7 +318,10 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
     let browser = Browser::start(390, 860).await;
     browser.goto(&format!("{}/", host.admin)).await;
     browser
-        .wait_until("the rows", "return document.getElementById('edit-ingress') !== null")
+        .wait_until(
+            "the rows",
+            "return document.getElementById('edit-ingress') !== null",
+        )
         .await;
     browser.click("#edit-ingress").await;
     let replacement_to = "f-mappings-0-replacements-0-to";
@@ -346,7 +349,11 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
         )
         .await;
     browser.screenshot("editor-invalid-390px").await;
-    assert_eq!(std::fs::read_to_string(&config).unwrap(), text, "nothing written");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "nothing written"
+    );
 
     // The replacement fixed and changed, and a filter rule added.
     browser
@@ -356,7 +363,9 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
         .fill("#f-mappings-0-replacements-0-from", "Ann")
         .await;
     browser.fill(&format!("#{replacement_to}"), "ANNE").await;
-    browser.press("#add-f-mappings-0-filters-rules", "\u{E007}").await;
+    browser
+        .press("#add-f-mappings-0-filters-rules", "\u{E007}")
+        .await;
     browser
         .wait_until(
             "the new rule",
@@ -375,7 +384,10 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
     let overflow = browser
         .eval("const e = document.getElementById('editor'); return e.scrollWidth - e.clientWidth")
         .await;
-    assert!(overflow.as_i64().unwrap_or(1) <= 0, "the editor fits 390 px: {overflow}");
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the editor fits 390 px: {overflow}"
+    );
     browser.press("#editor-save", "\u{E007}").await;
     browser
         .wait_until(
@@ -391,11 +403,20 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
         .await;
     browser.screenshot("editor-saved-390px").await;
     let saved = std::fs::read_to_string(&config).unwrap();
-    for comment in ["# Contacts go to profiles.", "# First names written as Campaign wants them."] {
+    for comment in [
+        "# Contacts go to profiles.",
+        "# First names written as Campaign wants them.",
+    ] {
         assert!(saved.contains(comment), "{comment} was lost:\n{saved}");
     }
-    assert!(saved.contains(r#"replacements = [{ field = "firstname", from = "Ann", to = "ANNE" }]"#), "{saved}");
-    assert!(saved.contains(r#"{ field = "lastname", op = "ne", value = "Skip" }"#), "{saved}");
+    assert!(
+        saved.contains(r#"replacements = [{ field = "firstname", from = "Ann", to = "ANNE" }]"#),
+        "{saved}"
+    );
+    assert!(
+        saved.contains(r#"{ field = "lastname", op = "ne", value = "Skip" }"#),
+        "{saved}"
+    );
 
     // A save from a page that loaded the file before someone else changed it is refused.
     let other = format!("{saved}\n# changed by someone else\n");
@@ -413,11 +434,17 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
     // Stop and Start: the next changes follow the new rules.
     browser.click("#toggle-ingress").await;
     browser
-        .wait_until("STOPPED", &format!("{} === 'STOPPED'", status_of("ingress")))
+        .wait_until(
+            "STOPPED",
+            &format!("{} === 'STOPPED'", status_of("ingress")),
+        )
         .await;
     browser.click("#toggle-ingress").await;
     browser
-        .wait_until("RUNNING", &format!("{} === 'RUNNING'", status_of("ingress")))
+        .wait_until(
+            "RUNNING",
+            &format!("{} === 'RUNNING'", status_of("ingress")),
+        )
         .await;
     browser
         .wait_until(
@@ -427,10 +454,18 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
         .await;
     let skipped_before = sims.profiles()[&ids[1]]["lastName"].clone();
     sims.dynamics
-        .upsert("contact", &ids[1], conduit_e2e::fields(&[("lastname", json!("Skip"))]))
+        .upsert(
+            "contact",
+            &ids[1],
+            conduit_e2e::fields(&[("lastname", json!("Skip"))]),
+        )
         .unwrap();
     sims.dynamics
-        .upsert("contact", &ids[2], conduit_e2e::fields(&[("firstname", json!("Ann"))]))
+        .upsert(
+            "contact",
+            &ids[2],
+            conduit_e2e::fields(&[("firstname", json!("Ann"))]),
+        )
         .unwrap();
     wait_for("the replaced first name in Campaign", 60, || {
         sims.profiles()[&ids[2]]["firstName"] == "ANNE"

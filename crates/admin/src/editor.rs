@@ -40,7 +40,10 @@ pub(crate) struct EditorState {
 
 impl EditorState {
     fn remember(&self, version: &str, text: &str) {
-        let mut texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut texts = self
+            .texts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if texts.iter().any(|(known, _)| known == version) {
             return;
         }
@@ -51,7 +54,10 @@ impl EditorState {
     }
 
     fn text_of(&self, version: &str) -> Option<Arc<str>> {
-        let texts = self.texts.lock().unwrap_or_else(|e| e.into_inner());
+        let texts = self
+            .texts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         texts
             .iter()
             .find(|(known, _)| known == version)
@@ -155,7 +161,11 @@ pub(super) async fn save(
     };
     let path = state.supervisor.config_path().to_path_buf();
     let result = {
-        let _one_at_a_time = state.editor.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_at_a_time = state
+            .editor
+            .saving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         edit::save(&path, &request.version, id, &request.section)
     };
     let (outcome, detail, response) = match result {

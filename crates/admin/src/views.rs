@@ -30,13 +30,13 @@ use serde::{Deserialize, Serialize};
 mod editor;
 
 pub use conduit_config::Problem;
-pub use editor::{
-    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices,
-    FieldProblem, SectionEdit,
-};
 pub use conduit_engine::{CursorView, HostView, MappingView, StatusKind, WorkflowView};
 pub use conduit_store::{
     AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
+};
+pub use editor::{
+    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices, FieldProblem,
+    SectionEdit,
 };
 
 /// The answer of `/readyz`: whether the store is open and every workflow is where the

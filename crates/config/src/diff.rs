@@ -207,7 +207,10 @@ mod tests {
         let diff = unified_diff(&old, &new, "conduit.toml");
         assert!(diff.starts_with("--- a/conduit.toml\n+++ b/conduit.toml\n@@ -7,7 +7,7 @@\n"));
         assert!(diff.contains("-line 10\n+line ten\n"));
-        assert!(!diff.contains("line 3\n"), "only three lines of context: {diff}");
+        assert!(
+            !diff.contains("line 3\n"),
+            "only three lines of context: {diff}"
+        );
         assert_eq!(apply(&old, &diff), new);
     }
 
@@ -215,7 +218,8 @@ mod tests {
     fn additions_removals_and_far_apart_changes_apply_back() {
         let old: String = (1..=40).map(|n| format!("{n}\n")).collect();
         let cases = [
-            old.replace("5\n", "").replace("30\n", "30\nthirty and a half\n"),
+            old.replace("5\n", "")
+                .replace("30\n", "30\nthirty and a half\n"),
             format!("first\n{old}last\n"),
             old.replace("1\n2\n3\n", ""),
             String::new(),

@@ -200,8 +200,10 @@ pub fn check(path: &Path, workflow: WorkflowId, section: &Json) -> Result<String
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| "conduit.toml".into(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || "conduit.toml".into(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Validates and writes an edit of a workflow's section, if the file is still at `version`.
@@ -335,7 +337,12 @@ const KEY_ORDER: &[&str] = &[
 
 fn ordered(map: &serde_json::Map<String, Json>) -> Vec<(&String, &Json)> {
     let mut entries: Vec<_> = map.iter().filter(|(_, v)| !v.is_null()).collect();
-    let rank = |key: &str| KEY_ORDER.iter().position(|k| *k == key).unwrap_or(usize::MAX);
+    let rank = |key: &str| {
+        KEY_ORDER
+            .iter()
+            .position(|k| *k == key)
+            .unwrap_or(usize::MAX)
+    };
     entries.sort_by_key(|(key, _)| rank(key));
     entries
 }
@@ -499,11 +506,7 @@ fn merge_tables(tables: &mut ArrayOfTables, old: &[Json], new: &[Json]) -> Resul
     Ok(())
 }
 
-fn merge_array(
-    array: &mut toml_edit::Array,
-    old: &[Json],
-    new: &[Json],
-) -> Result<(), EditError> {
+fn merge_array(array: &mut toml_edit::Array, old: &[Json], new: &[Json]) -> Result<(), EditError> {
     let mut at = 0;
     for step in align(old, new) {
         match step {
@@ -664,7 +667,7 @@ fn collect_item(item: &Item, path: String, places: &mut Vec<(std::ops::Range<usi
 }
 
 fn collect_table(table: &Table, path: &str, places: &mut Vec<(std::ops::Range<usize>, String)>) {
-    for (key, item) in table.iter() {
+    for (key, item) in table {
         let here = join(path, key);
         if let Some((written, _)) = table.get_key_value(key)
             && let Some(span) = written.span()
@@ -686,7 +689,7 @@ fn collect_value(value: &Value, path: String, places: &mut Vec<(std::ops::Range<
             }
         }
         Value::InlineTable(table) => {
-            for (key, item) in table.iter() {
+            for (key, item) in table {
                 let here = join(&path, key);
                 if let Some(written) = table.key(key)
                     && let Some(span) = written.span()

@@ -54,8 +54,10 @@ fn an_edit_keeps_every_comment_and_changes_only_its_lines() {
     assert_eq!(changed.len(), 4, "{}", saved.diff);
     assert!(changed.contains(&r#"+  { field = "gendercode", from = "Male", to = "M" },"#));
     assert!(
-        changed.iter().any(|l| l.starts_with("+filters = { combine = \"or\"")
-            && l.contains(r#"{ field = "lastname", op = "startswith", value = "A" }"#)),
+        changed
+            .iter()
+            .any(|l| l.starts_with("+filters = { combine = \"or\"")
+                && l.contains(r#"{ field = "lastname", op = "startswith", value = "A" }"#)),
         "{changed:?}"
     );
     // Read back, the file says what the editor sent.
@@ -93,7 +95,10 @@ fn removing_and_adding_mappings_leaves_the_others_as_written() {
     let saved = save(&path, &version, WorkflowId::Ingress, &ingress).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains("name = \"contacts\""));
-    assert!(!text.contains("gendercode"), "the removed mapping's lines are gone");
+    assert!(
+        !text.contains("gendercode"),
+        "the removed mapping's lines are gone"
+    );
     let vehicles = text.find("name = \"vehicles\"").unwrap();
     let accounts = text.find("name = \"accounts\"").unwrap();
     let egress = text.find("\n[egress]").unwrap();
@@ -109,7 +114,13 @@ fn removing_and_adding_mappings_leaves_the_others_as_written() {
         saved.diff
     );
     let config = Config::load(&path).unwrap();
-    let names: Vec<&str> = config.ingress().unwrap().mappings.iter().map(|m| m.name.as_str()).collect();
+    let names: Vec<&str> = config
+        .ingress()
+        .unwrap()
+        .mappings
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
     assert_eq!(names, ["vehicles", "accounts"]);
     assert!(!config.ingress().unwrap().mappings[1].apply_deletes);
 }
@@ -121,7 +132,10 @@ fn egress_switches_and_opt_out_settings_are_edited() {
     egress["open"] = json!(false);
     egress["plugin"] = json!("builtin:email-events");
     let saved = save(&path, &version, WorkflowId::Egress, &egress).unwrap();
-    assert_eq!(changed_lines(&saved.diff), ["-open = true", "+open = false"]);
+    assert_eq!(
+        changed_lines(&saved.diff),
+        ["-open = true", "+open = false"]
+    );
     let (version, mut optinout) = section(&path, WorkflowId::OptInOut);
     optinout["direction"] = json!("dynamics-to-campaign");
     optinout["pairs"]
@@ -130,7 +144,10 @@ fn egress_switches_and_opt_out_settings_are_edited() {
         .push(json!({ "dynamics": "donotemail", "campaign": "blackList" }));
     save(&path, &version, WorkflowId::OptInOut, &optinout).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains("direction = \"dynamics-to-campaign\"\n"), "{text}");
+    assert!(
+        text.contains("direction = \"dynamics-to-campaign\"\n"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "  { dynamics = \"donotbulkemail\", campaign = \"blackListEmail\" },\n  { dynamics = \"donotemail\", campaign = \"blackList\" },\n]"
@@ -158,7 +175,10 @@ fn an_invalid_edit_writes_nothing_and_names_its_fields() {
         "mappings[0].filters.rules[0].op",
         "mappings[1].destination",
     ] {
-        assert!(paths.contains(&Some(expected)), "{expected} in {problems:?}");
+        assert!(
+            paths.contains(&Some(expected)),
+            "{expected} in {problems:?}"
+        );
     }
     let op = problems
         .iter()
@@ -220,7 +240,13 @@ fn a_section_the_file_lacks_is_added() {
         &json!({ "send": true, "bounce": true }),
     )
     .unwrap();
-    assert!(saved.diff.contains("+[egress]\n+send = true\n+bounce = true\n"), "{}", saved.diff);
+    assert!(
+        saved
+            .diff
+            .contains("+[egress]\n+send = true\n+bounce = true\n"),
+        "{}",
+        saved.diff
+    );
     let config = Config::load(&path).unwrap();
     assert!(config.egress().is_some_and(|e| e.send && !e.open));
 }
@@ -235,13 +261,28 @@ fn a_linked_config_stays_linked_and_keeps_its_mode() {
     let (version, mut egress) = section(&link, WorkflowId::Egress);
     egress["bounce"] = json!(false);
     save(&link, &version, WorkflowId::Egress, &egress).unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-    assert!(std::fs::read_to_string(&real).unwrap().contains("bounce = false"));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .contains("bounce = false")
+    );
     let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
     let leftovers = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".conduit-edit"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".conduit-edit")
+        })
         .count();
     assert_eq!(leftovers, 0, "no temporary file is left behind");
 }
@@ -251,9 +292,15 @@ fn a_read_only_mount_is_told_apart_from_other_write_failures() {
     // Tests run as root, which permission bits do not stop, and cannot mount a read-only file
     // system: the classification is checked on the error kinds such a mount answers with.
     let readonly = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
-    assert!(matches!(WriteFailure::from(readonly), WriteFailure::ReadOnly(_)));
+    assert!(matches!(
+        WriteFailure::from(readonly),
+        WriteFailure::ReadOnly(_)
+    ));
     let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
-    assert!(matches!(WriteFailure::from(denied), WriteFailure::ReadOnly(_)));
+    assert!(matches!(
+        WriteFailure::from(denied),
+        WriteFailure::ReadOnly(_)
+    ));
     let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
     assert!(matches!(WriteFailure::from(full), WriteFailure::Other(_)));
 }
