@@ -784,6 +784,32 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
     );
     let before = std::fs::read_to_string(&config).unwrap();
 
+    // The services' fields with their types, for the editor's pickers.
+    let fields = host.get("/api/metadata/dynamics/contact").await;
+    reads_as::<Vec<views::MetadataField>>("metadata", &fields);
+    assert!(
+        fields
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "emailaddress1", "kind": "text" })),
+        "{fields}"
+    );
+    let fields = host.get("/api/metadata/campaign/profile").await;
+    assert!(
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "email"),
+        "{fields}"
+    );
+    let (status, body) = host.get_status("/api/metadata/dynamics/nosuchtable").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("nosuchtable"),
+        "{body}"
+    );
+
     // A replacement on a field the mapping does not map: checked, then refused at its field.
     let mut invalid = loaded["section"].clone();
     invalid["mappings"][0]["replacements"] =

@@ -331,6 +331,13 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
             &format!("return document.getElementById('{replacement_to}')?.value === 'ZED'"),
         )
         .await;
+    // The pickers offer the services' fields with their types, beyond the names the config has.
+    browser
+        .wait_until(
+            "the services' fields in the pickers",
+            "return document.querySelector('#dl-d365-0 option[value=\"emailaddress1\"]')?.label === 'text' && document.querySelector('#dl-campaign-0 option[value=\"email\"]') !== null",
+        )
+        .await;
     let labelled = browser
         .eval("return [...document.querySelectorAll('#editor input, #editor select, #editor textarea')].filter(c => !document.querySelector(`label[for=\"${c.id}\"]`)).map(c => c.id)")
         .await;

@@ -4,7 +4,9 @@
 //! written with the file's comments and formatting kept, refused when the file changed
 //! since). A save is a state change: the API's guard (token, same origin, the request header)
 //! admits it and the audit trail records it. The running workflow is untouched; the edit shows
-//! as "changes pending restart" until its next stop and start.
+//! as "changes pending restart" until its next stop and start. `GET /api/metadata/{system}/
+//! {table}` lists a table's fields with their types, as the services describe them, for the
+//! editor's pickers.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use super::AdminState;
 use super::api::ApiError;
 use super::views::{
-    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices, SectionEdit,
+    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices,
+    MetadataField, MetadataSystem, SectionEdit,
 };
 use conduit_config::edit::{self, EditError};
 use conduit_config::{ClosedSet, Combine, Direction, FilterOp};
@@ -275,4 +278,27 @@ fn refused(error: EditError, loaded: Option<&str>, file: &str) -> (StatusCode, E
         EditError::Read { .. } | EditError::Write { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, body)
+}
+
+/// The fields of a Dynamics 365 table or a Campaign resource with their types; 502 when the
+/// service cannot be asked (the editor then takes typed names).
+pub(super) async fn metadata(
+    State(state): State<Arc<AdminState>>,
+    Path((system, table)): Path<(String, String)>,
+) -> Result<Json<Vec<MetadataField>>, ApiError> {
+    let system = match system.as_str() {
+        "dynamics" => MetadataSystem::Dynamics,
+        "campaign" => MetadataSystem::Campaign,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("'{other}' is not a service: use dynamics or campaign"),
+            ));
+        }
+    };
+    match state.supervisor.describe_fields(system, &table).await {
+        Ok(fields) => Ok(Json(fields)),
+        Err(conduit_engine::MetadataError::Config(error)) => Err(error.into()),
+        Err(error) => Err(ApiError::new(StatusCode::BAD_GATEWAY, error.to_string())),
+    }
 }

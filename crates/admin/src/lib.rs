@@ -135,6 +135,7 @@ pub fn router(
             get(editor::load).post(editor::save),
         )
         .route("/api/workflows/{id}/edit/check", post(editor::check))
+        .route("/api/metadata/{system}/{table}", get(editor::metadata))
         .route(
             "/api/workflows/{id}/dead-letters",
             get(api::list_dead_letters),

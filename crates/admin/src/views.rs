@@ -16,6 +16,7 @@
 //! | `GET /api/workflows/{id}/edit` | [`EditableSection`] |
 //! | `POST /api/workflows/{id}/edit` (body [`SectionEdit`]) | [`EditSaved`], refused with [`EditRefused`] |
 //! | `POST /api/workflows/{id}/edit/check` (body [`SectionEdit`]) | [`EditChecked`] |
+//! | `GET /api/metadata/{system}/{table}` (`dynamics` or `campaign`) | a list of [`MetadataField`] |
 //! | `GET /api/workflows/{id}/dead-letters` | a list of [`DeadLetter`] |
 //! | `GET /api/workflows/{id}/dead-letters/{letter}` | [`DeadLetter`] |
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
@@ -36,7 +37,7 @@ pub use conduit_store::{
 };
 pub use editor::{
     EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices, FieldProblem,
-    SectionEdit,
+    MetadataField, MetadataSystem, SectionEdit,
 };
 
 /// The answer of `/readyz`: whether the store is open and every workflow is where the

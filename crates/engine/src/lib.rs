@@ -7,6 +7,7 @@
 
 mod drift;
 mod lifecycle;
+mod metadata;
 pub mod offline;
 mod prepare;
 mod reader;
@@ -32,6 +33,7 @@ use conduit_store::{
 };
 
 pub use lifecycle::{Status, StatusKind};
+pub use metadata::{MetadataError, MetadataField, MetadataSystem};
 pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
 pub use view::{CursorView, HostView, MappingView, WorkflowView};
 pub use workflows::RemapError;

@@ -256,7 +256,7 @@ function renderAudit(entries) {
 // fields. Save sends the section with the version of the file it was loaded from; the host
 // writes it into the TOML (comments kept) or refuses: invalid, changed meanwhile, read-only.
 
-const editor = { id: null, version: null, draft: null, choices: null, pending: [], timer: null, local: {}, seq: 0 };
+const editor = { id: null, version: null, draft: null, choices: null, pending: [], metadata: {}, timer: null, local: {}, seq: 0 };
 const WORKFLOW_NAMES = { ingress: "Microsoft Dynamics 365 to Campaign", egress: "Campaign to Microsoft Dynamics 365", optinout: "Opt In/Out" };
 
 // A call whose refusals carry a body the editor reads (problems, the current text, a patch).
@@ -398,6 +398,12 @@ function pluginInput() {
     settingsInput("Plugin settings (JSON object, for a custom plugin)", ["settings"]));
 }
 
+// Runs `then` when the control in a field wrapper is changed and left (not on every key).
+function withChange(wrapper, then) {
+  wrapper.querySelector("input, select, textarea").addEventListener("change", then);
+  return wrapper;
+}
+
 function mappingBlock(i) {
   const p = ["mappings", i];
   const mapping = getAt(p);
@@ -405,19 +411,26 @@ function mappingBlock(i) {
   return el("fieldset", { class: "mapping", "data-path": pathText(p) },
     el("legend", { text: `Table mapping ${mapping.name || i + 1}` }),
     el("span", { class: "field-error", role: "status" }),
+    button("Remove this mapping", { class: "danger", id: `remove-mapping-${i}`,
+      "aria-label": `Remove table mapping ${mapping.name || i + 1}`, onclick: () => {
+        editor.draft.mappings.splice(i, 1);
+        renderEditor("add-mapping");
+        edited();
+      } }),
     el("div", { class: "grid" },
       textInput("Name", [...p, "name"]),
-      textInput("Dynamics 365 table", [...p, "source"], { list: "dl-tables" }),
-      textInput("Campaign resource", [...p, "destination"], { list: "dl-resources" }),
-      textInput("Key in Dynamics 365", [...p, "key", "source"], { list: "dl-d365" }),
-      textInput("Identification key in Campaign", [...p, "key", "destination"], { list: "dl-campaign" })),
+      withChange(textInput("Dynamics 365 table", [...p, "source"], { list: "dl-tables" }), refreshLists),
+      withChange(textInput("Campaign resource", [...p, "destination"], { list: "dl-resources" }), refreshLists),
+      textInput("Key in Dynamics 365", [...p, "key", "source"], { list: `dl-d365-${i}` }),
+      textInput("Identification key in Campaign", [...p, "key", "destination"], { list: `dl-campaign-${i}` })),
+    el("p", { class: "note", id: `metadata-note-${i}`, role: "status" }),
     listBlock("Fields", [...p, "fields"], (row) => [
-      textInput("Dynamics 365 field", [...row, "source"], { list: "dl-d365" }),
-      textInput("Campaign field", [...row, "destination"], { list: "dl-campaign" }),
+      textInput("Dynamics 365 field", [...row, "source"], { list: `dl-d365-${i}` }),
+      textInput("Campaign field", [...row, "destination"], { list: `dl-campaign-${i}` }),
       checkbox("Apply updates", [...row, "apply_updates"], true)],
       () => ({ source: "", destination: "", apply_updates: true }), "field"),
     listBlock("Replacements", [...p, "replacements"], (row) => [
-      textInput("Field", [...row, "field"], { list: "dl-d365" }),
+      textInput("Field", [...row, "field"], { list: `dl-d365-${i}` }),
       textInput("Value", [...row, "from"]),
       textInput("Replaced by", [...row, "to"])],
       () => ({ field: "", from: "", to: "" }), "replacement"),
@@ -426,7 +439,7 @@ function mappingBlock(i) {
       select("Records pass when", [...p, "filters", "combine"],
         editor.choices.combines.map((c) => [c, c === "and" ? "all rules hold (AND)" : "any rule holds (OR)"]), "and"),
       listBlock("Rules", rulesPath, (row) => [
-        textInput("Field", [...row, "field"], { list: "dl-d365" }),
+        textInput("Field", [...row, "field"], { list: `dl-d365-${i}` }),
         select("Operator", [...row, "op"], editor.choices.filter_ops.map((o) => [o, o]), "eq", (op) => {
           setAt([...row, "op"], op);
           if (op === "null" || op === "notnull") setAt([...row, "value"], null);
@@ -447,20 +460,63 @@ function datalists() {
   const mappings = (editor.draft && editor.draft.mappings) || [];
   const unique = (values) => [...new Set(values.filter(Boolean))];
   const list = (id, values) => el("datalist", { id }, ...unique(values).map((value) => el("option", { value })));
-  return el("div", { hidden: true },
+  return el("div", { id: "editor-lists", hidden: true },
     list("dl-plugins", editor.choices.builtin_plugins),
     list("dl-tables", mappings.map((m) => m.source)),
     list("dl-resources", mappings.map((m) => m.destination)),
-    list("dl-d365", mappings.flatMap((m) => [m.key && m.key.source, ...(m.fields || []).map((f) => f.source)])),
-    list("dl-campaign", mappings.flatMap((m) => [m.key && m.key.destination, ...(m.fields || []).map((f) => f.destination)])),
+    ...mappings.flatMap((m, i) => [
+      list(`dl-d365-${i}`, [m.key && m.key.source, ...(m.fields || []).map((f) => f.source)]),
+      list(`dl-campaign-${i}`, [m.key && m.key.destination, ...(m.fields || []).map((f) => f.destination)])]),
     list("dl-opt-out", editor.choices.opt_out_attributes));
+}
+
+// Rebuilds the pickers (a mapping's table changed) without touching the form or its focus.
+function refreshLists() {
+  const lists = document.getElementById("editor-lists");
+  if (lists) lists.replaceWith(datalists());
+  ((editor.draft && editor.draft.mappings) || []).forEach((_, i) => fillMetadata(i));
+}
+
+// The fields of a table as the service describes it, asked once per editor.
+function metadataFor(system, table) {
+  const key = system + "/" + table;
+  if (!editor.metadata[key]) {
+    editor.metadata[key] = send("GET", `/api/metadata/${system}/${encodeURIComponent(table)}`).then((answer) =>
+      answer.status === 200 ? { fields: answer.body } : { error: (answer.body && answer.body.error) || `the host answered ${answer.status}` });
+  }
+  return editor.metadata[key];
+}
+
+// Adds the services' fields, with their types as labels, to a mapping's pickers.
+async function fillMetadata(i) {
+  const mapping = ((editor.draft && editor.draft.mappings) || [])[i];
+  if (!mapping) return;
+  const notes = [];
+  for (const [system, table, listId, service] of [["dynamics", mapping.source, `dl-d365-${i}`, "Dynamics 365"],
+    ["campaign", mapping.destination, `dl-campaign-${i}`, "Campaign"]]) {
+    if (!table) continue;
+    const answer = await metadataFor(system, table);
+    const list = document.getElementById(listId);
+    if (!list) return;
+    if (answer.fields) {
+      const options = new Map([...list.options].map((option) => [option.value, option]));
+      for (const field of answer.fields) {
+        const option = options.get(field.name) || list.appendChild(el("option", { value: field.name }));
+        option.label = field.kind;
+      }
+    } else {
+      notes.push(`The ${service} fields of ${table} cannot be listed (${answer.error}); type their names.`);
+    }
+  }
+  const note = document.getElementById(`metadata-note-${i}`);
+  if (note) setText(note, notes.join(" "));
 }
 
 function renderEditor(focusId) {
   const section = document.getElementById("editor");
   const id = editor.id;
   const parts = [el("h2", { id: "editor-title", tabindex: "-1", text: `Edit ${WORKFLOW_NAMES[id] || id}` }),
-    el("p", { class: "note", text: "Changes are written into the config file (its comments and layout kept) and apply at the next Stop and Start. Field names are the services' logical names, typed as they spell them: suggestions come from the names this config already uses." }),
+    el("p", { class: "note", text: "Changes are written into the config file (its comments and layout kept) and apply at the next Stop and Start. Field pickers list the fields Dynamics 365 and Campaign describe, with their types; a name can also be typed." }),
     datalists()];
   if (editor.pending.length) {
     parts.push(el("div", { class: "problems" }, el("strong", { text: "Changes pending restart (Stop and Start the workflow to use them):" }),
@@ -470,8 +526,6 @@ function renderEditor(focusId) {
     parts.push(pluginInput(), el("h3", { text: "Table mappings" }));
     ((editor.draft.mappings) || []).forEach((_, i) => parts.push(mappingBlock(i)));
     parts.push(el("div", { class: "actions" },
-      button("Remove last mapping", { class: "danger", id: "remove-mapping", disabled: !(editor.draft.mappings || []).length,
-        onclick: () => { editor.draft.mappings.pop(); renderEditor("add-mapping"); edited(); } }),
       button("Add table mapping", { id: "add-mapping", onclick: () => {
         editor.draft.mappings = editor.draft.mappings || [];
         editor.draft.mappings.push({ name: "", source: "", destination: "", key: { source: "", destination: "" }, fields: [] });
@@ -508,6 +562,7 @@ function renderEditor(focusId) {
   showProblems(editor.problems || []);
   const focus = focusId && document.getElementById(focusId);
   if (focus) focus.focus();
+  ((editor.draft && editor.draft.mappings) || []).forEach((_, i) => fillMetadata(i));
 }
 
 async function openEditor(id) {
@@ -529,6 +584,7 @@ function loadEditor(loaded) {
   editor.draft = loaded.section || {};
   editor.choices = loaded.choices;
   editor.pending = loaded.pending_changes ? loaded.pending_summary : [];
+  editor.metadata = {};
   editor.problems = [];
   editor.local = {};
 }

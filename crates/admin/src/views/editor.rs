@@ -1,10 +1,12 @@
 //! The answers of the workflow editor's endpoints (`GET` and `POST /api/workflows/{id}/edit`):
 //! a section to edit with the version of the file it came from, a save, and a refused save
-//! with its problems at their fields, the file's current text, or the patch to apply by hand.
+//! with its problems at their fields, the file's current text, or the patch to apply by hand;
+//! and the services' fields the editor offers (`GET /api/metadata/{system}/{table}`).
 
 use serde::{Deserialize, Serialize};
 
 pub use conduit_config::edit::FieldProblem;
+pub use conduit_engine::{MetadataField, MetadataSystem};
 use conduit_model::WorkflowId;
 
 /// A workflow's section as the editor loads it.
