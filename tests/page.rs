@@ -303,6 +303,13 @@ fields = [
 # First names written as Campaign wants them.
 replacements = [{ field = "firstname", from = "Zed", to = "ZED" }]
 filters = { combine = "and", rules = [{ field = "lastname", op = "notnull" }] }
+
+[egress]
+send = true   # sends only, for now
+
+[optinout]
+direction = "dynamics-to-campaign"
+pairs = [{ dynamics = "donotbulkemail", campaign = "blackListEmail" }]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,5 +489,55 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
         sims.profiles()[&ids[1]]["lastName"],
         skipped_before,
         "the filtered-out change was not written"
+    );
+
+    // Egress's switches and Opt-in/out's direction and pairs, by keyboard too.
+    browser.goto(&format!("{}/#/edit/egress", host.admin)).await;
+    browser
+        .wait_until("the switches", "return document.getElementById('f-open')?.checked === false && document.getElementById('f-send').checked")
+        .await;
+    browser.press("#f-open", " ").await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the egress save",
+            "return document.getElementById('editor-saved') !== null",
+        )
+        .await;
+    let egress = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        egress.contains("send = true   # sends only, for now\nopen = true\n"),
+        "{egress}"
+    );
+    browser
+        .goto(&format!("{}/#/edit/optinout", host.admin))
+        .await;
+    browser
+        .wait_until(
+            "the direction",
+            "return document.getElementById('f-direction')?.value === 'dynamics-to-campaign'",
+        )
+        .await;
+    browser
+        .eval("const d = document.getElementById('f-direction'); d.value = 'bidirectional'; d.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser.press("#add-f-pairs", "\u{E007}").await;
+    browser.fill("#f-pairs-1-dynamics", "donotemail").await;
+    browser.fill("#f-pairs-1-campaign", "blackList").await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the opt-out save",
+            "return document.getElementById('editor-saved') !== null",
+        )
+        .await;
+    let optinout = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        optinout.contains("direction = \"bidirectional\"\n"),
+        "{optinout}"
+    );
+    assert!(
+        optinout.contains(r#"{ dynamics = "donotemail", campaign = "blackList" }"#),
+        "{optinout}"
     );
 }
