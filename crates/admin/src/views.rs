@@ -382,6 +382,62 @@ mod tests {
                 pending_summary: Vec::new(),
             },
         );
+        // The workflow editor's answers.
+        assert_page_reads_only(
+            "loaded",
+            &EditableSection {
+                workflow: WorkflowId::Ingress,
+                version: "v".into(),
+                section: Some(serde_json::json!({})),
+                file: "conduit.toml".into(),
+                pending_changes: true,
+                pending_summary: vec!["changed".into()],
+                choices: EditorChoices {
+                    builtin_plugins: vec!["builtin:table-mapper".into()],
+                    filter_ops: vec!["eq".into()],
+                    combines: vec!["and".into()],
+                    directions: vec!["disabled".into()],
+                    opt_out_attributes: vec!["blackList".into()],
+                },
+            },
+        );
+        let field_problem = FieldProblem {
+            path: Some("send".into()),
+            line: 1,
+            column: 1,
+            message: "wrong".into(),
+            hint: Some("fix it".into()),
+        };
+        assert_page_reads_only("problem", &field_problem);
+        assert_page_reads_only(
+            "saved",
+            &EditSaved {
+                version: "v".into(),
+                changed: true,
+                diff: "+x".into(),
+                pending_changes: true,
+                pending_summary: Vec::new(),
+            },
+        );
+        assert_page_reads_only(
+            "refusal",
+            &EditRefused {
+                error: "no".into(),
+                refusal: EditRefusal::Changed,
+                field_problems: vec![field_problem],
+                current_version: Some("v".into()),
+                current_text: Some("text".into()),
+                other_change: Some("+x".into()),
+                patch: Some("+x".into()),
+            },
+        );
+        assert_page_reads_only(
+            "field",
+            &MetadataField {
+                name: "firstname".into(),
+                kind: "text".into(),
+            },
+        );
         assert_page_reads_only(
             "letter",
             &DeadLetter {

@@ -462,11 +462,11 @@ function datalists() {
   const list = (id, values) => el("datalist", { id }, ...unique(values).map((value) => el("option", { value })));
   return el("div", { id: "editor-lists", hidden: true },
     list("dl-plugins", editor.choices.builtin_plugins),
-    list("dl-tables", mappings.map((m) => m.source)),
-    list("dl-resources", mappings.map((m) => m.destination)),
-    ...mappings.flatMap((m, i) => [
-      list(`dl-d365-${i}`, [m.key && m.key.source, ...(m.fields || []).map((f) => f.source)]),
-      list(`dl-campaign-${i}`, [m.key && m.key.destination, ...(m.fields || []).map((f) => f.destination)])]),
+    list("dl-tables", mappings.map((mapping) => mapping.source)),
+    list("dl-resources", mappings.map((mapping) => mapping.destination)),
+    ...mappings.flatMap((mapping, i) => [
+      list(`dl-d365-${i}`, [mapping.key && mapping.key.source, ...(mapping.fields || []).map((pair) => pair.source)]),
+      list(`dl-campaign-${i}`, [mapping.key && mapping.key.destination, ...(mapping.fields || []).map((pair) => pair.destination)])]),
     list("dl-opt-out", editor.choices.opt_out_attributes));
 }
 
@@ -665,14 +665,14 @@ async function saveEditor() {
   editor.seq++;
   const outcome = document.getElementById("editor-outcome");
   const answer = await send("POST", `/api/workflows/${editor.id}/edit`, { version: editor.version, section: editor.draft });
-  const body = answer.body || {};
   outcome.replaceChildren();
   if (answer.status === 200) {
+    const saved = answer.body || {};
     showProblems([]);
-    editor.version = body.version;
+    editor.version = saved.version;
     const parts = [el("p", { class: "saved", id: "editor-saved", role: "status",
-      text: body.changed ? "Saved. The workflow uses the change after its next Stop and Start." : "Nothing changed." })];
-    if (body.diff) parts.push(el("h3", { text: "What changed in the file" }), el("pre", { id: "editor-diff", class: "diff", tabindex: "0", text: body.diff }));
+      text: saved.changed ? "Saved. The workflow uses the change after its next Stop and Start." : "Nothing changed." })];
+    if (saved.diff) parts.push(el("h3", { text: "What changed in the file" }), el("pre", { id: "editor-diff", class: "diff", tabindex: "0", text: saved.diff }));
     outcome.append(...parts);
     setText(document.getElementById("editor-state"), "Saved");
     const fresh = await send("GET", `/api/workflows/${editor.id}/edit`);
@@ -680,23 +680,24 @@ async function saveEditor() {
     poll();
     return;
   }
-  if (body.refusal === "invalid") {
-    showProblems(body.field_problems || []);
+  const refusal = answer.body || {};
+  if (refusal.refusal === "invalid") {
+    showProblems(refusal.field_problems || []);
     const first = document.querySelector("#editor [aria-invalid]");
     if (first) focusPlace(first);
     setText(document.getElementById("editor-state"), "Not saved: fix the problems shown");
     return;
   }
-  const parts = [el("p", { class: "error-text", id: "editor-refused", role: "alert", text: body.error || `the host answered ${answer.status}` })];
-  if (body.refusal === "changed") {
+  const parts = [el("p", { class: "error-text", id: "editor-refused", role: "alert", text: refusal.error || `the host answered ${answer.status}` })];
+  if (refusal.refusal === "changed") {
     parts.push(el("h3", { text: "The other change" }),
-      el("pre", { id: "editor-other-change", class: "diff", tabindex: "0", text: body.other_change || body.current_text || "" }),
+      el("pre", { id: "editor-other-change", class: "diff", tabindex: "0", text: refusal.other_change || refusal.current_text || "" }),
       button("Load the current file (discards these edits)", { id: "editor-reload", onclick: () => openEditor(editor.id) }));
-  } else if (body.refusal === "read_only") {
-    const blob = URL.createObjectURL(new Blob([body.patch || ""], { type: "text/x-diff" }));
+  } else if (refusal.refusal === "read_only") {
+    const blob = URL.createObjectURL(new Blob([refusal.patch || ""], { type: "text/x-diff" }));
     parts.push(el("h3", { text: "The change as a patch" }),
-      el("pre", { id: "editor-patch", class: "diff", tabindex: "0", text: body.patch || "" }),
-      el("a", { href: blob, download: "conduit-config.patch", text: "Download the patch" }));
+      el("pre", { id: "editor-patch", class: "diff", tabindex: "0", text: refusal.patch || "" }),
+      el("a", { href: blob, download: "conduit-toml.patch", text: "Download the patch" }));
   }
   outcome.append(...parts);
   setText(document.getElementById("editor-state"), "Not saved");
