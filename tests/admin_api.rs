@@ -784,8 +784,23 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
     );
     let before = std::fs::read_to_string(&config).unwrap();
 
-    // The services' fields with their types, for the editor's pickers.
-    let fields = host.get("/api/metadata/dynamics/contact").await;
+    // The services' fields with their types, for the editor's pickers; the host calls the
+    // services for it, so a request a cross-site page could make is refused.
+    let (status, _) = host.get_status("/api/metadata/dynamics/contact").await;
+    assert_eq!(status, 403);
+    let metadata = |path: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/api/metadata/{path}", host.admin))
+            .header("x-conduit-request", "page");
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (_, fields) = metadata("dynamics/contact").await;
     reads_as::<Vec<views::MetadataField>>("metadata", &fields);
     assert!(
         fields
@@ -794,7 +809,7 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
             .contains(&json!({ "name": "emailaddress1", "kind": "text" })),
         "{fields}"
     );
-    let fields = host.get("/api/metadata/campaign/profile").await;
+    let (_, fields) = metadata("campaign/profile").await;
     assert!(
         fields
             .as_array()
@@ -803,7 +818,7 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
             .any(|f| f["name"] == "email"),
         "{fields}"
     );
-    let (status, body) = host.get_status("/api/metadata/dynamics/nosuchtable").await;
+    let (status, body) = metadata("dynamics/nosuchtable").await;
     assert_eq!(status, 502, "{body}");
     assert!(
         body["error"].as_str().unwrap().contains("nosuchtable"),

@@ -355,7 +355,20 @@ async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_fol
     browser
         .fill("#f-mappings-0-replacements-0-field", "jobtitle")
         .await;
+    // Checked as it is typed, before any save.
+    browser
+        .wait_until(
+            "the problem while editing",
+            "return (document.getElementById('err-f-mappings-0-replacements-0-field')?.textContent || '').includes('not a mapped field')",
+        )
+        .await;
     browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the refused save",
+            "return document.getElementById('editor-state').textContent.startsWith('Not saved')",
+        )
+        .await;
     browser
         .wait_until(
             "the problem at its field",

@@ -281,11 +281,20 @@ fn refused(error: EditError, loaded: Option<&str>, file: &str) -> (StatusCode, E
 }
 
 /// The fields of a Dynamics 365 table or a Campaign resource with their types; 502 when the
-/// service cannot be asked (the editor then takes typed names).
+/// service cannot be asked (the editor then takes typed names). It makes the host call the
+/// services with their credentials, so like a state change it needs the token or the
+/// `X-Conduit-Request` header: a cross-site page cannot make the host call out.
 pub(super) async fn metadata(
     State(state): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
     Path((system, table)): Path<(String, String)>,
 ) -> Result<Json<Vec<MetadataField>>, ApiError> {
+    if state.token.is_none() && !headers.contains_key(super::auth::REQUEST_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this call asks the services, so it needs the X-Conduit-Request header (the page sends it)",
+        ));
+    }
     let system = match system.as_str() {
         "dynamics" => MetadataSystem::Dynamics,
         "campaign" => MetadataSystem::Campaign,
