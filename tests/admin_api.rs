@@ -744,3 +744,269 @@ async fn readyz_is_ready_only_when_every_workflow_is_where_its_desired_state_say
     let (status, body) = host.get_status("/readyz").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Ingress with comments the editor must keep.
+const COMMENTED_INGRESS: &str = r#"# Contacts go to profiles.
+[ingress]
+pacing = { page_size = 200, write_batch = 100, poll_interval_ms = 200 }
+
+[[ingress.mappings]]
+name = "contacts"   # the one mapping
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [
+  { source = "firstname", destination = "firstName" },
+  # the family name
+  { source = "lastname", destination = "lastName" },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_cross_site_saves() {
+    let sims = SimPair::start(3, 0).await;
+    let config = sims.write_config(COMMENTED_INGRESS);
+    let mut host = sims.spawn(&[]);
+    host.wait_healthy().await;
+    host.start("ingress").await;
+    host.wait_workflow("ingress", "RUNNING", |v| v["status"] == "RUNNING")
+        .await;
+
+    let loaded = host.get("/api/workflows/ingress/edit").await;
+    reads_as::<views::EditableSection>("edit", &loaded);
+    let version = loaded["version"].as_str().unwrap().to_string();
+    assert_eq!(loaded["section"]["mappings"][0]["name"], "contacts");
+    assert!(
+        loaded["choices"]["filter_ops"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("startswith"))
+    );
+    let before = std::fs::read_to_string(&config).unwrap();
+
+    // The services' fields with their types, for the editor's pickers; the host calls the
+    // services for it, so a request a cross-site page could make is refused.
+    let (status, _) = host.get_status("/api/metadata/dynamics/contact").await;
+    assert_eq!(status, 403);
+    let metadata = |path: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/api/metadata/{path}", host.admin))
+            .header("x-conduit-request", "page");
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (_, fields) = metadata("dynamics/contact").await;
+    reads_as::<Vec<views::MetadataField>>("metadata", &fields);
+    assert!(
+        fields
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "emailaddress1", "kind": "text" })),
+        "{fields}"
+    );
+    let (_, fields) = metadata("campaign/profile").await;
+    assert!(
+        fields
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "email"),
+        "{fields}"
+    );
+    let (status, body) = metadata("dynamics/nosuchtable").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("nosuchtable"),
+        "{body}"
+    );
+
+    // A replacement on a field the mapping does not map: checked, then refused at its field.
+    let mut invalid = loaded["section"].clone();
+    invalid["mappings"][0]["replacements"] =
+        json!([{ "field": "jobtitle", "from": "a", "to": "b" }]);
+    let edit = json!({ "version": version, "section": invalid });
+    let (status, checked) = host
+        .post_json("/api/workflows/ingress/edit/check", &edit)
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    reads_as::<views::EditChecked>("edit check", &checked);
+    assert_eq!(
+        checked["field_problems"][0]["path"],
+        "mappings[0].replacements[0].field"
+    );
+    let (status, refused) = host.post_json("/api/workflows/ingress/edit", &edit).await;
+    assert_eq!(status, 422, "{refused}");
+    reads_as::<views::EditRefused>("edit refused", &refused);
+    assert_eq!(refused["refusal"], "invalid");
+    assert_eq!(
+        refused["field_problems"][0]["path"],
+        "mappings[0].replacements[0].field"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    // A valid edit is written in place, and the running workflow shows it pending.
+    let mut valid = loaded["section"].clone();
+    valid["mappings"][0]["replacements"] =
+        json!([{ "field": "firstname", "from": "Ann", "to": "ANNE" }]);
+    let (status, saved) = host
+        .post_json(
+            "/api/workflows/ingress/edit",
+            &json!({ "version": version, "section": valid }),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    reads_as::<views::EditSaved>("edit saved", &saved);
+    assert_eq!(saved["changed"], true);
+    assert_eq!(saved["pending_changes"], true, "{saved}");
+    assert!(
+        saved["diff"].as_str().unwrap().contains(
+            "+replacements = [\n+  { field = \"firstname\", from = \"Ann\", to = \"ANNE\" },\n+]\n"
+        ),
+        "{saved}"
+    );
+    let after = std::fs::read_to_string(&config).unwrap();
+    for comment in [
+        "# Contacts go to profiles.",
+        "# the one mapping",
+        "# the family name",
+    ] {
+        assert!(after.contains(comment), "{comment} was lost:\n{after}");
+    }
+    let view = host.workflow("ingress").await;
+    assert_eq!(view["pending_changes"], true);
+
+    // The same version again is stale now: refused with the other change, nothing written.
+    let mut late = loaded["section"].clone();
+    late["mappings"][0]["apply_deletes"] = json!(false);
+    let (status, conflict) = host
+        .post_json(
+            "/api/workflows/ingress/edit",
+            &json!({ "version": version, "section": late }),
+        )
+        .await;
+    assert_eq!(status, 409, "{conflict}");
+    reads_as::<views::EditRefused>("edit conflict", &conflict);
+    assert_eq!(conflict["refusal"], "changed");
+    assert_eq!(conflict["current_text"], after.as_str());
+    assert!(
+        conflict["other_change"]
+            .as_str()
+            .unwrap()
+            .contains("+replacements"),
+        "{conflict}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), after);
+
+    // A save is a state change: cross-site and header-less calls are refused.
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/workflows/ingress/edit", host.admin);
+    let body = json!({ "version": saved["version"], "section": late });
+    let cross = client
+        .post(&url)
+        .header("x-conduit-request", "page")
+        .header("origin", "http://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let bare = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(bare.status(), 403);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), after);
+
+    // The audit trail has the save and the refusals.
+    let audit = host.get("/api/audit?limit=10").await;
+    let edits: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "config-edit")
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(edits, ["refused", "ok", "refused"], "{audit:#}");
+}
+
+/// A folder bind-mounted read-only onto itself for as long as it lives, as a Kubernetes
+/// ConfigMap volume is: even root cannot write into it.
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    /// `None` where this process may not mount (no CAP_SYS_ADMIN).
+    fn new(folder: &std::path::Path) -> Option<ReadOnlyMount> {
+        let run = |args: &[&str]| {
+            std::process::Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|status| status.success())
+        };
+        let path = folder.to_str()?;
+        if !run(&["--bind", path, path]) {
+            return None;
+        }
+        let mounted = ReadOnlyMount(folder.to_path_buf());
+        run(&["-o", "remount,bind,ro", path]).then_some(mounted)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_to_a_read_only_config_is_answered_with_the_patch() {
+    let sims = SimPair::start(1, 0).await;
+    // As in a ConfigMap volume, the config is a link to a file on a read-only mount.
+    let folder = sims.dir.path().join("configmap");
+    std::fs::create_dir(&folder).unwrap();
+    let text = format!("{}\n{EGRESS}", sims.connection_sections());
+    std::fs::write(folder.join("conduit.toml"), &text).unwrap();
+    let config = sims.config_path();
+    std::os::unix::fs::symlink(folder.join("conduit.toml"), &config).unwrap();
+    let Some(_mount) = ReadOnlyMount::new(&folder) else {
+        eprintln!("skipped: this process may not mount a read-only folder (needs CAP_SYS_ADMIN)");
+        return;
+    };
+    assert!(
+        std::fs::write(folder.join("probe"), "x").is_err(),
+        "the mount is read-only"
+    );
+    let mut host = HostProcess::spawn(&config, sims.admin_port, &[]);
+    host.wait_healthy().await;
+
+    let loaded = host.get("/api/workflows/egress/edit").await;
+    let mut section = loaded["section"].clone();
+    section["open"] = json!(false);
+    let (status, refused) = host
+        .post_json(
+            "/api/workflows/egress/edit",
+            &json!({ "version": loaded["version"], "section": section }),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    reads_as::<views::EditRefused>("edit read-only", &refused);
+    assert_eq!(refused["refusal"], "read_only");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be written"),
+        "{refused}"
+    );
+    let patch = refused["patch"].as_str().unwrap();
+    assert!(
+        patch.starts_with("--- a/conduit.toml\n+++ b/conduit.toml\n")
+            && patch.contains("-open = true\n+open = false\n"),
+        "{patch}"
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), text);
+}

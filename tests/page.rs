@@ -205,18 +205,11 @@ async fn an_edit_shows_the_pending_badge_until_stop_and_start() {
     browser.click("#edit-ingress").await;
     browser
         .wait_until(
-            "the config dialog",
-            "return document.getElementById('config-dialog').open",
+            "the editor with what waits for a restart",
+            "return (document.getElementById('editor-pending')?.textContent || '').includes('page_size')",
         )
         .await;
-    let pending = browser
-        .eval("return document.getElementById('config-pending').textContent")
-        .await;
-    assert!(
-        pending.as_str().unwrap_or_default().contains("page_size"),
-        "{pending}"
-    );
-    browser.screenshot("config-view").await;
+    browser.screenshot("editor-pending").await;
     // From the pending changes, the restart's preview: the record whose written value changes.
     browser.click("#preview-restart").await;
     browser
@@ -234,7 +227,7 @@ async fn an_edit_shows_the_pending_badge_until_stop_and_start() {
         "{preview}"
     );
     browser.screenshot("restart-preview").await;
-    browser.click("#config-close").await;
+    browser.click("#editor-close").await;
 
     browser.click("#toggle-ingress").await;
     browser
@@ -322,4 +315,274 @@ async fn a_dead_letter_is_retried_from_the_page() {
             "return [...document.querySelectorAll('#audit-rows tr')].some(r => r.textContent.includes('dead-letter-retry') && r.textContent.includes('optinout/') && r.textContent.includes('page') && r.textContent.includes('ok'))",
         )
         .await;
+}
+
+/// Ingress with a replacement and a filter, and comments the editor must keep.
+const EDITABLE: &str = r#"
+# Contacts go to profiles.
+[ingress]
+pacing = { page_size = 50, write_batch = 25, poll_interval_ms = 200 }
+
+[[ingress.mappings]]
+name = "contacts"
+source = "contact"
+destination = "profile"
+key = { source = "contactid", destination = "externalId" }
+fields = [
+  { source = "firstname", destination = "firstName" },
+  { source = "lastname", destination = "lastName" },
+]
+# First names written as Campaign wants them.
+replacements = [{ field = "firstname", from = "Zed", to = "ZED" }]
+filters = { combine = "and", rules = [{ field = "lastname", op = "notnull" }] }
+
+[egress]
+send = true   # sends only, for now
+
+[optinout]
+direction = "dynamics-to-campaign"
+pairs = [{ dynamics = "donotbulkemail", campaign = "blackListEmail" }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_editor_changes_a_replacement_and_a_filter_that_the_next_changes_follow() {
+    let sims = SimPair::start(6, 0).await;
+    let config = sims.write_config(EDITABLE);
+    let mut host = sims.spawn_host().await;
+    host.start("ingress").await;
+    host.wait_caught_up("ingress").await;
+    let ids = sims.ids("contact", "contactid");
+
+    // A phone's width, driven by the keyboard where a user would type.
+    let browser = Browser::start(390, 860).await;
+    browser.goto(&format!("{}/", host.admin)).await;
+    browser
+        .wait_until(
+            "the rows",
+            "return document.getElementById('edit-ingress') !== null",
+        )
+        .await;
+    browser.click("#edit-ingress").await;
+    let replacement_to = "f-mappings-0-replacements-0-to";
+    browser
+        .wait_until(
+            "the editor",
+            &format!("return document.getElementById('{replacement_to}')?.value === 'ZED'"),
+        )
+        .await;
+    // The pickers offer the services' fields with their types, beyond the names the config has.
+    browser
+        .wait_until(
+            "the services' fields in the pickers",
+            "return document.querySelector('#dl-d365-0 option[value=\"emailaddress1\"]')?.label === 'text' && document.querySelector('#dl-campaign-0 option[value=\"email\"]') !== null",
+        )
+        .await;
+    let labelled = browser
+        .eval("return [...document.querySelectorAll('#editor input, #editor select, #editor textarea')].filter(c => !document.querySelector(`label[for=\"${c.id}\"]`)).map(c => c.id)")
+        .await;
+    assert_eq!(labelled, json!([]), "every control has a label");
+    let text = std::fs::read_to_string(&config).unwrap();
+
+    // An invalid edit: the replacement names a field the mapping does not map.
+    browser
+        .fill("#f-mappings-0-replacements-0-field", "jobtitle")
+        .await;
+    // Checked as it is typed, before any save.
+    browser
+        .wait_until(
+            "the problem while editing",
+            "return (document.getElementById('err-f-mappings-0-replacements-0-field')?.textContent || '').includes('not a mapped field')",
+        )
+        .await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the refused save",
+            "return document.getElementById('editor-state').textContent.startsWith('Not saved')",
+        )
+        .await;
+    browser
+        .wait_until(
+            "the problem at its field",
+            "return (document.getElementById('err-f-mappings-0-replacements-0-field')?.textContent || '').includes('not a mapped field') && document.getElementById('f-mappings-0-replacements-0-field').getAttribute('aria-invalid') === 'true'",
+        )
+        .await;
+    browser.screenshot("editor-invalid-390px").await;
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        text,
+        "nothing written"
+    );
+
+    // The replacement fixed and changed, and a filter rule added.
+    browser
+        .fill("#f-mappings-0-replacements-0-field", "firstname")
+        .await;
+    browser
+        .fill("#f-mappings-0-replacements-0-from", "Ann")
+        .await;
+    browser.fill(&format!("#{replacement_to}"), "ANNE").await;
+    browser
+        .press("#add-f-mappings-0-filters-rules", "\u{E007}")
+        .await;
+    browser
+        .wait_until(
+            "the new rule",
+            "return document.getElementById('f-mappings-0-filters-rules-1-field') !== null",
+        )
+        .await;
+    browser
+        .fill("#f-mappings-0-filters-rules-1-field", "lastname")
+        .await;
+    browser
+        .eval("const op = document.getElementById('f-mappings-0-filters-rules-1-op'); op.value = 'ne'; op.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser
+        .fill("#f-mappings-0-filters-rules-1-value", "Skip")
+        .await;
+    let overflow = browser
+        .eval("const e = document.getElementById('editor'); return e.scrollWidth - e.clientWidth")
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(1) <= 0,
+        "the editor fits 390 px: {overflow}"
+    );
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the save and its diff",
+            "return document.getElementById('editor-saved') !== null && (document.getElementById('editor-diff')?.textContent || '').includes('ANNE')",
+        )
+        .await;
+    browser
+        .wait_until(
+            "the badge",
+            "return document.querySelector('#toggle-ingress .badge') !== null",
+        )
+        .await;
+    browser.screenshot("editor-saved-390px").await;
+    let saved = std::fs::read_to_string(&config).unwrap();
+    for comment in [
+        "# Contacts go to profiles.",
+        "# First names written as Campaign wants them.",
+    ] {
+        assert!(saved.contains(comment), "{comment} was lost:\n{saved}");
+    }
+    assert!(
+        saved.contains(r#"replacements = [{ field = "firstname", from = "Ann", to = "ANNE" }]"#),
+        "{saved}"
+    );
+    assert!(
+        saved.contains(r#"{ field = "lastname", op = "ne", value = "Skip" }"#),
+        "{saved}"
+    );
+
+    // A save from a page that loaded the file before someone else changed it is refused.
+    let other = format!("{saved}\n# changed by someone else\n");
+    std::fs::write(&config, &other).unwrap();
+    browser.fill(&format!("#{replacement_to}"), "ANNIE").await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the refusal with the other change",
+            "return (document.getElementById('editor-other-change')?.textContent || '').includes('+# changed by someone else')",
+        )
+        .await;
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), other);
+
+    // Stop and Start: the next changes follow the new rules.
+    browser.click("#toggle-ingress").await;
+    browser
+        .wait_until(
+            "STOPPED",
+            &format!("{} === 'STOPPED'", status_of("ingress")),
+        )
+        .await;
+    browser.click("#toggle-ingress").await;
+    browser
+        .wait_until(
+            "RUNNING",
+            &format!("{} === 'RUNNING'", status_of("ingress")),
+        )
+        .await;
+    browser
+        .wait_until(
+            "no badge",
+            "return document.querySelector('#toggle-ingress .badge') === null",
+        )
+        .await;
+    let skipped_before = sims.profiles()[&ids[1]]["lastName"].clone();
+    sims.dynamics
+        .upsert(
+            "contact",
+            &ids[1],
+            conduit_e2e::fields(&[("lastname", json!("Skip"))]),
+        )
+        .unwrap();
+    sims.dynamics
+        .upsert(
+            "contact",
+            &ids[2],
+            conduit_e2e::fields(&[("firstname", json!("Ann"))]),
+        )
+        .unwrap();
+    wait_for("the replaced first name in Campaign", 60, || {
+        sims.profiles()[&ids[2]]["firstName"] == "ANNE"
+    })
+    .await;
+    assert_eq!(
+        sims.profiles()[&ids[1]]["lastName"],
+        skipped_before,
+        "the filtered-out change was not written"
+    );
+
+    // Egress's switches and Opt-in/out's direction and pairs, by keyboard too.
+    browser.goto(&format!("{}/#/edit/egress", host.admin)).await;
+    browser
+        .wait_until("the switches", "return document.getElementById('f-open')?.checked === false && document.getElementById('f-send').checked")
+        .await;
+    browser.press("#f-open", " ").await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the egress save",
+            "return document.getElementById('editor-saved') !== null",
+        )
+        .await;
+    let egress = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        egress.contains("send = true   # sends only, for now\nopen = true\n"),
+        "{egress}"
+    );
+    browser
+        .goto(&format!("{}/#/edit/optinout", host.admin))
+        .await;
+    browser
+        .wait_until(
+            "the direction",
+            "return document.getElementById('f-direction')?.value === 'dynamics-to-campaign'",
+        )
+        .await;
+    browser
+        .eval("const d = document.getElementById('f-direction'); d.value = 'bidirectional'; d.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser.press("#add-f-pairs", "\u{E007}").await;
+    browser.fill("#f-pairs-1-dynamics", "donotemail").await;
+    browser.fill("#f-pairs-1-campaign", "blackList").await;
+    browser.press("#editor-save", "\u{E007}").await;
+    browser
+        .wait_until(
+            "the opt-out save",
+            "return document.getElementById('editor-saved') !== null",
+        )
+        .await;
+    let optinout = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        optinout.contains("direction = \"bidirectional\"\n"),
+        "{optinout}"
+    );
+    assert!(
+        optinout.contains(r#"{ dynamics = "donotemail", campaign = "blackList" }"#),
+        "{optinout}"
+    );
 }

@@ -169,6 +169,45 @@ impl Browser {
         .await;
     }
 
+    /// Replaces the text of the input a CSS selector finds by typing `text` into it with the
+    /// keyboard, as a user would (each key fires the page's input events).
+    pub async fn fill(&self, selector: &str, text: &str) {
+        let id = self.element(selector).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/clear"),
+            json!({}),
+        )
+        .await;
+        self.press(selector, text).await;
+    }
+
+    /// Sends keys to the element a CSS selector finds (`\u{E007}` is Enter, `\u{E004}` Tab).
+    pub async fn press(&self, selector: &str, keys: &str) {
+        let id = self.element(selector).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            json!({ "text": keys }),
+        )
+        .await;
+    }
+
+    /// The WebDriver id of the element a CSS selector finds.
+    async fn element(&self, selector: &str) -> String {
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                json!({ "using": "css selector", "value": selector }),
+            )
+            .await;
+        found[ELEMENT_KEY]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {selector}"))
+            .to_string()
+    }
+
     /// Waits until a script returns true.
     pub async fn wait_until(&self, what: &str, script: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -156,6 +156,21 @@ impl HostProcess {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// POSTs a JSON body to an admin API path as the CLI does; returns the status and the
+    /// JSON answer (null when not JSON).
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.admin))
+            .header("x-conduit-request", "1")
+            .json(body)
+            .send()
+            .await
+            .expect("admin API reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// GETs an admin API path; returns the status and the JSON body (null when not JSON).
     pub async fn get_status(&self, path: &str) -> (u16, Value) {
         let response = self

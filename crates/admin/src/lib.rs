@@ -10,6 +10,7 @@
 mod api;
 mod auth;
 mod backup;
+mod editor;
 mod hosts;
 mod metrics;
 mod page;
@@ -99,6 +100,8 @@ pub(crate) struct AdminState {
     pub(crate) supervisor: Supervisor,
     pub(crate) token: Option<String>,
     pub(crate) hosts: HostAllowList,
+    /// The workflow editor's saves and remembered texts.
+    pub(crate) editor: editor::EditorState,
 }
 
 /// The admin router for a supervisor listening on `listen` (whose address is allowed as a
@@ -119,6 +122,7 @@ pub fn router(
         supervisor,
         token,
         hosts: HostAllowList::new(listen.ip(), hosts),
+        editor: editor::EditorState::default(),
     });
     Router::new()
         .route("/api/workflows", get(api::list_workflows))
@@ -129,6 +133,12 @@ pub fn router(
         .route("/api/workflows/{id}/config", get(api::workflow_config))
         .route("/api/workflows/{id}/verify", post(verify::verify))
         .route("/api/workflows/{id}/preview", post(verify::preview))
+        .route(
+            "/api/workflows/{id}/edit",
+            get(editor::load).post(editor::save),
+        )
+        .route("/api/workflows/{id}/edit/check", post(editor::check))
+        .route("/api/metadata/{system}/{table}", get(editor::metadata))
         .route(
             "/api/workflows/{id}/dead-letters",
             get(api::list_dead_letters),

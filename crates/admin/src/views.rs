@@ -15,6 +15,10 @@
 //! | `GET /api/workflows/{id}/config` | [`ConfigSectionView`] |
 //! | `POST /api/workflows/{id}/verify` | JSON lines, one [`VerifyEvent`] each (the last a report or a failure) |
 //! | `POST /api/workflows/{id}/preview` | [`PreviewReport`] |
+//! | `GET /api/workflows/{id}/edit` | [`EditableSection`] |
+//! | `POST /api/workflows/{id}/edit` (body [`SectionEdit`]) | [`EditSaved`], refused with [`EditRefused`] |
+//! | `POST /api/workflows/{id}/edit/check` (body [`SectionEdit`]) | [`EditChecked`] |
+//! | `GET /api/metadata/{system}/{table}` (`dynamics` or `campaign`) | a list of [`MetadataField`] |
 //! | `GET /api/workflows/{id}/dead-letters` | a list of [`DeadLetter`] |
 //! | `GET /api/workflows/{id}/dead-letters/{letter}` | [`DeadLetter`] |
 //! | `GET /api/workflows/ingress/mappings` | a list of [`MappingView`] |
@@ -26,6 +30,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod editor;
+
 pub use conduit_config::Problem;
 pub use conduit_engine::{
     CursorView, FieldChange, FieldDifference, HostView, KeyList, MappingCheck, MappingPreview,
@@ -34,6 +40,10 @@ pub use conduit_engine::{
 };
 pub use conduit_store::{
     AuditEntry, AuditOutcome, Caller, Counters, DeadLetter, DeadLetterPayload, DesiredState, Stage,
+};
+pub use editor::{
+    EditChecked, EditRefusal, EditRefused, EditSaved, EditableSection, EditorChoices, FieldProblem,
+    MetadataField, MetadataSystem, SectionEdit,
 };
 
 /// The answer of `/readyz`: whether the store is open and every workflow is where the
@@ -376,6 +386,62 @@ mod tests {
                 section: None,
                 pending_changes: false,
                 pending_summary: Vec::new(),
+            },
+        );
+        // The workflow editor's answers.
+        assert_page_reads_only(
+            "loaded",
+            &EditableSection {
+                workflow: WorkflowId::Ingress,
+                version: "v".into(),
+                section: Some(serde_json::json!({})),
+                file: "conduit.toml".into(),
+                pending_changes: true,
+                pending_summary: vec!["changed".into()],
+                choices: EditorChoices {
+                    builtin_plugins: vec!["builtin:table-mapper".into()],
+                    filter_ops: vec!["eq".into()],
+                    combines: vec!["and".into()],
+                    directions: vec!["disabled".into()],
+                    opt_out_attributes: vec!["blackList".into()],
+                },
+            },
+        );
+        let field_problem = FieldProblem {
+            path: Some("send".into()),
+            line: 1,
+            column: 1,
+            message: "wrong".into(),
+            hint: Some("fix it".into()),
+        };
+        assert_page_reads_only("problem", &field_problem);
+        assert_page_reads_only(
+            "saved",
+            &EditSaved {
+                version: "v".into(),
+                changed: true,
+                diff: "+x".into(),
+                pending_changes: true,
+                pending_summary: Vec::new(),
+            },
+        );
+        assert_page_reads_only(
+            "refusal",
+            &EditRefused {
+                error: "no".into(),
+                refusal: EditRefusal::Changed,
+                field_problems: vec![field_problem],
+                current_version: Some("v".into()),
+                current_text: Some("text".into()),
+                other_change: Some("+x".into()),
+                patch: Some("+x".into()),
+            },
+        );
+        assert_page_reads_only(
+            "field",
+            &MetadataField {
+                name: "firstname".into(),
+                kind: "text".into(),
             },
         );
         assert_page_reads_only(

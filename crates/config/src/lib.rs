@@ -13,6 +13,8 @@
 //! validated [`Config`].
 
 mod choice;
+mod diff;
+pub mod edit;
 mod render;
 mod schema;
 mod spec;
@@ -32,6 +34,7 @@ pub use spec::{
     OwnSettings, PacingSpec, PicklistMode, ReplacementSpec, Specs, TlsFiles, WorkflowSpec,
 };
 
+pub use diff::unified_diff;
 pub use render::{Style, render};
 
 use schema::{ConfigFile, TableMapping};

@@ -7,6 +7,7 @@
 
 mod drift;
 mod lifecycle;
+mod metadata;
 pub mod offline;
 mod prepare;
 mod preview;
@@ -35,6 +36,7 @@ use conduit_store::{
 };
 
 pub use lifecycle::{Status, StatusKind};
+pub use metadata::{MetadataError, MetadataField, MetadataSystem};
 pub use preview::{
     FieldChange, MappingPreview, PreviewOptions, PreviewReport, RecordChange, plain as plain_value,
 };

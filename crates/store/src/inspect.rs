@@ -11,9 +11,9 @@ use std::collections::HashSet;
 
 use conduit_model::{System, WorkflowId};
 
+use super::codec::decode_queued;
 use super::dead_letters::DeadLetterPayload;
 use super::ledger;
-use super::record::QueuedRecord;
 use super::tables::{DEAD_LETTERS, LEDGER, QUEUE, REREAD};
 use super::{DeadLetter, Store, StoreError, decode_json};
 
@@ -58,8 +58,8 @@ impl Store {
         let mut keys = PendingKeys::default();
         let queue = read.open_table(QUEUE)?;
         for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
-            let (_, value) = entry?;
-            let queued: QueuedRecord = decode_json("queued record", value.value())?;
+            let (key, value) = entry?;
+            let queued = decode_queued(key.value().1, value.value())?;
             keys.queued
                 .insert((queued.record.target.table, queued.record.key));
         }
