@@ -40,11 +40,12 @@ fn status_of(workflow: &str) -> String {
 async fn the_page_lists_workflows_starts_one_and_shows_the_backlog_moving() {
     let sims = SimPair::start(400, 0).await;
     sims.write_config(WORKFLOWS);
-    // A slow Campaign keeps a backlog visible for a while.
+    // A slow Campaign keeps a backlog visible for a few of the page's one-second polls (a
+    // write is one call, so 400 contacts at 16 in flight take ~25 rounds of this latency).
     sims.campaign
         .faults()
         .set(FaultConfig {
-            latency_ms: 15,
+            latency_ms: 200,
             ..FaultConfig::default()
         })
         .unwrap();
