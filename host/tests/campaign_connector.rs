@@ -797,7 +797,10 @@ async fn writes_with_known_hrefs_and_new_keys_cost_one_call_and_stale_hints_fall
         .unwrap();
     let theirs = profile("theirs", Operation::Upsert, &[("firstName", text("New"))]);
     let before = h.sim.requests_served();
-    let results = h.connector.write_located(&[theirs.clone()], &[None]).await;
+    let results = h
+        .connector
+        .write_located(std::slice::from_ref(&theirs), &[None])
+        .await;
     assert_eq!(h.sim.requests_served() - before, 3, "POST, lookup, PATCH");
     let found = h.sim.find("profile", "theirs").unwrap();
     assert_eq!(taught_href(&results[0]), found["href"].as_str().unwrap());

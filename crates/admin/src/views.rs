@@ -444,6 +444,15 @@ mod tests {
                 kind: "text".into(),
             },
         );
+        // The restart preview's field changes.
+        assert_page_reads_only(
+            "change",
+            &FieldChange {
+                field: "lastName".into(),
+                before: serde_json::json!("Andersen"),
+                after: serde_json::json!("Previewed"),
+            },
+        );
         assert_page_reads_only(
             "letter",
             &DeadLetter {

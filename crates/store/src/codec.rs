@@ -117,11 +117,9 @@ pub(super) fn encode_queued(queued: &QueuedRecord) -> Vec<u8> {
         deferred_since_ms: queued.deferred_since_ms,
     };
     let bytes = vec![BINARY_V1];
-    // Encoding plain owned data into a growing Vec cannot fail.
-    match postcard::to_extend(&wire, bytes) {
-        Ok(bytes) => bytes,
-        Err(_) => Vec::new(),
-    }
+    // Encoding plain data into a growing Vec cannot fail (postcard fails only on a full
+    // fixed-size buffer or a sequence of unknown length, neither of which occurs here).
+    postcard::to_extend(&wire, bytes).unwrap_or_default()
 }
 
 impl QueuedRecord {

@@ -763,7 +763,7 @@ function previewControl(id) {
 }
 
 function describeChange(record) {
-  const fields = record.fields.map((field) => `${field.field}: ${JSON.stringify(field.before)} → ${JSON.stringify(field.after)}`).join("; ");
+  const fields = record.fields.map((change) => `${change.field}: ${JSON.stringify(change.before)} → ${JSON.stringify(change.after)}`).join("; ");
   switch (record.change) {
     case "fields": return `${record.key}: ${fields}`;
     case "written": return `${record.key} newly written: ${fields}`;
