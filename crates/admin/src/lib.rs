@@ -93,7 +93,10 @@ pub struct AdminOptions {
 /// problem per failure. The editor runs it on each check and save of that workflow's section,
 /// on a blocking thread: it runs plugin code, up to the workflow's plugin deadline per call.
 #[derive(Clone)]
-pub struct PluginCheck(Arc<dyn Fn(&Config, WorkflowId) -> Vec<Problem> + Send + Sync>);
+pub struct PluginCheck(Arc<CheckFn>);
+
+/// The function behind a [`PluginCheck`].
+type CheckFn = dyn Fn(&Config, WorkflowId) -> Vec<Problem> + Send + Sync;
 
 impl PluginCheck {
     /// A check from a function of the edited config and the edited workflow.
