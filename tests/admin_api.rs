@@ -849,6 +849,53 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
     );
     assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
 
+    // The plugin's own check, as `conduit config check` runs it: the builtin table mapper takes
+    // no settings of its own, so its `configure` refuses a key there (the config validator
+    // passes settings through). Shown at the mapping's settings; the save writes nothing.
+    let mut unknown_setting = loaded["section"].clone();
+    unknown_setting["mappings"][0]["settings"] = json!({ "colour": "blue" });
+    let edit = json!({ "version": version, "section": unknown_setting });
+    let (status, checked) = host
+        .post_json("/api/workflows/ingress/edit/check", &edit)
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    reads_as::<views::EditChecked>("edit check", &checked);
+    let problems = checked["field_problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{checked}");
+    assert_eq!(problems[0]["path"], "mappings[0].settings", "{checked}");
+    let message = problems[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("contacts") && message.contains("colour"),
+        "{checked}"
+    );
+    let (status, refused) = host.post_json("/api/workflows/ingress/edit", &edit).await;
+    assert_eq!(status, 422, "{refused}");
+    reads_as::<views::EditRefused>("edit refused", &refused);
+    assert_eq!(refused["refusal"], "invalid");
+    assert_eq!(refused["field_problems"], checked["field_problems"]);
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+
+    // A plugin that cannot be loaded: a path to a file that is not there, at `plugin`.
+    let mut missing = loaded["section"].clone();
+    missing["plugin"] = json!("plugins/missing.wasm");
+    let (status, checked) = host
+        .post_json(
+            "/api/workflows/ingress/edit/check",
+            &json!({ "version": version, "section": missing }),
+        )
+        .await;
+    assert_eq!(status, 200, "{checked}");
+    let problems = checked["field_problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{checked}");
+    assert_eq!(problems[0]["path"], "plugin", "{checked}");
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing.wasm"),
+        "{checked}"
+    );
+
     // A valid edit is written in place, and the running workflow shows it pending.
     let mut valid = loaded["section"].clone();
     valid["mappings"][0]["replacements"] =
@@ -928,7 +975,7 @@ async fn the_editor_api_saves_a_section_in_place_and_refuses_invalid_stale_and_c
         .filter(|e| e["action"] == "config-edit")
         .map(|e| e["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(edits, ["refused", "ok", "refused"], "{audit:#}");
+    assert_eq!(edits, ["refused", "ok", "refused", "refused"], "{audit:#}");
 }
 
 /// A folder bind-mounted read-only onto itself for as long as it lives, as a Kubernetes

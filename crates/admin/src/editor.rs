@@ -1,8 +1,9 @@
 //! The workflow editor's endpoints: `GET /api/workflows/{id}/edit` hands out a workflow's
 //! section with the version of the file it came from, and `POST` of the same path saves an
 //! edited section through `conduit_config::edit` (validated as `conduit config check` does,
-//! written with the file's comments and formatting kept, refused when the file changed
-//! since). A save is a state change: the API's guard (token, same origin, the request header)
+//! the edited workflow's plugin loaded and configured with its settings through the runtime's
+//! [`PluginCheck`](super::PluginCheck), written with the file's comments and formatting kept,
+//! refused when the file changed since). A save is a state change: the API's guard (token, same origin, the request header)
 //! admits it and the audit trail records it. The running workflow is untouched; the edit shows
 //! as "changes pending restart" until its next stop and start. `GET /api/metadata/{system}/
 //! {table}` lists a table's fields with their types, as the services describe them, for the
@@ -39,6 +40,9 @@ pub(crate) struct EditorState {
     saving: Mutex<()>,
     /// Recently handed-out texts by version, newest last.
     texts: Mutex<VecDeque<(String, Arc<str>)>>,
+    /// Held while a plugin check runs: one at a time, so editors checking as they type cannot
+    /// take the plugin runtime's instance slots from the running workflows.
+    checking: Mutex<()>,
 }
 
 impl EditorState {
@@ -133,7 +137,19 @@ pub(super) async fn check(
         Err(error) => return error.into_response(),
     };
     let path = state.supervisor.config_path().to_path_buf();
-    match edit::check(&path, id, &request.section) {
+    let checked = off_the_workers(move || {
+        edit::check_with(&path, id, &request.section, &|config| {
+            plugin_problems(&state, config, id)
+        })
+    })
+    .await;
+    let checked = match checked {
+        Ok(checked) => checked,
+        Err(message) => {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
+        }
+    };
+    match checked {
         Ok(diff) => Json(EditChecked {
             field_problems: Vec::new(),
             diff,
@@ -164,15 +180,26 @@ pub(super) async fn save(
     };
     let path = state.supervisor.config_path().to_path_buf();
     let result = {
-        let _one_at_a_time = state
-            .editor
-            .saving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        edit::save(&path, &request.version, id, &request.section)
+        let (state, path, version) = (state.clone(), path.clone(), request.version.clone());
+        off_the_workers(move || {
+            let _one_at_a_time = state
+                .editor
+                .saving
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            edit::save_with(&path, &version, id, &request.section, &|config| {
+                plugin_problems(&state, config, id)
+            })
+        })
+        .await
     };
     let (outcome, detail, response) = match result {
-        Ok(saved) => {
+        Err(message) => {
+            let response =
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message.clone()).into_response();
+            (AuditOutcome::Failed, message, response)
+        }
+        Ok(Ok(saved)) => {
             // The watcher would notice within its interval; the editor shows the badge now.
             state.supervisor.refresh_config();
             if let Ok(text) = std::fs::read_to_string(&path) {
@@ -203,7 +230,7 @@ pub(super) async fn save(
             };
             (AuditOutcome::Ok, detail, Json(answer).into_response())
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             let loaded = state.editor.text_of(&request.version);
             let name = path
                 .file_name()
@@ -230,6 +257,35 @@ pub(super) async fn save(
         tracing::error!(%error, "cannot record a config edit in the audit trail");
     }
     response
+}
+
+/// The problems of the edited workflow's plugin in an edited config; none without a check
+/// (an admin API built without the runtime's plugin host).
+fn plugin_problems(
+    state: &AdminState,
+    config: &conduit_config::Config,
+    id: WorkflowId,
+) -> Vec<conduit_config::Problem> {
+    let Some(check) = &state.plugin_check else {
+        return Vec::new();
+    };
+    let _one_at_a_time = state
+        .editor
+        .checking
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    check.check(config, id)
+}
+
+/// Runs a check or save on a blocking thread: it reads and writes the file, and the plugin
+/// check runs plugin code for up to the workflow's plugin deadline per call, which must not
+/// hold an async worker. Fails only when the work panicked.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| format!("the edit could not be checked: {error}"))
 }
 
 /// The status and body of a refused load or save; `loaded` is the text the editor loaded,

@@ -5,7 +5,8 @@
 //! certificate and key) or an explicit `host.admin_allow_plain_http`.
 //!
 //! It drives the engine's supervisor and reads the store's counters and audit trail; it knows
-//! nothing of connectors or plugins.
+//! nothing of connectors or plugins (the editor's plugin check is a hook the runtime passes
+//! in, [`PluginCheck`]).
 
 mod api;
 mod auth;
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
+use conduit_config::{Config, Problem};
 use conduit_engine::Supervisor;
+use conduit_model::WorkflowId;
 
 pub use auth::constant_time_eq;
 pub use backup::{ENTRIES_HEADER, FORMAT_HEADER};
@@ -80,6 +83,40 @@ pub struct AdminOptions {
     pub tls: Option<TlsFiles>,
     /// Allow plain HTTP off loopback (`host.admin_allow_plain_http`).
     pub allow_plain_http: bool,
+    /// The workflow editor's check of a workflow's plugin; without it the editor validates the
+    /// config only.
+    pub plugin_check: Option<PluginCheck>,
+}
+
+/// Checks one workflow's plugin in a config as `conduit config check` does (the component
+/// loads, implements the workflow's world and its `configure` accepts its settings), one
+/// problem per failure. The editor runs it on each check and save of that workflow's section,
+/// on a blocking thread: it runs plugin code, up to the workflow's plugin deadline per call.
+#[derive(Clone)]
+pub struct PluginCheck(Arc<CheckFn>);
+
+/// The function behind a [`PluginCheck`].
+type CheckFn = dyn Fn(&Config, WorkflowId) -> Vec<Problem> + Send + Sync;
+
+impl PluginCheck {
+    /// A check from a function of the edited config and the edited workflow.
+    pub fn new(
+        check: impl Fn(&Config, WorkflowId) -> Vec<Problem> + Send + Sync + 'static,
+    ) -> PluginCheck {
+        PluginCheck(Arc::new(check))
+    }
+
+    /// The problems of `workflow`'s plugin in `config`; runs plugin code (call it off the
+    /// async workers).
+    pub fn check(&self, config: &Config, workflow: WorkflowId) -> Vec<Problem> {
+        (self.0)(config, workflow)
+    }
+}
+
+impl std::fmt::Debug for PluginCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PluginCheck")
+    }
 }
 
 impl AdminOptions {
@@ -91,6 +128,7 @@ impl AdminOptions {
             hosts: Vec::new(),
             tls: None,
             allow_plain_http: false,
+            plugin_check: None,
         }
     }
 }
@@ -102,16 +140,19 @@ pub(crate) struct AdminState {
     pub(crate) hosts: HostAllowList,
     /// The workflow editor's saves and remembered texts.
     pub(crate) editor: editor::EditorState,
+    /// The editor's check of the edited workflow's plugin, when the runtime gives one.
+    pub(crate) plugin_check: Option<PluginCheck>,
 }
 
 /// The admin router for a supervisor listening on `listen` (whose address is allowed as a
 /// `Host`, with loopback and `hosts`); `token` is required on every call but `/healthz` and
-/// `/readyz`.
+/// `/readyz`; the editor checks plugins with `plugin_check` when given.
 pub fn router(
     supervisor: Supervisor,
     listen: SocketAddr,
     token: Option<String>,
     hosts: &[String],
+    plugin_check: Option<PluginCheck>,
 ) -> Router {
     // Every refusal reason shows at 0 from the first scrape, so a dashboard can tell "none yet"
     // from "not measured"; once per router, not per scrape.
@@ -123,6 +164,7 @@ pub fn router(
         token,
         hosts: HostAllowList::new(listen.ip(), hosts),
         editor: editor::EditorState::default(),
+        plugin_check,
     });
     Router::new()
         .route("/api/workflows", get(api::list_workflows))
@@ -229,7 +271,13 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(|source| AdminError::Bind { address, source })?;
-    let app = router(supervisor, address, token, &options.hosts);
+    let app = router(
+        supervisor,
+        address,
+        token,
+        &options.hosts,
+        options.plugin_check,
+    );
     let served = tls.is_some();
     let task = match tls {
         Some(config) => {

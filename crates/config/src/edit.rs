@@ -189,14 +189,69 @@ pub fn apply(text: &str, workflow: WorkflowId, section: &Json) -> Result<String,
 /// What a save of `section` would change, as a unified diff, or its problems at their fields:
 /// validation as the editor edits, writing nothing.
 pub fn check(path: &Path, workflow: WorkflowId, section: &Json) -> Result<String, EditError> {
+    check_with(path, workflow, section, &|_| Vec::new())
+}
+
+/// [`check`], then `more` on the edited config when it is valid (the admin API passes the
+/// plugin's own check: its `configure` with its settings); its problems are placed by
+/// [`place_plugin_problems`].
+pub fn check_with(
+    path: &Path,
+    workflow: WorkflowId,
+    section: &Json,
+    more: &dyn Fn(&Config) -> Vec<Problem>,
+) -> Result<String, EditError> {
     let text = read(path)?;
     let edited = apply(&text, workflow, section)?;
-    if let Err(problems) = Config::parse(path, &edited) {
-        return Err(EditError::Invalid(locate_problems(
-            &edited, workflow, &problems,
-        )));
-    }
+    validate(path, &edited, workflow, section, more)?;
     Ok(super::diff::unified_diff(&text, &edited, &file_name(path)))
+}
+
+/// The validation of an edited text: the config validator's problems, or when there are none
+/// the problems `more` finds in the config.
+fn validate(
+    path: &Path,
+    edited: &str,
+    workflow: WorkflowId,
+    section: &Json,
+    more: &dyn Fn(&Config) -> Vec<Problem>,
+) -> Result<(), EditError> {
+    let config = Config::parse(path, edited)
+        .map_err(|problems| EditError::Invalid(locate_problems(edited, workflow, &problems)))?;
+    let problems = more(&config);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let located = locate_problems(edited, workflow, &problems);
+    Err(EditError::Invalid(place_plugin_problems(located, section)))
+}
+
+/// Places the problems of a plugin check at the editor's fields: a mapping's problem (found at
+/// its `name`) at the mapping's own `settings` when the edit gives it some, as those are what
+/// only the plugin reads; a problem with no place of its own (the default plugin, not written
+/// in the file) at `plugin`.
+pub fn place_plugin_problems(problems: Vec<FieldProblem>, section: &Json) -> Vec<FieldProblem> {
+    problems
+        .into_iter()
+        .map(|mut problem| {
+            match problem.path.as_deref() {
+                None => problem.path = Some("plugin".into()),
+                Some(path) => {
+                    let settings = path
+                        .strip_prefix("mappings[")
+                        .and_then(|rest| rest.strip_suffix("].name"))
+                        .and_then(|index| index.parse::<usize>().ok())
+                        .and_then(|index| section.get("mappings")?.get(index)?.get("settings"))
+                        .and_then(Json::as_object)
+                        .is_some_and(|settings| !settings.is_empty());
+                    if settings && let Some(mapping) = path.strip_suffix(".name") {
+                        problem.path = Some(format!("{mapping}.settings"));
+                    }
+                }
+            }
+            problem
+        })
+        .collect()
 }
 
 fn file_name(path: &Path) -> String {
@@ -213,6 +268,17 @@ pub fn save(
     workflow: WorkflowId,
     section: &Json,
 ) -> Result<Saved, EditError> {
+    save_with(path, version, workflow, section, &|_| Vec::new())
+}
+
+/// [`save`], refusing also an edit in which `more` finds problems (as [`check_with`]).
+pub fn save_with(
+    path: &Path,
+    version: &str,
+    workflow: WorkflowId,
+    section: &Json,
+    more: &dyn Fn(&Config) -> Vec<Problem>,
+) -> Result<Saved, EditError> {
     let text = read(path)?;
     let current_version = version_of(&text);
     if current_version != version {
@@ -222,11 +288,7 @@ pub fn save(
         });
     }
     let edited = apply(&text, workflow, section)?;
-    if let Err(problems) = Config::parse(path, &edited) {
-        return Err(EditError::Invalid(locate_problems(
-            &edited, workflow, &problems,
-        )));
-    }
+    validate(path, &edited, workflow, section, more)?;
     let diff = super::diff::unified_diff(&text, &edited, &file_name(path));
     if edited == text {
         return Ok(Saved {

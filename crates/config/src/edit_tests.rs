@@ -188,6 +188,63 @@ fn an_invalid_edit_writes_nothing_and_names_its_fields() {
 }
 
 #[test]
+fn a_plugin_check_refuses_at_the_mapping_settings_or_the_plugin_and_writes_nothing() {
+    let (_dir, path) = file_with(EXAMPLE);
+    let (version, mut ingress) = section(&path, WorkflowId::Ingress);
+    ingress["mappings"][1]["settings"] = json!({ "colour": "blue" });
+    // A stand-in for the plugin's `configure`: it refuses every mapping that has settings.
+    let refuse = |config: &Config| {
+        let mut problems = Vec::new();
+        for mapping in config.ingress().into_iter().flat_map(|s| &s.mappings) {
+            if !mapping.settings.is_empty() {
+                let at = crate::ConfigKey::Mapping(&mapping.name);
+                problems.push(config.problem(at, format!("{} refused", mapping.name), None));
+            }
+        }
+        if config
+            .ingress()
+            .is_some_and(|s| s.mapping("people").is_some())
+        {
+            let at = crate::ConfigKey::Plugin(WorkflowId::Ingress);
+            problems.push(config.problem(at, "cannot load".into(), None));
+        }
+        problems
+    };
+    let Err(EditError::Invalid(problems)) =
+        check_with(&path, WorkflowId::Ingress, &ingress, &refuse)
+    else {
+        panic!("the check passed");
+    };
+    let places: Vec<_> = problems.iter().map(|p| p.path.as_deref()).collect();
+    assert_eq!(places, [Some("mappings[1].settings")], "{problems:?}");
+    assert_eq!(problems[0].message, "vehicles refused");
+    let Err(EditError::Invalid(refused)) =
+        save_with(&path, &version, WorkflowId::Ingress, &ingress, &refuse)
+    else {
+        panic!("the save was accepted");
+    };
+    assert_eq!(refused, problems);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), EXAMPLE);
+
+    // A renamed mapping without settings passes; the plugin problem lands at `plugin`, also
+    // when the section leaves the plugin at its default (no `plugin` key in the file).
+    let (_, mut ingress) = section(&path, WorkflowId::Ingress);
+    ingress["mappings"][0]["name"] = json!("people");
+    for plugin in [json!("builtin:table-mapper"), Json::Null] {
+        ingress["plugin"] = plugin;
+        let Err(EditError::Invalid(problems)) =
+            check_with(&path, WorkflowId::Ingress, &ingress, &refuse)
+        else {
+            panic!("the check passed");
+        };
+        let places: Vec<_> = problems.iter().map(|p| p.path.as_deref()).collect();
+        assert_eq!(places, [Some("plugin")], "{problems:?}");
+    }
+    // Without a plugin check the same edit is fine: the problems came from it alone.
+    assert!(check(&path, WorkflowId::Ingress, &ingress).is_ok());
+}
+
+#[test]
 fn a_value_of_the_wrong_shape_is_refused_at_its_field() {
     let (_dir, path) = file_with(EXAMPLE);
     let (version, mut egress) = section(&path, WorkflowId::Egress);

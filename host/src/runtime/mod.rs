@@ -1,6 +1,7 @@
 //! Assembles a running host from a config file: the store in the data directory, the Wasm
 //! plugin runtime with its on-disk cache, the connectors, the workflow supervisor (restoring
-//! the workflows that were running), the config watcher and the admin API. Everything it
+//! the workflows that were running), the config watcher and the admin API (whose workflow
+//! editor checks the edited workflow's plugin through the same plugin runtime). Everything it
 //! creates on disk is private to the host's user; existing paths others can read are warned
 //! about at start.
 
@@ -19,7 +20,7 @@ use conduit_plugin_host::PluginHost;
 use conduit_store::Store;
 
 pub use connectors::{ConnectError, ServiceConnect};
-pub use plugin_check::{check_plugins, workflow_world};
+pub use plugin_check::{check_plugins, check_workflow_plugin, workflow_world};
 pub use plugins::{
     WasmEventMapper, WasmOptOutResolver, WasmPlugins, WasmRecordMapper, resolve_reference,
     sandbox_limits,
@@ -93,6 +94,11 @@ pub async fn start(
     let store = Store::open(&store_path(&data_dir))?;
     let plugin_host = PluginHost::new(Some(&data_dir.join("plugin-cache")))
         .map_err(|error| HostError::Plugins(error.to_string()))?;
+    // The editor's check loads the edited workflow's plugin in the same engine and cache.
+    let checking_host = plugin_host.clone();
+    let plugin_check = admin::PluginCheck::new(move |config, workflow| {
+        check_workflow_plugin(config, &checking_host, workflow)
+    });
     let supervisor = Supervisor::new(Environment {
         store,
         connect,
@@ -111,6 +117,7 @@ pub async fn start(
             key: tls.key.clone(),
         }),
         allow_plain_http: host.admin_allow_plain_http,
+        plugin_check: Some(plugin_check),
     };
     let admin = admin::serve(supervisor.clone(), admin_options).await?;
     tracing::info!(url = %admin.url(), "admin API listening");

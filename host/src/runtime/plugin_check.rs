@@ -20,66 +20,78 @@ pub fn workflow_world(workflow: WorkflowId) -> World {
 /// Runs plugin code (each `configure` up to the workflow's plugin deadline): call it from a
 /// blocking thread, never from an async worker.
 pub fn check_plugins(config: &Config, host: &PluginHost) -> Vec<Problem> {
+    WorkflowId::ALL
+        .into_iter()
+        .flat_map(|workflow| check_workflow_plugin(config, host, workflow))
+        .collect()
+}
+
+/// Loads and configures one workflow's plugin (none when the workflow is not configured), as
+/// [`check_plugins`] does for each; the workflow editor's check. Runs plugin code: call it
+/// from a blocking thread.
+pub fn check_workflow_plugin(
+    config: &Config,
+    host: &PluginHost,
+    workflow: WorkflowId,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
-    for workflow in WorkflowId::ALL {
-        let Some(plugin) = config.plugin(workflow) else {
-            continue;
-        };
-        let world = workflow_world(workflow);
-        let at_plugin = |message: String, hint: String| {
-            config.problem(ConfigKey::Plugin(workflow), cap(&message), Some(hint))
-        };
-        let loaded = match resolve_reference(&config.base_dir(), plugin)
-            .and_then(|reference| host.load(&reference, world))
-        {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                let message = error.to_string();
-                let hint = if matches!(error, PluginError::WrongWorld { .. }) {
-                    format!(
-                        "the {workflow} workflow needs a {world} plugin; `conduit plugin test <plugin>` names the world a component implements"
-                    )
-                } else {
-                    "give a WebAssembly component built for wasm32-wasip2 (`conduit plugin build` makes one)".to_owned()
-                };
-                problems.push(at_plugin(message, hint));
-                continue;
-            }
-        };
-        let limits = sandbox_limits(&config.limits(workflow));
-        match workflow {
-            WorkflowId::Ingress => {
-                let mappings = config.ingress().into_iter().flat_map(|s| &s.mappings);
-                for mapping in mappings {
-                    let name = &mapping.name;
-                    let result = match plugin_settings(config, workflow, Some(name)) {
-                        Ok(settings) => configure(&loaded, world, &settings, limits),
-                        Err(error) => Err(error.to_string()),
-                    };
-                    if let Err(message) = result {
-                        problems.push(config.problem(
-                            ConfigKey::Mapping(name),
-                            cap(&format!("mapping '{name}': {message}")),
-                            Some(format!(
-                                "fix this mapping's settings; `conduit plugin test --mapping {name}` runs the plugin with them"
-                            )),
-                        ));
-                    }
-                }
-            }
-            WorkflowId::Egress | WorkflowId::OptInOut => {
-                let result = match plugin_settings(config, workflow, None) {
+    let Some(plugin) = config.plugin(workflow) else {
+        return problems;
+    };
+    let world = workflow_world(workflow);
+    let at_plugin = |message: String, hint: String| {
+        config.problem(ConfigKey::Plugin(workflow), cap(&message), Some(hint))
+    };
+    let loaded = match resolve_reference(&config.base_dir(), plugin)
+        .and_then(|reference| host.load(&reference, world))
+    {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            let message = error.to_string();
+            let hint = if matches!(error, PluginError::WrongWorld { .. }) {
+                format!(
+                    "the {workflow} workflow needs a {world} plugin; `conduit plugin test <plugin>` names the world a component implements"
+                )
+            } else {
+                "give a WebAssembly component built for wasm32-wasip2 (`conduit plugin build` makes one)".to_owned()
+            };
+            problems.push(at_plugin(message, hint));
+            return problems;
+        }
+    };
+    let limits = sandbox_limits(&config.limits(workflow));
+    match workflow {
+        WorkflowId::Ingress => {
+            let mappings = config.ingress().into_iter().flat_map(|s| &s.mappings);
+            for mapping in mappings {
+                let name = &mapping.name;
+                let result = match plugin_settings(config, workflow, Some(name)) {
                     Ok(settings) => configure(&loaded, world, &settings, limits),
                     Err(error) => Err(error.to_string()),
                 };
                 if let Err(message) = result {
-                    problems.push(at_plugin(
-                        message,
-                        format!(
-                            "fix the [{workflow}] settings; `conduit plugin test --workflow {workflow}` runs the plugin with them"
-                        ),
+                    problems.push(config.problem(
+                        ConfigKey::Mapping(name),
+                        cap(&format!("mapping '{name}': {message}")),
+                        Some(format!(
+                            "fix this mapping's settings; `conduit plugin test --mapping {name}` runs the plugin with them"
+                        )),
                     ));
                 }
+            }
+        }
+        WorkflowId::Egress | WorkflowId::OptInOut => {
+            let result = match plugin_settings(config, workflow, None) {
+                Ok(settings) => configure(&loaded, world, &settings, limits),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(message) = result {
+                problems.push(at_plugin(
+                    message,
+                    format!(
+                        "fix the [{workflow}] settings; `conduit plugin test --workflow {workflow}` runs the plugin with them"
+                    ),
+                ));
             }
         }
     }
