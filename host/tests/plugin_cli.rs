@@ -64,6 +64,33 @@ fn plugin_test_prints_the_outcomes_as_json() {
 }
 
 #[test]
+fn plugins_run_where_the_address_space_is_capped() {
+    // The pooling allocator reserves hundreds of GiB of address space up front; under a cap
+    // (`ulimit -v`, as some containers and valgrind impose) the engine allocates on demand.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = write(dir.path(), "settings.toml", SETTINGS);
+    let input = write(dir.path(), "input.json", INPUT);
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 8388608 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_conduit"))
+        .args(["plugin", "test", "builtin:table-mapper", "--settings"])
+        .arg(&settings)
+        .args(["--section", "ingress.contacts", "--input"])
+        .arg(&input)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcomes: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(outcomes[0]["records"][0]["key"], "c-1");
+}
+
+#[test]
 fn plugin_test_explains_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let settings = write(dir.path(), "settings.toml", SETTINGS);

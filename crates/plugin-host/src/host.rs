@@ -85,8 +85,21 @@ fn engine_config(allocator: Allocator) -> Config {
 impl PluginHost {
     /// Starts the engine and its epoch ticker; `cache_dir` keeps compiled components across
     /// restarts (none: compile on every load).
+    /// The pooling allocator is used where the process may reserve its address space; where it
+    /// may not (a capped `ulimit -v`, a container's address-space limit, valgrind), the engine
+    /// allocates on demand instead, with a warning, rather than refusing to run plugins.
     pub fn new(cache_dir: Option<&Path>) -> Result<PluginHost, PluginError> {
-        PluginHost::with_allocator(cache_dir, Allocator::Pooling)
+        match PluginHost::with_allocator(cache_dir, Allocator::Pooling) {
+            Ok(host) => Ok(host),
+            Err(PluginError::Engine(reason)) => {
+                tracing::warn!(
+                    %reason,
+                    "the plugin engine cannot reserve its instance pool; allocating plugin memory on demand (slower to instantiate)"
+                );
+                PluginHost::with_allocator(cache_dir, Allocator::OnDemand)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// [`PluginHost::new`] with the given instance allocator.

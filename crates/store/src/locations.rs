@@ -9,7 +9,7 @@
 //! scoped by the sink's own scope (e.g. the Campaign instance's API base), so repointing a
 //! workflow at another instance never reuses one instance's addresses on another.
 
-use redb::{ReadableTable, ReadableTableMetadata, Table};
+use redb::{ReadableTableMetadata, Table};
 
 use super::tables::LOCATIONS;
 use super::{Store, StoreError};
@@ -82,12 +82,8 @@ pub(super) fn apply(
         let entry = (key.destination.as_str(), key.key.as_str());
         match change {
             LocationChange::Set(address) if address.len() <= MAX_ADDRESS_BYTES => {
-                let unchanged = table
-                    .get(entry)?
-                    .is_some_and(|known| known.value() == address);
-                if !unchanged {
-                    table.insert(entry, address.as_str())?;
-                }
+                // The writer sends only changed addresses: one traversal, no lookup first.
+                table.insert(entry, address.as_str())?;
             }
             LocationChange::Set(_) | LocationChange::Forget => {
                 table.remove(entry)?;

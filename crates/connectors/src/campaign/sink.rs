@@ -185,7 +185,14 @@ impl CampaignConnector {
             .href
             .as_ref()
             .and_then(serde_json::Value::as_str)
-            .and_then(|href| self.same_origin_url(href).ok());
+            .and_then(|href| {
+                // An absolute href under the API base is ours as it is: no parse needed (the
+                // base's path begins after its host and port, so the prefix fixes the origin).
+                if href.starts_with(self.settings.api_base.as_str()) {
+                    return Some(href.to_owned());
+                }
+                self.same_origin_url(href).ok().map(String::from)
+            });
         let by_pkey = || {
             confirmation
                 .pkey
@@ -193,8 +200,8 @@ impl CampaignConnector {
                 .filter(|pkey| !pkey.is_empty())
                 .map(|pkey| self.api_url(&["profileAndServicesExt", resource, pkey]))
         };
-        match href.or_else(by_pkey) {
-            Some(url) => Learnt::At(url.into()),
+        match href.or_else(|| by_pkey().map(String::from)) {
+            Some(url) => Learnt::At(url),
             None => Learnt::Nothing,
         }
     }

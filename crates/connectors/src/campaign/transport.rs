@@ -95,7 +95,7 @@ impl Transport {
         let body = body.map(|body| bytes::Bytes::from(body.to_string()));
         let response = self
             .api
-            .execute_with(method.clone(), url.as_str(), resend, |request| {
+            .execute_url(method.clone(), url, resend, |request| {
                 let request = request
                     .header("X-Api-Key", &self.client_id)
                     .header(CACHE_CONTROL, "no-cache")

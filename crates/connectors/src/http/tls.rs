@@ -19,7 +19,10 @@ pub fn build_client(
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(30)))
         .pool_max_idle_per_host(max_in_flight.max(1))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // The services' APIs answer where they are asked; a redirect is answered as an error
+        // instead of followed, so the bearer token only ever goes to the configured URL.
+        .redirect(reqwest::redirect::Policy::none());
     if let Some(pem) = extra_ca_pem {
         let certificates = pem_certificates(pem).map_err(|reason| ConnectorError::Permanent {
             message: format!("the extra CA certificate {reason}"),
