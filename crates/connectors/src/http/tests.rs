@@ -344,3 +344,51 @@ fn invalid_extra_ca_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_token_never_follows_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Where a redirect would lead: it must never be called (it would receive the token).
+    let elsewhere_calls = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&elsewhere_calls);
+    let elsewhere = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { "{}" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let target = format!("http://{}/steal", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, elsewhere).await;
+    });
+    let (base, _, _) = fake_service(3599, 200).await;
+    let redirecting = axum::Router::new().route(
+        "/api",
+        axum::routing::get(move || {
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [(reqwest::header::LOCATION, target)], "") }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}/api", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, redirecting).await;
+    });
+    let client = ApiClient::new(
+        build_client(Duration::from_secs(5), None, 2).expect("client"),
+        cache(&base, Duration::from_secs(300)),
+        Pacer::new(2),
+        RetryPolicy::default(),
+    );
+    let answer = client
+        .execute(Method::GET, &api, |request| request)
+        .await
+        .expect("the 302 itself is the answer");
+    assert_eq!(answer.status, StatusCode::FOUND);
+    assert!(answer.into_success("GET /api").is_err());
+    assert_eq!(elsewhere_calls.load(Ordering::SeqCst), 0);
+}
