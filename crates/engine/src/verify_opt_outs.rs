@@ -21,6 +21,7 @@ use super::verify::{
     FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyOptions,
     VerifyProgress, step_reason,
 };
+use super::workflows::opt_in_out::flags_of;
 use super::workflows::{OptInOut, load};
 use super::{EngineError, Services, Supervisor};
 
@@ -77,21 +78,7 @@ impl Supervisor {
                 if row.op == Operation::Delete {
                     continue;
                 }
-                let changed_at = row.modified_at.clone();
-                let values = page
-                    .batch
-                    .columns
-                    .iter()
-                    .zip(&row.values)
-                    .filter_map(|(column, value)| match value {
-                        Value::Boolean(flag) => Some(OptOutValue {
-                            attribute: column.clone(),
-                            value: *flag,
-                            changed_at: changed_at.clone(),
-                        }),
-                        _ => None,
-                    })
-                    .collect();
+                let values = flags_of(&page.batch.columns, &row.values, row.modified_at.as_ref());
                 dynamics.insert(row.key.clone(), values);
                 if options.sample.is_some_and(|n| dynamics.len() >= n as usize) {
                     break;

@@ -6,7 +6,7 @@
 
 mod egress;
 mod ingress;
-mod opt_in_out;
+pub(crate) mod opt_in_out;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -252,19 +252,7 @@ impl OptInOut {
                     _ => None,
                 })
             });
-            let dynamics: Vec<OptOutValue> = batch
-                .columns
-                .iter()
-                .zip(&row.values)
-                .filter_map(|(column, value)| match value {
-                    Value::Boolean(flag) => Some(OptOutValue {
-                        attribute: column.clone(),
-                        value: *flag,
-                        changed_at: changed_at.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect();
+            let dynamics = flags_of(&batch.columns, &row.values, changed_at.as_ref());
             let mut snapshot = core.store.opt_out_snapshot(&row.key)?.unwrap_or_default();
             let unchanged = phase == Phase::Incremental
                 && !snapshot.dynamics.is_empty()
@@ -411,6 +399,26 @@ impl OptInOut {
 }
 
 /// True when two sides' readings hold the same values, whatever their change times.
+/// A Dynamics row's opt-out flags: each boolean column as a value changed at `changed_at`.
+pub(crate) fn flags_of(
+    columns: &[String],
+    values: &[Value],
+    changed_at: Option<&String>,
+) -> Vec<OptOutValue> {
+    columns
+        .iter()
+        .zip(values)
+        .filter_map(|(column, value)| match value {
+            Value::Boolean(flag) => Some(OptOutValue {
+                attribute: column.clone(),
+                value: *flag,
+                changed_at: changed_at.cloned(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn same_values(before: &[OptOutValue], now: &[OptOutValue]) -> bool {
     before.len() == now.len()
         && now.iter().all(|value| {
