@@ -596,6 +596,16 @@ async fn metrics_parse_as_prometheus_text_with_every_family() {
         0.0,
         "every refusal reason is declared at 0"
     );
+    let transactions = number(value("conduit_queue_transactions", T::Counter, &[]));
+    let steps = number(value("conduit_queue_steps", T::Counter, &[]));
+    assert!(
+        transactions >= 2.0,
+        "a read and a write were committed: {text}"
+    );
+    assert!(
+        steps >= transactions,
+        "every transaction holds at least one step: {text}"
+    );
     for stage in ["read", "write"] {
         match value(
             "conduit_queue_commit_seconds",

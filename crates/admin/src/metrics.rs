@@ -1,7 +1,7 @@
 //! `/metrics` in the OpenMetrics text format (`prometheus-client`): backlog, record counters,
 //! dead letters and running state read from the store at each scrape, plus the process-wide
 //! families of `telemetry` (plugin time, HTTP errors by status, queue commit latency, admin
-//! requests refused by reason). The encoder escapes label values as the format requires.
+//! requests refused by reason), and the store's group commits (steps per transaction). The encoder escapes label values as the format requires.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -113,6 +113,21 @@ pub(super) async fn render(State(state): State<Arc<AdminState>>) -> Response {
         "conduit_workflow_running",
         "1 when the workflow is RUNNING.",
         running,
+    );
+    let groups = state.supervisor.store().group_commits();
+    let transactions = Counter::<u64>::default();
+    transactions.inc_by(groups.transactions);
+    registry.register(
+        "conduit_queue_transactions",
+        "Write transactions (each one fsync) that committed reader and writer steps.",
+        transactions,
+    );
+    let steps = Counter::<u64>::default();
+    steps.inc_by(groups.steps);
+    registry.register(
+        "conduit_queue_steps",
+        "Reader and writer steps committed; those beyond conduit_queue_transactions shared another step's transaction.",
+        steps,
     );
     telemetry::register(&mut registry);
     let mut out = String::new();

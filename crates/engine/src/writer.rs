@@ -23,8 +23,8 @@ use futures_util::stream::FuturesUnordered;
 use conduit_connectors::{ConnectorError, Learnt, WriteOutcome};
 use conduit_model::{System, WorkflowId};
 use conduit_store::{
-    Deferral, InFlight, LocationChange, LocationKey, QueuedRecord, ReadyBatch, Store, WriteCommit,
-    now_ms,
+    Deferral, InFlight, Located, LocationChange, LocationKey, QueuedRecord, ReadyBatch, Store,
+    WriteCommit, now_ms,
 };
 
 use super::drift::DriftGuard;
@@ -226,26 +226,19 @@ impl Writer {
         let in_flight = Arc::clone(in_flight);
         let scopes = Arc::clone(scopes);
         let ready = tokio::task::spawn_blocking(move || {
-            let ReadyBatch {
-                records,
-                next_due_ms,
-            } = store.ready_batch(workflow, size, now_ms(), &in_flight)?;
-            let location_keys: Vec<Option<LocationKey>> = records
-                .iter()
-                .map(|queued| {
-                    let scope = scopes.get(queued.record.target.system)?;
-                    Some(LocationKey::new(scope, &queued.record))
-                })
-                .collect();
-            let wanted: Vec<LocationKey> = location_keys.iter().flatten().cloned().collect();
-            let mut found = store.locations(&wanted)?.into_iter();
-            let known = location_keys
-                .iter()
-                .map(|key| key.as_ref().and_then(|_| found.next().flatten()))
-                .collect();
+            let (
+                ReadyBatch {
+                    records,
+                    next_due_ms,
+                },
+                Located { keys, known },
+            ) = store.ready_batch_located(workflow, size, now_ms(), &in_flight, |record| {
+                let scope = scopes.get(record.target.system)?;
+                Some(LocationKey::new(scope, record))
+            })?;
             let batch = Batch {
                 records,
-                location_keys,
+                location_keys: keys,
                 known,
             };
             Ok::<_, conduit_store::StoreError>((batch, next_due_ms))

@@ -11,10 +11,12 @@ mod backup;
 mod codec;
 mod counters;
 mod dead_letters;
+mod group;
 mod inspect;
 mod ledger;
 mod locations;
 mod queue;
+mod recent;
 mod record;
 mod reread;
 mod state;
@@ -28,10 +30,11 @@ use redb::{Database, ReadableDatabase};
 pub use audit::{AuditEntry, AuditOutcome, Caller, NewAuditEntry};
 pub use backup::{BackupError, CopySummary, check_backup, restore};
 pub use dead_letters::{DeadLetter, DeadLetterFilter, DeadLetterPayload, NewDeadLetter, Stage};
+pub use group::GroupCommits;
 pub use inspect::PendingKeys;
 pub use ledger::LedgerPolicy;
 pub use locations::{LocationChange, LocationKey};
-pub use queue::{Deferral, InFlight, ReadCommit, ReadyBatch, WriteCommit};
+pub use queue::{Deferral, InFlight, Located, ReadCommit, ReadyBatch, WriteCommit};
 pub use record::{QueuedRecord, now_ms};
 pub use state::{Counters, CursorState, DesiredState, OptOutSnapshot, WorkflowRecord};
 
@@ -112,6 +115,15 @@ pub enum StoreError {
         "the data store could not commit: {0}; nothing of this step was kept, it will be retried"
     )]
     Commit(#[source] redb::CommitError),
+    /// Another step committed in the same transaction failed, so this one was not kept
+    /// either (see `group.rs`).
+    #[error(
+        "the data store could not commit: a step committed together with this one failed ({cause}); nothing of this step was kept, it will be retried"
+    )]
+    GroupFailed {
+        /// The other step's failure, as its message.
+        cause: String,
+    },
     /// A stored value could not be decoded.
     #[error("a stored {what} could not be decoded: {source}")]
     Decode {
@@ -168,6 +180,10 @@ pub struct Store {
     /// `None` after an I/O error poisoned the open database: the next use reopens the file.
     db: Arc<Mutex<Option<Arc<Database>>>>,
     path: PathBuf,
+    /// Records just queued, kept decoded for the writer (`recent.rs`).
+    recent: Arc<Mutex<recent::Recent>>,
+    /// The workflows' group commits (`group.rs`).
+    groups: Arc<group::Groups>,
 }
 
 impl std::fmt::Debug for Store {
@@ -196,6 +212,8 @@ impl Store {
         let store = Store {
             db: Arc::new(Mutex::new(Some(Arc::new(db)))),
             path: path.to_path_buf(),
+            recent: Arc::default(),
+            groups: Arc::default(),
         };
         store.check_format_version()?;
         Ok(store)
@@ -235,6 +253,14 @@ impl Store {
         if slot.as_ref().is_some_and(|db| Arc::ptr_eq(db, poisoned)) {
             *slot = None;
         }
+    }
+
+    /// The recently queued records (a cache that is correct whatever it holds, so a panic
+    /// while it was locked leaves nothing to repair).
+    fn recent(&self) -> std::sync::MutexGuard<'_, recent::Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Begins a read, reopening the database first if an I/O error poisoned it.

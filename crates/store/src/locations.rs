@@ -9,7 +9,7 @@
 //! scoped by the sink's own scope (e.g. the Campaign instance's API base), so repointing a
 //! workflow at another instance never reuses one instance's addresses on another.
 
-use redb::{ReadableTableMetadata, Table};
+use redb::{ReadTransaction, ReadableTableMetadata, Table};
 
 use super::tables::LOCATIONS;
 use super::{Store, StoreError};
@@ -56,14 +56,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let read = self.begin_read()?;
-        let table = read.open_table(LOCATIONS)?;
-        keys.iter()
-            .map(|key| {
-                Ok(table
-                    .get((key.destination.as_str(), key.key.as_str()))?
-                    .map(|address| address.value().to_owned()))
-            })
-            .collect()
+        let keys: Vec<Option<&LocationKey>> = keys.iter().map(Some).collect();
+        read_in(&read, &keys)
     }
 
     /// How many addresses are known (for checks and sizing).
@@ -71,6 +65,26 @@ impl Store {
         let read = self.begin_read()?;
         Ok(read.open_table(LOCATIONS)?.len()?)
     }
+}
+
+/// The known address of each key in `read`, in order (`None` for no key or nothing known).
+pub(super) fn read_in<K: std::borrow::Borrow<LocationKey>>(
+    read: &ReadTransaction,
+    keys: &[Option<K>],
+) -> Result<Vec<Option<String>>, StoreError> {
+    if keys.iter().all(Option::is_none) {
+        return Ok(vec![None; keys.len()]);
+    }
+    let table = read.open_table(LOCATIONS)?;
+    keys.iter()
+        .map(|key| {
+            let Some(key) = key else { return Ok(None) };
+            let key = key.borrow();
+            Ok(table
+                .get((key.destination.as_str(), key.key.as_str()))?
+                .map(|address| address.value().to_owned()))
+        })
+        .collect()
 }
 
 /// Applies a write step's address changes inside its transaction.

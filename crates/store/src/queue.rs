@@ -8,14 +8,15 @@
 //! key, which wait behind it: per-key order holds across deferrals, restarts and crashes.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
-use redb::ReadableTable;
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
 use super::codec::{decode_queued, encode_queued};
 use super::counters::{counter_add, counter_get, counter_set};
 use super::dead_letters::{self, NewDeadLetter};
 use super::ledger::{self, Decision, LedgerPolicy};
-use super::locations::{LocationChange, LocationKey};
+use super::locations::{self, LocationChange, LocationKey};
 use super::record::{QueuedRecord, now_ms};
 use super::state::{CursorState, OptOutSnapshot};
 use super::tables::{
@@ -23,7 +24,7 @@ use super::tables::{
     REREAD, counter,
 };
 use super::{Store, StoreError, encode_json};
-use conduit_model::{Phase, Target, WorkflowId, WriteRecord};
+use conduit_model::{Phase, WorkflowId, WriteRecord};
 
 /// A queued record not written now, to be tried again later: it stays queued (holding back later
 /// writes of its key) with one more attempt counted, but is not handed to the writer before
@@ -40,10 +41,16 @@ pub struct Deferral {
 
 /// The records an earlier batch is still writing: a later batch passes them by, and later
 /// writes of their keys wait until that batch is committed.
+///
+/// Destination keys are held as 64-bit hashes ([`InFlight::identity`]), not copies: a batch
+/// compares every record it scans, and hashing borrows where copying allocates. Two keys with
+/// the same hash only make the later one wait for the next batch; order is never broken,
+/// because a key whose hash is in flight or already in the batch is never taken.
 #[derive(Debug, Default, Clone)]
 pub struct InFlight {
     seqs: HashSet<u64>,
-    keys: HashSet<(Target, String)>,
+    keys: HashSet<u64>,
+    hasher: RandomState,
 }
 
 impl InFlight {
@@ -51,8 +58,7 @@ impl InFlight {
     pub fn add(&mut self, records: &[QueuedRecord]) {
         for queued in records {
             self.seqs.insert(queued.seq);
-            self.keys
-                .insert((queued.record.target.clone(), queued.record.key.clone()));
+            self.keys.insert(self.identity(&queued.record));
         }
     }
 
@@ -60,9 +66,13 @@ impl InFlight {
     pub fn remove(&mut self, records: &[QueuedRecord]) {
         for queued in records {
             self.seqs.remove(&queued.seq);
-            self.keys
-                .remove(&(queued.record.target.clone(), queued.record.key.clone()));
+            self.keys.remove(&self.identity(&queued.record));
         }
+    }
+
+    /// The hash of a record's destination key (its target and key).
+    fn identity(&self, record: &WriteRecord) -> u64 {
+        self.hasher.hash_one((&record.target, &record.key))
     }
 
     /// True when nothing is being written.
@@ -78,6 +88,15 @@ pub struct ReadyBatch {
     pub records: Vec<QueuedRecord>,
     /// The earliest "not before" of the deferred records seen, if any.
     pub next_due_ms: Option<i64>,
+}
+
+/// The address keys and known addresses of a ready batch's records, in its order.
+#[derive(Debug, Default)]
+pub struct Located {
+    /// Each record's key in the address table, when its sink keeps addresses.
+    pub keys: Vec<Option<LocationKey>>,
+    /// Each record's known address (`None` without a key or where nothing is known).
+    pub known: Vec<Option<String>>,
 }
 
 /// Everything one reader step produced, committed in one transaction.
@@ -125,96 +144,15 @@ impl Store {
     /// Commits a reader step: queues outputs, stores dead letters, opt-out states and the new
     /// cursor, and updates the counters, all or nothing.
     pub fn commit_read(&self, workflow: WorkflowId, commit: ReadCommit) -> Result<(), StoreError> {
-        let wf = workflow.as_str();
-        let now = now_ms();
-        let write = self.begin_write()?;
-        {
-            let mut queue = write.open_table(QUEUE)?;
-            let mut seq = counter_get(&write, wf, counter::NEXT_SEQ)?;
-            let mut ledger_table = write.open_table(LEDGER)?;
-            // A store upgraded from before the ledger cannot tell whose records older ones
-            // are, so it keeps deleting by key as it always did.
-            let deletes_need_ownership = commit.ledger != LedgerPolicy::Off
-                && write.open_table(META)?.get(META_LEDGER_PARTIAL)?.is_none();
-            let (mut queued, mut unchanged, mut not_owned) = (0u64, 0u64, 0u64);
-            for (origin, record) in commit.records {
-                match ledger::decide(
-                    &mut ledger_table,
-                    &record,
-                    commit.ledger,
-                    deletes_need_ownership,
-                )? {
-                    Decision::Queue => queued += 1,
-                    Decision::Unchanged => {
-                        unchanged += 1;
-                        continue;
-                    }
-                    Decision::NotOwned => {
-                        tracing::info!(
-                            workflow = wf,
-                            table = %record.target.table,
-                            key = %record.key,
-                            "delete skipped: the record was not created by Conduit"
-                        );
-                        not_owned += 1;
-                        continue;
-                    }
-                }
-                let mut body = QueuedRecord::new(seq, record, origin, now);
-                body.phase = commit.phase;
-                queue.insert((wf, seq), encode_queued(&body).as_slice())?;
-                seq += 1;
-            }
-            counter_set(&write, wf, counter::NEXT_SEQ, seq)?;
-            counter_add(&write, wf, counter::QUEUED, queued as i64)?;
-            counter_add(&write, wf, counter::READ, commit.read as i64)?;
-            counter_add(
-                &write,
-                wf,
-                counter::SKIPPED,
-                (commit.skipped + unchanged + not_owned) as i64,
-            )?;
-            counter_add(&write, wf, counter::SKIPPED_UNCHANGED, unchanged as i64)?;
-            counter_add(&write, wf, counter::SKIPPED_NOT_OWNED, not_owned as i64)?;
-            drop(ledger_table);
-
-            dead_letters::insert_all(&write, workflow, commit.dead_letters, now)?;
-            if !commit.retired_dead_letters.is_empty() {
-                let mut table = write.open_table(DEAD_LETTERS)?;
-                let mut removed = 0i64;
-                for id in commit.retired_dead_letters {
-                    if table.remove((wf, id))?.is_some() {
-                        removed += 1;
-                    }
-                }
-                drop(table);
-                counter_add(&write, wf, counter::DEAD_LETTERS, -removed)?;
-            }
-
-            if !commit.rereads_done.is_empty() {
-                let mut rereads = write.open_table(REREAD)?;
-                for (mapping, key) in &commit.rereads_done {
-                    rereads.remove((mapping.as_str(), key.as_str()))?;
-                }
-            }
-
-            if !commit.opt_out_states.is_empty() {
-                let mut states = write.open_table(OPT_OUT_STATE)?;
-                for (key, snapshot) in commit.opt_out_states {
-                    states.insert(key.as_str(), encode_json(&snapshot).as_slice())?;
-                }
-            }
-
-            if let Some(cursor) = commit.cursor {
-                let mut cursors = write.open_table(CURSORS)?;
-                cursors.insert(
-                    (wf, commit.source.as_str()),
-                    encode_json(&cursor).as_slice(),
-                )?;
-            }
-        }
-        write.commit()?;
-        Ok(())
+        self.commit_step(
+            workflow,
+            Box::new(move |write| {
+                let committed = apply_read(write, workflow, commit)?;
+                Ok(Box::new(move |store: &Store| {
+                    store.recent().keep(workflow, committed);
+                }))
+            }),
+        )
     }
 
     /// The oldest queued records ready now, at most `max` of them and at most one per destination
@@ -241,9 +179,44 @@ impl Store {
         now_ms: i64,
         in_flight: &InFlight,
     ) -> Result<ReadyBatch, StoreError> {
-        let wf = workflow.as_str();
         let read = self.begin_read()?;
+        self.ready_in(&read, workflow, max, now_ms, in_flight)
+    }
+
+    /// [`Store::ready_batch`] with the known address of each record that `locate` gives a key
+    /// (see [`Store::locations`]), read in the same transaction: the writer's one read per
+    /// batch.
+    pub fn ready_batch_located(
+        &self,
+        workflow: WorkflowId,
+        max: usize,
+        now_ms: i64,
+        in_flight: &InFlight,
+        locate: impl Fn(&WriteRecord) -> Option<LocationKey>,
+    ) -> Result<(ReadyBatch, Located), StoreError> {
+        let read = self.begin_read()?;
+        let ready = self.ready_in(&read, workflow, max, now_ms, in_flight)?;
+        let keys: Vec<Option<LocationKey>> = ready
+            .records
+            .iter()
+            .map(|queued| locate(&queued.record))
+            .collect();
+        let known = locations::read_in(&read, &keys)?;
+        Ok((ready, Located { keys, known }))
+    }
+
+    fn ready_in(
+        &self,
+        read: &ReadTransaction,
+        workflow: WorkflowId,
+        max: usize,
+        now_ms: i64,
+        in_flight: &InFlight,
+    ) -> Result<ReadyBatch, StoreError> {
+        let wf = workflow.as_str();
         let queue = read.open_table(QUEUE)?;
+        let mut recent = self.recent();
+        let mut head = None;
         let mut ready = ReadyBatch::default();
         let mut keys = HashSet::new();
         let mut blocked = HashSet::new();
@@ -261,12 +234,17 @@ impl Store {
             }
             let (key, value) = entry?;
             let seq = key.value().1;
+            head.get_or_insert(seq);
             if in_flight.seqs.contains(&seq) {
                 // Its key is in `in_flight.keys`: no need to decode it.
                 continue;
             }
-            let record = decode_queued(seq, value.value())?;
-            let identity = (record.record.target.clone(), record.record.key.clone());
+            let bytes = value.value();
+            let record = match recent.take(workflow, seq, bytes) {
+                Some(kept) => kept,
+                None => decode_queued(seq, bytes)?,
+            };
+            let identity = in_flight.identity(&record.record);
             if record.not_before_ms > now_ms {
                 ready.next_due_ms = Some(
                     ready
@@ -290,6 +268,14 @@ impl Store {
             keys.insert(identity);
             ready.records.push(record);
         }
+        // The scan starts at the queue's head: what is kept below it has left the queue.
+        if head.is_none() {
+            head = match queue.range((wf, 0)..=(wf, u64::MAX))?.next() {
+                Some(entry) => Some(entry?.0.value().1),
+                None => None,
+            };
+        }
+        recent.forget_before(workflow, head);
         Ok(ready)
     }
 
@@ -301,56 +287,13 @@ impl Store {
         workflow: WorkflowId,
         commit: WriteCommit,
     ) -> Result<(), StoreError> {
-        let wf = workflow.as_str();
-        let now = now_ms();
-        let write = self.begin_write()?;
-        {
-            let mut queue = write.open_table(QUEUE)?;
-            let mut removed = 0i64;
-            for seq in &commit.written {
-                if queue.remove((wf, *seq))?.is_some() {
-                    removed += 1;
-                }
-            }
-            let written = removed;
-            let mut refused = Vec::new();
-            let mut ledger_table = write.open_table(LEDGER)?;
-            for (record, reason) in commit.refused {
-                // What was refused never reached the destination: the next change of that
-                // record must not be skipped as already sent.
-                if workflow == WorkflowId::Ingress {
-                    ledger::forget_values(&mut ledger_table, &record.record)?;
-                }
-                if queue.remove((wf, record.seq))?.is_some() {
-                    removed += 1;
-                    refused.push(NewDeadLetter::write_refused(record, reason));
-                }
-            }
-            for deferral in commit.deferred {
-                let existing = queue
-                    .get((wf, deferral.seq))?
-                    .map(|bytes| bytes.value().to_vec());
-                if let Some(bytes) = existing {
-                    let mut record = decode_queued(deferral.seq, &bytes)?;
-                    record.attempts = record.attempts.saturating_add(1);
-                    record.not_before_ms = deferral.not_before_ms;
-                    record.last_reason = Some(deferral.reason);
-                    record.deferred_since_ms.get_or_insert(now);
-                    queue.insert((wf, deferral.seq), encode_queued(&record).as_slice())?;
-                }
-            }
-            drop(queue);
-            drop(ledger_table);
-            if !commit.locations.is_empty() {
-                let mut locations = write.open_table(LOCATIONS)?;
-                crate::locations::apply(&mut locations, &commit.locations)?;
-            }
-            counter_add(&write, wf, counter::QUEUED, -removed)?;
-            counter_add(&write, wf, counter::WRITTEN, written)?;
-            dead_letters::insert_all(&write, workflow, refused, now)?;
-        }
-        write.commit()?;
-        Ok(())
+        self.commit_step(
+            workflow,
+            Box::new(move |write| {
+                apply_write(write, workflow, commit)?;
+                Ok(Box::new(|_: &Store| {}))
+            }),
+        )
     }
 
     /// Records waiting in a workflow's queue (the backlog), read from its counter.
@@ -390,6 +333,7 @@ impl Store {
             for seq in &doomed {
                 queue.remove((wf, *seq))?;
             }
+            self.recent().forget_workflow(workflow);
             removed = doomed.len() as u64;
             drop(queue);
             counter_add(&write, wf, counter::QUEUED, -(removed as i64))?;
@@ -397,6 +341,164 @@ impl Store {
         write.commit()?;
         Ok(removed)
     }
+}
+
+/// A reader step's work inside a write transaction: queues outputs, stores dead letters,
+/// opt-out states and the new cursor, and updates the counters. Returns the queued records
+/// with their committed bytes, for the writer's cache.
+fn apply_read(
+    write: &WriteTransaction,
+    workflow: WorkflowId,
+    commit: ReadCommit,
+) -> Result<Vec<(Vec<u8>, QueuedRecord)>, StoreError> {
+    let wf = workflow.as_str();
+    let now = now_ms();
+    let mut committed = Vec::with_capacity(commit.records.len());
+    {
+        let mut queue = write.open_table(QUEUE)?;
+        let mut seq = counter_get(write, wf, counter::NEXT_SEQ)?;
+        let mut ledger_table = write.open_table(LEDGER)?;
+        // A store upgraded from before the ledger cannot tell whose records older ones
+        // are, so it keeps deleting by key as it always did.
+        let deletes_need_ownership = commit.ledger != LedgerPolicy::Off
+            && write.open_table(META)?.get(META_LEDGER_PARTIAL)?.is_none();
+        let (mut queued, mut unchanged, mut not_owned) = (0u64, 0u64, 0u64);
+        for (origin, record) in commit.records {
+            match ledger::decide(
+                &mut ledger_table,
+                &record,
+                commit.ledger,
+                deletes_need_ownership,
+            )? {
+                Decision::Queue => queued += 1,
+                Decision::Unchanged => {
+                    unchanged += 1;
+                    continue;
+                }
+                Decision::NotOwned => {
+                    tracing::info!(
+                        workflow = wf,
+                        table = %record.target.table,
+                        key = %record.key,
+                        "delete skipped: the record was not created by Conduit"
+                    );
+                    not_owned += 1;
+                    continue;
+                }
+            }
+            let mut body = QueuedRecord::new(seq, record, origin, now);
+            body.phase = commit.phase;
+            let bytes = encode_queued(&body);
+            queue.insert((wf, seq), bytes.as_slice())?;
+            committed.push((bytes, body));
+            seq += 1;
+        }
+        counter_set(write, wf, counter::NEXT_SEQ, seq)?;
+        counter_add(write, wf, counter::QUEUED, queued as i64)?;
+        counter_add(write, wf, counter::READ, commit.read as i64)?;
+        counter_add(
+            write,
+            wf,
+            counter::SKIPPED,
+            (commit.skipped + unchanged + not_owned) as i64,
+        )?;
+        counter_add(write, wf, counter::SKIPPED_UNCHANGED, unchanged as i64)?;
+        counter_add(write, wf, counter::SKIPPED_NOT_OWNED, not_owned as i64)?;
+        drop(ledger_table);
+
+        dead_letters::insert_all(write, workflow, commit.dead_letters, now)?;
+        if !commit.retired_dead_letters.is_empty() {
+            let mut table = write.open_table(DEAD_LETTERS)?;
+            let mut removed = 0i64;
+            for id in commit.retired_dead_letters {
+                if table.remove((wf, id))?.is_some() {
+                    removed += 1;
+                }
+            }
+            drop(table);
+            counter_add(write, wf, counter::DEAD_LETTERS, -removed)?;
+        }
+
+        if !commit.rereads_done.is_empty() {
+            let mut rereads = write.open_table(REREAD)?;
+            for (mapping, key) in &commit.rereads_done {
+                rereads.remove((mapping.as_str(), key.as_str()))?;
+            }
+        }
+
+        if !commit.opt_out_states.is_empty() {
+            let mut states = write.open_table(OPT_OUT_STATE)?;
+            for (key, snapshot) in commit.opt_out_states {
+                states.insert(key.as_str(), encode_json(&snapshot).as_slice())?;
+            }
+        }
+
+        if let Some(cursor) = commit.cursor {
+            let mut cursors = write.open_table(CURSORS)?;
+            cursors.insert(
+                (wf, commit.source.as_str()),
+                encode_json(&cursor).as_slice(),
+            )?;
+        }
+    }
+    Ok(committed)
+}
+
+/// A writer step's work inside a write transaction: removes what was written, dead-letters
+/// what was refused and defers the rest.
+fn apply_write(
+    write: &WriteTransaction,
+    workflow: WorkflowId,
+    commit: WriteCommit,
+) -> Result<(), StoreError> {
+    let wf = workflow.as_str();
+    let now = now_ms();
+    {
+        let mut queue = write.open_table(QUEUE)?;
+        let mut removed = 0i64;
+        for seq in &commit.written {
+            if queue.remove((wf, *seq))?.is_some() {
+                removed += 1;
+            }
+        }
+        let written = removed;
+        let mut refused = Vec::new();
+        let mut ledger_table = write.open_table(LEDGER)?;
+        for (record, reason) in commit.refused {
+            // What was refused never reached the destination: the next change of that
+            // record must not be skipped as already sent.
+            if workflow == WorkflowId::Ingress {
+                ledger::forget_values(&mut ledger_table, &record.record)?;
+            }
+            if queue.remove((wf, record.seq))?.is_some() {
+                removed += 1;
+                refused.push(NewDeadLetter::write_refused(record, reason));
+            }
+        }
+        for deferral in commit.deferred {
+            let existing = queue
+                .get((wf, deferral.seq))?
+                .map(|bytes| bytes.value().to_vec());
+            if let Some(bytes) = existing {
+                let mut record = decode_queued(deferral.seq, &bytes)?;
+                record.attempts = record.attempts.saturating_add(1);
+                record.not_before_ms = deferral.not_before_ms;
+                record.last_reason = Some(deferral.reason);
+                record.deferred_since_ms.get_or_insert(now);
+                queue.insert((wf, deferral.seq), encode_queued(&record).as_slice())?;
+            }
+        }
+        drop(queue);
+        drop(ledger_table);
+        if !commit.locations.is_empty() {
+            let mut locations = write.open_table(LOCATIONS)?;
+            crate::locations::apply(&mut locations, &commit.locations)?;
+        }
+        counter_add(write, wf, counter::QUEUED, -removed)?;
+        counter_add(write, wf, counter::WRITTEN, written)?;
+        dead_letters::insert_all(write, workflow, refused, now)?;
+    }
+    Ok(())
 }
 
 /// How many deferred or in-flight entries a batch scan may pass by at least.
@@ -596,6 +698,70 @@ mod tests {
         assert_eq!(keys, ["b", "c"]);
         in_flight.remove(&first);
         assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn kept_records_are_handed_out_only_while_the_queue_holds_their_exact_bytes() {
+        let (_dir, store) = store();
+        enqueue(&store, vec![record("a", "Ann"), record("b", "Bob")]);
+        assert_eq!(
+            store.recent().len(WorkflowId::Ingress),
+            2,
+            "just queued: kept"
+        );
+        let batch = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(
+            store.recent().len(WorkflowId::Ingress),
+            0,
+            "taken: no longer kept"
+        );
+        let first = batch[0].clone();
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![batch[1].seq],
+                    deferred: vec![Deferral {
+                        seq: first.seq,
+                        not_before_ms: 0,
+                        reason: "503 from Campaign".into(),
+                    }],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        // A copy kept as first queued (as a reader's commit racing the writer could leave it)
+        // no longer matches the deferred entry's bytes: the entry is decoded instead.
+        store.recent().keep(
+            WorkflowId::Ingress,
+            [(encode_queued(&first), first.clone())],
+        );
+        let again = store.next_batch(WorkflowId::Ingress, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].seq, first.seq);
+        assert_eq!(again[0].attempts, 1, "the deferral is counted");
+        assert_eq!(again[0].last_reason.as_deref(), Some("503 from Campaign"));
+        // What left the queue is not kept: the scan prunes below the queue's head.
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![first.seq],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        store
+            .recent()
+            .keep(WorkflowId::Ingress, [(encode_queued(&first), first)]);
+        assert!(
+            store
+                .next_batch(WorkflowId::Ingress, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.recent().len(WorkflowId::Ingress), 0);
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl Store {
                     doomed.push((key.value().1, record));
                 }
             }
+            self.recent().forget_workflow(WorkflowId::Ingress);
             for (seq, record) in &doomed {
                 queue.remove((wf, *seq))?;
                 // A record queued before phases were kept is re-read as a replay would be:
