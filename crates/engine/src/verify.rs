@@ -251,6 +251,14 @@ struct Differing {
     orphans: Vec<String>,
 }
 
+/// What a verify maps with: the running workflow's config and plugin build (or the file's).
+struct InForce<'a> {
+    /// The config.
+    config: &'a Config,
+    /// The plugin build, when the workflow runs.
+    build: Option<Arc<dyn PluginBuild>>,
+}
+
 /// One source row mapped: what the destination should hold for its key.
 enum Expected {
     /// A record with these fields (the key field left out).
@@ -354,10 +362,13 @@ impl Supervisor {
             .ok_or(VerifyError::NoReader("Campaign"))?;
         let mut checks = Vec::new();
         for mapping in mappings {
+            let in_force = InForce {
+                config: &config,
+                build: build.clone(),
+            };
             let (mut check, differing) = self
                 .verify_mapping(
-                    &config,
-                    build.clone(),
+                    &in_force,
                     &services,
                     reader.as_ref(),
                     mapping,
@@ -399,21 +410,25 @@ impl Supervisor {
 
     async fn verify_mapping(
         &self,
-        config: &Config,
-        build: Option<Arc<dyn PluginBuild>>,
+        in_force: &InForce<'_>,
         services: &Services,
         reader: &dyn RecordReader,
         mapping: &MappingSpec,
         options: &VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
     ) -> Result<(MappingCheck, Differing), VerifyError> {
-        let plugin =
-            load_in_force::<Ingress>(&self.inner.env, config, mapping.plugin_settings(), build)
-                .await
-                .map_err(|reason| VerifyError::Load {
-                    mapping: mapping.name.clone(),
-                    reason,
-                })?;
+        let config = in_force.config;
+        let plugin = load_in_force::<Ingress>(
+            &self.inner.env,
+            config,
+            mapping.plugin_settings(),
+            in_force.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: mapping.name.clone(),
+            reason,
+        })?;
         let mut mapper = Some(plugin);
         let pacing = config.pacing(WorkflowId::Ingress);
         let page_size = options
