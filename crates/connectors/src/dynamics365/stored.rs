@@ -87,7 +87,13 @@ impl RecordReader for Dynamics365Connector {
         let meta = shared.table(table).await?;
         let mut urls = Vec::with_capacity(keys.len());
         for key in keys {
-            urls.push((key.clone(), shared.url(&address(&meta, key_field, key)?)));
+            match address(&meta, key_field, key) {
+                Ok(address) => urls.push((key.clone(), shared.url(&address))),
+                // A primary key that is not a GUID names no record (the writer could not
+                // write it either): it is simply not there.
+                Err(_) if key_field == meta.primary_id => {}
+                Err(error) => return Err(error),
+            }
         }
         let found: Vec<Result<Option<StoredRecord>, ConnectorError>> =
             futures_util::stream::iter(urls)
