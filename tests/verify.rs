@@ -10,7 +10,11 @@
 
 use std::collections::BTreeSet;
 
-use conduit_e2e::{CliOutput, INGRESS_CONTACTS, INGRESS_VEHICLES, SECRETS, SimPair};
+use conduit_e2e::{
+    CliOutput, EGRESS, INGRESS_CONTACTS, INGRESS_VEHICLES, SECRETS, SimPair, builtin_plugin_file,
+    contact_mapper_file,
+};
+use conduit_model::{BounceDetail, EmailEvent, EmailEventKind};
 use serde_json::{Value, json};
 
 /// Opt-in/out both ways on one pair, polling quickly.
@@ -20,6 +24,46 @@ pacing = { poll_interval_ms = 200 }
 direction = "bidirectional"
 pairs = [{ dynamics = "donotbulkemail", campaign = "blackListEmail" }]
 "#;
+
+/// Ingress's contacts mapping with its plugin a .wasm file beside the config (`mapper.wasm`),
+/// so that the test can replace the file under the running workflow.
+fn ingress_contacts() -> String {
+    INGRESS_CONTACTS.replace("[ingress]\n", "[ingress]\nplugin = \"mapper.wasm\"\n")
+}
+
+/// Email events for the first contacts: each kind, a soft bounce (skipped by the mapper), and
+/// two events of the same kind for one contact.
+fn email_events(contacts: &[String]) -> Vec<EmailEvent> {
+    let kinds = [
+        (EmailEventKind::Send, None),
+        (EmailEventKind::Open, None),
+        (EmailEventKind::Click, None),
+        (EmailEventKind::Bounce, Some(true)),
+        (EmailEventKind::Bounce, Some(false)),
+        (EmailEventKind::Send, None),
+    ];
+    (0..18)
+        .map(|n| {
+            let (kind, hard) = kinds[n % kinds.len()];
+            EmailEvent {
+                id: format!("e0e0e0e0-0000-4000-8000-{n:012}"),
+                kind,
+                contact_key: contacts[n % 4].clone(),
+                campaign_id: format!("C{}", n % 2),
+                campaign_name: format!("Spring {}", n % 2),
+                delivery_id: format!("D{}", n % 3),
+                delivery_name: format!("Launch {}", n % 3),
+                timestamp: format!("2026-11-{:02}T10:{:02}:07.250Z", 1 + n, n),
+                url: (kind == EmailEventKind::Click).then(|| format!("https://example.com/{n}")),
+                mirror_page_url: (n % 2 == 0).then(|| format!("https://m.example.com/{n}")),
+                bounce: hard.map(|hard| BounceDetail {
+                    hard,
+                    reason: "User unknown".into(),
+                }),
+            }
+        })
+        .collect()
+}
 
 /// A client of the Campaign simulator's REST API, as someone working in Campaign would be.
 struct CampaignApi {
@@ -137,9 +181,19 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let sims = SimPair::start(240, 40).await;
+    let mapper = sims.dir.path().join("mapper.wasm");
+    std::fs::copy(builtin_plugin_file("table_mapper.wasm"), &mapper).unwrap();
+    let events = email_events(&sims.ids("contact", "contactid"));
+    for event in &events {
+        sims.campaign.emit_event(event);
+    }
     let mut host = sims
-        .host_with_ingress_caught_up(&format!("{INGRESS_CONTACTS}{INGRESS_VEHICLES}{OPT_IN_OUT}"))
+        .host_with_ingress_caught_up(&format!(
+            "{}{INGRESS_VEHICLES}{OPT_IN_OUT}{EGRESS}",
+            ingress_contacts()
+        ))
         .await;
+    host.start("egress").await;
 
     // After an ingress the two sides agree, record for record and field for field.
     let (output, report) = verify(&sims, &[]);
@@ -205,6 +259,128 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     let (output, _) = verify_workflow(&sims, "optinout", &[]);
     assert_eq!(output.code, 0, "{output}");
     host.stop("optinout").await;
+
+    // Egress: every email event Conduit has written is an activity with the mapped fields.
+    host.wait_workflow("egress", "every event written", |view| {
+        view["counters"]["read"] == events.len() && view["backlog"] == 0
+    })
+    .await;
+    let skipped = events
+        .iter()
+        .filter(|e| e.bounce.as_ref().is_some_and(|b| !b.hard))
+        .count();
+    let activities = events.len() - skipped;
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    let check = &report["mappings"][0];
+    assert_eq!(check["source_records"], events.len(), "{report:#}");
+    assert_eq!(check["matching"], activities, "{report:#}");
+    assert_eq!(check["filtered"], skipped, "{report:#}");
+    // Behind Conduit's back, in Dynamics 365: a click activity deleted, a send's subject and
+    // an open's regarding contact changed.
+    let click = events
+        .iter()
+        .find(|e| e.kind == EmailEventKind::Click)
+        .unwrap();
+    let send = events
+        .iter()
+        .find(|e| e.kind == EmailEventKind::Send)
+        .unwrap();
+    let open = events
+        .iter()
+        .find(|e| e.kind == EmailEventKind::Open)
+        .unwrap();
+    sims.dynamics.delete("adobe_emailclick", &click.id).unwrap();
+    sims.dynamics
+        .upsert(
+            "adobe_emailsend",
+            &send.id,
+            conduit_e2e::fields(&[("subject", json!("Edited in Dynamics"))]),
+        )
+        .unwrap();
+    let other_contact = sims.ids("contact", "contactid")[100].clone();
+    sims.dynamics
+        .upsert(
+            "adobe_emailopen",
+            &open.id,
+            conduit_e2e::fields(&[(
+                "regardingobjectid_contact@odata.bind",
+                json!(format!("/contacts({other_contact})")),
+            )]),
+        )
+        .unwrap();
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["differences"], 3, "{report:#}");
+    assert_eq!(keys(&report, "events", "missing"), set(&[&click.id]));
+    assert_eq!(keys(&report, "events", "stale"), set(&[&send.id, &open.id]));
+    let stale = report["mappings"][0]["stale"].as_array().unwrap();
+    let fields_of = |id: &str| {
+        stale
+            .iter()
+            .find(|s| s["key"] == id)
+            .map(|s| s["fields"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        fields_of(&send.id),
+        json!([{"field": "subject", "actual": "Edited in Dynamics", "expected": format!(
+            "Campaign Name: {}; Delivery Name: {}", send.campaign_name, send.delivery_name)}])
+    );
+    assert_eq!(
+        fields_of(&open.id),
+        json!([{"field": "regardingobjectid", "actual": other_contact, "expected": open.contact_key}])
+    );
+    let output = sims.cli(&["verify", "egress"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert!(
+        output.stdout.contains(&format!("missing 1: {}", click.id)),
+        "{output}"
+    );
+    // A sample maps the oldest events only: the send and the open, not the click (the third).
+    let (output, report) = verify_workflow(&sims, "egress", &["--sample", "2"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["mappings"][0]["source_records"], 2, "{report:#}");
+    assert_eq!(keys(&report, "events", "missing"), set(&[]));
+    assert_eq!(keys(&report, "events", "stale"), set(&[&send.id, &open.id]));
+    // Events Egress has not read yet are work in progress, not differences.
+    host.stop("egress").await;
+    let late = EmailEvent {
+        id: "e0e0e0e0-0000-4000-8000-0000000000ff".into(),
+        ..send.clone()
+    };
+    sims.campaign.emit_event(&late);
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(keys(&report, "events", "in_backlog"), set(&[&late.id]));
+    assert_eq!(report["differences"], 3, "{report:#}");
+    // --repair queues the three activities for the writer, mapped from their events.
+    let (output, report) = verify_workflow(&sims, "egress", &["--repair"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["repaired"], 3, "{report:#}");
+    assert_eq!(host.workflow("egress").await["backlog"], 3);
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(
+        keys(&report, "events", "in_backlog"),
+        set(&[&click.id, &send.id, &open.id, &late.id])
+    );
+    host.start("egress").await;
+    host.wait_workflow("egress", "the repairs and the late event written", |view| {
+        view["status"] == "RUNNING"
+            && view["counters"]["read"] == events.len() + 1
+            && view["backlog"] == 0
+    })
+    .await;
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(
+        report["mappings"][0]["matching"],
+        activities + 1,
+        "{report:#}"
+    );
+    assert_eq!(sims.dynamics.count("adobe_emailclick"), 3);
+    host.stop("egress").await;
 
     // Behind Conduit's back, through Campaign's API: a renamed profile, a deleted one, an
     // extra one. And a contact deleted in Dynamics 365 while Ingress is stopped.
@@ -312,6 +488,78 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert!(!profiles.contains_key(gone_at_source.as_str()));
     assert!(profiles.contains_key("made-in-campaign"));
 
+    // A new build of Ingress's plugin replaces the .wasm under the running workflow: the
+    // preview maps the mapping in force with the build the workflow started with and the
+    // pending one with the file, naming the records the new build writes differently (it
+    // lowercases e-mail addresses and skips contacts without one).
+    let (shouting, silent) = (&ids[60], &ids[61]);
+    sims.dynamics
+        .upsert(
+            "contact",
+            shouting,
+            conduit_e2e::fields(&[("emailaddress1", json!("Loud.Person@Example.COM"))]),
+        )
+        .unwrap();
+    sims.dynamics
+        .upsert(
+            "contact",
+            silent,
+            conduit_e2e::fields(&[("emailaddress1", Value::Null)]),
+        )
+        .unwrap();
+    conduit_e2e::wait_for("Ingress to write both contacts", 60, || {
+        let profiles = sims.profiles();
+        profiles[shouting.as_str()]["email"] == "Loud.Person@Example.COM"
+            && profiles[silent.as_str()]["email"]
+                .as_str()
+                .is_none_or(str::is_empty)
+    })
+    .await;
+    std::fs::copy(contact_mapper_file(), &mapper).unwrap();
+    host.wait_workflow("ingress", "the plugin change pending", |view| {
+        view["pending_changes"] == true
+    })
+    .await;
+    let before = sims.profiles();
+    let output = sims.cli(&[
+        "preview",
+        "ingress",
+        "--mapping",
+        "contacts",
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(output.code, 0, "{output}");
+    let preview: Value = serde_json::from_str(&output.stdout).expect("a JSON preview");
+    assert_eq!(preview["pending"], true, "{preview:#}");
+    let mapping = &preview["mappings"][0];
+    assert_eq!(mapping["status"], "changed", "{mapping:#}");
+    let mut records = mapping["records"].as_array().unwrap().clone();
+    records.sort_by_key(|record| record["key"].as_str().unwrap_or_default().to_owned());
+    let mut expected = vec![
+        json!({"key": shouting, "change": "fields", "reason": null, "fields": [
+            {"field": "email", "before": "Loud.Person@Example.COM", "after": "loud.person@example.com"}
+        ]}),
+        json!({"key": silent, "change": "filtered", "reason": "no emailaddress1", "fields": []}),
+    ];
+    expected.sort_by_key(|record| record["key"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(records, expected, "{mapping:#}");
+    assert!(
+        preview["notes"].as_array().unwrap().iter().any(|note| note
+            .as_str()
+            .unwrap_or_default()
+            .contains("replaced on disk")),
+        "{preview:#}"
+    );
+    assert_eq!(sims.profiles(), before, "a preview writes nothing");
+    // The build in force is back on disk: nothing is pending any more.
+    std::fs::copy(builtin_plugin_file("table_mapper.wasm"), &mapper).unwrap();
+    host.wait_workflow("ingress", "no change pending", |view| {
+        view["pending_changes"] == false
+    })
+    .await;
+
     // A pending edit of the mapping: a new replacement and a filter. The preview names
     // exactly the records they change, and writes nothing.
     let contacts = sims.dynamics.rows("contact");
@@ -330,7 +578,10 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         &edit,
     );
     assert_ne!(edited, INGRESS_CONTACTS);
-    sims.write_config(&format!("{edited}{INGRESS_VEHICLES}{OPT_IN_OUT}"));
+    sims.write_config(&format!(
+        "{}{INGRESS_VEHICLES}{OPT_IN_OUT}{EGRESS}",
+        edited.replace("[ingress]\n", "[ingress]\nplugin = \"mapper.wasm\"\n")
+    ));
     host.wait_workflow("ingress", "the pending edit", |view| {
         view["pending_changes"] == true
     })

@@ -444,6 +444,12 @@ pub fn hostile_fixture_file() -> PathBuf {
         })
 }
 
+/// The example contact mapper (`plugins/examples/contact-mapper`) as `crates/plugin-host/build.rs`
+/// compiled it: a record mapper that writes contacts differently from the table mapper.
+pub fn contact_mapper_file() -> PathBuf {
+    hostile_fixture_file().with_file_name("contact_mapper.wasm")
+}
+
 /// The Wasm file of a builtin plugin as `crates/plugin-host/build.rs` compiled it (e.g. `table_mapper.wasm`),
 /// for tests that configure a plugin by path.
 pub fn builtin_plugin_file(file: &str) -> PathBuf {

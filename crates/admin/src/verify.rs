@@ -41,7 +41,7 @@ impl From<VerifyError> for ApiError {
             VerifyError::Unsupported(_)
             | VerifyError::NotRunning(_)
             | VerifyError::NoRepair(_)
-            | VerifyError::NoReader
+            | VerifyError::NoReader(_)
             | VerifyError::Load { .. } => ApiError::new(StatusCode::CONFLICT, error.to_string()),
             VerifyError::Plugin { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())

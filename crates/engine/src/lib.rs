@@ -15,6 +15,7 @@ mod reader;
 pub mod services;
 mod stage;
 mod verify;
+mod verify_egress;
 mod verify_opt_outs;
 mod view;
 mod workflows;
@@ -40,7 +41,9 @@ pub use metadata::{MetadataError, MetadataField, MetadataSystem};
 pub use preview::{
     FieldChange, MappingPreview, PreviewOptions, PreviewReport, RecordChange, plain as plain_value,
 };
-pub use services::{Connect, ConnectFailed, LoadFailed, MappingFailed, PluginFactory, Services};
+pub use services::{
+    Connect, ConnectFailed, LoadFailed, MappingFailed, PluginBuild, PluginFactory, Services,
+};
 pub use verify::{
     FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyEvent, VerifyOptions,
     VerifyProgress, VerifyReport,
@@ -143,6 +146,8 @@ pub struct Environment {
 struct Snapshot {
     config: Config,
     plugin_fingerprint: String,
+    /// The plugin build it loaded: one per running workflow, dropped at its stop.
+    build: Option<Arc<dyn PluginBuild>>,
 }
 
 struct Slot {
@@ -328,6 +333,15 @@ impl Supervisor {
             .get(&id)
             .and_then(|slot| slot.snapshot.as_ref())
             .map(|snapshot| snapshot.config.clone())
+    }
+
+    /// The config and plugin build a started workflow runs with, while it has them.
+    fn in_force(&self, id: WorkflowId) -> Option<(Config, Option<Arc<dyn PluginBuild>>)> {
+        let slots = lock(&self.inner.slots);
+        slots
+            .get(&id)
+            .and_then(|slot| slot.snapshot.as_ref())
+            .map(|snapshot| (snapshot.config.clone(), snapshot.build.clone()))
     }
 
     /// Records that a start applied a config other than the one of the workflow's last start.
@@ -631,6 +645,7 @@ impl Supervisor {
             let mut slots = lock(&self.inner.slots);
             slot_mut(&mut slots, id).snapshot = Some(Snapshot {
                 plugin_fingerprint: prepared.plugin_fingerprint.clone(),
+                build: prepared.build.clone(),
                 config: config.clone(),
             });
         }

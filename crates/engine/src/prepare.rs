@@ -10,6 +10,7 @@ use conduit_config::Config;
 use super::Environment;
 use super::drift::DriftGuard;
 use super::reader::{Reader, ReaderCore, ReaderPacing};
+use super::services::PluginBuild;
 use super::stage::PrepareError;
 use super::workflows::{Ready, Start, Workflow};
 use super::writer::Writer;
@@ -19,6 +20,7 @@ pub(super) struct Prepared<W> {
     pub(super) reader: Reader<W>,
     pub(super) writer: Writer,
     pub(super) plugin_fingerprint: String,
+    pub(super) build: Option<Arc<dyn PluginBuild>>,
 }
 
 /// Runs STARTING for workflow `W`.
@@ -47,6 +49,7 @@ pub(super) async fn prepare<W: Workflow>(
         workflow,
         needed,
         plugin_fingerprint,
+        build,
     } = W::prepare(Start {
         env,
         config,
@@ -85,5 +88,6 @@ pub(super) async fn prepare<W: Workflow>(
         reader,
         writer,
         plugin_fingerprint,
+        build,
     })
 }

@@ -1,7 +1,9 @@
 //! `conduit preview`: what a restart would do to the data. For each Ingress table mapping it
 //! reads a sample of current source rows through the Dynamics 365 connector, maps them with
-//! the mapping the running workflow started with and with the one in the config file now (the
-//! pending edit, and the plugin as it is on disk), and reports per record the destination
+//! the mapping the running workflow started with (its config, and the plugin build it loaded
+//! then, kept while it runs) and with the one in the config file now (the pending edit, and the
+//! plugin as it is on disk: a replaced .wasm shows as the fields it changes), and reports per
+//! record the destination
 //! fields whose written value would change, the records newly filtered out, deleted or
 //! dead-lettered, and the pending plugin's errors. It writes nothing, anywhere.
 //!
@@ -9,6 +11,7 @@
 //! is written with the new values at its next change, or at once by a replay.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,9 +20,9 @@ use conduit_connectors::ChangeRequest;
 use conduit_model::{Operation, Outcome, Phase, RecordBatch, Value, WorkflowId};
 
 use super::reader::on_plugin_thread;
-use super::services::RecordMapping;
-use super::verify::{VerifyError, step_reason};
-use super::workflows::{Ingress, load, map_rows_isolated};
+use super::services::{PluginBuild, RecordMapping};
+use super::verify::{SourcePages, VerifyError, step_reason};
+use super::workflows::{Ingress, load, load_in_force, map_rows_isolated};
 use super::{EngineError, Supervisor};
 
 /// Source records a preview reads per mapping when not told.
@@ -91,6 +94,18 @@ pub struct PreviewReport {
     pub notes: Vec<String>,
 }
 
+/// The two sides a preview maps with.
+struct Sides<'a> {
+    /// The config the running workflow started with.
+    in_force: &'a Config,
+    /// The plugin build it started with.
+    build: Option<Arc<dyn PluginBuild>>,
+    /// The config file as it is now.
+    pending: &'a Config,
+    /// True when the plugin file on disk is not the build in force.
+    plugin_replaced: bool,
+}
+
 impl Supervisor {
     /// Previews what restarting workflow `id` (Ingress) with the config file as it is now
     /// would change, on a sample of source records. Writes nothing.
@@ -103,8 +118,16 @@ impl Supervisor {
             return Err(VerifyError::Unsupported(id));
         }
         let pending = self.load_config()?;
-        let Some(in_force) = self.running_config(id) else {
+        let Some((in_force, build)) = self.in_force(id) else {
             return Err(VerifyError::NotRunning(id));
+        };
+        // The plugin file as it is now, against the build the workflow started with.
+        let plugin_now = pending
+            .plugin(id)
+            .and_then(|plugin| self.inner.env.plugins.current_fingerprint(plugin));
+        let plugin_replaced = match (&build, &plugin_now) {
+            (Some(build), Some(now)) => build.fingerprint() != now,
+            _ => false,
         };
         let limit = options.limit.unwrap_or(DEFAULT_LIMIT).max(1);
         let before = in_force
@@ -143,7 +166,13 @@ impl Supervisor {
             let new = after.iter().find(|m| m.name == name);
             let preview = match (old, new) {
                 (Some(old), Some(new)) => {
-                    self.preview_mapping(&in_force, &pending, &services, old, new, limit)
+                    let sides = Sides {
+                        in_force: &in_force,
+                        build: build.clone(),
+                        pending: &pending,
+                        plugin_replaced,
+                    };
+                    self.preview_mapping(&sides, &services, old, new, limit)
                         .await?
                 }
                 (None, _) => MappingPreview {
@@ -159,14 +188,17 @@ impl Supervisor {
             };
             previews.push(preview);
         }
-        let is_pending = in_force.workflow_fingerprint(id) != pending.workflow_fingerprint(id);
+        let is_pending = plugin_replaced
+            || in_force.workflow_fingerprint(id) != pending.workflow_fingerprint(id);
         let mut notes = vec![format!(
             "the first {limit} source record(s) of each mapping, each mapped as a replay maps it: a changed record is written with the new values at its next change, or at once by a replay"
         )];
-        notes.push(
-            "a plugin .wasm replaced on disk is mapped with the new file on both sides (the previous build is not kept)"
-                .into(),
-        );
+        if plugin_replaced {
+            notes.push(
+                "the plugin file was replaced on disk since the start: the mapping in force maps with the build the workflow started with, the pending one with the file as it is now"
+                    .into(),
+            );
+        }
         Ok(PreviewReport {
             workflow: id,
             pending: is_pending,
@@ -177,33 +209,38 @@ impl Supervisor {
 
     async fn preview_mapping(
         &self,
-        in_force: &Config,
-        pending: &Config,
+        sides: &Sides<'_>,
         services: &super::Services,
         old: &MappingSpec,
         new: &MappingSpec,
         limit: u32,
     ) -> Result<MappingPreview, VerifyError> {
+        let changed = old != new || sides.plugin_replaced;
         let mut preview = MappingPreview {
             mapping: new.name.clone(),
-            status: if old == new { "unchanged" } else { "changed" }.into(),
+            status: if changed { "changed" } else { "unchanged" }.into(),
             ..MappingPreview::default()
         };
-        let loaded = load::<Ingress>(&self.inner.env, in_force, old.plugin_settings())
-            .await
-            .map_err(|reason| VerifyError::Load {
-                mapping: old.name.clone(),
-                reason,
-            })?;
-        let mut before = Some(loaded.plugin);
-        let mut after = match load::<Ingress>(&self.inner.env, pending, new.plugin_settings()).await
-        {
-            Ok(loaded) => Some(loaded.plugin),
-            Err(reason) => {
-                preview.pending_error = Some(reason);
-                return Ok(preview);
-            }
-        };
+        let plugin = load_in_force::<Ingress>(
+            &self.inner.env,
+            sides.in_force,
+            old.plugin_settings(),
+            sides.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: old.name.clone(),
+            reason,
+        })?;
+        let mut before = Some(plugin);
+        let mut after =
+            match load::<Ingress>(&self.inner.env, sides.pending, new.plugin_settings()).await {
+                Ok(loaded) => Some(loaded.plugin),
+                Err(reason) => {
+                    preview.pending_error = Some(reason);
+                    return Ok(preview);
+                }
+            };
         // Both mappings' columns, so that a field only one of them maps is read too.
         let mut columns = old.source_columns();
         for column in new.source_columns() {
@@ -214,37 +251,22 @@ impl Supervisor {
         let request = ChangeRequest {
             table: new.source.clone(),
             columns,
-            page_size: limit.min(in_force.pacing(WorkflowId::Ingress).page_size.max(1)),
+            page_size: limit.min(sides.in_force.pacing(WorkflowId::Ingress).page_size.max(1)),
         };
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = services
-                .dynamics_source
-                .read_changes(&request, cursor.as_deref())
-                .await
-                .map_err(|source| VerifyError::Source {
-                    table: new.source.clone(),
-                    source,
-                })?;
-            let mut batch = page.batch;
-            batch.rows.retain(|row| row.op != Operation::Delete);
-            let room = (limit as usize).saturating_sub(preview.records_read as usize);
-            batch.rows.truncate(room);
+        let mut pages = SourcePages::new(services, request, Some(limit));
+        while let Some(batch) = pages.next().await? {
             preview.records_read += batch.rows.len() as u64;
-            if !batch.rows.is_empty() {
-                let (batch, was) = map_sample(&mut before, &old.name, batch).await?;
-                let (_, will) = map_sample(&mut after, &new.name, batch.clone()).await?;
-                for ((row, was), will) in batch.rows.iter().zip(was).zip(will) {
-                    match compare(&row.key, was, will) {
-                        Some(change) => preview.records.push(change),
-                        None => preview.unchanged += 1,
-                    }
+            if batch.rows.is_empty() {
+                continue;
+            }
+            let (batch, was) = map_sample(&mut before, &old.name, batch).await?;
+            let (_, will) = map_sample(&mut after, &new.name, batch.clone()).await?;
+            for ((row, was), will) in batch.rows.iter().zip(was).zip(will) {
+                match compare(&row.key, was, will) {
+                    Some(change) => preview.records.push(change),
+                    None => preview.unchanged += 1,
                 }
             }
-            if page.caught_up || preview.records_read >= u64::from(limit) {
-                break;
-            }
-            cursor = Some(page.cursor);
         }
         Ok(preview)
     }

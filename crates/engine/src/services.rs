@@ -98,6 +98,38 @@ pub struct Loaded<T> {
     pub plugin: T,
     /// sha256 of the component bytes.
     pub fingerprint: String,
+    /// The build it was configured from, to configure again later (`None`: the factory keeps
+    /// none, and the plugin is loaded again from its reference).
+    pub build: Option<Arc<dyn PluginBuild>>,
+}
+
+/// A plugin build (compiled and checked) as a workflow loaded it at its start. The running
+/// workflow keeps it, so that `conduit preview` and `conduit verify` map with the build in
+/// force even after the file on disk was replaced. Each call configures a new plugin.
+pub trait PluginBuild: Send + Sync {
+    /// sha256 of the component bytes it was built from.
+    fn fingerprint(&self) -> &str;
+
+    /// A record mapper of this build configured with `settings`.
+    fn record_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn RecordMapping>, LoadFailed>;
+
+    /// An event mapper of this build.
+    fn event_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn EventMapping>, LoadFailed>;
+
+    /// An opt-out resolver of this build.
+    fn opt_out_resolver(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn OptOutResolution>, LoadFailed>;
 }
 
 /// Loads and configures plugins at STARTING.
@@ -147,6 +179,8 @@ pub struct Services {
     pub profile_opt_outs: Option<Arc<dyn ProfileOptOutSource>>,
     /// Campaign records read back, for `conduit verify` and `conduit preview`.
     pub campaign_records: Option<Arc<dyn RecordReader>>,
+    /// Dataverse records read back, for `conduit verify` of Egress.
+    pub dynamics_records: Option<Arc<dyn RecordReader>>,
 }
 
 impl Services {

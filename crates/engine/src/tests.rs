@@ -193,6 +193,7 @@ impl Connect for FakeConnect {
             opt_out_exports: None,
             profile_opt_outs: None,
             campaign_records: None,
+            dynamics_records: None,
         })
     }
 }
@@ -256,6 +257,7 @@ impl PluginFactory for NativePlugins {
         Ok(Loaded {
             plugin: mapper,
             fingerprint: "native".into(),
+            build: None,
         })
     }
 
@@ -758,6 +760,7 @@ fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
             opt_out_exports: None,
             profile_opt_outs: None,
             campaign_records: None,
+            dynamics_records: None,
         },
         batch_size: 5,
         drift: Arc::new(drift::DriftGuard::default()),

@@ -14,6 +14,7 @@
 //! written from values remembered by the comparison.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +24,8 @@ use conduit_model::{Operation, Outcome, Phase, RecordBatch, System, WorkflowId, 
 use conduit_store::{LedgerPolicy, ReadCommit, StoreError};
 
 use super::reader::{StepError, on_plugin_thread};
-use super::services::{RecordMapping, Services};
-use super::workflows::{Ingress, load, map_rows_isolated};
+use super::services::{PluginBuild, RecordMapping, Services};
+use super::workflows::{Ingress, load_in_force, map_rows_isolated};
 use super::{EngineError, Supervisor};
 
 /// At most this many keys are listed per kind of difference (all are counted).
@@ -185,8 +186,8 @@ pub enum VerifyError {
     /// The config, the workflow or the mapping asked for is not usable.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The workflow cannot be verified by this build.
-    #[error("verify compares ingress and optinout for now, not {0}")]
+    /// The workflow cannot be previewed by this build.
+    #[error("preview covers ingress (the workflow with table mappings), not {0}")]
     Unsupported(WorkflowId),
     /// `--repair` was asked of a workflow that has none.
     #[error(
@@ -198,9 +199,9 @@ pub enum VerifyError {
         "{0} is not running: nothing waits for a restart (the config file applies as it is at its next start)"
     )]
     NotRunning(WorkflowId),
-    /// The connectors cannot read the destination back.
-    #[error("the Campaign connector cannot read records back, so there is nothing to compare")]
-    NoReader,
+    /// The connectors cannot read the destination back (the system named).
+    #[error("the {0} connector cannot read records back, so there is nothing to compare")]
+    NoReader(&'static str),
     /// The mapping's plugin does not load or configure.
     #[error("mapping '{mapping}': the plugin in force does not load: {reason}")]
     Load {
@@ -250,6 +251,14 @@ struct Differing {
     orphans: Vec<String>,
 }
 
+/// What a verify maps with: the running workflow's config and plugin build (or the file's).
+struct InForce<'a> {
+    /// The config.
+    config: &'a Config,
+    /// The plugin build, when the workflow runs.
+    build: Option<Arc<dyn PluginBuild>>,
+}
+
 /// One source row mapped: what the destination should hold for its key.
 enum Expected {
     /// A record with these fields (the key field left out).
@@ -270,22 +279,31 @@ impl Supervisor {
         options: &VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
     ) -> Result<VerifyReport, VerifyError> {
-        if id == WorkflowId::Egress {
-            return Err(VerifyError::Unsupported(id));
-        }
         if id == WorkflowId::OptInOut && options.repair {
             return Err(VerifyError::NoRepair(id));
         }
         let latest = self.load_config()?;
-        // The mapping in force is the running workflow's; a stopped one would start with
-        // the file as it is now.
-        let running = self.running_config(id);
-        let config = running.clone().unwrap_or(latest);
-        let in_force_note = if running.is_some() {
-            format!("compared with the config the running {id} workflow started with")
-        } else {
-            format!("{id} is not running: compared with the config file")
+        // The mapping in force is the running workflow's, with the plugin build it started
+        // with; a stopped one would start with the file as it is now.
+        let (config, build, in_force_note) = match self.in_force(id) {
+            Some((config, build)) => (
+                config,
+                build,
+                format!(
+                    "compared with the config and plugin build the running {id} workflow started with"
+                ),
+            ),
+            None => (
+                latest,
+                None,
+                format!("{id} is not running: compared with the config file"),
+            ),
         };
+        if id == WorkflowId::Egress {
+            return self
+                .verify_egress(&config, build, options, progress, in_force_note)
+                .await;
+        }
         if id == WorkflowId::OptInOut {
             if !config.has_workflow(id) {
                 return Err(EngineError::NotConfigured(id).into());
@@ -297,7 +315,7 @@ impl Supervisor {
                 .connect(&config)
                 .map_err(EngineError::from)?;
             let check = self
-                .verify_opt_outs(&config, &services, options, progress)
+                .verify_opt_outs(&config, build, &services, options, progress)
                 .await?;
             let differences = check.differences();
             return Ok(VerifyReport {
@@ -341,12 +359,16 @@ impl Supervisor {
         let reader = services
             .campaign_records
             .clone()
-            .ok_or(VerifyError::NoReader)?;
+            .ok_or(VerifyError::NoReader("Campaign"))?;
         let mut checks = Vec::new();
         for mapping in mappings {
+            let in_force = InForce {
+                config: &config,
+                build: build.clone(),
+            };
             let (mut check, differing) = self
                 .verify_mapping(
-                    &config,
+                    &in_force,
                     &services,
                     reader.as_ref(),
                     mapping,
@@ -388,20 +410,26 @@ impl Supervisor {
 
     async fn verify_mapping(
         &self,
-        config: &Config,
+        in_force: &InForce<'_>,
         services: &Services,
         reader: &dyn RecordReader,
         mapping: &MappingSpec,
         options: &VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
     ) -> Result<(MappingCheck, Differing), VerifyError> {
-        let loaded = load::<Ingress>(&self.inner.env, config, mapping.plugin_settings())
-            .await
-            .map_err(|reason| VerifyError::Load {
-                mapping: mapping.name.clone(),
-                reason,
-            })?;
-        let mut mapper = Some(loaded.plugin);
+        let config = in_force.config;
+        let plugin = load_in_force::<Ingress>(
+            &self.inner.env,
+            config,
+            mapping.plugin_settings(),
+            in_force.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: mapping.name.clone(),
+            reason,
+        })?;
+        let mut mapper = Some(plugin);
         let pacing = config.pacing(WorkflowId::Ingress);
         let page_size = options
             .sample
@@ -421,22 +449,8 @@ impl Supervisor {
         // fields are then not compared: Conduit leaves them as first written).
         let mut expected: HashMap<String, Expected> = HashMap::new();
         let mut rejected: Vec<String> = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = services
-                .dynamics_source
-                .read_changes(&request, cursor.as_deref())
-                .await
-                .map_err(|source| VerifyError::Source {
-                    table: mapping.source.clone(),
-                    source,
-                })?;
-            let mut batch = page.batch;
-            batch.rows.retain(|row| row.op != Operation::Delete);
-            if let Some(limit) = options.sample {
-                let room = (limit as usize).saturating_sub(check.source_records as usize);
-                batch.rows.truncate(room);
-            }
+        let mut pages = SourcePages::new(services, request, options.sample);
+        while let Some(batch) = pages.next().await? {
             check.source_records += batch.rows.len() as u64;
             map_page(
                 &mut mapper,
@@ -452,13 +466,6 @@ impl Supervisor {
                 side: "source".into(),
                 records: check.source_records,
             });
-            let full = options
-                .sample
-                .is_some_and(|limit| check.source_records >= u64::from(limit));
-            if page.caught_up || full {
-                break;
-            }
-            cursor = Some(page.cursor);
         }
         // Destination side: the whole resource, or the sampled keys.
         let key_field = &mapping.key.destination;
@@ -714,6 +721,66 @@ impl Supervisor {
     }
 }
 
+/// A Dynamics 365 table read from its start through the connector (a full read, as a first
+/// load does, leaving the workflow's cursor alone), page by page, its deletes dropped, up to
+/// `limit` rows when given: the source side of verify and preview.
+pub(super) struct SourcePages<'a> {
+    services: &'a Services,
+    request: ChangeRequest,
+    limit: Option<u32>,
+    read: u64,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl<'a> SourcePages<'a> {
+    /// Pages of `request`'s table, at most `limit` rows in all.
+    pub(super) fn new(
+        services: &'a Services,
+        request: ChangeRequest,
+        limit: Option<u32>,
+    ) -> SourcePages<'a> {
+        SourcePages {
+            services,
+            request,
+            limit,
+            read: 0,
+            cursor: None,
+            done: limit == Some(0),
+        }
+    }
+
+    /// The next page's rows (possibly none, when a page held only deletes), or `None` once the
+    /// table or the limit is reached.
+    pub(super) async fn next(&mut self) -> Result<Option<RecordBatch>, VerifyError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .services
+            .dynamics_source
+            .read_changes(&self.request, self.cursor.as_deref())
+            .await
+            .map_err(|source| VerifyError::Source {
+                table: self.request.table.clone(),
+                source,
+            })?;
+        let mut batch = page.batch;
+        batch.rows.retain(|row| row.op != Operation::Delete);
+        if let Some(limit) = self.limit {
+            let room = (limit as usize).saturating_sub(self.read as usize);
+            batch.rows.truncate(room);
+        }
+        self.read += batch.rows.len() as u64;
+        let full = self
+            .limit
+            .is_some_and(|limit| self.read >= u64::from(limit));
+        self.done = page.caught_up || full;
+        self.cursor = Some(page.cursor);
+        Ok(Some(batch))
+    }
+}
+
 /// Maps one page of source rows with the mapping's plugin (on a plugin thread, falling back
 /// to one row at a time as the reader does) into what the destination should hold.
 async fn map_page(
@@ -783,7 +850,7 @@ pub(super) fn step_reason(error: StepError) -> String {
 }
 
 /// The fields of a mapped record that the destination stores (its key is what it is found by).
-fn comparable_fields(record: &WriteRecord) -> Vec<(String, conduit_model::Value)> {
+pub(super) fn comparable_fields(record: &WriteRecord) -> Vec<(String, conduit_model::Value)> {
     record
         .fields
         .iter()
@@ -793,7 +860,7 @@ fn comparable_fields(record: &WriteRecord) -> Vec<(String, conduit_model::Value)
 }
 
 /// The fields whose stored value differs from the expected one.
-fn differing_fields(
+pub(super) fn differing_fields(
     expected: &[(String, serde_json::Value)],
     found: &StoredRecord,
 ) -> Vec<FieldDifference> {

@@ -11,18 +11,20 @@
 //! operator's change made since the comparison.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use conduit_config::Config;
 use conduit_connectors::ChangeRequest;
-use conduit_model::{ContactOptOut, Operation, OptOutValue, Outcome, System, Value, WorkflowId};
+use conduit_model::{ContactOptOut, OptOutValue, Outcome, System, Value, WorkflowId};
 
 use super::reader::{isolate, on_plugin_thread};
+use super::services::PluginBuild;
 use super::verify::{
-    FieldDifference, KeyList, MappingCheck, StaleRecord, VerifyError, VerifyOptions,
+    FieldDifference, KeyList, MappingCheck, SourcePages, StaleRecord, VerifyError, VerifyOptions,
     VerifyProgress, step_reason,
 };
 use super::workflows::opt_in_out::flags_of;
-use super::workflows::{OptInOut, load};
+use super::workflows::{OptInOut, load_in_force};
 use super::{EngineError, Services, Supervisor};
 
 /// The Campaign field holding a profile's CRM ID.
@@ -36,6 +38,7 @@ impl Supervisor {
     pub(super) async fn verify_opt_outs(
         &self,
         config: &Config,
+        build: Option<Arc<dyn PluginBuild>>,
         services: &Services,
         options: &VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
@@ -64,25 +67,11 @@ impl Supervisor {
             page_size,
         };
         let mut dynamics: BTreeMap<String, Vec<OptOutValue>> = BTreeMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = services
-                .dynamics_source
-                .read_changes(&request, cursor.as_deref())
-                .await
-                .map_err(|source| VerifyError::Source {
-                    table: "contact".into(),
-                    source,
-                })?;
-            for row in &page.batch.rows {
-                if row.op == Operation::Delete {
-                    continue;
-                }
-                let values = flags_of(&page.batch.columns, &row.values, row.modified_at.as_ref());
+        let mut pages = SourcePages::new(services, request, options.sample);
+        while let Some(batch) = pages.next().await? {
+            for row in &batch.rows {
+                let values = flags_of(&batch.columns, &row.values, row.modified_at.as_ref());
                 dynamics.insert(row.key.clone(), values);
-                if options.sample.is_some_and(|n| dynamics.len() >= n as usize) {
-                    break;
-                }
             }
             check.source_records = dynamics.len() as u64;
             progress(VerifyProgress {
@@ -90,15 +79,10 @@ impl Supervisor {
                 side: "source".into(),
                 records: check.source_records,
             });
-            let full = options.sample.is_some_and(|n| dynamics.len() >= n as usize);
-            if page.caught_up || full {
-                break;
-            }
-            cursor = Some(page.cursor);
         }
         // Campaign side: every profile's paired attributes.
         let Some(profiles) = services.profile_opt_outs.clone() else {
-            return Err(VerifyError::NoReader);
+            return Err(VerifyError::NoReader("Campaign"));
         };
         let attributes: Vec<String> = section.pairs.iter().map(|p| p.campaign.clone()).collect();
         let mut campaign: HashMap<String, Vec<(String, bool)>> = HashMap::new();
@@ -164,13 +148,14 @@ impl Supervisor {
             return Ok(check);
         }
         // What the rule in force writes for each of them.
-        let loaded = load::<OptInOut>(&self.inner.env, config, section.plugin_settings())
-            .await
-            .map_err(|reason| VerifyError::Load {
-                mapping: PAIRS.into(),
-                reason,
-            })?;
-        let mut resolver = Some(loaded.plugin);
+        let plugin =
+            load_in_force::<OptInOut>(&self.inner.env, config, section.plugin_settings(), build)
+                .await
+                .map_err(|reason| VerifyError::Load {
+                    mapping: PAIRS.into(),
+                    reason,
+                })?;
+        let mut resolver = Some(plugin);
         let (contacts, results) = on_plugin_thread(
             &mut resolver,
             "resolver",

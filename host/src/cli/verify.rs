@@ -14,9 +14,9 @@ use super::client::{AdminClient, CallError, decode, exit, pretty_json};
 /// `conduit verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The workflow: ingress.
+    /// The workflow: ingress, egress or optinout.
     pub workflow: String,
-    /// Only this table mapping (default: every mapping).
+    /// Only this table mapping (default: every mapping; Egress has one, `events`).
     #[arg(long)]
     pub mapping: Option<String>,
     /// Compare only the first N source records of each mapping, looked up by key (records

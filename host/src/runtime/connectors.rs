@@ -129,6 +129,7 @@ impl ServiceConnect {
             Arc::new(CampaignConnector::new(campaign_settings).map_err(ConnectError::Campaign)?);
         Ok(Services {
             dynamics_source: dynamics_connector.clone(),
+            dynamics_records: Some(dynamics_connector.clone()),
             dynamics_sink: dynamics_connector,
             campaign_sink: campaign_connector.clone(),
             events: campaign_connector.clone(),

@@ -4,13 +4,15 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use conduit_config::EffectiveLimits;
 use conduit_engine::services::{
-    EventMapping, LoadFailed, Loaded, MappingFailed, OptOutResolution, PluginFactory, RecordMapping,
+    EventMapping, LoadFailed, Loaded, MappingFailed, OptOutResolution, PluginBuild, PluginFactory,
+    RecordMapping,
 };
 use conduit_model::{ContactOptOut, EmailEvent, Outcome, Phase, RecordBatch};
 use conduit_plugin_host::{
@@ -99,6 +101,53 @@ impl OptOutResolution for WasmOptOutResolver {
     }
 }
 
+/// A compiled, checked plugin as the engine's [`PluginBuild`]: the running workflow keeps it
+/// (the compiled code is shared with the mappers already configured from it, so keeping it
+/// costs nothing while they live).
+pub struct WasmBuild(pub conduit_plugin_host::LoadedPlugin);
+
+impl PluginBuild for WasmBuild {
+    fn fingerprint(&self) -> &str {
+        self.0.fingerprint()
+    }
+
+    fn record_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn RecordMapping>, LoadFailed> {
+        let mapper = self
+            .0
+            .record_mapper(settings, sandbox_limits(limits))
+            .map_err(LoadFailed::new)?;
+        Ok(Box::new(WasmRecordMapper(mapper)))
+    }
+
+    fn event_mapper(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn EventMapping>, LoadFailed> {
+        let mapper = self
+            .0
+            .event_mapper(settings, sandbox_limits(limits))
+            .map_err(LoadFailed::new)?;
+        Ok(Box::new(WasmEventMapper(mapper)))
+    }
+
+    fn opt_out_resolver(
+        &self,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Box<dyn OptOutResolution>, LoadFailed> {
+        let resolver = self
+            .0
+            .opt_out_resolver(settings, sandbox_limits(limits))
+            .map_err(LoadFailed::new)?;
+        Ok(Box::new(WasmOptOutResolver(resolver)))
+    }
+}
+
 impl PluginFactory for WasmPlugins {
     fn record_mapper(
         &self,
@@ -115,6 +164,7 @@ impl PluginFactory for WasmPlugins {
         Ok(Loaded {
             plugin: Box::new(WasmRecordMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
+            build: Some(Arc::new(WasmBuild(loaded))),
         })
     }
 
@@ -133,6 +183,7 @@ impl PluginFactory for WasmPlugins {
         Ok(Loaded {
             plugin: Box::new(WasmEventMapper(mapper)),
             fingerprint: loaded.fingerprint().to_string(),
+            build: Some(Arc::new(WasmBuild(loaded))),
         })
     }
 
@@ -151,6 +202,7 @@ impl PluginFactory for WasmPlugins {
         Ok(Loaded {
             plugin: Box::new(WasmOptOutResolver(resolver)),
             fingerprint: loaded.fingerprint().to_string(),
+            build: Some(Arc::new(WasmBuild(loaded))),
         })
     }
 

@@ -1,9 +1,11 @@
 //! The Dynamics 365 (Dataverse Web API v9.2) connector: a [`ChangeSource`] reading tables
-//! through change tracking and a [`RecordSink`] writing through `$batch`.
+//! through change tracking, a [`RecordSink`] writing through `$batch`, and a
+//! [`RecordReader`](crate::RecordReader) reading written records back.
 //!
 //! Files: `settings.rs` (what the config module fills in), `metadata.rs` (tables, attributes,
 //! picklists), `read.rs` (change-tracked pages into record batches), `write.rs` (batched
-//! writes with per-record outcomes), `multipart.rs` (the `$batch` framing). Authentication,
+//! writes with per-record outcomes), `stored.rs` (records read back for `conduit verify`),
+//! `multipart.rs` (the `$batch` framing). Authentication,
 //! retries and pacing come from [`crate::http`].
 
 #[cfg(any(test, feature = "fuzzing"))]
@@ -14,6 +16,7 @@ pub mod multipart;
 mod proptests;
 pub(crate) mod read;
 pub mod settings;
+mod stored;
 pub(crate) mod write;
 
 use std::collections::HashMap;

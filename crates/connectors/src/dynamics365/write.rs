@@ -339,7 +339,11 @@ fn earlier_failed(error: &ConnectorError) -> ConnectorError {
 }
 
 /// `set(<guid>)` by primary key, or `set(field='key')` by alternate key.
-fn address(meta: &TableMeta, key_field: &str, key: &str) -> Result<String, ConnectorError> {
+pub(super) fn address(
+    meta: &TableMeta,
+    key_field: &str,
+    key: &str,
+) -> Result<String, ConnectorError> {
     if key_field == meta.primary_id {
         let id = uuid::Uuid::parse_str(key).map_err(|_| ConnectorError::Permanent {
             message: format!(

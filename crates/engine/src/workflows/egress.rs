@@ -10,7 +10,7 @@ use conduit_store::{CursorState, DeadLetterPayload, ReadCommit};
 use super::super::reader::{
     ReaderCore, StepError, collect, isolate, on_plugin_thread, single_outcome,
 };
-use super::super::services::{EventMapping, LoadFailed, Loaded, PluginFactory};
+use super::super::services::{EventMapping, LoadFailed, Loaded, PluginBuild, PluginFactory};
 use super::super::stage::{PrepareError, StageContext};
 use super::{Ready, RemapError, Start, Workflow, load, located};
 
@@ -36,6 +36,14 @@ impl Workflow for Egress {
         factory.event_mapper(plugin, settings, limits)
     }
 
+    fn configure(
+        build: &dyn PluginBuild,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Self::Plugin, LoadFailed> {
+        build.event_mapper(settings, limits)
+    }
+
     async fn prepare(start: Start<'_>) -> Result<Ready<Self>, PrepareError> {
         let section = start.config.egress().ok_or("egress is not configured")?;
         let loaded = load::<Self>(start.env, start.config, section.plugin_settings())
@@ -47,6 +55,7 @@ impl Workflow for Egress {
             },
             needed: Vec::new(),
             plugin_fingerprint: loaded.fingerprint,
+            build: loaded.build,
         })
     }
 

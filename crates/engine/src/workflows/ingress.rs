@@ -14,7 +14,9 @@ use super::super::Environment;
 use super::super::reader::{
     Isolated, ReaderCore, StepError, collect, on_plugin_thread, single_outcome,
 };
-use super::super::services::{LoadFailed, Loaded, PluginFactory, RecordMapping, Services};
+use super::super::services::{
+    LoadFailed, Loaded, PluginBuild, PluginFactory, RecordMapping, Services,
+};
 use super::super::stage::{PrepareError, StageContext};
 use super::{Ready, RemapError, Start, Workflow, load, located};
 
@@ -43,6 +45,14 @@ impl Workflow for Ingress {
         factory.record_mapper(plugin, settings, limits)
     }
 
+    fn configure(
+        build: &dyn PluginBuild,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Self::Plugin, LoadFailed> {
+        build.record_mapper(settings, limits)
+    }
+
     async fn prepare(start: Start<'_>) -> Result<Ready<Self>, PrepareError> {
         let Start {
             env,
@@ -54,6 +64,9 @@ impl Workflow for Ingress {
         let mut mappings = Vec::new();
         let mut needed = Vec::new();
         let mut plugin_fingerprint = String::new();
+        // One build for all mappings (the workflow has one plugin): the last one loaded, whose
+        // fingerprint is the workflow's.
+        let mut build = None;
         let mut mapping_fingerprints = BTreeMap::new();
         for mapping in &section.mappings {
             check_source_fields(services, mapping).await?;
@@ -72,6 +85,7 @@ impl Workflow for Ingress {
                 mapping_fingerprint(&settings, &loaded.fingerprint),
             );
             plugin_fingerprint = loaded.fingerprint;
+            build = loaded.build;
             mappings.push(MappingReader {
                 name: mapping.name.clone(),
                 request: change_request(mapping, page_size),
@@ -87,6 +101,7 @@ impl Workflow for Ingress {
             workflow: Ingress { mappings },
             needed,
             plugin_fingerprint,
+            build,
         })
     }
 

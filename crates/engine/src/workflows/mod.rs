@@ -17,7 +17,7 @@ use conduit_store::{DeadLetter, DeadLetterPayload};
 
 use super::Environment;
 use super::reader::{ReaderCore, StepError};
-use super::services::{LoadFailed, Loaded, PluginFactory, Services};
+use super::services::{LoadFailed, Loaded, PluginBuild, PluginFactory, Services};
 use super::stage::{PrepareError, StageContext};
 
 pub(super) use egress::Egress;
@@ -46,6 +46,8 @@ pub(super) struct Ready<W> {
     pub(super) needed: Vec<(System, String, Vec<String>)>,
     /// The fingerprint of the plugin's bytes, for "changes pending restart".
     pub(super) plugin_fingerprint: String,
+    /// The plugin build it loaded, kept while it runs (preview and verify map with it).
+    pub(super) build: Option<Arc<dyn PluginBuild>>,
 }
 
 /// One workflow: what it reads, how it maps it, what its writes need.
@@ -65,6 +67,13 @@ pub(super) trait Workflow: Sized + Send + 'static {
         settings: &serde_json::Value,
         limits: &EffectiveLimits,
     ) -> Result<Loaded<Self::Plugin>, LoadFailed>;
+
+    /// Configures its plugin from a kept build (called on a blocking thread).
+    fn configure(
+        build: &dyn PluginBuild,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Self::Plugin, LoadFailed>;
 
     /// STARTING: loads the plugin, checks what the source offers, and says what it writes.
     fn prepare(start: Start<'_>) -> impl Future<Output = Result<Ready<Self>, PrepareError>> + Send;
@@ -161,21 +170,49 @@ pub(crate) async fn load<W: Workflow>(
         span.in_scope(|| W::load(plugins.as_ref(), &plugin, &settings, &limits))
     })
     .await
-    .map_err(|error| {
-        let reason = match error.try_into_panic() {
-            Ok(payload) => payload
-                .downcast_ref::<&str>()
-                .map(|text| conduit_plugin_host::cap(text))
-                .or_else(|| {
-                    payload
-                        .downcast_ref::<String>()
-                        .map(|text| conduit_plugin_host::cap(text))
-                })
-                .unwrap_or_else(|| "no message".to_owned()),
-            Err(error) => error.to_string(),
-        };
-        format!("loading or configuring the plugin failed: it panicked: {reason}")
-    })?
+    .map_err(panic_reason)?
+    .map_err(|error| error.to_string())
+}
+
+/// What a loading task that did not finish says, for the operator.
+fn panic_reason(error: tokio::task::JoinError) -> String {
+    let reason = match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| conduit_plugin_host::cap(text))
+            .or_else(|| {
+                payload
+                    .downcast_ref::<String>()
+                    .map(|text| conduit_plugin_host::cap(text))
+            })
+            .unwrap_or_else(|| "no message".to_owned()),
+        Err(error) => error.to_string(),
+    };
+    format!("loading or configuring the plugin failed: it panicked: {reason}")
+}
+
+/// The workflow's plugin in force, configured with `settings`: from `build`, the build the
+/// running workflow started with (a .wasm replaced on disk since does not count until its
+/// restart), or when there is none (the workflow is stopped, or the factory keeps no builds)
+/// loaded from the config's reference as [`load`] does.
+pub(crate) async fn load_in_force<W: Workflow>(
+    env: &Environment,
+    config: &Config,
+    settings: serde_json::Value,
+    build: Option<Arc<dyn PluginBuild>>,
+) -> Result<W::Plugin, String> {
+    let Some(build) = build else {
+        return load::<W>(env, config, settings)
+            .await
+            .map(|loaded| loaded.plugin);
+    };
+    let limits = config.limits(W::ID);
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| W::configure(build.as_ref(), &settings, &limits))
+    })
+    .await
+    .map_err(panic_reason)?
     .map_err(|error| error.to_string())
 }
 

@@ -14,7 +14,7 @@ use conduit_store::{CursorState, DeadLetterPayload, OptOutSnapshot, ReadCommit};
 use super::super::reader::{
     ReaderCore, StepError, collect, isolate, on_plugin_thread, single_outcome,
 };
-use super::super::services::{LoadFailed, Loaded, OptOutResolution, PluginFactory};
+use super::super::services::{LoadFailed, Loaded, OptOutResolution, PluginBuild, PluginFactory};
 use super::super::stage::{PrepareError, StageContext};
 use super::{Ready, RemapError, Start, Workflow, load, located};
 
@@ -51,6 +51,14 @@ impl Workflow for OptInOut {
         limits: &EffectiveLimits,
     ) -> Result<Loaded<Self::Plugin>, LoadFailed> {
         factory.opt_out_resolver(plugin, settings, limits)
+    }
+
+    fn configure(
+        build: &dyn PluginBuild,
+        settings: &serde_json::Value,
+        limits: &EffectiveLimits,
+    ) -> Result<Self::Plugin, LoadFailed> {
+        build.opt_out_resolver(settings, limits)
     }
 
     async fn prepare(start: Start<'_>) -> Result<Ready<Self>, PrepareError> {
@@ -96,6 +104,7 @@ impl Workflow for OptInOut {
             },
             needed,
             plugin_fingerprint: loaded.fingerprint,
+            build: loaded.build,
         })
     }
 
