@@ -218,7 +218,7 @@ impl Store {
         let mut recent = self.recent();
         let mut head = None;
         let mut ready = ReadyBatch::default();
-        let mut keys = HashSet::new();
+        let mut keys = HashSet::with_capacity(max.min(DEFERRED_SCAN));
         let mut blocked = HashSet::new();
         let mut scanned = 0usize;
         // Deferred records are passed by without counting towards the scan, up to a bound, so a
