@@ -361,6 +361,13 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
                     sims_cpu.as_secs_f64() * 1e6 / records,
                     (host_cpu + sims_cpu).as_secs_f64() / elapsed.as_secs_f64()
                 );
+                let groups = store.group_commits();
+                println!(
+                    "  queue: {} reader and writer steps in {} transactions ({} fsyncs saved by group commits)",
+                    groups.steps,
+                    groups.transactions,
+                    groups.steps.saturating_sub(groups.transactions)
+                );
             }
             Scenario::Backlog => {
                 println!(
