@@ -1,12 +1,13 @@
 //! The Workflows page in a real headless Chromium against the real host and the simulators:
 //! it lists the workflows, Start takes one to RUNNING, the backlog moves while a load runs,
 //! an edit of the TOML shows the pending badge (and, from it, the restart's preview of the
-//! records it changes) until stop/start, and a dead letter is retried
+//! records it changes, for Ingress and for Egress) until stop/start, and a dead letter is retried
 //! from the page and shows in its audit table. Screenshots of the key states go to
 //! `target/ui-screenshots/`.
 
 use conduit_e2e::browser::Browser;
 use conduit_e2e::{SimPair, wait_for};
+use conduit_model::{EmailEvent, EmailEventKind};
 use conduit_sim::faults::FaultConfig;
 use serde_json::json;
 
@@ -244,6 +245,65 @@ async fn an_edit_shows_the_pending_badge_until_stop_and_start() {
             "return document.querySelector('#toggle-ingress .badge') === null",
         )
         .await;
+
+    // The editor of Egress previews its restart too: with sends switched off in the file, the
+    // journal's send event is newly skipped.
+    let send = EmailEvent {
+        id: "e0e0e0e0-0000-4000-8000-000000000001".into(),
+        kind: EmailEventKind::Send,
+        contact_key: key.clone(),
+        campaign_id: "C1".into(),
+        campaign_name: "Spring".into(),
+        delivery_id: "D1".into(),
+        delivery_name: "Launch".into(),
+        timestamp: "2026-11-02T10:00:00Z".into(),
+        url: None,
+        mirror_page_url: None,
+        bounce: None,
+    };
+    sims.campaign.emit_event(&send);
+    let (status, body) = host.post("/api/workflows/egress/start").await;
+    assert_eq!(status, 200, "{body}");
+    host.wait_workflow("egress", "RUNNING", |v| v["status"] == "RUNNING")
+        .await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[egress]\nsend = true", "[egress]\nsend = false"),
+    )
+    .unwrap();
+    browser
+        .wait_until(
+            "the egress badge",
+            "return document.querySelector('#toggle-egress .badge') !== null",
+        )
+        .await;
+    browser.click("#edit-egress").await;
+    browser
+        .wait_until(
+            "the egress editor with what waits for a restart",
+            "return (document.getElementById('editor-pending')?.textContent || '').includes('send')",
+        )
+        .await;
+    browser.click("#preview-restart").await;
+    browser
+        .wait_until(
+            "the egress restart preview",
+            "return (document.getElementById('preview-result')?.textContent || '').includes('would change')",
+        )
+        .await;
+    let preview = browser
+        .eval("return document.getElementById('preview-result').textContent")
+        .await;
+    let expected = format!(
+        "{} newly filtered out (send events are switched off)",
+        send.id
+    );
+    assert!(
+        preview.as_str().unwrap_or_default().contains(&expected),
+        "{preview}"
+    );
+    browser.screenshot("restart-preview-egress").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

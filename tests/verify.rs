@@ -4,9 +4,10 @@
 //! Conduit's back through Campaign's own API (a renamed profile, a deleted one, an extra one)
 //! and a contact deleted while Ingress was stopped are named exactly; `--repair` queues them
 //! (visible in the backlog, where verify reports them as such rather than as differences);
-//! once Ingress has written them the two sides agree again. Then `conduit preview` names the
-//! exact records a pending mapping edit (a replacement, a filter) changes, and after the
-//! restart the data is what it said.
+//! once Ingress has written them the two sides agree again. `conduit preview` names the exact
+//! records a pending edit changes: an Opt-in/out direction (the flags), an Egress event switch
+//! (the events newly skipped), an Ingress mapping (a replacement, a filter) and a replaced
+//! plugin file; after the restart the data is what it said.
 
 use std::collections::BTreeSet;
 
@@ -151,6 +152,16 @@ fn verify_workflow(sims: &SimPair, workflow: &str, extra: &[&str]) -> (CliOutput
     (output, report)
 }
 
+/// Runs `conduit preview <workflow> --json` with `extra` arguments; the preview, once it exited 0.
+fn preview_json(sims: &SimPair, workflow: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["preview", workflow, "--json"];
+    args.extend_from_slice(extra);
+    let output = sims.cli(&args);
+    assert_eq!(output.code, 0, "{output}");
+    serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|error| panic!("preview printed no JSON ({error}):\n{output}"))
+}
+
 /// The keys of one kind of difference of one mapping.
 fn keys(report: &Value, mapping: &str, kind: &str) -> BTreeSet<String> {
     let check = report["mappings"]
@@ -247,6 +258,51 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
             {"field": "dynamics donotbulkemail", "expected": true, "actual": false}
         ]}])
     );
+    // A pending edit makes Opt-in/out one way, Dynamics 365 to Campaign. The preview names
+    // exactly the flags that changes, on the one contact whose two sides disagree: the rule in
+    // force copies Campaign's opt-out to Dynamics 365, the pending one would write Dynamics
+    // 365's value to Campaign. It writes nothing.
+    let config = |optinout: &str, egress: &str| {
+        format!("{}{INGRESS_VEHICLES}{optinout}{egress}", ingress_contacts())
+    };
+    let one_way = OPT_IN_OUT.replace("\"bidirectional\"", "\"dynamics-to-campaign\"");
+    assert_ne!(one_way, OPT_IN_OUT);
+    sims.write_config(&config(&one_way, EGRESS));
+    host.wait_workflow("optinout", "the pending edit", |view| {
+        view["pending_changes"] == true
+    })
+    .await;
+    let (profiles_before, contacts_before) = (sims.profiles(), sims.dynamics.rows("contact"));
+    let preview = preview_json(&sims, "optinout", &["--limit", "1000"]);
+    assert_eq!(preview["pending"], true, "{preview:#}");
+    let part = &preview["mappings"][0];
+    assert_eq!(part["mapping"], "opt-out pairs", "{part:#}");
+    assert_eq!(part["status"], "changed", "{part:#}");
+    assert_eq!(part["records_read"], contacts_before.len(), "{part:#}");
+    assert_eq!(
+        part["records"],
+        json!([{"key": opted_out, "change": "fields", "reason": null, "fields": [
+            {"field": "campaign blackListEmail", "before": null, "after": false},
+            {"field": "dynamics donotbulkemail", "before": true, "after": null}
+        ]}]),
+        "{part:#}"
+    );
+    assert_eq!(part["unchanged"], contacts_before.len() - 1, "{part:#}");
+    let output = sims.cli(&["preview", "optinout", "--limit", "1000"]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(
+        output.stdout.contains(&format!(
+            "{opted_out} flags written: campaign blackListEmail: (not written) -> false"
+        )),
+        "{output}"
+    );
+    assert_eq!(sims.profiles(), profiles_before, "a preview writes nothing");
+    assert_eq!(sims.dynamics.rows("contact"), contacts_before);
+    sims.write_config(&config(OPT_IN_OUT, EGRESS));
+    host.wait_workflow("optinout", "no change pending", |view| {
+        view["pending_changes"] == false
+    })
+    .await;
     let output = sims.cli(&["verify", "optinout", "--repair"]);
     assert_eq!(output.code, 3, "optinout has no --repair: {output}");
     campaign
@@ -380,6 +436,97 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         "{report:#}"
     );
     assert_eq!(sims.dynamics.count("adobe_emailclick"), 3);
+
+    // A pending edit of Egress switches clicks off. The preview maps the journal with the
+    // switches in force and with the pending ones: exactly the click events are newly
+    // skipped, nothing else changes, and nothing is written.
+    let journal: Vec<&EmailEvent> = events.iter().chain([&late]).collect();
+    let clicks_off = EGRESS.replace("click = true", "click = false");
+    assert_ne!(clicks_off, EGRESS);
+    sims.write_config(&config(OPT_IN_OUT, &clicks_off));
+    host.wait_workflow("egress", "the pending edit", |view| {
+        view["pending_changes"] == true
+    })
+    .await;
+    let activity_tables = ["adobe_emailsend", "adobe_emailopen", "adobe_emailclick"];
+    let activities_of = || activity_tables.map(|table| sims.dynamics.rows(table));
+    let activities_before = activities_of();
+    let preview = preview_json(&sims, "egress", &["--limit", "1000"]);
+    assert_eq!(preview["pending"], true, "{preview:#}");
+    let part = &preview["mappings"][0];
+    assert_eq!(part["mapping"], "events", "{part:#}");
+    assert_eq!(part["status"], "changed", "{part:#}");
+    assert_eq!(part["records_read"], journal.len(), "{part:#}");
+    let newly_skipped: Vec<Value> = journal
+        .iter()
+        .filter(|e| e.kind == EmailEventKind::Click)
+        .map(|e| {
+            json!({"key": e.id, "change": "filtered", "fields": [],
+                "reason": "click events are switched off"})
+        })
+        .collect();
+    assert!(!newly_skipped.is_empty());
+    assert_eq!(part["records"], json!(newly_skipped), "{part:#}");
+    assert_eq!(
+        part["unchanged"],
+        journal.len() - newly_skipped.len(),
+        "{part:#}"
+    );
+    // --limit reads the oldest events only: the third is the first click.
+    let preview = preview_json(&sims, "egress", &["--limit", "3"]);
+    assert_eq!(preview["mappings"][0]["records_read"], 3, "{preview:#}");
+    assert_eq!(
+        preview["mappings"][0]["records"],
+        json!([newly_skipped[0]]),
+        "{preview:#}"
+    );
+    let output = sims.cli(&["preview", "egress"]);
+    assert_eq!(output.code, 0, "{output}");
+    assert!(
+        output.stdout.contains(&format!(
+            "{} newly filtered out: click events are switched off",
+            click.id
+        )),
+        "{output}"
+    );
+    assert_eq!(
+        activities_of(),
+        activities_before,
+        "a preview writes nothing"
+    );
+    // After the restart the data is what the preview said: the click activities are left as
+    // they were, a new click is not written while a new send is, and verify with the edit in
+    // force counts every click as filtered.
+    host.stop("egress").await;
+    host.start("egress").await;
+    let new_click = EmailEvent {
+        id: "e0e0e0e0-0000-4000-8000-0000000000fe".into(),
+        ..click.clone()
+    };
+    let new_send = EmailEvent {
+        id: "e0e0e0e0-0000-4000-8000-0000000000fd".into(),
+        ..send.clone()
+    };
+    sims.campaign.emit_event(&new_click);
+    sims.campaign.emit_event(&new_send);
+    let sends = sims.dynamics.count("adobe_emailsend");
+    conduit_e2e::wait_for("the new send written", 60, || {
+        sims.dynamics.count("adobe_emailsend") == sends + 1
+    })
+    .await;
+    host.wait_workflow("egress", "the new events read", |view| view["backlog"] == 0)
+        .await;
+    assert_eq!(sims.dynamics.rows("adobe_emailclick"), activities_before[2]);
+    let (output, report) = verify_workflow(&sims, "egress", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(
+        report["mappings"][0]["filtered"],
+        skipped + newly_skipped.len() + 1,
+        "{report:#}"
+    );
+    let preview = preview_json(&sims, "egress", &[]);
+    assert_eq!(preview["pending"], false, "{preview:#}");
+    assert_eq!(preview["mappings"][0]["records"], json!([]), "{preview:#}");
     host.stop("egress").await;
 
     // Behind Conduit's back, through Campaign's API: a renamed profile, a deleted one, an

@@ -38,8 +38,7 @@ impl From<VerifyError> for ApiError {
         match error {
             VerifyError::Engine(engine) => engine.into(),
             VerifyError::Store(store) => EngineError::Store(store).into(),
-            VerifyError::Unsupported(_)
-            | VerifyError::NotRunning(_)
+            VerifyError::NotRunning(_)
             | VerifyError::NoRepair(_)
             | VerifyError::NoReader(_)
             | VerifyError::Load { .. } => ApiError::new(StatusCode::CONFLICT, error.to_string()),

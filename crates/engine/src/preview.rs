@@ -1,14 +1,22 @@
-//! `conduit preview`: what a restart would do to the data. For each Ingress table mapping it
-//! reads a sample of current source rows through the Dynamics 365 connector, maps them with
-//! the mapping the running workflow started with (its config, and the plugin build it loaded
-//! then, kept while it runs) and with the one in the config file now (the pending edit, and the
-//! plugin as it is on disk: a replaced .wasm shows as the fields it changes), and reports per
-//! record the destination
-//! fields whose written value would change, the records newly filtered out, deleted or
-//! dead-lettered, and the pending plugin's errors. It writes nothing, anywhere.
+//! `conduit preview`: what a restart would do to the data. It reads a sample of what the
+//! workflow reads, through the connectors and from the start (never the workflow's cursor),
+//! maps it with what the running workflow started with (its config, and the plugin build it
+//! loaded then, kept while it runs) and with what is in the files now (the pending edit, and
+//! the plugin as it is on disk: a replaced .wasm shows as what it changes), and reports per
+//! record what would be written differently, and the pending plugin's errors. It writes
+//! nothing, anywhere.
 //!
-//! Both sides are mapped as a replay maps (every field written): after the restart, a record
-//! is written with the new values at its next change, or at once by a replay.
+//! - Ingress: per table mapping, the first source rows, mapped as a replay maps them (every
+//!   field written): after the restart, a record is written with the new values at its next
+//!   change, or at once by a replay. Per record: the destination fields whose written value
+//!   changes, and the records newly filtered out, deleted or dead-lettered.
+//! - Egress: the first events of Campaign's journal (read as `verify egress` reads it) through
+//!   the event mapper: activity fields that change, events newly skipped (e.g. a kind switched
+//!   off) or newly mapped, events the pending mapper rejects.
+//! - Opt-in/out: the first contacts' flags and what their profiles hold (read as `verify
+//!   optinout` reads them), resolved with the direction, pairs and resolver of each side: per
+//!   contact, each flag either side's rule would write (named by system and attribute, as
+//!   verify names it), and contacts the pending resolver rejects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,12 +25,17 @@ use serde::{Deserialize, Serialize};
 
 use conduit_config::{Config, MappingSpec};
 use conduit_connectors::ChangeRequest;
-use conduit_model::{Operation, Outcome, Phase, RecordBatch, Value, WorkflowId};
+use conduit_model::{ContactOptOut, Operation, Outcome, Phase, RecordBatch, Value, WorkflowId};
 
 use super::reader::on_plugin_thread;
 use super::services::{PluginBuild, RecordMapping};
 use super::verify::{SourcePages, VerifyError, step_reason};
-use super::workflows::{Ingress, load, load_in_force, map_rows_isolated};
+use super::verify_egress::{EVENTS, JournalPages, map_events};
+use super::verify_opt_outs::{
+    PAIRS, contact_of, flag_writes, read_campaign_flags, resolve_contacts,
+};
+use super::workflows::opt_in_out::flags_of;
+use super::workflows::{Egress, Ingress, OptInOut, load, load_in_force, map_rows_isolated};
 use super::{EngineError, Supervisor};
 
 /// Source records a preview reads per mapping when not told.
@@ -107,16 +120,13 @@ struct Sides<'a> {
 }
 
 impl Supervisor {
-    /// Previews what restarting workflow `id` (Ingress) with the config file as it is now
-    /// would change, on a sample of source records. Writes nothing.
+    /// Previews what restarting workflow `id` with the config file (and plugin file) as it is
+    /// now would change, on a sample of source records. Writes nothing.
     pub async fn preview(
         &self,
         id: WorkflowId,
         options: &PreviewOptions,
     ) -> Result<PreviewReport, VerifyError> {
-        if id != WorkflowId::Ingress {
-            return Err(VerifyError::Unsupported(id));
-        }
         let pending = self.load_config()?;
         let Some((in_force, build)) = self.in_force(id) else {
             return Err(VerifyError::NotRunning(id));
@@ -130,11 +140,77 @@ impl Supervisor {
             _ => false,
         };
         let limit = options.limit.unwrap_or(DEFAULT_LIMIT).max(1);
-        let before = in_force
+        let services = self
+            .inner
+            .env
+            .connect
+            .connect(&pending)
+            .map_err(EngineError::from)?;
+        let sides = Sides {
+            in_force: &in_force,
+            build,
+            pending: &pending,
+            plugin_replaced,
+        };
+        let (mappings, sample_note) = match id {
+            WorkflowId::Ingress => (
+                self.preview_ingress(&sides, &services, options, limit)
+                    .await?,
+                format!(
+                    "the first {limit} source record(s) of each mapping, each mapped as a replay maps it: a changed record is written with the new values at its next change, or at once by a replay"
+                ),
+            ),
+            WorkflowId::Egress => {
+                only_name(options, EVENTS)?;
+                (
+                    vec![self.preview_egress(&sides, &services, limit).await?],
+                    format!(
+                        "the first {limit} event(s) of the journal, from its oldest retained one, each mapped as if read now: events read after the restart are mapped this way; activities already written stay as they are (`conduit verify egress --repair` maps them again)"
+                    ),
+                )
+            }
+            WorkflowId::OptInOut => {
+                only_name(options, PAIRS)?;
+                (
+                    vec![self.preview_opt_outs(&sides, &services, limit).await?],
+                    format!(
+                        "the first {limit} contact(s), resolved with the flags both sides hold now (Campaign's without change times, as verify does); a flag lists what each rule writes (null: nothing): a contact is resolved with the pending rule at its next change"
+                    ),
+                )
+            }
+        };
+        let is_pending = plugin_replaced
+            || in_force.workflow_fingerprint(id) != pending.workflow_fingerprint(id);
+        let mut notes = vec![sample_note];
+        if plugin_replaced {
+            notes.push(
+                "the plugin file was replaced on disk since the start: the side in force maps with the build the workflow started with, the pending one with the file as it is now"
+                    .into(),
+            );
+        }
+        Ok(PreviewReport {
+            workflow: id,
+            pending: is_pending,
+            mappings,
+            notes,
+        })
+    }
+
+    /// Ingress: each table mapping in force or in the file.
+    async fn preview_ingress(
+        &self,
+        sides: &Sides<'_>,
+        services: &super::Services,
+        options: &PreviewOptions,
+        limit: u32,
+    ) -> Result<Vec<MappingPreview>, VerifyError> {
+        let before = sides
+            .in_force
             .ingress()
             .map(|s| s.mappings.clone())
             .unwrap_or_default();
-        let after = pending
+        let after = sides
+            .pending
             .ingress()
             .map(|s| s.mappings.clone())
             .unwrap_or_default();
@@ -154,57 +230,175 @@ impl Supervisor {
             }
             names.retain(|n| n == name);
         }
-        let services = self
-            .inner
-            .env
-            .connect
-            .connect(&pending)
-            .map_err(EngineError::from)?;
         let mut previews = Vec::new();
         for name in names {
             let old = before.iter().find(|m| m.name == name);
             let new = after.iter().find(|m| m.name == name);
             let preview = match (old, new) {
                 (Some(old), Some(new)) => {
-                    let sides = Sides {
-                        in_force: &in_force,
-                        build: build.clone(),
-                        pending: &pending,
-                        plugin_replaced,
-                    };
-                    self.preview_mapping(&sides, &services, old, new, limit)
+                    self.preview_mapping(sides, services, old, new, limit)
                         .await?
                 }
-                (None, _) => MappingPreview {
-                    mapping: name,
-                    status: "new".into(),
-                    ..MappingPreview::default()
-                },
-                (_, None) => MappingPreview {
-                    mapping: name,
-                    status: "removed".into(),
-                    ..MappingPreview::default()
-                },
+                (None, _) => status_only(name, "new"),
+                (_, None) => status_only(name, "removed"),
             };
             previews.push(preview);
         }
-        let is_pending = plugin_replaced
-            || in_force.workflow_fingerprint(id) != pending.workflow_fingerprint(id);
-        let mut notes = vec![format!(
-            "the first {limit} source record(s) of each mapping, each mapped as a replay maps it: a changed record is written with the new values at its next change, or at once by a replay"
-        )];
-        if plugin_replaced {
-            notes.push(
-                "the plugin file was replaced on disk since the start: the mapping in force maps with the build the workflow started with, the pending one with the file as it is now"
-                    .into(),
-            );
+        Ok(previews)
+    }
+
+    /// Egress: the journal's first events through the event mapper in force and the pending
+    /// one (whose event switches are among its settings).
+    async fn preview_egress(
+        &self,
+        sides: &Sides<'_>,
+        services: &super::Services,
+        limit: u32,
+    ) -> Result<MappingPreview, VerifyError> {
+        let id = WorkflowId::Egress;
+        let old = sides
+            .in_force
+            .egress()
+            .ok_or(EngineError::NotConfigured(id))?;
+        let Some(new) = sides.pending.egress() else {
+            return Ok(status_only(EVENTS.into(), "removed"));
+        };
+        let mut preview = status_only(
+            EVENTS.into(),
+            if old != new || sides.plugin_replaced {
+                "changed"
+            } else {
+                "unchanged"
+            },
+        );
+        let plugin = load_in_force::<Egress>(
+            &self.inner.env,
+            sides.in_force,
+            old.plugin_settings(),
+            sides.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: EVENTS.into(),
+            reason,
+        })?;
+        let mut before = Some(plugin);
+        let mut after =
+            match load::<Egress>(&self.inner.env, sides.pending, new.plugin_settings()).await {
+                Ok(loaded) => Some(loaded.plugin),
+                Err(reason) => {
+                    preview.pending_error = Some(reason);
+                    return Ok(preview);
+                }
+            };
+        let page_size = limit.min(sides.in_force.pacing(id).page_size.max(1));
+        let mut pages = JournalPages::new(services, page_size, Some(limit));
+        while let Some(events) = pages.next().await? {
+            preview.records_read += events.len() as u64;
+            let (events, was) = map_events(&mut before, events).await?;
+            let (events, will) = map_events(&mut after, events).await?;
+            for ((event, was), will) in events.iter().zip(was).zip(will) {
+                match compare(&event.id, was, will) {
+                    Some(change) => preview.records.push(change),
+                    None => preview.unchanged += 1,
+                }
+            }
         }
-        Ok(PreviewReport {
-            workflow: id,
-            pending: is_pending,
-            mappings: previews,
-            notes,
-        })
+        Ok(preview)
+    }
+
+    /// Opt-in/out: the first contacts' flags, resolved with the direction, pairs and resolver
+    /// in force and with the pending ones, against what both sides hold now.
+    async fn preview_opt_outs(
+        &self,
+        sides: &Sides<'_>,
+        services: &super::Services,
+        limit: u32,
+    ) -> Result<MappingPreview, VerifyError> {
+        let id = WorkflowId::OptInOut;
+        let old = sides
+            .in_force
+            .optinout()
+            .ok_or(EngineError::NotConfigured(id))?;
+        let Some(new) = sides.pending.optinout() else {
+            return Ok(status_only(PAIRS.into(), "removed"));
+        };
+        let mut preview = status_only(
+            PAIRS.into(),
+            if old != new || sides.plugin_replaced {
+                "changed"
+            } else {
+                "unchanged"
+            },
+        );
+        let plugin = load_in_force::<OptInOut>(
+            &self.inner.env,
+            sides.in_force,
+            old.plugin_settings(),
+            sides.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: PAIRS.into(),
+            reason,
+        })?;
+        let mut before = Some(plugin);
+        let mut after =
+            match load::<OptInOut>(&self.inner.env, sides.pending, new.plugin_settings()).await {
+                Ok(loaded) => Some(loaded.plugin),
+                Err(reason) => {
+                    preview.pending_error = Some(reason);
+                    return Ok(preview);
+                }
+            };
+        // Both sides' pairs, so that a flag only one of them pairs is read too.
+        let mut columns: Vec<String> = Vec::new();
+        let mut attributes: Vec<String> = Vec::new();
+        for pair in old.pairs.iter().chain(&new.pairs) {
+            if !columns.contains(&pair.dynamics) {
+                columns.push(pair.dynamics.clone());
+            }
+            if !attributes.contains(&pair.campaign) {
+                attributes.push(pair.campaign.clone());
+            }
+        }
+        if columns.is_empty() {
+            return Ok(preview);
+        }
+        columns.push("modifiedon".into());
+        let request = ChangeRequest {
+            table: "contact".into(),
+            columns,
+            page_size: limit.min(sides.in_force.pacing(id).page_size.max(1)),
+        };
+        let mut dynamics = Vec::new();
+        let mut pages = SourcePages::new(services, request, Some(limit));
+        while let Some(batch) = pages.next().await? {
+            for row in &batch.rows {
+                let values = flags_of(&batch.columns, &row.values, row.modified_at.as_ref());
+                dynamics.push((row.key.clone(), values));
+            }
+        }
+        preview.records_read = dynamics.len() as u64;
+        let campaign = read_campaign_flags(services, &attributes, &mut |_| {}).await?;
+        // A contact without a profile is Ingress's to create: no flag of it is written.
+        let contacts: Vec<ContactOptOut> = dynamics
+            .iter()
+            .filter_map(|(key, values)| campaign.get(key).map(|held| contact_of(key, values, held)))
+            .collect();
+        preview.unchanged = preview.records_read - contacts.len() as u64;
+        if contacts.is_empty() {
+            return Ok(preview);
+        }
+        let (contacts, was) = resolve_contacts(&mut before, contacts).await?;
+        let (contacts, will) = resolve_contacts(&mut after, contacts).await?;
+        for ((contact, was), will) in contacts.iter().zip(was).zip(will) {
+            match compare_flags(contact, was, will) {
+                Some(change) => preview.records.push(change),
+                None => preview.unchanged += 1,
+            }
+        }
+        Ok(preview)
     }
 
     async fn preview_mapping(
@@ -289,6 +483,73 @@ async fn map_sample(
     .map_err(|error| VerifyError::Plugin {
         mapping: mapping.to_owned(),
         reason: step_reason(error),
+    })
+}
+
+/// A preview of a part that is only on one side, or that was not mapped.
+fn status_only(mapping: String, status: &str) -> MappingPreview {
+    MappingPreview {
+        mapping,
+        status: status.into(),
+        ..MappingPreview::default()
+    }
+}
+
+/// Refuses `--mapping` naming anything but the workflow's one part.
+fn only_name(options: &PreviewOptions, name: &str) -> Result<(), VerifyError> {
+    match &options.mapping {
+        Some(asked) if asked != name => Err(EngineError::UnknownMapping {
+            name: asked.clone(),
+            known: vec![name.to_owned()],
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// What one contact's resolution before and after says a restart changes, if anything: each
+/// flag either rule would write where the side holds another value, with what each writes.
+fn compare_flags(
+    contact: &ContactOptOut,
+    was: Result<Outcome, String>,
+    will: Result<Outcome, String>,
+) -> Option<RecordChange> {
+    let flags = |outcome: &Result<Outcome, String>| -> Result<HashMap<String, bool>, String> {
+        match outcome {
+            Ok(Outcome::Write { records }) => Ok(flag_writes(contact, records)
+                .into_iter()
+                .map(|flag| (flag.field, flag.want))
+                .collect()),
+            Ok(Outcome::Skip { .. }) => Ok(HashMap::new()),
+            Ok(Outcome::Reject { reason }) | Err(reason) => Err(reason.clone()),
+        }
+    };
+    let key = contact.contact_key.clone();
+    let (before, after) = match (flags(&was), flags(&will)) {
+        (Err(_), Err(_)) => return None,
+        (Ok(_), Err(reason)) => {
+            return Some(RecordChange {
+                key,
+                change: "rejected".into(),
+                fields: Vec::new(),
+                reason: Some(reason),
+            });
+        }
+        (Err(_), Ok(after)) => (HashMap::new(), after),
+        (Ok(before), Ok(after)) => (before, after),
+    };
+    let as_values = |flags: HashMap<String, bool>| -> HashMap<String, Value> {
+        flags
+            .into_iter()
+            .map(|(field, flag)| (field, Value::Boolean(flag)))
+            .collect()
+    };
+    let fields = field_changes(&as_values(before), &as_values(after));
+    (!fields.is_empty()).then(|| RecordChange {
+        key,
+        change: "fields".into(),
+        fields,
+        reason: None,
     })
 }
 
@@ -457,5 +718,66 @@ mod tests {
         .unwrap();
         assert_eq!(written.change, "written");
         assert_eq!(written.fields[0].before, serde_json::Value::Null);
+    }
+
+    fn flag_update(system: System, field: &str, flag: bool) -> WriteRecord {
+        WriteRecord {
+            target: Target {
+                system,
+                table: "t".into(),
+                key_field: "k".into(),
+            },
+            key: "c-1".into(),
+            op: Operation::Update,
+            fields: vec![(field.into(), Value::Boolean(flag))],
+        }
+    }
+
+    #[test]
+    fn flags_are_compared_by_what_each_rule_writes() {
+        use conduit_model::OptOutValue;
+        let value = |attribute: &str, value: bool| OptOutValue {
+            attribute: attribute.into(),
+            value,
+            changed_at: None,
+        };
+        let contact = ContactOptOut {
+            contact_key: "c-1".into(),
+            dynamics: vec![value("donotbulkemail", false)],
+            campaign: vec![value("blackListEmail", true)],
+        };
+        let writes = |records: Vec<WriteRecord>| Ok(Outcome::Write { records });
+        let to_dynamics = writes(vec![flag_update(System::Dynamics, "donotbulkemail", true)]);
+        let to_campaign = writes(vec![flag_update(System::Campaign, "blackListEmail", false)]);
+        let change = compare_flags(&contact, to_dynamics.clone(), to_campaign).unwrap();
+        assert_eq!(change.change, "fields");
+        assert_eq!(
+            change.fields,
+            [
+                FieldChange {
+                    field: "campaign blackListEmail".into(),
+                    before: serde_json::Value::Null,
+                    after: false.into(),
+                },
+                FieldChange {
+                    field: "dynamics donotbulkemail".into(),
+                    before: true.into(),
+                    after: serde_json::Value::Null,
+                },
+            ]
+        );
+        assert_eq!(
+            compare_flags(&contact, to_dynamics.clone(), to_dynamics.clone()),
+            None
+        );
+        // A write of the value the side already holds changes nothing.
+        let held = writes(vec![flag_update(System::Campaign, "blackListEmail", true)]);
+        let skip = Ok(Outcome::Skip { reason: "x".into() });
+        assert_eq!(compare_flags(&contact, skip, held), None);
+        let rejected = compare_flags(&contact, to_dynamics, Err("bad time".into())).unwrap();
+        assert_eq!(
+            (rejected.change.as_str(), rejected.reason.as_deref()),
+            ("rejected", Some("bad time"))
+        );
     }
 }

@@ -186,9 +186,6 @@ pub enum VerifyError {
     /// The config, the workflow or the mapping asked for is not usable.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The workflow cannot be previewed by this build.
-    #[error("preview covers ingress (the workflow with table mappings), not {0}")]
-    Unsupported(WorkflowId),
     /// `--repair` was asked of a workflow that has none.
     #[error(
         "--repair applies to ingress; {0} resolves flags again through its own reconcile (verify without --repair to see the differences)"

@@ -21,13 +21,13 @@ use conduit_model::{EmailEvent, Outcome, System, WorkflowId, WriteRecord};
 use conduit_store::{DeadLetterFilter, DeadLetterPayload, ReadCommit};
 
 use super::reader::{isolate, on_plugin_thread};
-use super::services::PluginBuild;
+use super::services::{EventMapping, PluginBuild};
 use super::verify::{
     EXAMPLES, FieldDifference, MappingCheck, StaleRecord, VerifyError, VerifyOptions,
     VerifyProgress, VerifyReport, comparable_fields, differing_fields, step_reason,
 };
 use super::workflows::{Egress, load_in_force};
-use super::{EngineError, Supervisor};
+use super::{EngineError, Services, Supervisor};
 
 /// The name the report gives the journal's comparison (and `--mapping` accepts).
 pub(super) const EVENTS: &str = "events";
@@ -104,39 +104,13 @@ impl Supervisor {
         let mut expected: Vec<Expected> = Vec::new();
         let mut rejected: Vec<(usize, String)> = Vec::new();
         let mut positions: HashMap<String, usize> = HashMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = services
-                .events
-                .read_events(cursor.as_deref(), page_size)
-                .await
-                .map_err(|source| VerifyError::Source {
-                    table: "email event journal".into(),
-                    source,
-                })?;
-            let mut events = page.events;
-            if let Some(limit) = options.sample {
-                events.truncate((limit as usize).saturating_sub(positions.len()));
-            }
-            if events.is_empty() {
-                break;
-            }
+        let mut pages = JournalPages::new(&services, page_size, options.sample);
+        while let Some(events) = pages.next().await? {
             let first = positions.len();
             for (offset, event) in events.iter().enumerate() {
                 positions.insert(event.id.clone(), first + offset);
             }
-            let (events, results) = on_plugin_thread(
-                &mut mapper,
-                "mapper",
-                id,
-                events,
-                |mapper, events: &Vec<EmailEvent>| isolate(events, |items| mapper.map(items)),
-            )
-            .await
-            .map_err(|error| VerifyError::Plugin {
-                mapping: EVENTS.into(),
-                reason: step_reason(error),
-            })?;
+            let (events, results) = map_events(&mut mapper, events).await?;
             for (offset, (event, result)) in events.iter().zip(results).enumerate() {
                 let position = first + offset;
                 match result {
@@ -164,13 +138,6 @@ impl Supervisor {
                 side: "source".into(),
                 records: check.source_records,
             });
-            let full = options
-                .sample
-                .is_some_and(|limit| check.source_records >= u64::from(limit));
-            if full || page.cursor.is_none() || page.cursor == cursor {
-                break;
-            }
-            cursor = page.cursor;
         }
         // A re-delivered event maps to the same activity: the last write of a key is what the
         // destination ends with.
@@ -399,7 +366,7 @@ impl Supervisor {
     /// read yet, if it is among those read; `None` when the workflow has read them all.
     async fn first_unread(
         &self,
-        services: &super::Services,
+        services: &Services,
         positions: &HashMap<String, usize>,
     ) -> Result<Option<usize>, VerifyError> {
         let cursor = self
@@ -410,10 +377,7 @@ impl Supervisor {
             .events
             .read_events(cursor.as_deref(), 1)
             .await
-            .map_err(|source| VerifyError::Source {
-                table: "email event journal".into(),
-                source,
-            })?;
+            .map_err(journal_error)?;
         Ok(next
             .events
             .first()
@@ -437,4 +401,84 @@ impl Supervisor {
             })
             .collect())
     }
+}
+
+/// What a failed read of the journal says.
+fn journal_error(source: conduit_connectors::ConnectorError) -> VerifyError {
+    VerifyError::Source {
+        table: "email event journal".into(),
+        source,
+    }
+}
+
+/// Campaign's email event journal read from its oldest retained event (the workflow's cursor
+/// left alone), page by page, up to `limit` events when given: the source side of verify and
+/// preview of Egress.
+pub(super) struct JournalPages<'a> {
+    services: &'a Services,
+    page_size: u32,
+    limit: Option<u32>,
+    read: u64,
+    cursor: Option<String>,
+    done: bool,
+}
+
+impl<'a> JournalPages<'a> {
+    /// Pages of `page_size` events, at most `limit` events in all.
+    pub(super) fn new(services: &'a Services, page_size: u32, limit: Option<u32>) -> Self {
+        JournalPages {
+            services,
+            page_size: page_size.max(1),
+            limit,
+            read: 0,
+            cursor: None,
+            done: limit == Some(0),
+        }
+    }
+
+    /// The next page's events, or `None` once the journal's end or the limit is reached.
+    pub(super) async fn next(&mut self) -> Result<Option<Vec<EmailEvent>>, VerifyError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .services
+            .events
+            .read_events(self.cursor.as_deref(), self.page_size)
+            .await
+            .map_err(journal_error)?;
+        let mut events = page.events;
+        if let Some(limit) = self.limit {
+            events.truncate((limit as usize).saturating_sub(self.read as usize));
+        }
+        self.read += events.len() as u64;
+        let full = self
+            .limit
+            .is_some_and(|limit| self.read >= u64::from(limit));
+        // A journal that hands back no new cursor has nothing after this page.
+        self.done =
+            events.is_empty() || full || page.cursor.is_none() || page.cursor == self.cursor;
+        self.cursor = page.cursor;
+        Ok((!events.is_empty()).then_some(events))
+    }
+}
+
+/// Maps one page of events with `mapper` on a plugin thread, one event at a time after a
+/// failing batch, as the reader does.
+pub(super) async fn map_events(
+    mapper: &mut Option<Box<dyn EventMapping>>,
+    events: Vec<EmailEvent>,
+) -> Result<(Vec<EmailEvent>, Vec<Result<Outcome, String>>), VerifyError> {
+    on_plugin_thread(
+        mapper,
+        "mapper",
+        WorkflowId::Egress,
+        events,
+        |mapper, events: &Vec<EmailEvent>| isolate(events, |items| mapper.map(items)),
+    )
+    .await
+    .map_err(|error| VerifyError::Plugin {
+        mapping: EVENTS.into(),
+        reason: step_reason(error),
+    })
 }

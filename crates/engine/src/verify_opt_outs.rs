@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use conduit_config::Config;
 use conduit_connectors::ChangeRequest;
-use conduit_model::{ContactOptOut, OptOutValue, Outcome, System, Value, WorkflowId};
+use conduit_model::{ContactOptOut, OptOutValue, Outcome, System, Value, WorkflowId, WriteRecord};
 
 use super::reader::{isolate, on_plugin_thread};
-use super::services::PluginBuild;
+use super::services::{OptOutResolution, PluginBuild};
 use super::verify::{
     FieldDifference, KeyList, MappingCheck, SourcePages, StaleRecord, VerifyError, VerifyOptions,
     VerifyProgress, step_reason,
@@ -31,7 +31,7 @@ use super::{EngineError, Services, Supervisor};
 const PROFILE_KEY_FIELD: &str = "externalId";
 
 /// The name the report gives the pairs' comparison.
-const PAIRS: &str = "opt-out pairs";
+pub(super) const PAIRS: &str = "opt-out pairs";
 
 impl Supervisor {
     /// Compares the opt-out flags of both sides under the resolver in force.
@@ -81,34 +81,16 @@ impl Supervisor {
             });
         }
         // Campaign side: every profile's paired attributes.
-        let Some(profiles) = services.profile_opt_outs.clone() else {
-            return Err(VerifyError::NoReader("Campaign"));
-        };
         let attributes: Vec<String> = section.pairs.iter().map(|p| p.campaign.clone()).collect();
-        let mut campaign: HashMap<String, Vec<(String, bool)>> = HashMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = profiles
-                .read_profile_opt_outs(PROFILE_KEY_FIELD, &attributes, cursor.as_deref(), 1000)
-                .await
-                .map_err(|source| VerifyError::Destination {
-                    table: "profile".into(),
-                    source,
-                })?;
-            for profile in page.profiles {
-                campaign.insert(profile.contact_key, profile.values);
-            }
-            check.destination_records = campaign.len() as u64;
+        let campaign = read_campaign_flags(services, &attributes, &mut |read| {
+            check.destination_records = read;
             progress(VerifyProgress {
                 mapping: PAIRS.into(),
                 side: "destination".into(),
-                records: check.destination_records,
+                records: read,
             });
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
+        })
+        .await?;
         // The contacts whose two sides disagree on a pair (a contact without a profile is
         // Ingress's to create, not a flag to compare).
         let mut disagreeing = Vec::new();
@@ -128,18 +110,7 @@ impl Supervisor {
                 left.unwrap_or(false) != right.unwrap_or(false)
             });
             if differs {
-                disagreeing.push(ContactOptOut {
-                    contact_key: key.clone(),
-                    dynamics: values.clone(),
-                    campaign: held
-                        .iter()
-                        .map(|(attribute, value)| OptOutValue {
-                            attribute: attribute.clone(),
-                            value: *value,
-                            changed_at: None,
-                        })
-                        .collect(),
-                });
+                disagreeing.push(contact_of(key, values, held));
             } else {
                 check.matching += 1;
             }
@@ -156,55 +127,19 @@ impl Supervisor {
                     reason,
                 })?;
         let mut resolver = Some(plugin);
-        let (contacts, results) = on_plugin_thread(
-            &mut resolver,
-            "resolver",
-            id,
-            disagreeing,
-            |plugin, contacts| isolate(contacts, |items| plugin.resolve(items)),
-        )
-        .await
-        .map_err(|error| VerifyError::Plugin {
-            mapping: PAIRS.into(),
-            reason: step_reason(error),
-        })?;
+        let (contacts, results) = resolve_contacts(&mut resolver, disagreeing).await?;
         let pending = self.store().pending_keys(id)?;
         let queued: HashSet<&str> = pending.queued.iter().map(|(_, key)| key.as_str()).collect();
         let mut stale = KeyList::default();
         for (contact, result) in contacts.iter().zip(results) {
             let key = contact.contact_key.as_str();
             let fields = match result {
-                Ok(Outcome::Write { records }) => records
-                    .iter()
-                    .flat_map(|record| {
-                        record.fields.iter().filter_map(|(field, value)| {
-                            let Value::Boolean(want) = value else {
-                                return None;
-                            };
-                            let (side, have) = match record.target.system {
-                                System::Campaign => (
-                                    "campaign",
-                                    contact
-                                        .campaign
-                                        .iter()
-                                        .find(|v| v.attribute == *field)
-                                        .map(|v| v.value),
-                                ),
-                                System::Dynamics => (
-                                    "dynamics",
-                                    contact
-                                        .dynamics
-                                        .iter()
-                                        .find(|v| v.attribute == *field)
-                                        .map(|v| v.value),
-                                ),
-                            };
-                            (have.unwrap_or(false) != *want).then(|| FieldDifference {
-                                field: format!("{side} {field}"),
-                                expected: serde_json::Value::Bool(*want),
-                                actual: serde_json::Value::Bool(have.unwrap_or(false)),
-                            })
-                        })
+                Ok(Outcome::Write { records }) => flag_writes(contact, &records)
+                    .into_iter()
+                    .map(|flag| FieldDifference {
+                        field: flag.field,
+                        expected: serde_json::Value::Bool(flag.want),
+                        actual: serde_json::Value::Bool(flag.have),
                     })
                     .collect::<Vec<_>>(),
                 // The rule leaves this disagreement as it is (e.g. a one-way direction the
@@ -237,5 +172,113 @@ impl Supervisor {
         }
         check.stale_count = stale.count;
         Ok(check)
+    }
+}
+
+/// One flag a resolution writes where the side holds another value.
+pub(super) struct FlagWrite {
+    /// `campaign ATTRIBUTE` or `dynamics COLUMN`.
+    pub(super) field: String,
+    /// The value written.
+    pub(super) want: bool,
+    /// The value the side holds (false when it reports none).
+    pub(super) have: bool,
+}
+
+/// The flags `records` (a resolution of `contact`) would change, on either side, in order.
+pub(super) fn flag_writes(contact: &ContactOptOut, records: &[WriteRecord]) -> Vec<FlagWrite> {
+    records
+        .iter()
+        .flat_map(|record| {
+            let (side, held) = match record.target.system {
+                System::Campaign => ("campaign", &contact.campaign),
+                System::Dynamics => ("dynamics", &contact.dynamics),
+            };
+            record.fields.iter().filter_map(move |(field, value)| {
+                let Value::Boolean(want) = value else {
+                    return None;
+                };
+                let have = held
+                    .iter()
+                    .find(|v| v.attribute == *field)
+                    .is_some_and(|v| v.value);
+                (have != *want).then(|| FlagWrite {
+                    field: format!("{side} {field}"),
+                    want: *want,
+                    have,
+                })
+            })
+        })
+        .collect()
+}
+
+/// What every Campaign profile holds in `attributes`, by CRM ID; `read` hears the count so far.
+pub(super) async fn read_campaign_flags(
+    services: &Services,
+    attributes: &[String],
+    read: &mut (dyn FnMut(u64) + Send),
+) -> Result<HashMap<String, Vec<(String, bool)>>, VerifyError> {
+    let Some(profiles) = services.profile_opt_outs.clone() else {
+        return Err(VerifyError::NoReader("Campaign"));
+    };
+    let mut campaign: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = profiles
+            .read_profile_opt_outs(PROFILE_KEY_FIELD, attributes, cursor.as_deref(), 1000)
+            .await
+            .map_err(|source| VerifyError::Destination {
+                table: "profile".into(),
+                source,
+            })?;
+        for profile in page.profiles {
+            campaign.insert(profile.contact_key, profile.values);
+        }
+        read(campaign.len() as u64);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(campaign),
+        }
+    }
+}
+
+/// Resolves `contacts` with `resolver` on a plugin thread, one contact at a time after a
+/// failing batch, as the reader does.
+pub(super) async fn resolve_contacts(
+    resolver: &mut Option<Box<dyn OptOutResolution>>,
+    contacts: Vec<ContactOptOut>,
+) -> Result<(Vec<ContactOptOut>, Vec<Result<Outcome, String>>), VerifyError> {
+    on_plugin_thread(
+        resolver,
+        "resolver",
+        WorkflowId::OptInOut,
+        contacts,
+        |plugin, contacts| isolate(contacts, |items| plugin.resolve(items)),
+    )
+    .await
+    .map_err(|error| VerifyError::Plugin {
+        mapping: PAIRS.into(),
+        reason: step_reason(error),
+    })
+}
+
+/// A contact as the resolver sees it: its Dynamics 365 flags as read, and the flags its
+/// profile holds (Campaign reports no change times outside its exports).
+pub(super) fn contact_of(
+    key: &str,
+    dynamics: &[OptOutValue],
+    campaign: &[(String, bool)],
+) -> ContactOptOut {
+    ContactOptOut {
+        contact_key: key.to_owned(),
+        dynamics: dynamics.to_vec(),
+        campaign: campaign
+            .iter()
+            .map(|(attribute, value)| OptOutValue {
+                attribute: attribute.clone(),
+                value: *value,
+                changed_at: None,
+            })
+            .collect(),
     }
 }

@@ -751,19 +751,26 @@ function skippedText(counters) {
 
 // ---- restart preview -----------------------------------------------------------------------
 
-// A "Preview the restart" button under the pending changes (Ingress): what the restart would
-// write differently, per record, on a sample of source records (POST .../preview; nothing is
-// written).
+// A "Preview the restart" button under the pending changes of any workflow: what the restart
+// would write differently, per record, on a sample of what the workflow reads (Ingress's rows,
+// Egress's email events, Opt-in/out's contacts; POST .../preview; nothing is written).
 function previewControl(id) {
-  if (id !== "ingress") return null;
   const box = el("div", { id: "preview-result", "aria-live": "polite" });
   const start = button("Preview the restart", { id: "preview-restart",
     onclick: () => showPreview(id, box) });
   return el("div", { class: "preview" }, start, box);
 }
 
+// When what the preview shows reaches the data, per workflow.
+const PREVIEW_HINTS = {
+  ingress: "A changed record is written with the new values at its next change, or at once by Replay Data.",
+  egress: "Events read after the restart are mapped this way; activities already written stay as they are (verify with repair maps them again).",
+  optinout: "A contact's flags are resolved this way at its next change. (not written): that rule writes nothing for the flag.",
+};
+
 function describeChange(record) {
-  const fields = record.fields.map((change) => `${change.field}: ${JSON.stringify(change.before)} → ${JSON.stringify(change.after)}`).join("; ");
+  const shown = (value) => (value === null ? "(not written)" : JSON.stringify(value));
+  const fields = record.fields.map((change) => `${change.field}: ${shown(change.before)} → ${shown(change.after)}`).join("; ");
   switch (record.change) {
     case "fields": return `${record.key}: ${fields}`;
     case "written": return `${record.key} newly written: ${fields}`;
@@ -775,7 +782,7 @@ function describeChange(record) {
 }
 
 async function showPreview(id, box) {
-  box.replaceChildren(el("p", { text: "Reading a sample of source records…" }));
+  box.replaceChildren(el("p", { text: "Reading a sample of what the workflow reads…" }));
   try {
     const report = await call("POST", `/api/workflows/${id}/preview?limit=50`);
     const parts = [];
@@ -786,7 +793,7 @@ async function showPreview(id, box) {
         parts.push(el("ul", { class: "pending-list" }, ...mapping.records.map((change) => el("li", { text: describeChange(change) }))));
       }
     }
-    parts.push(el("p", { class: "hint", text: "A changed record is written with the new values at its next change, or at once by Replay Data." }));
+    parts.push(el("p", { class: "hint", text: PREVIEW_HINTS[id] || "" }));
     box.replaceChildren(...parts);
   } catch (error) {
     box.replaceChildren(el("p", { text: "Preview failed: " + error.message }));
