@@ -7,8 +7,9 @@
 //! then the writer passes it by and writes what is behind it, except later writes of the same
 //! key, which wait behind it: per-key order holds across deferrals, restarts and crashes.
 
-use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
+
+use rustc_hash::FxHashSet;
 
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 
@@ -48,8 +49,8 @@ pub struct Deferral {
 /// because a key whose hash is in flight or already in the batch is never taken.
 #[derive(Debug, Default, Clone)]
 pub struct InFlight {
-    seqs: HashSet<u64>,
-    keys: HashSet<u64>,
+    seqs: FxHashSet<u64>,
+    keys: FxHashSet<u64>,
     hasher: RandomState,
 }
 
@@ -218,8 +219,10 @@ impl Store {
         let mut recent = self.recent();
         let mut head = None;
         let mut ready = ReadyBatch::default();
-        let mut keys = HashSet::with_capacity(max.min(DEFERRED_SCAN));
-        let mut blocked = HashSet::new();
+        // Identities are already hashes: the sets need no second strong hash.
+        let mut keys =
+            FxHashSet::with_capacity_and_hasher(max.min(DEFERRED_SCAN), Default::default());
+        let mut blocked = FxHashSet::default();
         let mut scanned = 0usize;
         // Deferred records are passed by without counting towards the scan, up to a bound, so a
         // few of them at the head of the queue never shorten a batch.

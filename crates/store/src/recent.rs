@@ -13,7 +13,7 @@
 //! not kept (the oldest kept ones are those the writer takes next), so a large backlog costs a
 //! bounded amount of memory and falls back to decoding.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 
 use conduit_model::WorkflowId;
 
@@ -30,11 +30,24 @@ struct Kept {
     record: QueuedRecord,
 }
 
-/// The kept records of one workflow, by sequence number.
+/// The kept records of one workflow in queue order: sequence numbers only grow, so a deque
+/// with the taken ones left as holes until they reach its front is all the index needed.
 #[derive(Default)]
 struct Shelf {
-    entries: BTreeMap<u64, Kept>,
+    entries: VecDeque<(u64, Option<Kept>)>,
+    /// Entries still holding a record.
+    live: usize,
+    /// Their encoded bytes.
     bytes: usize,
+}
+
+impl Shelf {
+    /// Drops the holes at the front.
+    fn compact(&mut self) {
+        while matches!(self.entries.front(), Some((_, None))) {
+            self.entries.pop_front();
+        }
+    }
 }
 
 /// Recently queued records of every workflow.
@@ -53,13 +66,23 @@ impl Recent {
     ) {
         let shelf = self.shelves.entry(workflow).or_default();
         for (bytes, record) in committed {
-            if shelf.entries.len() >= MAX_RECORDS || shelf.bytes + bytes.len() > MAX_BYTES {
+            let full = shelf.live >= MAX_RECORDS
+                || shelf.entries.len() >= 2 * MAX_RECORDS
+                || shelf.bytes + bytes.len() > MAX_BYTES;
+            // Out of order means a sequence number seen before: keep nothing rather than
+            // lose the order the lookup relies on.
+            let out_of_order = shelf
+                .entries
+                .back()
+                .is_some_and(|(last, _)| *last >= record.seq);
+            if full || out_of_order {
                 return;
             }
+            shelf.live += 1;
             shelf.bytes += bytes.len();
-            if let Some(replaced) = shelf.entries.insert(record.seq, Kept { bytes, record }) {
-                shelf.bytes -= replaced.bytes.len();
-            }
+            shelf
+                .entries
+                .push_back((record.seq, Some(Kept { bytes, record })));
         }
     }
 
@@ -72,8 +95,14 @@ impl Recent {
         committed: &[u8],
     ) -> Option<QueuedRecord> {
         let shelf = self.shelves.get_mut(&workflow)?;
-        let kept = shelf.entries.remove(&seq)?;
+        let at = shelf
+            .entries
+            .binary_search_by_key(&seq, |(kept_seq, _)| *kept_seq)
+            .ok()?;
+        let kept = shelf.entries[at].1.take()?;
+        shelf.live -= 1;
         shelf.bytes -= kept.bytes.len();
+        shelf.compact();
         (kept.bytes == committed).then_some(kept.record)
     }
 
@@ -83,14 +112,20 @@ impl Recent {
         let Some(shelf) = self.shelves.get_mut(&workflow) else {
             return;
         };
-        match head {
-            Some(head) => {
-                let still_queued = shelf.entries.split_off(&head);
-                let gone = std::mem::replace(&mut shelf.entries, still_queued);
-                shelf.bytes -= gone.values().map(|kept| kept.bytes.len()).sum::<usize>();
+        let Some(head) = head else {
+            *shelf = Shelf::default();
+            return;
+        };
+        while let Some((seq, _)) = shelf.entries.front() {
+            if *seq >= head {
+                break;
             }
-            None => *shelf = Shelf::default(),
+            if let Some((_, Some(kept))) = shelf.entries.pop_front() {
+                shelf.live -= 1;
+                shelf.bytes -= kept.bytes.len();
+            }
         }
+        shelf.compact();
     }
 
     /// Forgets every kept record of a workflow (after entries were removed from the middle of
@@ -102,9 +137,7 @@ impl Recent {
     /// How many records are kept for a workflow (for tests).
     #[cfg(test)]
     pub(super) fn len(&self, workflow: WorkflowId) -> usize {
-        self.shelves
-            .get(&workflow)
-            .map_or(0, |shelf| shelf.entries.len())
+        self.shelves.get(&workflow).map_or(0, |shelf| shelf.live)
     }
 }
 
@@ -173,6 +206,30 @@ mod tests {
             recent.take(WorkflowId::Ingress, 7, &bytes).is_none(),
             "a mismatch forgets the kept copy"
         );
+    }
+
+    #[test]
+    fn records_taken_out_of_order_leave_the_rest_findable() {
+        let mut recent = Recent::default();
+        recent.keep(WorkflowId::Ingress, (0..6).map(queued));
+        for seq in [3, 0, 5] {
+            let (bytes, _) = queued(seq);
+            assert!(
+                recent.take(WorkflowId::Ingress, seq, &bytes).is_some(),
+                "{seq}"
+            );
+        }
+        assert_eq!(recent.len(WorkflowId::Ingress), 3);
+        for seq in [1, 2, 4] {
+            let (bytes, _) = queued(seq);
+            let taken = recent.take(WorkflowId::Ingress, seq, &bytes);
+            assert_eq!(taken.map(|record| record.seq), Some(seq));
+        }
+        assert_eq!(recent.len(WorkflowId::Ingress), 0);
+        // A sequence number at or below the last kept is not kept.
+        recent.keep(WorkflowId::Ingress, [queued(9)]);
+        recent.keep(WorkflowId::Ingress, [queued(7), queued(9)]);
+        assert_eq!(recent.len(WorkflowId::Ingress), 1);
     }
 
     #[test]
