@@ -35,7 +35,9 @@ use super::verify_opt_outs::{
     PAIRS, contact_of, flag_writes, read_campaign_flags, resolve_contacts,
 };
 use super::workflows::opt_in_out::flags_of;
-use super::workflows::{Egress, Ingress, OptInOut, load, load_in_force, map_rows_isolated};
+use super::workflows::{
+    Egress, Ingress, OptInOut, Workflow, load, load_in_force, map_rows_isolated,
+};
 use super::{EngineError, Supervisor};
 
 /// Source records a preview reads per mapping when not told.
@@ -117,6 +119,14 @@ struct Sides<'a> {
     pending: &'a Config,
     /// True when the plugin file on disk is not the build in force.
     plugin_replaced: bool,
+}
+
+/// The two plugins a preview compares, or why only its status can be told.
+enum Both<P> {
+    /// The preview so far, the plugin in force and the pending one.
+    Loaded(MappingPreview, P, P),
+    /// The pending plugin does not load: the preview with its error.
+    PendingFails(MappingPreview),
 }
 
 impl Supervisor {
@@ -247,6 +257,39 @@ impl Supervisor {
         Ok(previews)
     }
 
+    /// The plugin in force and the pending one of `W` for the preview `name`, with the
+    /// preview's status; or only the status and the pending plugin's error when it does not
+    /// load. `changed`: the workflow's settings differ (a replaced `.wasm` counts too).
+    async fn both_plugins<W: Workflow>(
+        &self,
+        sides: &Sides<'_>,
+        name: &str,
+        changed: bool,
+        in_force: serde_json::Value,
+        pending: serde_json::Value,
+    ) -> Result<Both<W::Plugin>, VerifyError> {
+        let changed = changed || sides.plugin_replaced;
+        let mut preview = status_only(name.into(), if changed { "changed" } else { "unchanged" });
+        let before = load_in_force::<W>(
+            &self.inner.env,
+            sides.in_force,
+            in_force,
+            sides.build.clone(),
+        )
+        .await
+        .map_err(|reason| VerifyError::Load {
+            mapping: name.into(),
+            reason,
+        })?;
+        match load::<W>(&self.inner.env, sides.pending, pending).await {
+            Ok(loaded) => Ok(Both::Loaded(preview, before, loaded.plugin)),
+            Err(reason) => {
+                preview.pending_error = Some(reason);
+                Ok(Both::PendingFails(preview))
+            }
+        }
+    }
+
     /// Egress: the journal's first events through the event mapper in force and the pending
     /// one (whose event switches are among its settings).
     async fn preview_egress(
@@ -263,34 +306,19 @@ impl Supervisor {
         let Some(new) = sides.pending.egress() else {
             return Ok(status_only(EVENTS.into(), "removed"));
         };
-        let mut preview = status_only(
-            EVENTS.into(),
-            if old != new || sides.plugin_replaced {
-                "changed"
-            } else {
-                "unchanged"
-            },
-        );
-        let plugin = load_in_force::<Egress>(
-            &self.inner.env,
-            sides.in_force,
-            old.plugin_settings(),
-            sides.build.clone(),
-        )
-        .await
-        .map_err(|reason| VerifyError::Load {
-            mapping: EVENTS.into(),
-            reason,
-        })?;
-        let mut before = Some(plugin);
-        let mut after =
-            match load::<Egress>(&self.inner.env, sides.pending, new.plugin_settings()).await {
-                Ok(loaded) => Some(loaded.plugin),
-                Err(reason) => {
-                    preview.pending_error = Some(reason);
-                    return Ok(preview);
-                }
-            };
+        let (mut preview, mut before, mut after) = match self
+            .both_plugins::<Egress>(
+                sides,
+                EVENTS,
+                old != new,
+                old.plugin_settings(),
+                new.plugin_settings(),
+            )
+            .await?
+        {
+            Both::Loaded(preview, before, after) => (preview, Some(before), Some(after)),
+            Both::PendingFails(preview) => return Ok(preview),
+        };
         let page_size = limit.min(sides.in_force.pacing(id).page_size.max(1));
         let mut pages = JournalPages::new(services, page_size, Some(limit));
         while let Some(events) = pages.next().await? {
@@ -323,34 +351,19 @@ impl Supervisor {
         let Some(new) = sides.pending.optinout() else {
             return Ok(status_only(PAIRS.into(), "removed"));
         };
-        let mut preview = status_only(
-            PAIRS.into(),
-            if old != new || sides.plugin_replaced {
-                "changed"
-            } else {
-                "unchanged"
-            },
-        );
-        let plugin = load_in_force::<OptInOut>(
-            &self.inner.env,
-            sides.in_force,
-            old.plugin_settings(),
-            sides.build.clone(),
-        )
-        .await
-        .map_err(|reason| VerifyError::Load {
-            mapping: PAIRS.into(),
-            reason,
-        })?;
-        let mut before = Some(plugin);
-        let mut after =
-            match load::<OptInOut>(&self.inner.env, sides.pending, new.plugin_settings()).await {
-                Ok(loaded) => Some(loaded.plugin),
-                Err(reason) => {
-                    preview.pending_error = Some(reason);
-                    return Ok(preview);
-                }
-            };
+        let (mut preview, mut before, mut after) = match self
+            .both_plugins::<OptInOut>(
+                sides,
+                PAIRS,
+                old != new,
+                old.plugin_settings(),
+                new.plugin_settings(),
+            )
+            .await?
+        {
+            Both::Loaded(preview, before, after) => (preview, Some(before), Some(after)),
+            Both::PendingFails(preview) => return Ok(preview),
+        };
         // Both sides' pairs, so that a flag only one of them pairs is read too.
         let mut columns: Vec<String> = Vec::new();
         let mut attributes: Vec<String> = Vec::new();
