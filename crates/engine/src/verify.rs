@@ -541,15 +541,7 @@ impl Supervisor {
                 .map_err(destination_error)?
         };
         for ((key, _, found), form) in present.iter().zip(forms) {
-            let differences = match form {
-                Ok(fields) => differing_fields(&fields, found),
-                // A value Campaign cannot hold would be refused by the writer too.
-                Err(reason) => vec![FieldDifference {
-                    field: "(unwritable)".into(),
-                    expected: serde_json::Value::String(reason),
-                    actual: serde_json::Value::Null,
-                }],
-            };
+            let differences = differences_from(form, found);
             if differences.is_empty() {
                 check.matching += 1;
             } else {
@@ -857,7 +849,24 @@ pub(super) fn comparable_fields(record: &WriteRecord) -> Vec<(String, conduit_mo
 }
 
 /// The fields whose stored value differs from the expected one.
-pub(super) fn differing_fields(
+/// The fields where `found` differs from the stored form of what would be written; a write
+/// the destination cannot hold at all (it would refuse it to the writer too) is one
+/// `(unwritable)` difference with the reason.
+pub(super) fn differences_from(
+    stored_form: Result<Vec<(String, serde_json::Value)>, String>,
+    found: &StoredRecord,
+) -> Vec<FieldDifference> {
+    match stored_form {
+        Ok(fields) => differing_fields(&fields, found),
+        Err(reason) => vec![FieldDifference {
+            field: "(unwritable)".into(),
+            expected: serde_json::Value::String(reason),
+            actual: serde_json::Value::Null,
+        }],
+    }
+}
+
+fn differing_fields(
     expected: &[(String, serde_json::Value)],
     found: &StoredRecord,
 ) -> Vec<FieldDifference> {

@@ -23,8 +23,8 @@ use conduit_store::{DeadLetterFilter, DeadLetterPayload, ReadCommit};
 use super::reader::{isolate, on_plugin_thread};
 use super::services::{EventMapping, PluginBuild};
 use super::verify::{
-    EXAMPLES, FieldDifference, MappingCheck, StaleRecord, VerifyError, VerifyOptions,
-    VerifyProgress, VerifyReport, comparable_fields, differing_fields, step_reason,
+    EXAMPLES, MappingCheck, StaleRecord, VerifyError, VerifyOptions, VerifyProgress, VerifyReport,
+    comparable_fields, differences_from, step_reason,
 };
 use super::workflows::{Egress, load_in_force};
 use super::{EngineError, Services, Supervisor};
@@ -193,15 +193,7 @@ impl Supervisor {
                     source,
                 })?;
             for ((wanted, record), form) in found.into_iter().zip(forms) {
-                let fields = match form {
-                    Ok(fields) => differing_fields(&fields, record),
-                    // A field the table does not have would be refused by the writer too.
-                    Err(reason) => vec![FieldDifference {
-                        field: "(unwritable)".into(),
-                        expected: serde_json::Value::String(reason),
-                        actual: serde_json::Value::Null,
-                    }],
-                };
+                let fields = differences_from(form, record);
                 if fields.is_empty() {
                     check.matching += 1;
                 } else {
