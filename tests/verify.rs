@@ -331,6 +331,11 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
     assert_eq!(keys(&report, "opt-out pairs", "stale"), both);
     let view = host.workflow("optinout").await;
     assert_eq!(view["backlog"], 2, "durable and in the backlog: {view:#}");
+    let view = host.workflow("ingress").await;
+    assert_eq!(
+        view["backlog"], 0,
+        "Opt-in/out's keys are not Ingress's: {view:#}"
+    );
     let audit = host.get("/api/audit?limit=5").await;
     assert!(
         audit
