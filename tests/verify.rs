@@ -1,6 +1,7 @@
 //! `conduit verify` end to end: the real binary against both simulators. One host serves the
 //! whole file (CI time is short): after an ingress the two sides agree; an opt-out set in
-//! Campaign behind Conduit's back is named with the write the rule would make; changes made behind
+//! Campaign behind Conduit's back is named with the write the rule would make, and `--repair`
+//! has it resolved again from both sides as they are when the reader gets to it; changes made behind
 //! Conduit's back through Campaign's own API (a renamed profile, a deleted one, an extra one)
 //! and a contact deleted while Ingress was stopped are named exactly; `--repair` queues them
 //! (visible in the backlog, where verify reports them as such rather than as differences);
@@ -303,17 +304,69 @@ async fn verify_names_what_changed_behind_conduits_back_and_repair_fixes_it() {
         view["pending_changes"] == false
     })
     .await;
-    let output = sims.cli(&["verify", "optinout", "--repair"]);
-    assert_eq!(output.code, 3, "optinout has no --repair: {output}");
-    campaign
-        .call(
-            reqwest::Method::PATCH,
-            &href,
-            Some(json!({"blackListEmail": false})),
-        )
-        .await;
-    let (output, _) = verify_workflow(&sims, "optinout", &[]);
+    // --repair writes no flag itself: it queues the contacts to be resolved again, both sides
+    // read afresh when the reader gets to them. A second opt-out set in Campaign behind
+    // Conduit's back is undone there between the repair and the reader's turn: it must end as
+    // it is then, not as the comparison saw it (no blind write of a compared value).
+    let undone = sims.ids("contact", "contactid")[41].clone();
+    let undone_href = campaign.href(&undone).await;
+    let set_flag = |href: String, flag: bool| {
+        let campaign = &campaign;
+        async move {
+            campaign
+                .call(
+                    reqwest::Method::PATCH,
+                    &href,
+                    Some(json!({"blackListEmail": flag})),
+                )
+                .await;
+        }
+    };
+    set_flag(undone_href.clone(), true).await;
+    host.stop("optinout").await;
+    let (output, report) = verify_workflow(&sims, "optinout", &["--repair"]);
+    assert_eq!(output.code, 7, "{output}");
+    assert_eq!(report["repaired"], 2, "{report:#}");
+    let both = set(&[&opted_out, &undone]);
+    assert_eq!(keys(&report, "opt-out pairs", "stale"), both);
+    let view = host.workflow("optinout").await;
+    assert_eq!(view["backlog"], 2, "durable and in the backlog: {view:#}");
+    let view = host.workflow("ingress").await;
+    assert_eq!(
+        view["backlog"], 0,
+        "Opt-in/out's keys are not Ingress's: {view:#}"
+    );
+    let audit = host.get("/api/audit?limit=5").await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["action"] == "verify-repair" && entry["target"] == "optinout"),
+        "{audit:#}"
+    );
+    // Waiting in the backlog is reported as such, not as a difference.
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
     assert_eq!(output.code, 0, "{output}");
+    assert_eq!(keys(&report, "opt-out pairs", "in_backlog"), both);
+    set_flag(undone_href, false).await;
+    host.start("optinout").await;
+    host.wait_caught_up("optinout").await;
+    assert_eq!(sims.donotbulkemail(&opted_out), Some(true));
+    assert_eq!(sims.profiles()[opted_out.as_str()]["blackListEmail"], true);
+    assert_ne!(
+        sims.donotbulkemail(&undone),
+        Some(true),
+        "the opt-out undone since the comparison is not written to Dynamics 365"
+    );
+    assert_eq!(sims.profiles()[undone.as_str()]["blackListEmail"], false);
+    let (output, report) = verify_workflow(&sims, "optinout", &[]);
+    assert_eq!(output.code, 0, "{output}");
+    assert_eq!(report["differences"], 0, "{report:#}");
+    assert_eq!(
+        report["mappings"][0]["in_backlog"]["count"], 0,
+        "{report:#}"
+    );
     host.stop("optinout").await;
 
     // Egress: every email event Conduit has written is an activity with the mapped fields.

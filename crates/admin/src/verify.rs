@@ -38,10 +38,9 @@ impl From<VerifyError> for ApiError {
         match error {
             VerifyError::Engine(engine) => engine.into(),
             VerifyError::Store(store) => EngineError::Store(store).into(),
-            VerifyError::NotRunning(_)
-            | VerifyError::NoRepair(_)
-            | VerifyError::NoReader(_)
-            | VerifyError::Load { .. } => ApiError::new(StatusCode::CONFLICT, error.to_string()),
+            VerifyError::NotRunning(_) | VerifyError::NoReader(_) | VerifyError::Load { .. } => {
+                ApiError::new(StatusCode::CONFLICT, error.to_string())
+            }
             VerifyError::Plugin { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
             }

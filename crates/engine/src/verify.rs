@@ -186,11 +186,6 @@ pub enum VerifyError {
     /// The config, the workflow or the mapping asked for is not usable.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// `--repair` was asked of a workflow that has none.
-    #[error(
-        "--repair applies to ingress; {0} resolves flags again through its own reconcile (verify without --repair to see the differences)"
-    )]
-    NoRepair(WorkflowId),
     /// The workflow is not running, so no change waits for its restart.
     #[error(
         "{0} is not running: nothing waits for a restart (the config file applies as it is at its next start)"
@@ -276,9 +271,6 @@ impl Supervisor {
         options: &VerifyOptions,
         progress: &(dyn Fn(VerifyProgress) + Send + Sync),
     ) -> Result<VerifyReport, VerifyError> {
-        if id == WorkflowId::OptInOut && options.repair {
-            return Err(VerifyError::NoRepair(id));
-        }
         let latest = self.load_config()?;
         // The mapping in force is the running workflow's, with the plugin build it started
         // with; a stopped one would start with the file as it is now.
@@ -315,6 +307,16 @@ impl Supervisor {
                 .verify_opt_outs(&config, build, &services, options, progress)
                 .await?;
             let differences = check.differences();
+            let repaired = check.repaired;
+            let mut notes = vec![
+                in_force_note,
+                "a flag is out of sync when the two sides disagree and the direction and conflict rule in force would write it; Campaign's change times come only with its exports, so the rule sees none".to_owned(),
+            ];
+            if repaired > 0 {
+                notes.push(format!(
+                    "{repaired} contact(s) queued: the reader reads each again from both sides and resolves it with the rule in force, and the writer writes what that says; watch the backlog drain with `conduit status`"
+                ));
+            }
             return Ok(VerifyReport {
                 workflow: id,
                 scope: options
@@ -323,11 +325,8 @@ impl Supervisor {
                 in_sync: differences == 0,
                 differences,
                 mappings: vec![check],
-                repaired: 0,
-                notes: vec![
-                    in_force_note,
-                    "a flag is out of sync when the two sides disagree and the direction and conflict rule in force would write it; Campaign's change times come only with its exports, so the rule sees none".to_owned(),
-                ],
+                repaired,
+                notes,
             });
         }
         let section = config

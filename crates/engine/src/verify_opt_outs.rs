@@ -6,9 +6,11 @@
 //! in a dead letter, is reported as such. Campaign's attribute change times come only with its
 //! exports, so the rule is applied as at a first reconcile (no Campaign time known).
 //!
-//! There is no `--repair` here: the workflow's own reconcile (a restart after clearing its
-//! state) is the way to resolve flags again, and a blind write of a flag could undo an
-//! operator's change made since the comparison.
+//! `--repair` writes no flag itself: a blind write of a compared value could undo a change
+//! made since the comparison. It adds the differing contacts' keys to the Opt-in/out re-read
+//! list (durable, counted in the workflow's backlog); the reader reads both sides of each
+//! again when it gets to it and resolves them with the rule in force, so the writer writes
+//! what the flags are then.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use super::verify::{
     FieldDifference, KeyList, MappingCheck, SourcePages, StaleRecord, VerifyError, VerifyOptions,
     VerifyProgress, step_reason,
 };
-use super::workflows::opt_in_out::flags_of;
+use super::workflows::opt_in_out::{OPT_OUT_REREAD, flags_of};
 use super::workflows::{OptInOut, load_in_force};
 use super::{EngineError, Services, Supervisor};
 
@@ -130,7 +132,15 @@ impl Supervisor {
         let (contacts, results) = resolve_contacts(&mut resolver, disagreeing).await?;
         let pending = self.store().pending_keys(id)?;
         let queued: HashSet<&str> = pending.queued.iter().map(|(_, key)| key.as_str()).collect();
+        // Contacts a repair asked to resolve again are work in progress too.
+        let rereads: HashSet<String> = self
+            .store()
+            .rereads(OPT_OUT_REREAD, usize::MAX)?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         let mut stale = KeyList::default();
+        let mut differing = Vec::new();
         for (contact, result) in contacts.iter().zip(results) {
             let key = contact.contact_key.as_str();
             let fields = match result {
@@ -156,12 +166,13 @@ impl Supervisor {
             };
             if fields.is_empty() {
                 check.matching += 1;
-            } else if queued.contains(key) {
+            } else if queued.contains(key) || rereads.contains(key) {
                 check.in_backlog.push(key);
             } else if pending.dead_lettered("opt-out", "profile", key) {
                 check.dead_lettered.push(key);
             } else {
                 stale.push(key);
+                differing.push(key.to_owned());
                 if check.stale.len() < super::verify::EXAMPLES {
                     check.stale.push(StaleRecord {
                         key: key.to_owned(),
@@ -171,6 +182,9 @@ impl Supervisor {
             }
         }
         check.stale_count = stale.count;
+        if options.repair && !differing.is_empty() {
+            check.repaired = self.store().request_rereads(OPT_OUT_REREAD, &differing)?;
+        }
         Ok(check)
     }
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::lifecycle::StatusKind;
+use super::workflows::opt_in_out::OPT_OUT_REREAD;
 use super::{Supervisor, lock};
 use conduit_config::{Config, Problem};
 use conduit_model::{Phase, WorkflowId};
@@ -205,9 +206,14 @@ impl Supervisor {
             }
             _ => Vec::new(),
         };
-        // Records waiting to be read again under a changed mapping are still to be written.
+        // Records waiting to be read again (under a changed mapping, or for a repair) are
+        // still to be written. The re-read list holds both workflows' keys, Opt-in/out's
+        // under its own owner name.
         let rereads = match id {
-            WorkflowId::Ingress => store.reread_count()?,
+            WorkflowId::Ingress => store
+                .reread_count()?
+                .saturating_sub(store.rereads(OPT_OUT_REREAD, usize::MAX)?.len() as u64),
+            WorkflowId::OptInOut => store.rereads(OPT_OUT_REREAD, usize::MAX)?.len() as u64,
             _ => 0,
         };
         let backlog = counters.queued + rereads;

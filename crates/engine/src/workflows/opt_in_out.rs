@@ -3,6 +3,15 @@
 //! rule, which the resolver plugin applies). It reads Dynamics 365's contact changes and
 //! Campaign's opt-out exports, and, at the first start, what every profile holds now, so that
 //! the first pass writes only where the two sides disagree.
+//!
+//! `conduit verify optinout --repair` adds contact keys to a durable re-resolve list (the
+//! store's re-read list, under [`OPT_OUT_REREAD`]). The reader takes them before any change:
+//! it reads each contact's flags from Dynamics 365 and its profile's from Campaign as they are
+//! then, resolves them with the resolver and direction in force, and queues the writes in the
+//! same commit that takes the keys off the list. Nothing remembered from the comparison is
+//! written, so a flag changed since then keeps its new value.
+
+use std::collections::HashMap;
 
 use conduit_config::{Config, ConfigKey, EffectiveLimits};
 use conduit_connectors::{ChangeRequest, ConnectorError};
@@ -28,6 +37,9 @@ const OPT_OUT_PROFILES_SOURCE: &str = "profiles";
 const PROFILE_KEY_FIELD: &str = "externalId";
 /// The origin of the opt-out workflow's dead letters.
 const OPT_OUT_ORIGIN: &str = "opt-out";
+/// The owner of Opt-in/out's keys in the store's re-read list: contacts to resolve again. The
+/// `/` keeps it apart from every Ingress mapping name (letters, digits, `-` and `_`).
+pub(crate) const OPT_OUT_REREAD: &str = "opt-in/out";
 
 /// The Opt-in/out workflow: its resolver and what it reads.
 pub(crate) struct OptInOut {
@@ -115,6 +127,12 @@ impl Workflow for OptInOut {
         if self.contacts.is_some() && !Self::profiles_known(core)? {
             let attributes = self.campaign_attributes.clone();
             return Self::step_profiles(core, ctx, &attributes).await;
+        }
+        // Contacts a repair asked to resolve again go first: an operator is waiting on them.
+        if let Some(request) = self.contacts.clone()
+            && self.step_rereads(core, ctx, &request).await?
+        {
+            return Ok(true);
         }
         let mut worked = false;
         if let Some(request) = self.contacts.clone() {
@@ -308,6 +326,108 @@ impl OptInOut {
         Ok(rows > 0 || !page.caught_up)
     }
 
+    /// A page of the contacts a repair asked to resolve again: both sides read afresh by key,
+    /// resolved with the rule in force, the writes queued in the commit that takes the keys
+    /// off the list. False when none wait.
+    async fn step_rereads(
+        &mut self,
+        core: &mut ReaderCore,
+        ctx: &StageContext,
+        request: &ChangeRequest,
+    ) -> Result<bool, StepError> {
+        let waiting = core
+            .store
+            .rereads(OPT_OUT_REREAD, request.page_size.max(1) as usize)?;
+        if waiting.is_empty() {
+            return Ok(false);
+        }
+        let keys: Vec<String> = waiting.into_iter().map(|(key, _)| key).collect();
+        let batch = core
+            .services
+            .dynamics_source
+            .read_rows(request, &keys)
+            .await
+            .map_err(|error| StepError::from_source(OPT_OUT_CONTACTS_SOURCE, error))?;
+        // What each profile holds now; without a reader of Campaign's records, what the
+        // store last learnt of it.
+        let profiles: Option<HashMap<String, Vec<(String, bool)>>> =
+            match core.services.campaign_records.clone() {
+                Some(reader) => Some(
+                    reader
+                        .read_stored_keys("profile", PROFILE_KEY_FIELD, &keys)
+                        .await
+                        .map_err(|error| StepError::from_source("Campaign profiles", error))?
+                        .into_iter()
+                        .map(|record| {
+                            let flags = self
+                                .campaign_attributes
+                                .iter()
+                                .filter_map(|attribute| {
+                                    let flag = record.fields.get(attribute)?.as_bool()?;
+                                    Some((attribute.clone(), flag))
+                                })
+                                .collect();
+                            (record.key, flags)
+                        })
+                        .collect(),
+                ),
+                None => None,
+            };
+        let modified_column = batch.columns.iter().position(|c| c == "modifiedon");
+        let mut contacts = Vec::new();
+        let mut states = Vec::new();
+        for row in &batch.rows {
+            if row.op == Operation::Delete {
+                continue;
+            }
+            // A contact without a profile is Ingress's to create, not a flag to resolve.
+            let held = match &profiles {
+                Some(profiles) => match profiles.get(&row.key) {
+                    Some(held) => Some(held.as_slice()),
+                    None => continue,
+                },
+                None => None,
+            };
+            let changed_at = row.modified_at.clone().or_else(|| {
+                modified_column.and_then(|i| match &row.values[i] {
+                    Value::Datetime(at) => Some(at.clone()),
+                    _ => None,
+                })
+            });
+            let dynamics = flags_of(&batch.columns, &row.values, changed_at.as_ref());
+            let mut snapshot = core.store.opt_out_snapshot(&row.key)?.unwrap_or_default();
+            snapshot.dynamics = dynamics.clone();
+            if let Some(held) = held {
+                refresh_campaign(&mut snapshot, held);
+            }
+            contacts.push(ContactOptOut {
+                contact_key: row.key.clone(),
+                dynamics,
+                campaign: snapshot.campaign.clone(),
+            });
+            states.push((row.key.clone(), snapshot));
+        }
+        let mut commit = ReadCommit {
+            source: OPT_OUT_REREAD.into(),
+            read: batch.rows.len() as u64,
+            // Keys gone from Dynamics 365 leave the list too: nothing is left to resolve.
+            rereads_done: keys
+                .iter()
+                .map(|key| (OPT_OUT_REREAD.to_owned(), key.clone()))
+                .collect(),
+            opt_out_states: states,
+            ..ReadCommit::default()
+        };
+        let all_failed = if contacts.is_empty() {
+            false
+        } else {
+            self.resolve_into(core.workflow, &mut commit, contacts)
+                .await?
+        };
+        core.commit(ctx, commit, all_failed).await?;
+        Ok(true)
+    }
+
     /// Campaign side: each export file's changes update Campaign's known values and are
     /// resolved against Dynamics 365's.
     async fn step_exports(
@@ -407,7 +527,6 @@ impl OptInOut {
     }
 }
 
-/// True when two sides' readings hold the same values, whatever their change times.
 /// A Dynamics row's opt-out flags: each boolean column as a value changed at `changed_at`.
 pub(crate) fn flags_of(
     columns: &[String],
@@ -428,6 +547,30 @@ pub(crate) fn flags_of(
         .collect()
 }
 
+/// Sets what Campaign holds to `held`, as read from the profile just now: a value the store
+/// already knew keeps its change time, a different one has none (as at the first start's
+/// read), and what this workflow last queued no longer stands in for what Campaign holds.
+fn refresh_campaign(snapshot: &mut OptOutSnapshot, held: &[(String, bool)]) {
+    for (attribute, value) in held {
+        let known = snapshot
+            .campaign
+            .iter()
+            .any(|v| v.attribute == *attribute && v.value == *value);
+        if !known {
+            snapshot.campaign.retain(|v| v.attribute != *attribute);
+            snapshot.campaign.push(OptOutValue {
+                attribute: attribute.clone(),
+                value: *value,
+                changed_at: None,
+            });
+        }
+        snapshot
+            .sent_to_campaign
+            .retain(|(sent, _)| sent != attribute);
+    }
+}
+
+/// True when two sides' readings hold the same values, whatever their change times.
 fn same_values(before: &[OptOutValue], now: &[OptOutValue]) -> bool {
     before.len() == now.len()
         && now.iter().all(|value| {
@@ -585,6 +728,37 @@ mod tests {
             "a profile never reported holds no opt-out: {:?}",
             results[0]
         );
+    }
+
+    #[test]
+    fn a_fresh_campaign_reading_replaces_what_was_known_and_sent() {
+        let known = |flag: bool, at: Option<&str>| OptOutValue {
+            attribute: "blackListEmail".into(),
+            value: flag,
+            changed_at: at.map(str::to_owned),
+        };
+        let mut snapshot = OptOutSnapshot {
+            campaign: vec![known(true, Some("2026-01-01T00:00:00Z"))],
+            sent_to_campaign: vec![("blackListEmail".into(), true)],
+            ..OptOutSnapshot::default()
+        };
+        // The same value: its change time is kept, the queued value no longer stands in.
+        refresh_campaign(&mut snapshot, &[("blackListEmail".into(), true)]);
+        assert_eq!(
+            snapshot.campaign,
+            vec![known(true, Some("2026-01-01T00:00:00Z"))]
+        );
+        assert!(snapshot.sent_to_campaign.is_empty());
+        // A value changed behind Conduit's back replaces it, with no change time.
+        snapshot.sent_to_campaign = vec![("blackListEmail".into(), true)];
+        refresh_campaign(&mut snapshot, &[("blackListEmail".into(), false)]);
+        assert_eq!(snapshot.campaign, vec![known(false, None)]);
+        assert!(snapshot.sent_to_campaign.is_empty());
+        // So a resolution writing `true` again is not skipped as already sent.
+        let mut states = vec![("c1".to_string(), snapshot)];
+        let mut results = vec![campaign_flag("c1", true)];
+        skip_campaign_values_that_agree(&mut results, &mut states);
+        assert_eq!(results[0], campaign_flag("c1", true));
     }
 
     #[test]
