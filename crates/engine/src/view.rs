@@ -212,8 +212,8 @@ impl Supervisor {
         let rereads = match id {
             WorkflowId::Ingress => store
                 .reread_count()?
-                .saturating_sub(store.rereads(OPT_OUT_REREAD, usize::MAX)?.len() as u64),
-            WorkflowId::OptInOut => store.rereads(OPT_OUT_REREAD, usize::MAX)?.len() as u64,
+                .saturating_sub(store.reread_count_of(OPT_OUT_REREAD)?),
+            WorkflowId::OptInOut => store.reread_count_of(OPT_OUT_REREAD)?,
             _ => 0,
         };
         let backlog = counters.queued + rereads;

@@ -95,4 +95,43 @@ impl Store {
         let read = self.begin_read()?;
         Ok(read.open_table(REREAD)?.len()?)
     }
+
+    /// Keys waiting on the re-read list of one owner (a mapping, or Opt-in/out's list), counted
+    /// without reading them out.
+    pub fn reread_count_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let read = self.begin_read()?;
+        let table = read.open_table(REREAD)?;
+        let mut count = 0;
+        for entry in table.range((owner, "")..)? {
+            if entry?.0.value().0 != owner {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_owner_counts_only_its_own_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+        let keys = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
+        store
+            .request_rereads("contacts", &keys(&["a", "b", "c"]))
+            .unwrap();
+        store.request_rereads("contacts2", &keys(&["a"])).unwrap();
+        store
+            .request_rereads("opt-in/out", &keys(&["x", "y"]))
+            .unwrap();
+        assert_eq!(store.reread_count().unwrap(), 6);
+        assert_eq!(store.reread_count_of("contacts").unwrap(), 3);
+        assert_eq!(store.reread_count_of("contacts2").unwrap(), 1);
+        assert_eq!(store.reread_count_of("opt-in/out").unwrap(), 2);
+        assert_eq!(store.reread_count_of("contact").unwrap(), 0);
+    }
 }
