@@ -242,12 +242,18 @@ impl HostProcess {
 
     /// Waits until a workflow is RUNNING, has read everything and written its backlog.
     pub async fn wait_caught_up(&mut self, workflow: &str) -> Value {
+        // Opt-in/out reads Campaign's profiles before its contacts: its profiles cursor is
+        // incremental, with nothing queued, before a single contact was read.
+        let must_have = (workflow == "optinout").then_some("contacts");
         self.wait_workflow(workflow, "caught up", |view| {
+            let cursors = view["cursors"].as_array();
             view["status"] == "RUNNING"
                 && view["backlog"] == 0
-                && view["cursors"]
-                    .as_array()
+                && cursors
                     .is_some_and(|c| !c.is_empty() && c.iter().all(|c| c["phase"] == "incremental"))
+                && must_have.is_none_or(|source| {
+                    cursors.is_some_and(|c| c.iter().any(|c| c["source"] == source))
+                })
         })
         .await
     }
