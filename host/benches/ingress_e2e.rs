@@ -281,7 +281,7 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
         if scenario == Scenario::Backlog {
             let reply = http
                 .put(format!("{}/_sim/faults/rates", sims.campaign_origin))
-                .json(&serde_json::json!({ "server_error": 1.0 }))
+                .json(&serde_json::json!({ "error_rate": 1.0 }))
                 .send()
                 .await
                 .expect("the Campaign control API answers");
