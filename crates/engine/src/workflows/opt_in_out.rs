@@ -418,12 +418,9 @@ impl OptInOut {
             opt_out_states: states,
             ..ReadCommit::default()
         };
-        let all_failed = if contacts.is_empty() {
-            false
-        } else {
-            self.resolve_into(core.workflow, &mut commit, contacts)
-                .await?
-        };
+        let all_failed = self
+            .resolve_into(core.workflow, &mut commit, contacts)
+            .await?;
         core.commit(ctx, commit, all_failed).await?;
         Ok(true)
     }
@@ -493,12 +490,9 @@ impl OptInOut {
             opt_out_states: by_contact,
             ..ReadCommit::default()
         };
-        let all_failed = if contacts.is_empty() {
-            false
-        } else {
-            self.resolve_into(core.workflow, &mut commit, contacts)
-                .await?
-        };
+        let all_failed = self
+            .resolve_into(core.workflow, &mut commit, contacts)
+            .await?;
         core.commit(ctx, commit, all_failed).await?;
         Ok(true)
     }
@@ -509,6 +503,10 @@ impl OptInOut {
         commit: &mut ReadCommit,
         contacts: Vec<ContactOptOut>,
     ) -> Result<bool, StepError> {
+        // Nothing to resolve is not a plugin failing on every record.
+        if contacts.is_empty() {
+            return Ok(false);
+        }
         let (contacts, results) = on_plugin_thread(
             &mut self.resolver,
             "resolver",
