@@ -135,6 +135,14 @@ impl MappingCheck {
     }
 }
 
+impl VerifyOptions {
+    /// What a report says it compared: `full` or `sample of N`.
+    pub(super) fn scope(&self) -> String {
+        self.sample
+            .map_or_else(|| "full".to_owned(), |n| format!("sample of {n}"))
+    }
+}
+
 /// The answer of a verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerifyReport {
@@ -319,9 +327,7 @@ impl Supervisor {
             }
             return Ok(VerifyReport {
                 workflow: id,
-                scope: options
-                    .sample
-                    .map_or_else(|| "full".to_owned(), |n| format!("sample of {n}")),
+                scope: options.scope(),
                 in_sync: differences == 0,
                 differences,
                 mappings: vec![check],
@@ -393,9 +399,7 @@ impl Supervisor {
         }
         Ok(VerifyReport {
             workflow: id,
-            scope: options
-                .sample
-                .map_or_else(|| "full".to_owned(), |n| format!("sample of {n}")),
+            scope: options.scope(),
             in_sync: differences == 0,
             differences,
             mappings: checks,

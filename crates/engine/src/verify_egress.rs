@@ -300,9 +300,7 @@ impl Supervisor {
         }
         Ok(VerifyReport {
             workflow: id,
-            scope: options
-                .sample
-                .map_or_else(|| "full".to_owned(), |n| format!("sample of {n}")),
+            scope: options.scope(),
             in_sync: differences == 0,
             differences,
             mappings: vec![check],
