@@ -1,5 +1,5 @@
 // The JavaScript helper of the Conduit plugin SDK (componentize-js), for the
-// conduit:plugin@1.0.0 contract: typed values, output builders, strict settings, `log`, and
+// conduit:plugin@1.1.0 contract: typed values, output builders, strict settings, `log`, and
 // errors that keep their message. `conduit plugin new --lang js` writes it next to the
 // plugin's source (componentize-js resolves imports inside the source's folder only).
 //
@@ -10,10 +10,10 @@
 // record field camelCase (`keyField`), an `s64` a BigInt, an `option<T>` the value or
 // `undefined`.
 
-import { log as witLog } from "conduit:plugin/log@1.0.0";
+import { log as witLog } from "conduit:plugin/log@1.1.0";
 
 /** The SDK version this helper belongs to (the contract's version). */
-export const SDK_VERSION = "1.0.0";
+export const SDK_VERSION = "1.1.0";
 
 // ---------------------------------------------------------------------------------------------
 // Errors

@@ -1,5 +1,5 @@
 """The Python helper of the Conduit plugin SDK (componentize-py), for the
-conduit:plugin@1.0.0 contract: typed values, output builders, strict settings, `log`, and
+conduit:plugin@1.1.0 contract: typed values, output builders, strict settings, `log`, and
 errors that keep their message. `conduit plugin new --lang python` writes it next to the
 plugin's `app.py`.
 
@@ -22,7 +22,7 @@ from componentize_py_types import Err
 from wit_world.imports import log as _wit_log
 from wit_world.imports import types as t
 
-SDK_VERSION = "1.0.0"
+SDK_VERSION = "1.1.0"
 """The SDK version this helper belongs to (the contract's version)."""
 
 # --------------------------------------------------------------------------------------------

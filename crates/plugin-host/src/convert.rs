@@ -59,7 +59,7 @@ fn value_from_wit(value: wit::Value) -> model::Value {
     }
 }
 
-fn operation_to_wit(op: model::Operation) -> wit::Operation {
+pub(super) fn operation_to_wit(op: model::Operation) -> wit::Operation {
     match op {
         model::Operation::Upsert => wit::Operation::Upsert,
         model::Operation::Update => wit::Operation::Update,
@@ -67,7 +67,7 @@ fn operation_to_wit(op: model::Operation) -> wit::Operation {
     }
 }
 
-fn operation_from_wit(op: wit::Operation) -> model::Operation {
+pub(super) fn operation_from_wit(op: wit::Operation) -> model::Operation {
     match op {
         wit::Operation::Upsert => model::Operation::Upsert,
         wit::Operation::Update => model::Operation::Update,
@@ -149,12 +149,20 @@ pub(super) fn contact_to_wit(contact: &model::ContactOptOut) -> wit::ContactOptO
 /// Counts the bytes the host materialises from one call's output (every string copy, and a
 /// fixed size per record and per field) against `max_output_bytes`, so that a plugin cannot
 /// hand the host (and its queue) an output far larger than its input.
-struct OutputBudget {
+pub(super) struct OutputBudget {
     used: usize,
     limit: usize,
 }
 
 impl OutputBudget {
+    /// A budget of `limits.max_output_bytes` for one call.
+    pub(super) fn new(limits: &Limits) -> OutputBudget {
+        OutputBudget {
+            used: 0,
+            limit: limits.max_output_bytes,
+        }
+    }
+
     fn spend(&mut self, bytes: usize, what: impl FnOnce() -> String) -> Result<(), String> {
         self.used = self.used.saturating_add(bytes);
         if self.used > self.limit {
@@ -186,12 +194,191 @@ fn check_text(
 }
 
 /// The start of a possibly huge key, for error messages.
-fn key_excerpt(key: &str) -> String {
+pub(super) fn key_excerpt(key: &str) -> String {
     const SHOWN: usize = 40;
     match key.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("{}...", &key[..cut]),
         None => key.to_owned(),
     }
+}
+
+/// Checks that a result holds exactly one outcome per input.
+pub(super) fn check_outcome_count(outcomes: usize, inputs: usize) -> Result<(), String> {
+    if outcomes != inputs {
+        return Err(format!(
+            "{outcomes} outcomes for {inputs} inputs; exactly one per input is required"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a result's targets and resolves them into model targets.
+pub(super) fn targets_from_wit(
+    targets: Vec<wit::Target>,
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<Vec<model::Target>, String> {
+    let mut resolved = Vec::with_capacity(targets.len());
+    for (index, target) in targets.into_iter().enumerate() {
+        if target.table.is_empty() || target.key_field.is_empty() {
+            return Err(format!("target {index} has an empty table or key field"));
+        }
+        check_text(
+            &format!("target {index}'s table"),
+            &target.table,
+            limits,
+            budget,
+        )?;
+        check_text(
+            &format!("target {index}'s key field"),
+            &target.key_field,
+            limits,
+            budget,
+        )?;
+        resolved.push(model::Target {
+            system: match target.system {
+                wit::System::Dynamics => model::System::Dynamics,
+                wit::System::Campaign => model::System::Campaign,
+            },
+            table: target.table,
+            key_field: target.key_field,
+        });
+    }
+    Ok(resolved)
+}
+
+/// Checks a result's destination column names.
+pub(super) fn check_columns(
+    columns: &[String],
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<(), String> {
+    for (index, column) in columns.iter().enumerate() {
+        if column.is_empty() {
+            return Err(format!("column {index} has an empty name"));
+        }
+        check_text(&format!("column {index}'s name"), column, limits, budget)?;
+    }
+    Ok(())
+}
+
+/// Checks the reason of a skip (`kind` "skip") or reject outcome and returns it capped.
+pub(super) fn checked_reason(
+    kind: &str,
+    input: usize,
+    reason: &str,
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<String, String> {
+    check_text(
+        &format!("the {kind} reason of input {input}"),
+        reason,
+        limits,
+        budget,
+    )?;
+    Ok(cap(reason))
+}
+
+/// Checks how many records one input writes.
+pub(super) fn check_record_count(
+    input: usize,
+    records: usize,
+    limits: &Limits,
+) -> Result<(), String> {
+    if records > limits.max_output_records_per_input {
+        return Err(format!(
+            "input {input} produced {records} output records, above the limit of {} per input",
+            limits.max_output_records_per_input
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves an output record's target index.
+pub(super) fn target_of(
+    input: usize,
+    target: u32,
+    targets: &[model::Target],
+) -> Result<&model::Target, String> {
+    targets.get(target as usize).ok_or_else(|| {
+        format!(
+            "input {input} writes to target {target}, but there are only {} targets",
+            targets.len()
+        )
+    })
+}
+
+/// Checks an output record's key and spends what the record materialises besides its fields.
+pub(super) fn check_record(
+    input: usize,
+    key: &str,
+    target: &model::Target,
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<(), String> {
+    if key.is_empty() {
+        return Err(format!("input {input} writes a record with an empty key"));
+    }
+    if key.len() > limits.max_string_bytes {
+        return Err(format!(
+            "input {input} writes a record whose key (`{}`) is {} bytes long, above the limit of {} bytes",
+            key_excerpt(key),
+            key.len(),
+            limits.max_string_bytes
+        ));
+    }
+    // The record holds its own copy of the target's names.
+    let materialised = RECORD_BYTES + key.len() + target.table.len() + target.key_field.len();
+    budget.spend(materialised, || {
+        format!("input {input}'s record `{}`", key_excerpt(key))
+    })
+}
+
+/// The text one field value holds: its longest string and all its strings' bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ValueText {
+    /// Bytes of the value's longest string.
+    pub(super) longest: usize,
+    /// Bytes of all its strings.
+    pub(super) total: usize,
+}
+
+/// Resolves a field's column index, checks its value's size and spends what the field
+/// materialises; returns the column's name.
+pub(super) fn check_field<'c>(
+    input: usize,
+    key: &str,
+    column: u32,
+    columns: &'c [String],
+    text: ValueText,
+    limits: &Limits,
+    budget: &mut OutputBudget,
+) -> Result<&'c String, String> {
+    let column_name = columns.get(column as usize).ok_or_else(|| {
+        format!(
+            "input {input} sets column {column}, but there are only {} columns",
+            columns.len()
+        )
+    })?;
+    let name = || key_excerpt(column_name);
+    if text.longest > limits.max_string_bytes {
+        return Err(format!(
+            "input {input} sets `{}` of the record `{}` to a value of {} bytes, above the limit of {} bytes",
+            name(),
+            key_excerpt(key),
+            text.longest,
+            limits.max_string_bytes
+        ));
+    }
+    // The field holds its own copy of the column name.
+    budget.spend(FIELD_BYTES + column_name.len() + text.total, || {
+        format!(
+            "`{}` of input {input}'s record `{}`",
+            name(),
+            key_excerpt(key)
+        )
+    })?;
+    Ok(column_name)
 }
 
 /// Checks a plugin's result against `inputs` and `limits` and resolves its index tables into
@@ -201,86 +388,21 @@ pub(crate) fn outcomes_from_wit(
     inputs: usize,
     limits: &Limits,
 ) -> Result<Vec<model::Outcome>, String> {
-    if batch.outcomes.len() != inputs {
-        return Err(format!(
-            "{} outcomes for {inputs} inputs; exactly one per input is required",
-            batch.outcomes.len()
-        ));
-    }
-    let mut budget = OutputBudget {
-        used: 0,
-        limit: limits.max_output_bytes,
-    };
-    let mut targets = Vec::with_capacity(batch.targets.len());
-    for (index, target) in batch.targets.into_iter().enumerate() {
-        if target.table.is_empty() || target.key_field.is_empty() {
-            return Err(format!("target {index} has an empty table or key field"));
-        }
-        check_text(
-            &format!("target {index}'s table"),
-            &target.table,
-            limits,
-            &mut budget,
-        )?;
-        check_text(
-            &format!("target {index}'s key field"),
-            &target.key_field,
-            limits,
-            &mut budget,
-        )?;
-        targets.push(model::Target {
-            system: match target.system {
-                wit::System::Dynamics => model::System::Dynamics,
-                wit::System::Campaign => model::System::Campaign,
-            },
-            table: target.table,
-            key_field: target.key_field,
-        });
-    }
-    for (index, column) in batch.columns.iter().enumerate() {
-        if column.is_empty() {
-            return Err(format!("column {index} has an empty name"));
-        }
-        check_text(
-            &format!("column {index}'s name"),
-            column,
-            limits,
-            &mut budget,
-        )?;
-    }
+    check_outcome_count(batch.outcomes.len(), inputs)?;
+    let mut budget = OutputBudget::new(limits);
+    let targets = targets_from_wit(batch.targets, limits, &mut budget)?;
+    check_columns(&batch.columns, limits, &mut budget)?;
     let mut outcomes = Vec::with_capacity(inputs);
     for (input, outcome) in batch.outcomes.into_iter().enumerate() {
         outcomes.push(match outcome {
-            wit::Outcome::Skip(reason) => {
-                check_text(
-                    &format!("the skip reason of input {input}"),
-                    &reason,
-                    limits,
-                    &mut budget,
-                )?;
-                model::Outcome::Skip {
-                    reason: cap(&reason),
-                }
-            }
-            wit::Outcome::Reject(reason) => {
-                check_text(
-                    &format!("the reject reason of input {input}"),
-                    &reason,
-                    limits,
-                    &mut budget,
-                )?;
-                model::Outcome::Reject {
-                    reason: cap(&reason),
-                }
-            }
+            wit::Outcome::Skip(reason) => model::Outcome::Skip {
+                reason: checked_reason("skip", input, &reason, limits, &mut budget)?,
+            },
+            wit::Outcome::Reject(reason) => model::Outcome::Reject {
+                reason: checked_reason("reject", input, &reason, limits, &mut budget)?,
+            },
             wit::Outcome::Write(records) => {
-                if records.len() > limits.max_output_records_per_input {
-                    return Err(format!(
-                        "input {input} produced {} output records, above the limit of {} per input",
-                        records.len(),
-                        limits.max_output_records_per_input
-                    ));
-                }
+                check_record_count(input, records.len(), limits)?;
                 let records = records
                     .into_iter()
                     .map(|record| {
@@ -302,67 +424,31 @@ fn write_record(
     limits: &Limits,
     budget: &mut OutputBudget,
 ) -> Result<model::WriteRecord, String> {
-    let target = targets.get(record.target as usize).ok_or_else(|| {
-        format!(
-            "input {input} writes to target {}, but there are only {} targets",
-            record.target,
-            targets.len()
-        )
-    })?;
-    if record.key.is_empty() {
-        return Err(format!("input {input} writes a record with an empty key"));
-    }
-    if record.key.len() > limits.max_string_bytes {
-        return Err(format!(
-            "input {input} writes a record whose key (`{}`) is {} bytes long, above the limit of {} bytes",
-            key_excerpt(&record.key),
-            record.key.len(),
-            limits.max_string_bytes
-        ));
-    }
-    // The record holds its own copy of the target's names.
-    let materialised =
-        RECORD_BYTES + record.key.len() + target.table.len() + target.key_field.len();
-    budget.spend(materialised, || {
-        format!("input {input}'s record `{}`", key_excerpt(&record.key))
-    })?;
+    let target = target_of(input, record.target, targets)?;
+    check_record(input, &record.key, target, limits, budget)?;
     let mut fields = Vec::with_capacity(record.fields.len());
     for (column, value) in record.fields {
-        let column_name = columns.get(column as usize).ok_or_else(|| {
-            format!(
-                "input {input} sets column {column}, but there are only {} columns",
-                columns.len()
-            )
-        })?;
-        let name = key_excerpt(column_name);
-        let (longest, total) = match &value {
+        let text = match &value {
             wit::Value::Text(text) | wit::Value::Datetime(text) | wit::Value::Guid(text) => {
-                (text.len(), text.len())
+                ValueText {
+                    longest: text.len(),
+                    total: text.len(),
+                }
             }
             wit::Value::Picklist(picklist) => {
                 let label = picklist.label.as_ref().map_or(0, String::len);
-                (label, label)
+                ValueText {
+                    longest: label,
+                    total: label,
+                }
             }
-            wit::Value::Lookup(lookup) => (
-                lookup.table.len().max(lookup.id.len()),
-                lookup.table.len() + lookup.id.len(),
-            ),
-            _ => (0, 0),
+            wit::Value::Lookup(lookup) => ValueText {
+                longest: lookup.table.len().max(lookup.id.len()),
+                total: lookup.table.len() + lookup.id.len(),
+            },
+            _ => ValueText::default(),
         };
-        if longest > limits.max_string_bytes {
-            return Err(format!(
-                "input {input} sets `{name}` of the record `{}` to a value of {longest} bytes, above the limit of {} bytes",
-                key_excerpt(&record.key),
-                limits.max_string_bytes
-            ));
-        }
-        // The field holds its own copy of the column name.
-        budget.spend(FIELD_BYTES + column_name.len() + total, || {
-            format!(
-                "`{name}` of input {input}'s record `{}`",
-                key_excerpt(&record.key)
-            )
-        })?;
+        let column_name = check_field(input, &record.key, column, columns, text, limits, budget)?;
         fields.push((column_name.clone(), value_from_wit(value)));
     }
     Ok(model::WriteRecord {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
 
-use super::bindings::{event_mapper, opt_out_resolver, record_mapper};
+use super::bindings::{event_mapper, opt_out_resolver, packed_record_mapper, record_mapper};
 use super::builtin::builtin;
 use super::cache::CompiledCache;
 use super::limits::MAX_MEMORY_BYTES;
@@ -298,7 +298,13 @@ fn world_pre(
     world: World,
 ) -> wasmtime::Result<WorldPre> {
     Ok(match world {
-        World::RecordMapper => WorldPre::Record(record_mapper::RecordMapperPre::new(instance_pre)?),
+        // A 1.1 plugin's packed export is preferred; a 1.0 plugin has only `map`.
+        World::RecordMapper => {
+            match packed_record_mapper::PackedRecordMapperPre::new(instance_pre.clone()) {
+                Ok(pre) => WorldPre::PackedRecord(pre),
+                Err(_) => WorldPre::Record(record_mapper::RecordMapperPre::new(instance_pre)?),
+            }
+        }
         World::EventMapper => WorldPre::Event(event_mapper::EventMapperPre::new(instance_pre)?),
         World::OptOutResolver => {
             WorldPre::OptOut(opt_out_resolver::OptOutResolverPre::new(instance_pre)?)
@@ -310,7 +316,7 @@ fn world_pre(
 fn required_exports(world: World) -> &'static str {
     match world {
         World::RecordMapper => {
-            "`configure(settings: string)` and `map(phase: phase, batch: record-batch)`"
+            "`configure(settings: string)` and `map(phase: phase, batch: record-batch)` (or, since 1.1, `map-packed(phase: phase, batch: packed-batch)`)"
         }
         World::EventMapper => "`configure(settings: string)` and `map(events: list<email-event>)`",
         World::OptOutResolver => {
@@ -336,8 +342,10 @@ fn check_is_component(bytes: &[u8]) -> Result<(), String> {
 
 /// The pre-linked instance factory for the world the plugin was loaded as.
 pub(super) enum WorldPre {
-    /// A record mapper.
+    /// A record mapper of the 1.0 form (`map`).
     Record(record_mapper::RecordMapperPre<StoreState>),
+    /// A record mapper of the packed form (`map-packed`, since 1.1).
+    PackedRecord(packed_record_mapper::PackedRecordMapperPre<StoreState>),
     /// An event mapper.
     Event(event_mapper::EventMapperPre<StoreState>),
     /// An opt-out resolver.
@@ -349,6 +357,7 @@ impl WorldPre {
     pub(super) fn instance_pre(&self) -> &wasmtime::component::InstancePre<StoreState> {
         match self {
             WorldPre::Record(pre) => pre.instance_pre(),
+            WorldPre::PackedRecord(pre) => pre.instance_pre(),
             WorldPre::Event(pre) => pre.instance_pre(),
             WorldPre::OptOut(pre) => pre.instance_pre(),
         }
@@ -397,6 +406,12 @@ impl LoadedPlugin {
     /// True when the compiled code came from the on-disk cache rather than a compile.
     pub fn from_cache(&self) -> bool {
         self.inner.from_cache
+    }
+
+    /// True when the plugin takes packed batches (a record mapper exporting `map-packed`,
+    /// contract 1.1); false for every other plugin, which the host calls through the 1.0 form.
+    pub fn takes_packed_batches(&self) -> bool {
+        matches!(self.inner.pre, WorldPre::PackedRecord(_))
     }
 }
 

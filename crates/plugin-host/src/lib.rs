@@ -1,4 +1,5 @@
-//! The sandboxed plugin runtime: one wasmtime engine, typed bindings for the three worlds,
+//! The sandboxed plugin runtime: one wasmtime engine, typed bindings for the plugin worlds (a
+//! record mapper through the packed form of contract 1.1 when it offers it, `packed.rs`),
 //! limits and a compiled-component cache.
 //!
 //! The workflow engine loads a plugin once ([`PluginHost::load`]), configures it into a
@@ -20,6 +21,7 @@ mod host;
 mod limits;
 mod mappers;
 mod output;
+mod packed;
 #[cfg(test)]
 mod proptests;
 mod reference;

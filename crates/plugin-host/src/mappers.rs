@@ -8,18 +8,22 @@
 
 use std::fmt;
 
-use wasmtime::component::{ComponentNamedList, Instance, Lower};
+use wasmtime::component::{ComponentNamedList, ComponentType, Instance, Lift, Lower};
 use wasmtime::{Store, Trap};
 
 use conduit_model as model;
 
-use super::bindings::wit;
 use super::capped::CappedText;
 use super::convert;
 use super::host::{LoadedInner, LoadedPlugin, WorldPre};
+use super::packed;
 use super::sandbox::{self, StoreState, run_isolated};
 use super::untrusted::cap;
 use super::{Limits, PluginError, World};
+
+/// Checks a plugin's result of type `R` for a call with the given number of inputs and
+/// resolves it into outcomes; the error says what was wrong.
+type Decode<R> = fn(R, usize, &Limits) -> Result<Vec<model::Outcome>, String>;
 
 /// Calls one instance serves before a fresh one replaces it.
 pub const CALLS_PER_INSTANCE: u32 = 64;
@@ -204,15 +208,17 @@ impl Configured {
     /// Calls the batch export `name` with `input` on the kept instance (or a fresh, configured
     /// one) and turns its result into validated outcomes. The error text of the result is
     /// read capped. The instance is kept for the next call only when this one succeeded.
-    fn call<P>(
+    fn call<P, R>(
         &self,
         warm: &mut WarmSlot,
         name: &str,
         input: P,
         inputs: usize,
+        decode: Decode<R>,
     ) -> Result<Vec<model::Outcome>, PluginError>
     where
         P: ComponentNamedList + Lower + Send + Sync,
+        R: ComponentType + Lift + Send + Sync + 'static,
     {
         let mut current = match warm.0.take() {
             Some(current) => current,
@@ -232,10 +238,10 @@ impl Configured {
         sandbox::arm_deadline(&mut current.store, self.limits.deadline);
         let result = current
             .instance
-            .get_typed_func::<P, (Result<wit::MappedBatch, CappedText>,)>(&mut current.store, name)
+            .get_typed_func::<P, (Result<R, CappedText>,)>(&mut current.store, name)
             .and_then(|function| function.call(&mut current.store, input))
             .map(|(result,)| result);
-        let outcomes = self.finish(&current.store, result, inputs);
+        let outcomes = self.finish(&current.store, result, inputs, decode);
         current.calls += 1;
         let healthy = outcomes.is_ok() && !current.store.data().memory.refused;
         if healthy && current.calls < CALLS_PER_INSTANCE {
@@ -285,11 +291,12 @@ impl Configured {
     }
 
     /// Turns a call's result into validated outcomes.
-    fn finish(
+    fn finish<R>(
         &self,
         store: &Store<StoreState>,
-        result: wasmtime::Result<Result<wit::MappedBatch, CappedText>>,
+        result: wasmtime::Result<Result<R, CappedText>>,
         inputs: usize,
+        decode: Decode<R>,
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let plugin = || self.inner().reference.clone();
         let mapped = result
@@ -298,11 +305,9 @@ impl Configured {
                 plugin: plugin(),
                 message,
             })?;
-        convert::outcomes_from_wit(mapped, inputs, &self.limits).map_err(|problem| {
-            PluginError::InvalidOutput {
-                plugin: plugin(),
-                problem: cap(&problem),
-            }
+        decode(mapped, inputs, &self.limits).map_err(|problem| PluginError::InvalidOutput {
+            plugin: plugin(),
+            problem: cap(&problem),
         })
     }
 
@@ -335,13 +340,40 @@ impl RecordMapper {
         batch: &model::RecordBatch,
     ) -> Result<Vec<model::Outcome>, PluginError> {
         let Self { configured, warm } = self;
-        let WorldPre::Record(_) = &configured.inner().pre else {
-            return Err(configured.wrong_pre(World::RecordMapper));
+        let is_packed = match &configured.inner().pre {
+            WorldPre::PackedRecord(_) => true,
+            WorldPre::Record(_) => false,
+            _ => return Err(configured.wrong_pre(World::RecordMapper)),
         };
+        let inputs = batch.rows.len();
         run_isolated(&configured.inner().reference, || {
-            let input = convert::batch_to_wit(batch);
             let phase = convert::phase_to_wit(phase);
-            configured.call(warm, "map", (phase, &input), batch.rows.len())
+            if is_packed {
+                let input =
+                    packed::batch_to_packed(batch).map_err(|too_large| PluginError::Batch {
+                        plugin: configured.inner().reference.clone(),
+                        message: format!(
+                            "{} outgrows the packed form's 32-bit offsets; map smaller pages",
+                            too_large.what
+                        ),
+                    })?;
+                configured.call(
+                    warm,
+                    "map-packed",
+                    (phase, &input),
+                    inputs,
+                    packed::outcomes_from_packed,
+                )
+            } else {
+                let input = convert::batch_to_wit(batch);
+                configured.call(
+                    warm,
+                    "map",
+                    (phase, &input),
+                    inputs,
+                    convert::outcomes_from_wit,
+                )
+            }
         })
     }
 }
@@ -358,7 +390,13 @@ impl EventMapper {
         };
         run_isolated(&configured.inner().reference, || {
             let input: Vec<_> = events.iter().map(convert::event_to_wit).collect();
-            configured.call(warm, "map", (input.as_slice(),), events.len())
+            configured.call(
+                warm,
+                "map",
+                (input.as_slice(),),
+                events.len(),
+                convert::outcomes_from_wit,
+            )
         })
     }
 }
@@ -375,7 +413,13 @@ impl OptOutResolver {
         };
         run_isolated(&configured.inner().reference, || {
             let input: Vec<_> = contacts.iter().map(convert::contact_to_wit).collect();
-            configured.call(warm, "resolve", (input.as_slice(),), contacts.len())
+            configured.call(
+                warm,
+                "resolve",
+                (input.as_slice(),),
+                contacts.len(),
+                convert::outcomes_from_wit,
+            )
         })
     }
 }

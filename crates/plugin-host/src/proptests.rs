@@ -2,7 +2,9 @@
 //! whatever a plugin returns (indices out of range, wrong outcome counts, empty keys, strings
 //! over the cap) is either accepted and consistent or refused with a reason, never a panic,
 //! and it is accepted exactly when an independent statement of the rules says it should be.
-//! `fuzz/` drives the same check through `plugin_output`.
+//! The packed form of a result (1.1) is checked exactly as its unpacked form, and packed
+//! results with arbitrary spans and slices are refused, never a panic. `fuzz/` drives the same
+//! check through `plugin_output`.
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -10,6 +12,7 @@ use proptest::test_runner::RngSeed;
 use super::bindings::wit;
 use super::convert::outcomes_from_wit;
 use super::fuzz_input::{FUZZ_LIMITS, check_output_bytes};
+use super::packed::{outcomes_from_packed, pack_result};
 use conduit_model as model;
 
 const CAP: usize = FUZZ_LIMITS.max_string_bytes;
@@ -169,6 +172,53 @@ proptest! {
                 prop_assert!(!reason.is_empty());
                 prop_assert!(reason.len() < 300, "the reason is not short: {}", reason);
             }
+        }
+    }
+
+    #[test]
+    fn a_packed_result_is_checked_and_resolved_exactly_as_its_unpacked_form(
+        batch in mapped_batch(),
+        miscount in prop_oneof![4 => Just(0usize), 1 => 1usize..3],
+    ) {
+        let inputs = (batch.outcomes.len() + miscount) % 5;
+        let packed = outcomes_from_packed(pack_result(&batch), inputs, &FUZZ_LIMITS);
+        prop_assert_eq!(packed, outcomes_from_wit(batch, inputs, &FUZZ_LIMITS));
+    }
+
+    #[test]
+    fn a_packed_result_with_arbitrary_spans_and_slices_is_refused_or_consistent(
+        batch in mapped_batch(),
+        breaks in proptest::collection::vec((any::<u16>(), any::<u32>(), 0u32..12), 1..4),
+    ) {
+        let inputs = batch.outcomes.len();
+        let mut packed = pack_result(&batch);
+        // Move some span or slice anywhere (inside `é`, past every end), or break a cell byte.
+        for (which, start, len) in breaks {
+            let span = super::bindings::packed::Span { start: start % 64, len };
+            let slice = super::bindings::packed::Slice { start: start % 8, len };
+            match usize::from(which) % 4 {
+                3 => if !packed.fields.is_empty() {
+                    let at = start as usize % packed.fields.len();
+                    packed.fields[at] = len as u8;
+                },
+                0 => if let Some(record) = packed.records.get_mut(usize::from(which) % 4) {
+                    record.key = span;
+                },
+                1 => if let Some(record) = packed.records.get_mut(usize::from(which) % 4) {
+                    record.fields = slice;
+                },
+                _ => if let Some(outcome) = packed.outcomes.get_mut(usize::from(which) % 4) {
+                    *outcome = match outcome {
+                        super::bindings::packed::PackedOutcome::Write(_) => super::bindings::packed::PackedOutcome::Write(slice),
+                        super::bindings::packed::PackedOutcome::Skip(_) => super::bindings::packed::PackedOutcome::Skip(span),
+                        super::bindings::packed::PackedOutcome::Reject(_) => super::bindings::packed::PackedOutcome::Reject(span),
+                    };
+                },
+            }
+        }
+        match outcomes_from_packed(packed, inputs, &FUZZ_LIMITS) {
+            Ok(outcomes) => prop_assert_eq!(outcomes.len(), inputs),
+            Err(reason) => prop_assert!(reason.len() < 300, "the reason is not short: {}", reason),
         }
     }
 

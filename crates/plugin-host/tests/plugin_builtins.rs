@@ -1098,3 +1098,97 @@ fn fingerprints_are_the_sha256_of_the_component() {
         builtin("table-mapper", World::RecordMapper).fingerprint()
     );
 }
+
+// ---------------------------------------------------------------- contract versions
+
+/// A page the example contact mapper writes, skips and rejects from: every string kind, a
+/// multi-byte name, a delete and a missing value.
+fn example_contacts() -> RecordBatch {
+    let text = |value: &str| Value::Text(value.into());
+    RecordBatch {
+        table: "contact".into(),
+        columns: vec![
+            "firstname".into(),
+            "lastname".into(),
+            "emailaddress1".into(),
+        ],
+        rows: vec![
+            Row {
+                key: "c-1".into(),
+                op: Operation::Upsert,
+                values: vec![text("Zoë"), text("Ångström"), text("Zoe@Example.com")],
+                modified_at: Some("2026-12-01T10:00:00Z".into()),
+            },
+            Row {
+                key: "c-2".into(),
+                op: Operation::Upsert,
+                values: vec![text("Bob"), Value::Null, Value::Null],
+                modified_at: None,
+            },
+            Row {
+                key: "c-3".into(),
+                op: Operation::Upsert,
+                values: vec![text("Cy"), text("Young"), text("not-an-address")],
+                modified_at: None,
+            },
+            Row {
+                key: "c-4".into(),
+                op: Operation::Delete,
+                values: vec![],
+                modified_at: None,
+            },
+        ],
+    }
+}
+
+#[test]
+fn a_plugin_built_for_contract_1_0_still_loads_and_maps_like_its_1_1_build() {
+    // The 1.0.0 build of plugins/examples/contact-mapper, checked in when 1.1.0 shipped: it
+    // imports conduit:plugin/log@1.0.0 and exports `map` only.
+    let old = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../plugins/fixtures/contact-mapper-1.0.0.wasm");
+    let current = std::path::Path::new(env!("CONDUIT_PLUGIN_FIXTURES")).join("contact_mapper.wasm");
+    let settings = json!({"destination": "profile", "settings": {}});
+    let mut outcomes = Vec::new();
+    for (component, packed) in [(old, false), (current, true)] {
+        let plugin = host()
+            .load(&PluginRef::Path(component.clone()), World::RecordMapper)
+            .unwrap_or_else(|error| panic!("{}: {error}", component.display()));
+        assert_eq!(
+            plugin.takes_packed_batches(),
+            packed,
+            "{}",
+            component.display()
+        );
+        let mut mapper = plugin.record_mapper(&settings, Limits::default()).unwrap();
+        outcomes.push(mapper.map(Phase::Initial, &example_contacts()).unwrap());
+    }
+    let kinds: Vec<&str> = outcomes[0]
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::Write { .. } => "write",
+            Outcome::Skip { .. } => "skip",
+            Outcome::Reject { .. } => "reject",
+        })
+        .collect();
+    assert_eq!(kinds, ["write", "skip", "reject", "skip"]);
+    let Outcome::Write { records } = &outcomes[0][0] else {
+        unreachable!()
+    };
+    assert_eq!(
+        records[0].fields,
+        [
+            ("firstName".to_owned(), Value::Text("Zoë".into())),
+            ("lastName".to_owned(), Value::Text("Ångström".into())),
+            ("email".to_owned(), Value::Text("zoe@example.com".into())),
+        ]
+    );
+    assert_eq!(outcomes[0], outcomes[1]);
+}
+
+#[test]
+fn the_builtin_table_mapper_takes_packed_batches_and_the_other_builtins_do_not() {
+    assert!(builtin("table-mapper", World::RecordMapper).takes_packed_batches());
+    assert!(!builtin("email-events", World::EventMapper).takes_packed_batches());
+    assert!(!builtin("opt-out", World::OptOutResolver).takes_packed_batches());
+}

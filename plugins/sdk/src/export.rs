@@ -28,14 +28,14 @@ pub trait OptOutResolver: Sized + 'static {
     fn resolve(&self, contacts: Vec<ContactOptOut>) -> Result<MappedBatch, String>;
 }
 
-/// Exports a [`RecordMapper`] type as the component's `record-mapper` world (needs the
-/// SDK feature `record-mapper`).
+/// Exports a [`RecordMapper`] type as the component's `packed-record-mapper` world (1.1; needs
+/// the SDK feature `record-mapper`).
 #[macro_export]
 macro_rules! export_record_mapper {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            use world::conduit::plugin::types as wit;
+            use world::conduit::plugin::{packed, types as wit};
             use $crate::bindings::record_mapper as world;
 
             ::std::thread_local! {
@@ -53,17 +53,17 @@ macro_rules! export_record_mapper {
                     Ok(())
                 }
 
-                fn map(
+                fn map_packed(
                     phase: wit::Phase,
-                    batch: wit::RecordBatch,
-                ) -> Result<wit::MappedBatch, String> {
+                    batch: packed::PackedBatch,
+                ) -> Result<packed::PackedMappedBatch, String> {
                     INSTANCE.with(|slot| match slot.borrow().as_ref() {
                         Some(plugin) => $crate::RecordMapper::map(
                             plugin,
                             world::phase_from_wit(phase),
-                            world::batch_from_wit(batch),
+                            world::batch_from_packed(batch)?,
                         )
-                        .map(world::mapped_to_wit),
+                        .map(world::mapped_to_packed),
                         None => Err("map called before configure".to_owned()),
                     })
                 }

@@ -1,6 +1,6 @@
 //! The Conduit plugin SDK (`conduit-plugin`): everything a mapping plugin needs.
 //!
-//! - plain-Rust mirrors of the `conduit:plugin@1.0.0` WIT types, so that mapping logic
+//! - plain-Rust mirrors of the `conduit:plugin@1.1.0` WIT types, so that mapping logic
 //!   compiles and is unit-tested natively;
 //! - helpers: typed [`Value`] accessors, [`Outcome`] builders, [`MappedBatchBuilder`], strict
 //!   [`settings`] parsing (the plugin's own table strictly, the host's keys leniently), an
@@ -68,6 +68,7 @@ extern crate self as conduit_plugin;
 
 #[cfg(target_arch = "wasm32")]
 pub mod bindings;
+pub mod cells;
 pub mod datetime;
 mod export;
 mod glue;

@@ -96,3 +96,90 @@ pub fn text_form(value: &Value) -> String {
         Value::Lookup { id, .. } => id.clone(),
     }
 }
+
+/// True when `value`'s text form (see [`text_form`]) is `text`, without building the form:
+/// the mapper compares every mapped value with the replacements' `from` texts.
+pub fn text_form_is(value: &Value, text: &str) -> bool {
+    match value {
+        Value::Null => text.is_empty(),
+        Value::Text(own) | Value::Datetime(own) | Value::Guid(own) => own == text,
+        Value::Lookup { id, .. } => id == text,
+        Value::Picklist {
+            label: Some(label), ..
+        } => label == text,
+        Value::Picklist { value, label: None } | Value::Integer(value) => is_number(*value, text),
+        Value::Boolean(_) | Value::Decimal(_) => text_form(value) == text,
+    }
+}
+
+/// True when `text` is exactly `number.to_string()`: parsed to the same number, and in the
+/// one form `to_string` writes (no `+`, no leading zero, no `-0`).
+pub fn is_number(number: i64, text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let canonical =
+        !digits.starts_with('+') && !(digits.len() > 1 && digits.starts_with('0')) && text != "-0";
+    canonical && text.parse::<i64>() == Ok(number)
+}
+
+#[cfg(test)]
+mod text_form_tests {
+    use super::*;
+
+    #[test]
+    fn comparing_a_text_form_says_what_building_it_would() {
+        let values = [
+            Value::Null,
+            Value::Boolean(true),
+            Value::Integer(-12),
+            Value::Integer(0),
+            Value::Integer(i64::MIN),
+            Value::Decimal(1.5),
+            Value::Text("Ada".into()),
+            Value::Datetime("2026-12-01".into()),
+            Value::Guid("g-1".into()),
+            Value::Picklist {
+                value: 7,
+                label: None,
+            },
+            Value::Picklist {
+                value: 7,
+                label: Some("Seven".into()),
+            },
+            Value::Lookup {
+                table: "account".into(),
+                id: "a-1".into(),
+            },
+        ];
+        let texts = [
+            "",
+            "true",
+            "-12",
+            "0",
+            "-0",
+            "+0",
+            "00",
+            "012",
+            "+12",
+            "-9223372036854775808",
+            "1.5",
+            "Ada",
+            "ada",
+            "2026-12-01",
+            "g-1",
+            "7",
+            "07",
+            "Seven",
+            "a-1",
+            "account",
+        ];
+        for value in &values {
+            for text in texts {
+                assert_eq!(
+                    text_form_is(value, text),
+                    text_form(value) == text,
+                    "{value:?} vs {text:?}"
+                );
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! The wit-bindgen glue: exports the `record-mapper` world around [`TableMapper`].
+//! The wit-bindgen glue: exports the `packed-record-mapper` world (1.1) around [`TableMapper`].
 
 use std::cell::RefCell;
 
@@ -6,12 +6,14 @@ use crate::TableMapper;
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "record-mapper",
+    world: "packed-record-mapper",
 });
 
+use conduit::plugin::packed;
 use conduit::plugin::types as wit;
 
 conduit_plugin::guest_conversions!();
+conduit_plugin::packed_guest_conversions!();
 
 thread_local! {
     /// The instance's mapping, set by `configure` (the host creates a fresh instance per batch).
@@ -27,11 +29,14 @@ impl Guest for Component {
         Ok(())
     }
 
-    fn map(phase: wit::Phase, batch: wit::RecordBatch) -> Result<wit::MappedBatch, String> {
+    fn map_packed(
+        phase: wit::Phase,
+        batch: packed::PackedBatch,
+    ) -> Result<packed::PackedMappedBatch, String> {
         MAPPER.with(|slot| match slot.borrow().as_ref() {
             Some(mapper) => mapper
-                .map(phase_from_wit(phase), batch_from_wit(batch))
-                .map(mapped_to_wit),
+                .map(phase_from_wit(phase), batch_from_packed(batch)?)
+                .map(mapped_to_packed),
             None => Err("map called before configure".to_owned()),
         })
     }

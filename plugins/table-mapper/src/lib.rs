@@ -213,10 +213,10 @@ impl TableMapper {
         if !replacements.is_empty() {
             let replaced = replacements.iter().find(|(from, _)| match &value {
                 Value::Picklist { value, label } => {
-                    *from == value.to_string() || label.as_deref() == Some(from.as_str())
+                    filter::is_number(*value, from) || label.as_deref() == Some(from.as_str())
                 }
                 Value::Null => false,
-                other => *from == filter::text_form(other),
+                other => filter::text_form_is(other, from),
             });
             if let Some((_, to)) = replaced {
                 return Ok(Value::Text(to.clone()));

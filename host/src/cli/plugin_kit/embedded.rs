@@ -5,7 +5,7 @@
 
 /// The SDK (and contract) version embedded here; projects keep it in their `.conduit/sdk-<v>/`
 /// folder name, so that a project made by another release says which SDK it holds.
-pub const SDK_VERSION: &str = "1.0.0";
+pub const SDK_VERSION: &str = "1.1.0";
 
 /// The folder, relative to a project, holding the embedded SDK.
 pub fn sdk_folder() -> String {
@@ -29,6 +29,10 @@ pub const RUST_SDK: &[(&str, &str)] = &[
     (
         "rust/conduit-plugin/src/bindings.rs",
         include_str!("../../../../plugins/sdk/src/bindings.rs"),
+    ),
+    (
+        "rust/conduit-plugin/src/cells.rs",
+        include_str!("../../../../plugins/sdk/src/cells.rs"),
     ),
     (
         "rust/conduit-plugin/src/datetime.rs",
@@ -76,7 +80,7 @@ pub const PY_HELPER: &str = include_str!("../../../../plugins/sdk-py/conduit_plu
 /// (a unit test keeps them equal).
 const RUST_SDK_MANIFEST: &str = r#"[package]
 name = "conduit-plugin"
-version = "1.0.0"
+version = "1.1.0"
 description = "The Conduit plugin SDK (written by `conduit plugin new`; do not edit)"
 edition = "2024"
 rust-version = "1.95"
