@@ -288,22 +288,21 @@ pub(super) fn outcomes_from_packed(
                     format!("the records of input {input}")
                 })?;
                 convert::check_record_count(input, records.len(), limits)?;
-                let records = records
-                    .iter()
-                    .map(|record| {
-                        write_record(
-                            record,
-                            input,
-                            &targets,
-                            &batch.columns,
-                            &fields,
-                            text,
-                            limits,
-                            &mut budget,
-                        )
-                    })
-                    .collect::<Result<_, _>>()?;
-                model::Outcome::Write { records }
+                // Sized up front: collecting through `Result` would start the list at 4.
+                let mut written = Vec::with_capacity(records.len());
+                for record in records {
+                    written.push(write_record(
+                        record,
+                        input,
+                        &targets,
+                        &batch.columns,
+                        &fields,
+                        text,
+                        limits,
+                        &mut budget,
+                    )?);
+                }
+                model::Outcome::Write { records: written }
             }
         });
     }

@@ -249,13 +249,15 @@ macro_rules! packed_guest_conversions {
                         batch.values.len()
                     )
                 })?;
+                // Sized up front: collecting through `Result` would grow the list from 4.
+                let mut values = Vec::with_capacity(row.values.len as usize);
+                for cell in cells.chunks_exact(cell_bytes) {
+                    values.push(value_from_cell(cell, text)?);
+                }
                 rows.push($crate::Row {
                     key: unpack_text(text, cells_span(row.key))?,
                     op: operation_from_wit(row.op),
-                    values: cells
-                        .chunks_exact(cell_bytes)
-                        .map(|cell| value_from_cell(cell, text))
-                        .collect::<Result<_, _>>()?,
+                    values,
                     modified_at: row
                         .modified_at
                         .map(|span| unpack_text(text, cells_span(span)))
