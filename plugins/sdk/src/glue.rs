@@ -139,20 +139,21 @@ macro_rules! guest_conversions {
         }
 
         #[allow(dead_code)]
+        pub fn target_to_wit(target: $crate::Target) -> wit::Target {
+            wit::Target {
+                system: match target.system {
+                    $crate::System::Dynamics => wit::System::Dynamics,
+                    $crate::System::Campaign => wit::System::Campaign,
+                },
+                table: target.table,
+                key_field: target.key_field,
+            }
+        }
+
+        #[allow(dead_code)]
         pub fn mapped_to_wit(batch: $crate::MappedBatch) -> wit::MappedBatch {
             wit::MappedBatch {
-                targets: batch
-                    .targets
-                    .into_iter()
-                    .map(|t| wit::Target {
-                        system: match t.system {
-                            $crate::System::Dynamics => wit::System::Dynamics,
-                            $crate::System::Campaign => wit::System::Campaign,
-                        },
-                        table: t.table,
-                        key_field: t.key_field,
-                    })
-                    .collect(),
+                targets: batch.targets.into_iter().map(target_to_wit).collect(),
                 columns: batch.columns,
                 outcomes: batch
                     .outcomes
@@ -376,14 +377,7 @@ macro_rules! packed_guest_conversions {
                 targets: batch
                     .targets
                     .into_iter()
-                    .map(|t| wit::Target {
-                        system: match t.system {
-                            $crate::System::Dynamics => wit::System::Dynamics,
-                            $crate::System::Campaign => wit::System::Campaign,
-                        },
-                        table: t.table,
-                        key_field: t.key_field,
-                    })
+                    .map(target_to_wit)
                     .collect(),
                 columns: batch.columns,
                 outcomes,
