@@ -8,8 +8,8 @@ use conduit_model::{
     Phase, RecordBatch, Row, System, Value, WriteRecord,
 };
 use conduit_plugin_host::{
-    EventMapper, Limits, LoadedPlugin, OptOutResolver, PluginError, PluginHost, PluginRef,
-    RecordMapper, World,
+    CALLS_PER_INSTANCE, EventMapper, Limits, LoadedPlugin, OptOutResolver, PluginError, PluginHost,
+    PluginRef, RecordMapper, World,
 };
 use serde_json::{Value as Json, json};
 
@@ -518,6 +518,45 @@ fn one_outcome_per_row_in_row_order() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// The table-mapper brings its own allocator (talc): an instance kept for its whole run of
+/// calls must give back what each page took, or the pages of text that follow would outgrow
+/// a memory limit that one page fits in many times over.
+#[test]
+fn a_kept_table_mapper_instance_maps_its_whole_run_of_full_pages_within_a_small_memory_limit() {
+    const MEMORY: usize = 16 << 20;
+    let limits = Limits {
+        memory_bytes: MEMORY,
+        ..Limits::default()
+    };
+    let mut mapper = builtin("table-mapper", World::RecordMapper)
+        .record_mapper(&contacts_settings(), limits)
+        .unwrap();
+    let mut kept_text = 0;
+    for page in 0..CALLS_PER_INSTANCE as usize {
+        // Names of a length that changes from page to page and row to row, so freed blocks
+        // rarely fit the next page's strings exactly.
+        let rows: Vec<Row> = (0..1000)
+            .map(|i| {
+                let name = "n".repeat(40 + (page * 7 + i * 13) % 400);
+                kept_text += name.len();
+                set(
+                    contact_row(&format!("p{page}-{i}")),
+                    "firstname",
+                    Value::Text(name),
+                )
+            })
+            .collect();
+        let outcomes = mapper
+            .map(Phase::Initial, &contacts(rows))
+            .unwrap_or_else(|error| panic!("page {page}: {error}"));
+        assert_eq!(outcomes.len(), 1000);
+        let last = only_record(&outcomes[999]);
+        assert_eq!(last.key, format!("p{page}-999"));
+    }
+    // The names alone (twice: the input and the output) would not fit if nothing were freed.
+    assert!(2 * kept_text > MEMORY, "{kept_text} bytes of names");
 }
 
 #[test]
