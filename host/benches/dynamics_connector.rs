@@ -5,7 +5,10 @@
 //! Reports criterion's records/s, then the host's CPU time per record (user + system time of
 //! this process over a measured pass, from /proc/self/stat).
 //!
-//! Run: `cargo bench -p conduit --bench dynamics_connector`
+//! Run: `cargo bench -p conduit --bench dynamics_connector`. Instruction counts (repeatable on
+//! a busy machine): `CONDUIT_BENCH_COUNT=1 valgrind --tool=callgrind --toggle-collect='*counted_*'`
+//! on the bench binary counts `COUNTED_READS` full reads after one warm-up read (see
+//! BENCHMARKS.md); the simulator's process is not traced.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,6 +87,22 @@ fn start_simulator(runtime: &tokio::runtime::Runtime) -> (Simulator, String) {
     (Simulator(child), base)
 }
 
+/// Full reads counted in instruction-count mode (`CONDUIT_BENCH_COUNT=1`).
+const COUNTED_READS: usize = 2;
+
+/// The reads callgrind counts (`--toggle-collect='*counted_*'`): every page's request, receipt,
+/// parsing and conversion into record batches.
+#[inline(never)]
+fn counted_reads(
+    runtime: &tokio::runtime::Runtime,
+    connector: &Dynamics365Connector,
+    request: &ChangeRequest,
+) -> usize {
+    (0..COUNTED_READS)
+        .map(|_| runtime.block_on(read_all(connector, request)))
+        .sum()
+}
+
 async fn read_all(connector: &Dynamics365Connector, request: &ChangeRequest) -> usize {
     let mut cursor: Option<String> = None;
     let mut rows = 0;
@@ -101,7 +120,17 @@ async fn read_all(connector: &Dynamics365Connector, request: &ChangeRequest) -> 
 }
 
 fn main() {
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let counting = std::env::var_os("CONDUIT_BENCH_COUNT").is_some();
+    // Counting runs every task on this thread, so that the connection's work (hyper's reading
+    // and parsing of the response) is inside `counted_reads` too.
+    let runtime = if counting {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    }
+    .expect("a tokio runtime");
     let (_simulator, base) = start_simulator(&runtime);
     let connector = Dynamics365Connector::new(Dynamics365Settings::new(
         base.clone(),
@@ -119,6 +148,11 @@ fn main() {
         page_size: PAGE_SIZE,
     };
     assert_eq!(runtime.block_on(read_all(&connector, &request)), ROWS);
+    if counting {
+        let rows = counted_reads(&runtime, &connector, &request);
+        println!("dynamics_connector: counted {rows} records in {COUNTED_READS} full reads");
+        return;
+    }
 
     let mut criterion = Criterion::default()
         .sample_size(10)

@@ -19,7 +19,7 @@ pub use crate::dynamics365::fixtures::{contact_columns, contact_table};
 
 /// Reads a Dataverse change-tracking page body of [`contact_table`].
 pub fn dataverse_page(body: &[u8]) -> Result<ChangePage, ConnectorError> {
-    crate::dynamics365::read::read_change_page(
+    crate::dynamics365::page::read_change_page(
         &contact_table(),
         &contact_columns(),
         body,

@@ -3,7 +3,8 @@
 //! [`RecordReader`](crate::RecordReader) reading written records back.
 //!
 //! Files: `settings.rs` (what the config module fills in), `metadata.rs` (tables, attributes,
-//! picklists), `read.rs` (change-tracked pages into record batches), `write.rs` (batched
+//! picklists), `read.rs` (the read path's requests), `page.rs` (change-tracking page bodies read
+//! in one pass), `rows.rs` (Dataverse rows into model rows), `write.rs` (batched
 //! writes with per-record outcomes), `stored.rs` (records read back for `conduit verify`),
 //! `multipart.rs` (the `$batch` framing). Authentication,
 //! retries and pacing come from [`crate::http`].
@@ -12,9 +13,11 @@
 pub mod fixtures;
 pub mod metadata;
 pub mod multipart;
+pub(crate) mod page;
 #[cfg(test)]
 mod proptests;
-pub(crate) mod read;
+mod read;
+mod rows;
 pub mod settings;
 mod stored;
 pub(crate) mod write;

@@ -154,13 +154,24 @@ pub fn parse_json<T: DeserializeOwned>(
     url: &str,
     expected: &str,
 ) -> Result<T, ConnectorError> {
+    serde_json::from_slice(body).map_err(|error| unreadable_body(body, url, expected, &error))
+}
+
+/// The error for a body that is not the JSON expected from `url`: transient, naming what was
+/// expected, serde's reason and the body's start.
+pub fn unreadable_body(
+    body: &[u8],
+    url: &str,
+    expected: &str,
+    error: &serde_json::Error,
+) -> ConnectorError {
     // Transient: a body of the wrong shape comes from a gateway or proxy glitch far more often
     // than from the record asked about, and dead-lettering good records for it loses them.
-    serde_json::from_slice(body).map_err(|error| ConnectorError::Transient {
+    ConnectorError::Transient {
         message: format!(
             "expected {expected} from {url}, but the body is not that: {error} (body starts: {})",
             quote_body(body)
         ),
         retry_after: None,
-    })
+    }
 }

@@ -21,6 +21,7 @@ pub use client::{ApiClient, HttpResponse, Resend};
 pub use conduit_base::retry::RetryPolicy;
 pub use errors::{
     classify_status, parse_json, parse_retry_after, service_error_message, transport_error,
+    unreadable_body,
 };
 pub use oauth::{ClientCredentials, TokenCache};
 pub use pacing::{Pacer, with_retry};
