@@ -146,8 +146,13 @@ impl CampaignConnector {
             None => build_client(settings.request_timeout, None, settings.max_concurrency)
                 .map_err(|error| CampaignSetupError::Client(error.to_string()))?,
         };
+        let transport =
+            Transport::new(client, &settings).ok_or_else(|| CampaignSetupError::Invalid {
+                setting: "client_id",
+                reason: "holds characters an HTTP header cannot carry (control characters)".into(),
+            })?;
         Ok(CampaignConnector {
-            transport: Transport::new(client, &settings),
+            transport,
             settings,
             metadata: Mutex::new(HashMap::new()),
         })

@@ -343,9 +343,14 @@ impl CampaignConnector {
         if DUPLICATE_STATUSES.contains(&reply.status) && says_key_exists(&reply.body) {
             return Ok(Created::KeyExists);
         }
-        let reply = reply
-            .into_success(&format!("Campaign POST {url}"))
-            .map_err(uncertain)?;
+        let reply = if reply.status.is_success() {
+            reply
+        } else {
+            // Named in the error only, so formatted only for it.
+            reply
+                .into_success(&format!("Campaign POST {url}"))
+                .map_err(uncertain)?
+        };
         let confirmation = reply
             .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
             .map_err(uncertain)?;
@@ -777,6 +782,10 @@ mod tests {
         let error = CampaignConnector::new(settings.clone()).err().unwrap();
         assert!(error.to_string().contains("max_concurrency"), "{error}");
         settings.max_concurrency = 1;
+        let mut unsendable = settings.clone();
+        unsendable.client_id = "conduit\r\nX-Injected: 1".into();
+        let error = CampaignConnector::new(unsendable).err().unwrap();
+        assert!(error.to_string().contains("client_id"), "{error}");
         settings.extra_ca_pem = Some("/nonexistent/ca.pem".into());
         let error = CampaignConnector::new(settings).err().unwrap();
         assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
@@ -20,16 +20,22 @@ use super::CampaignSettings;
 /// How long before expiry an IMS token is replaced (at most half its lifetime).
 const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
+/// The header naming the calling application (its client id) on every Campaign call.
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The authenticated, retrying HTTP client of one Campaign instance.
 #[derive(Debug)]
 pub(super) struct Transport {
     api: ApiClient,
-    client_id: String,
+    /// The `X-Api-Key` value, checked once here rather than on every call.
+    api_key: HeaderValue,
 }
 
 impl Transport {
-    /// A transport for `settings` over an already configured client.
-    pub(super) fn new(client: reqwest::Client, settings: &CampaignSettings) -> Transport {
+    /// A transport for `settings` over an already configured client; `None` when the client
+    /// id cannot be sent as a header value.
+    pub(super) fn new(client: reqwest::Client, settings: &CampaignSettings) -> Option<Transport> {
+        let api_key = HeaderValue::from_str(&settings.client_id).ok()?;
         let tokens = TokenCache::new(
             client.clone(),
             ClientCredentials {
@@ -49,10 +55,7 @@ impl Transport {
         )
         .handing_back_long_waits()
         .named("campaign");
-        Transport {
-            api,
-            client_id: settings.client_id.clone(),
-        }
+        Some(Transport { api, api_key })
     }
 
     /// The retry policy, also used to pace a repeated lookup-then-write.
@@ -97,9 +100,12 @@ impl Transport {
             .api
             .execute_url(method.clone(), url, resend, |request| {
                 let request = request
-                    .header("X-Api-Key", &self.client_id)
-                    .header(CACHE_CONTROL, "no-cache")
-                    .header(CONTENT_TYPE, "application/json;charset=utf-8");
+                    .header(API_KEY, self.api_key.clone())
+                    .header(CACHE_CONTROL, HeaderValue::from_static("no-cache"))
+                    .header(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/json;charset=utf-8"),
+                    );
                 match &body {
                     Some(body) => request.body(body.clone()),
                     None => request,

@@ -1,7 +1,7 @@
 //! [`ApiClient`]: an authenticated, paced, retrying client for one API, and the
 //! [`HttpResponse`] it hands back.
 
-use reqwest::header::HeaderMap;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -9,7 +9,7 @@ use crate::ConnectorError;
 use conduit_base::retry::RetryPolicy;
 
 use super::{
-    Pacer, Secret, TokenCache, classify_status, parse_json, service_error_message, transport_error,
+    Bearer, Pacer, TokenCache, classify_status, parse_json, service_error_message, transport_error,
 };
 
 /// A fully read response: status, headers and body.
@@ -168,25 +168,27 @@ impl ApiClient {
     where
         B: Fn(RequestBuilder) -> RequestBuilder,
     {
-        let what = format!("{method} {url}");
+        // Named in errors only, so made only for them.
+        let what = || format!("{method} {url}");
         let mut refreshed = false;
-        let mut token = self.tokens.token().await?;
+        let mut bearer = self.tokens.bearer().await?;
         let mut tries = 0;
         loop {
             tries += 1;
-            let outcome = self.send_once(&method, url, &build, &token, &what).await;
+            let outcome = self.send_once(&method, url, &build, &bearer, &what).await;
             let failure = match outcome {
                 Ok(response) if response.status == StatusCode::UNAUTHORIZED => {
                     if refreshed {
                         return Err(ConnectorError::Auth {
                             message: format!(
-                                "{what} was refused with a fresh token: {}",
+                                "{} was refused with a fresh token: {}",
+                                what(),
                                 service_error_message(&response.body)
                             ),
                         });
                     }
                     refreshed = true;
-                    token = self.tokens.refresh(&token).await?;
+                    bearer = self.tokens.refresh_bearer(bearer.token()).await?;
                     tries -= 1;
                     continue;
                 }
@@ -197,7 +199,7 @@ impl ApiClient {
                     if !transient {
                         return Ok(response);
                     }
-                    classify_status(response.status, &response.headers, &response.body, &what)
+                    classify_status(response.status, &response.headers, &response.body, &what())
                 }
                 Err(error) => error,
             };
@@ -227,28 +229,28 @@ impl ApiClient {
         method: &Method,
         url: &url::Url,
         build: &B,
-        token: &Secret,
-        what: &str,
+        bearer: &Bearer,
+        what: &impl Fn() -> String,
     ) -> Result<HttpResponse, ConnectorError>
     where
         B: Fn(RequestBuilder) -> RequestBuilder,
     {
         let _permit = self.pacer.acquire().await;
-        let request =
-            build(self.client.request(method.clone(), url.clone())).bearer_auth(token.expose());
-        let response = request
+        let request = build(self.client.request(method.clone(), url.clone()))
+            .header(AUTHORIZATION, bearer.header().clone());
+        let mut response = request
             .send()
             .await
-            .map_err(|error| transport_error(&error, what))?;
+            .map_err(|error| transport_error(&error, &what()))?;
         let status = response.status();
         if status.is_client_error() || status.is_server_error() {
             conduit_base::telemetry::record_http_error(self.service, status.as_u16());
         }
-        let headers = response.headers().clone();
+        let headers = std::mem::take(response.headers_mut());
         let body = response
             .bytes()
             .await
-            .map_err(|error| transport_error(&error, what))?;
+            .map_err(|error| transport_error(&error, &what()))?;
         Ok(HttpResponse {
             status,
             headers,

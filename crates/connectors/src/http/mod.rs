@@ -23,7 +23,7 @@ pub use errors::{
     classify_status, parse_json, parse_retry_after, service_error_message, transport_error,
     unreadable_body,
 };
-pub use oauth::{ClientCredentials, TokenCache};
+pub use oauth::{Bearer, ClientCredentials, TokenCache};
 pub use pacing::{Pacer, with_retry};
 pub use secret::Secret;
 pub use tls::{build_client, read_ca_file};

@@ -2,7 +2,10 @@
 //! fetches, shares and refreshes tokens.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderValue;
 
 use crate::ConnectorError;
 
@@ -23,8 +26,33 @@ pub struct ClientCredentials {
 
 #[derive(Clone)]
 struct CachedToken {
-    token: Secret,
+    bearer: Arc<Bearer>,
     refresh_at: Instant,
+}
+
+/// An access token and its `Authorization: Bearer` header value (marked sensitive), made once
+/// per token: every request sends the same header, so none formats or checks it again.
+pub struct Bearer {
+    token: Secret,
+    header: HeaderValue,
+}
+
+impl Bearer {
+    /// The token.
+    pub fn token(&self) -> &Secret {
+        &self.token
+    }
+
+    /// The `Authorization` header value (`Bearer <token>`).
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bearer ***")
+    }
 }
 
 /// Fetches client-credentials tokens with a form POST, caches them and refreshes them
@@ -69,32 +97,42 @@ impl TokenCache {
 
     /// A valid token, fetched when none is cached or the cached one is about to expire.
     pub async fn token(&self) -> Result<Secret, ConnectorError> {
-        let mut cached = self.cached.lock().await;
-        if let Some(current) = cached.as_ref()
-            && Instant::now() < current.refresh_at
-        {
-            return Ok(current.token.clone());
-        }
-        let fresh = self.fetch().await?;
-        let token = fresh.token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        Ok(self.bearer().await?.token.clone())
     }
 
     /// A new token to replace `rejected` (which the API refused); when another task has
     /// already replaced it, that newer token is returned without another fetch.
     pub async fn refresh(&self, rejected: &Secret) -> Result<Secret, ConnectorError> {
+        Ok(self.refresh_bearer(rejected).await?.token.clone())
+    }
+
+    /// [`TokenCache::token`] with its header, shared rather than copied.
+    pub async fn bearer(&self) -> Result<Arc<Bearer>, ConnectorError> {
         let mut cached = self.cached.lock().await;
         if let Some(current) = cached.as_ref()
-            && current.token != *rejected
             && Instant::now() < current.refresh_at
         {
-            return Ok(current.token.clone());
+            return Ok(Arc::clone(&current.bearer));
         }
         let fresh = self.fetch().await?;
-        let token = fresh.token.clone();
+        let bearer = Arc::clone(&fresh.bearer);
         *cached = Some(fresh);
-        Ok(token)
+        Ok(bearer)
+    }
+
+    /// [`TokenCache::refresh`] with its header, shared rather than copied.
+    pub async fn refresh_bearer(&self, rejected: &Secret) -> Result<Arc<Bearer>, ConnectorError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(current) = cached.as_ref()
+            && current.bearer.token != *rejected
+            && Instant::now() < current.refresh_at
+        {
+            return Ok(Arc::clone(&current.bearer));
+        }
+        let fresh = self.fetch().await?;
+        let bearer = Arc::clone(&fresh.bearer);
+        *cached = Some(fresh);
+        Ok(bearer)
     }
 
     async fn fetch(&self) -> Result<CachedToken, ConnectorError> {
@@ -146,11 +184,21 @@ impl TokenCache {
                 message: format!("{what} returned token_type {kind:?}, expected \"bearer\""),
             });
         }
+        let mut header = HeaderValue::try_from(format!("Bearer {}", parsed.access_token))
+            .map_err(|_| ConnectorError::Auth {
+                message: format!(
+                    "{what} returned an access_token that cannot be sent in an HTTP header (it holds control characters)"
+                ),
+            })?;
+        header.set_sensitive(true);
         let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3599));
         // A margin longer than a short-lived token would refetch on every call: cap it at half.
         let margin = self.margin.min(lifetime / 2);
         Ok(CachedToken {
-            token: Secret::new(parsed.access_token),
+            bearer: Arc::new(Bearer {
+                token: Secret::new(parsed.access_token),
+                header,
+            }),
             refresh_at: Instant::now() + lifetime.saturating_sub(margin),
         })
     }

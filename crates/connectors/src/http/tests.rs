@@ -298,14 +298,13 @@ async fn a_retry_after_beyond_max_delay_is_handed_back_when_asked() {
     assert_eq!(api_calls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
-async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
+/// Serves `answer` as every token response; the base URL.
+async fn token_endpoint(answer: serde_json::Value) -> String {
     let router = axum::Router::new().route(
         "/token",
-        axum::routing::post(|| async {
-            axum::Json(serde_json::json!({
-                "token_type": "mac", "expires_in": 3599, "access_token": "t"
-            }))
+        axum::routing::post(move || {
+            let answer = answer.clone();
+            async move { axum::Json(answer) }
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -315,12 +314,36 @@ async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
+    base
+}
+
+#[tokio::test]
+async fn a_token_that_is_not_a_bearer_token_is_an_auth_error() {
+    let base = token_endpoint(serde_json::json!({
+        "token_type": "mac", "expires_in": 3599, "access_token": "t"
+    }))
+    .await;
     let error = cache(&base, Duration::from_secs(300))
         .token()
         .await
         .expect_err("a mac token cannot be sent as bearer");
     assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
     assert!(error.to_string().contains("\"mac\""), "{error}");
+}
+
+#[tokio::test]
+async fn a_token_no_header_can_carry_is_an_auth_error_that_does_not_print_it() {
+    let base = token_endpoint(serde_json::json!({
+        "token_type": "Bearer", "expires_in": 3599, "access_token": "secret\r\nX-Injected: 1"
+    }))
+    .await;
+    let error = cache(&base, Duration::from_secs(300))
+        .token()
+        .await
+        .expect_err("a token with a line break cannot be sent");
+    assert!(matches!(error, ConnectorError::Auth { .. }), "{error:?}");
+    assert!(error.to_string().contains("control characters"), "{error}");
+    assert!(!error.to_string().contains("secret"), "{error}");
 }
 
 #[test]
