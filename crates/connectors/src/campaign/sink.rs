@@ -343,14 +343,9 @@ impl CampaignConnector {
         if DUPLICATE_STATUSES.contains(&reply.status) && says_key_exists(&reply.body) {
             return Ok(Created::KeyExists);
         }
-        let reply = if reply.status.is_success() {
-            reply
-        } else {
-            // Named in the error only, so formatted only for it.
-            reply
-                .into_success(&format!("Campaign POST {url}"))
-                .map_err(uncertain)?
-        };
+        let reply = reply
+            .into_success(format_args!("Campaign POST {url}"))
+            .map_err(uncertain)?;
         let confirmation = reply
             .json::<WriteConfirmation>(url.as_str(), CONFIRMATION_EXPECTED)
             .map_err(uncertain)?;

@@ -115,6 +115,6 @@ impl Transport {
         if response.status.is_success() || tolerated.contains(&response.status) {
             return Ok(response);
         }
-        response.into_success(&format!("Campaign {method} {url}"))
+        response.into_success(format_args!("Campaign {method} {url}"))
     }
 }

@@ -267,7 +267,7 @@ impl Shared {
         }
         if response.status != reqwest::StatusCode::NOT_FOUND {
             return Err(response
-                .into_success(&format!("GET {by_logical}"))
+                .into_success(format_args!("GET {by_logical}"))
                 .err()
                 .unwrap_or_else(|| ConnectorError::Permanent {
                     message: format!("GET {by_logical} failed"),
@@ -327,7 +327,7 @@ impl Shared {
             meta.logical_name
         ));
         let response = self.get(&url, None).await?;
-        let response = response.into_success(&format!("GET {url}"))?;
+        let response = response.into_success(format_args!("GET {url}"))?;
         read_option_set(&response.body, &url)
     }
 

@@ -94,7 +94,7 @@ impl Shared {
     ) -> Result<T, ConnectorError> {
         self.get(url, None)
             .await?
-            .into_success(&format!("GET {url}"))?
+            .into_success(format_args!("GET {url}"))?
             .json(url, expected)
     }
 }

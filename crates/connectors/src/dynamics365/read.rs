@@ -102,7 +102,7 @@ impl Shared {
         if response.status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let response = response.into_success(&format!("GET {url}"))?;
+        let response = response.into_success(format_args!("GET {url}"))?;
         parse_json::<Map<String, Json>>(&response.body, &url, "a JSON row").map(Some)
     }
 

@@ -30,9 +30,9 @@ pub(super) struct Field {
 /// One requested column and the fields it is read from.
 pub(super) struct Column<'a> {
     /// The attribute's metadata.
-    pub(super) attribute: &'a AttributeMeta,
+    attribute: &'a AttributeMeta,
     /// The key of the value in entity bodies (`_x_value` for lookups).
-    pub(super) value: Field,
+    value: Field,
     /// The formatted-value annotation (picklists, states, statuses).
     label: Option<Field>,
     /// The lookup's table annotation (lookups).

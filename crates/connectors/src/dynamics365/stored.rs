@@ -56,7 +56,7 @@ impl RecordReader for Dynamics365Connector {
         let response = shared
             .get(&url, Some(&prefer))
             .await?
-            .into_success(&format!("GET {url}"))?;
+            .into_success(format_args!("GET {url}"))?;
         let page: Page = parse_json(&response.body, &url, "a JSON page with a 'value' list")?;
         let mut records = Vec::with_capacity(page.value.len());
         let mut without_key = 0;
@@ -104,7 +104,7 @@ impl RecordReader for Dynamics365Connector {
                         if response.status == reqwest::StatusCode::NOT_FOUND {
                             return Ok(None);
                         }
-                        let response = response.into_success(&format!("GET {url}"))?;
+                        let response = response.into_success(format_args!("GET {url}"))?;
                         let entry: Map<String, Json> =
                             parse_json(&response.body, &url, "a JSON record")?;
                         // Found by the key asked for: it is the record's key here.

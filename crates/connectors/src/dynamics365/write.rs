@@ -216,7 +216,7 @@ impl Shared {
                     .body(body.clone())
             })
             .await
-            .and_then(|response| response.into_success(&format!("POST {url}")));
+            .and_then(|response| response.into_success(format_args!("POST {url}")));
         let response = match sent {
             Ok(response) => response,
             Err(error) => {

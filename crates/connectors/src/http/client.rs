@@ -24,8 +24,12 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
-    /// The response itself when its status is 2xx, else its classified error.
-    pub fn into_success(self, what: &str) -> Result<HttpResponse, ConnectorError> {
+    /// The response itself when its status is 2xx, else its classified error naming `what`
+    /// (formatted only then: pass `format_args!` to spare a 2xx the formatting).
+    pub fn into_success(
+        self,
+        what: impl std::fmt::Display,
+    ) -> Result<HttpResponse, ConnectorError> {
         if self.status.is_success() {
             Ok(self)
         } else {
@@ -33,7 +37,7 @@ impl HttpResponse {
                 self.status,
                 &self.headers,
                 &self.body,
-                what,
+                &what.to_string(),
             ))
         }
     }
