@@ -113,6 +113,45 @@ async fn upsert_posts_when_absent_then_patches_the_found_record() {
 }
 
 #[tokio::test]
+async fn a_body_holds_each_field_once_with_its_last_value_and_the_record_s_own_key() {
+    let h = harness().await;
+    // A key field among the fields never overrides the record's key; a field named twice
+    // goes out once, with its last value; text needing escapes arrives as it was.
+    let awkward = "quote \" backslash \\ newline \n tab \t é 😀 \u{1}";
+    let record = profile(
+        "c-body",
+        Operation::Upsert,
+        &[
+            ("externalId", text("not-the-key")),
+            ("firstName", text("first")),
+            ("lastName", text(awkward)),
+            ("firstName", text("last")),
+            ("blackListEmail", Value::Boolean(true)),
+        ],
+    );
+    assert_eq!(
+        h.connector.write(&[record.clone()]).await,
+        vec![WriteOutcome::Written]
+    );
+    assert!(h.sim.find("profile", "not-the-key").is_none());
+    let created = h.sim.find("profile", "c-body").expect("created by its key");
+    assert_eq!(created["firstName"], "last");
+    assert_eq!(created["lastName"], awkward);
+    assert_eq!(created["blackListEmail"], true);
+    // The same holds for a PATCH.
+    let mut again = record;
+    again.fields.push(("lastName".into(), text("patched")));
+    assert_eq!(
+        h.connector.write(&[again]).await,
+        vec![WriteOutcome::Written]
+    );
+    let records = h.sim.records("profile");
+    assert_eq!(records.len(), 1, "the second write PATCHes");
+    assert_eq!(records[0]["lastName"], "patched");
+    assert_eq!(records[0]["externalId"], "c-body");
+}
+
+#[tokio::test]
 async fn update_only_on_a_missing_profile_is_missing_naming_the_key() {
     let h = harness().await;
     let outcomes = h

@@ -17,9 +17,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use serde::ser::{SerializeMap, Serializer as _};
 use url::Url;
 
-use super::values::to_campaign_json;
+use super::values::campaign_json;
 use super::{CampaignConnector, FieldKinds};
 use crate::http::parse_json;
 use crate::{
@@ -275,10 +276,10 @@ impl CampaignConnector {
                 self.write_after_lookup(record).await
             }
             (Some(url), _) => {
-                let body = serde_json::Value::Object(self.write_body(record).await?);
+                let body = self.write_body(record, false).await?;
                 let reply = self
                     .transport
-                    .send_tolerating(Method::PATCH, &url, Some(&body), &[StatusCode::NOT_FOUND])
+                    .send_tolerating(Method::PATCH, &url, Some(body), &[StatusCode::NOT_FOUND])
                     .await?;
                 if reply.status == StatusCode::NOT_FOUND {
                     tracing::debug!(key = %record.key, "known href is gone; looking the key up");
@@ -299,22 +300,40 @@ impl CampaignConnector {
         }
     }
 
-    /// The fields of a PATCH or POST body, in Campaign's JSON (the key field left out).
+    /// A PATCH or POST body in Campaign's JSON, encoded straight from the record: its fields
+    /// (the key field left out, and a field named twice with its last value, as a JSON object
+    /// built field by field would hold it), then the key when `with_key` (a POST's).
     async fn write_body(
         &self,
         record: &WriteRecord,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, ConnectorError> {
+        with_key: bool,
+    ) -> Result<bytes::Bytes, ConnectorError> {
         let kinds = self.field_kinds(&record.target.table).await?;
-        let mut body = serde_json::Map::new();
-        for (field, value) in &record.fields {
-            if field == &record.target.key_field {
+        let key_field = &record.target.key_field;
+        let encoding = |error: serde_json::Error| ConnectorError::Permanent {
+            message: format!("cannot encode the body of {}: {error}", record.key),
+        };
+        let mut body = Vec::with_capacity(64 + 48 * record.fields.len());
+        let mut serializer = serde_json::Serializer::new(&mut body);
+        let mut object = serializer.serialize_map(None).map_err(encoding)?;
+        for (index, (field, value)) in record.fields.iter().enumerate() {
+            let named_again = record.fields[index + 1..]
+                .iter()
+                .any(|(later, _)| later == field);
+            if field == key_field || named_again {
                 continue;
             }
-            let json = to_campaign_json(field, value, kinds.get(field))
+            let json = campaign_json(field, value, kinds.get(field))
                 .map_err(|message| ConnectorError::Permanent { message })?;
-            body.insert(field.clone(), json);
+            object.serialize_entry(field, &json).map_err(encoding)?;
         }
-        Ok(body)
+        if with_key {
+            object
+                .serialize_entry(key_field, &record.key)
+                .map_err(encoding)?;
+        }
+        SerializeMap::end(object).map_err(encoding)?;
+        Ok(bytes::Bytes::from(body))
     }
 
     /// POSTs a new record with its key. A failure that may hide a created record is
@@ -322,13 +341,8 @@ impl CampaignConnector {
     /// [`Created::KeyExists`].
     async fn create(&self, record: &WriteRecord) -> Result<Created, Attempt> {
         let resource = &record.target.table;
-        let mut body = self.write_body(record).await?;
-        body.insert(
-            record.target.key_field.clone(),
-            serde_json::Value::String(record.key.clone()),
-        );
+        let body = self.write_body(record, true).await?;
         let url = self.api_url(&["profileAndServicesExt", resource]);
-        let body = serde_json::Value::Object(body);
         let uncertain = |error| match error {
             ConnectorError::Transient {
                 retry_after: None, ..
@@ -337,7 +351,7 @@ impl CampaignConnector {
         };
         let reply = self
             .transport
-            .send_tolerating(Method::POST, &url, Some(&body), DUPLICATE_STATUSES)
+            .send_tolerating(Method::POST, &url, Some(body), DUPLICATE_STATUSES)
             .await
             .map_err(uncertain)?;
         if DUPLICATE_STATUSES.contains(&reply.status) && says_key_exists(&reply.body) {
@@ -371,10 +385,10 @@ impl CampaignConnector {
         }
         match (self.find(record).await?, record.op) {
             (Some(found), _) => {
-                let body = serde_json::Value::Object(self.write_body(record).await?);
+                let body = self.write_body(record, false).await?;
                 let reply = self
                     .transport
-                    .send(Method::PATCH, &found.url, Some(&body))
+                    .send(Method::PATCH, &found.url, Some(body))
                     .await?;
                 let confirmation: WriteConfirmation =
                     reply.json(found.url.as_str(), CONFIRMATION_EXPECTED)?;

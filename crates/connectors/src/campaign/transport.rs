@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::ConnectorError;
 use crate::http::{
-    ApiClient, ClientCredentials, HttpResponse, Pacer, Resend, RetryPolicy, TokenCache,
+    ApiClient, ClientCredentials, HttpClient, HttpResponse, Pacer, Resend, RetryPolicy, TokenCache,
 };
 
 use super::CampaignSettings;
@@ -34,10 +34,10 @@ pub(super) struct Transport {
 impl Transport {
     /// A transport for `settings` over an already configured client; `None` when the client
     /// id cannot be sent as a header value.
-    pub(super) fn new(client: reqwest::Client, settings: &CampaignSettings) -> Option<Transport> {
+    pub(super) fn new(client: HttpClient, settings: &CampaignSettings) -> Option<Transport> {
         let api_key = HeaderValue::from_str(&settings.client_id).ok()?;
         let tokens = TokenCache::new(
-            client.clone(),
+            client.reqwest().clone(),
             ClientCredentials {
                 token_url: settings.ims_token_url.to_string(),
                 client_id: settings.client_id.clone(),
@@ -68,12 +68,13 @@ impl Transport {
         self.api.tokens().token().await.map(|_| ())
     }
 
-    /// Sends one API call; 2xx comes back as the response, everything else as an error.
+    /// Sends one API call (with its body already encoded); 2xx comes back as the response,
+    /// everything else as an error.
     pub(super) async fn send(
         &self,
         method: Method,
         url: &Url,
-        body: Option<&serde_json::Value>,
+        body: Option<bytes::Bytes>,
     ) -> Result<HttpResponse, ConnectorError> {
         self.send_tolerating(method, url, body, &[]).await
     }
@@ -84,7 +85,7 @@ impl Transport {
         &self,
         method: Method,
         url: &Url,
-        body: Option<&serde_json::Value>,
+        body: Option<bytes::Bytes>,
         tolerated: &[StatusCode],
     ) -> Result<HttpResponse, ConnectorError> {
         // A POST that failed after reaching the service may have created the record: only a
@@ -94,8 +95,6 @@ impl Transport {
         } else {
             Resend::AnyTransient
         };
-        // Encoded once; a resend shares the bytes instead of copying them.
-        let body = body.map(|body| bytes::Bytes::from(body.to_string()));
         let response = self
             .api
             .execute_url(method.clone(), url, resend, |request| {

@@ -2,7 +2,10 @@
 //! (`2018-05-16 23:08:13.006Z`, or `2018-05-16` for date fields), picklists as labels, lookups as
 //! their id. Used by the sink (writing) and by the event and export readers (dates back to RFC 3339).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
 
 use crate::FieldKind;
 use conduit_model::Value;
@@ -43,6 +46,47 @@ pub fn rfc3339_from_campaign(text: &str) -> Option<String> {
     parse_instant(text).map(|instant| instant.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// One value in Campaign's JSON, borrowing the record's text where it goes out as it is, so a
+/// write body is encoded straight from the record without a `serde_json::Value` per field.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CampaignJson<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Boolean(bool),
+    /// An integer.
+    Integer(i64),
+    /// A finite number.
+    Number(f64),
+    /// A string.
+    Text(Cow<'a, str>),
+}
+
+impl Serialize for CampaignJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CampaignJson::Null => serializer.serialize_unit(),
+            CampaignJson::Boolean(flag) => serializer.serialize_bool(*flag),
+            CampaignJson::Integer(number) => serializer.serialize_i64(*number),
+            CampaignJson::Number(number) => serializer.serialize_f64(*number),
+            CampaignJson::Text(text) => serializer.serialize_str(text),
+        }
+    }
+}
+
+impl From<CampaignJson<'_>> for serde_json::Value {
+    fn from(json: CampaignJson<'_>) -> serde_json::Value {
+        match json {
+            CampaignJson::Null => serde_json::Value::Null,
+            CampaignJson::Boolean(flag) => serde_json::Value::Bool(flag),
+            CampaignJson::Integer(number) => serde_json::Value::from(number),
+            CampaignJson::Number(number) => serde_json::Number::from_f64(number)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            CampaignJson::Text(text) => serde_json::Value::String(text.into_owned()),
+        }
+    }
+}
+
 /// Converts one value for a field of the given kind (`None` when the metadata does not know the
 /// field); the error names the field and what was wrong.
 pub fn to_campaign_json(
@@ -50,26 +94,36 @@ pub fn to_campaign_json(
     value: &Value,
     kind: Option<&FieldKind>,
 ) -> Result<serde_json::Value, String> {
+    campaign_json(field, value, kind).map(serde_json::Value::from)
+}
+
+/// [`to_campaign_json`] without the copy: text written as it is stays borrowed.
+pub(crate) fn campaign_json<'a>(
+    field: &str,
+    value: &'a Value,
+    kind: Option<&FieldKind>,
+) -> Result<CampaignJson<'a>, String> {
     Ok(match value {
-        Value::Null => serde_json::Value::Null,
+        Value::Null => CampaignJson::Null,
         // Into a text field a number or a flag goes as its text, as Campaign's own import
         // does: a technical picklist value (an option number) mapped to a string field is then
         // written as "1" instead of being refused.
         Value::Boolean(flag) if kind == Some(&FieldKind::Text) => {
-            serde_json::Value::String(flag.to_string())
+            CampaignJson::Text(Cow::Owned(flag.to_string()))
         }
         Value::Integer(number) if kind == Some(&FieldKind::Text) => {
-            serde_json::Value::String(number.to_string())
+            CampaignJson::Text(Cow::Owned(number.to_string()))
         }
         Value::Decimal(number) if kind == Some(&FieldKind::Text) && number.is_finite() => {
-            serde_json::Value::String(number.to_string())
+            CampaignJson::Text(Cow::Owned(number.to_string()))
         }
-        Value::Boolean(flag) => serde_json::Value::Bool(*flag),
-        Value::Integer(number) => serde_json::Value::from(*number),
-        Value::Decimal(number) => serde_json::Number::from_f64(*number)
-            .map(serde_json::Value::Number)
-            .ok_or_else(|| format!("field {field}: {number} is not a finite number"))?,
-        Value::Text(text) | Value::Guid(text) => serde_json::Value::String(text.clone()),
+        Value::Boolean(flag) => CampaignJson::Boolean(*flag),
+        Value::Integer(number) => CampaignJson::Integer(*number),
+        Value::Decimal(number) if number.is_finite() => CampaignJson::Number(*number),
+        Value::Decimal(number) => {
+            return Err(format!("field {field}: {number} is not a finite number"));
+        }
+        Value::Text(text) | Value::Guid(text) => CampaignJson::Text(Cow::Borrowed(text)),
         Value::Datetime(text) => {
             let instant = parse_instant(text).ok_or_else(|| {
                 format!("field {field}: {text:?} is not an RFC 3339 date or date-time")
@@ -79,17 +133,17 @@ pub fn to_campaign_json(
             } else {
                 campaign_datetime_text(instant)
             };
-            serde_json::Value::String(formatted)
+            CampaignJson::Text(Cow::Owned(formatted))
         }
         Value::Picklist { value, label } => match label {
-            Some(label) => serde_json::Value::String(label.clone()),
+            Some(label) => CampaignJson::Text(Cow::Borrowed(label)),
             None => {
                 return Err(format!(
                     "field {field}: picklist value {value} has no label to write to Campaign"
                 ));
             }
         },
-        Value::Lookup { id, .. } => serde_json::Value::String(id.clone()),
+        Value::Lookup { id, .. } => CampaignJson::Text(Cow::Borrowed(id)),
     })
 }
 

@@ -118,7 +118,7 @@ impl Dynamics365Connector {
             settings.max_concurrency,
         )?;
         let tokens = TokenCache::new(
-            client.clone(),
+            client.reqwest().clone(),
             ClientCredentials {
                 token_url: settings.token_url.clone(),
                 client_id: settings.client_id.clone(),

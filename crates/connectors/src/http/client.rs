@@ -8,8 +8,10 @@ use serde::de::DeserializeOwned;
 use crate::ConnectorError;
 use conduit_base::retry::RetryPolicy;
 
+use super::direct::SendFailure;
 use super::{
-    Bearer, Pacer, TokenCache, classify_status, parse_json, service_error_message, transport_error,
+    Bearer, HttpClient, Pacer, TokenCache, classify_status, parse_json, service_error_message,
+    transport_error,
 };
 
 /// A fully read response: status, headers and body.
@@ -66,7 +68,7 @@ pub enum Resend {
 /// An authenticated, paced, retrying HTTP client for one API.
 #[derive(Debug)]
 pub struct ApiClient {
-    client: reqwest::Client,
+    client: HttpClient,
     tokens: TokenCache,
     pacer: Pacer,
     retry: RetryPolicy,
@@ -77,7 +79,7 @@ pub struct ApiClient {
 impl ApiClient {
     /// Combines a client, its token cache, a pacer and a retry policy.
     pub fn new(
-        client: reqwest::Client,
+        client: HttpClient,
         tokens: TokenCache,
         pacer: Pacer,
         retry: RetryPolicy,
@@ -109,11 +111,6 @@ impl ApiClient {
     /// The retry policy of this client.
     pub fn retry_policy(&self) -> &RetryPolicy {
         &self.retry
-    }
-
-    /// The underlying reqwest client.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
     }
 
     /// The token cache.
@@ -240,25 +237,29 @@ impl ApiClient {
         B: Fn(RequestBuilder) -> RequestBuilder,
     {
         let _permit = self.pacer.acquire().await;
-        let request = build(self.client.request(method.clone(), url.clone()))
-            .header(AUTHORIZATION, bearer.header().clone());
-        let mut response = request
-            .send()
-            .await
+        let request = build(self.client.reqwest().request(method.clone(), url.clone()))
+            .header(AUTHORIZATION, bearer.header().clone())
+            .build()
             .map_err(|error| transport_error(&error, &what()))?;
-        let status = response.status();
+        let received = self
+            .client
+            .send(request)
+            .await
+            .map_err(|failure| match failure {
+                SendFailure::TimedOut(timeout) => ConnectorError::Transient {
+                    message: format!("{} failed: no complete response within {timeout:?}", what()),
+                    retry_after: None,
+                },
+                SendFailure::Failed(error) => transport_error(&*error, &what()),
+            })?;
+        let status = received.status;
         if status.is_client_error() || status.is_server_error() {
             conduit_base::telemetry::record_http_error(self.service, status.as_u16());
         }
-        let headers = std::mem::take(response.headers_mut());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| transport_error(&error, &what()))?;
         Ok(HttpResponse {
             status,
-            headers,
-            body: body.to_vec(),
+            headers: received.headers,
+            body: Vec::from(received.body),
         })
     }
 }

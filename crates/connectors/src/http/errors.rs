@@ -105,8 +105,8 @@ pub fn classify_status(
 /// Classifies a failure to get any response: a server certificate we do not trust is `Auth`
 /// (retrying cannot help, and the fix is `ca_file`); anything else (connect, reset, timeout)
 /// is transient.
-pub fn transport_error(error: &reqwest::Error, what: &str) -> ConnectorError {
-    // reqwest's Display never includes headers, so no token can leak through it.
+pub fn transport_error(error: &(dyn std::error::Error + 'static), what: &str) -> ConnectorError {
+    // reqwest's and hyper's errors never print headers, so no token can leak through them.
     let mut message = format!("{what} failed: {error}");
     let mut certificate_problem = None;
     let mut source = std::error::Error::source(error);

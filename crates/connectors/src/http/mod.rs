@@ -11,6 +11,7 @@
 //! This module never logs or formats a secret: [`Secret`] prints `***`.
 
 mod client;
+mod direct;
 mod errors;
 mod oauth;
 mod pacing;
@@ -26,7 +27,7 @@ pub use errors::{
 pub use oauth::{Bearer, ClientCredentials, TokenCache};
 pub use pacing::{Pacer, with_retry};
 pub use secret::Secret;
-pub use tls::{build_client, read_ca_file};
+pub use tls::{HttpClient, build_client, read_ca_file};
 
 #[cfg(test)]
 mod tests;

@@ -216,7 +216,7 @@ async fn persistent_401_refreshes_exactly_once_then_fails_with_auth() {
     use std::sync::atomic::Ordering;
     let (base, token_calls, api_calls) = fake_service(3599, 401).await;
     let client = ApiClient::new(
-        reqwest::Client::new(),
+        build_client(Duration::from_secs(5), None, 2).expect("client"),
         cache(&base, Duration::from_secs(300)),
         Pacer::new(2),
         RetryPolicy::default(),
@@ -235,7 +235,7 @@ async fn transient_statuses_are_retried_within_the_attempt_budget() {
     use std::sync::atomic::Ordering;
     let (base, _, api_calls) = fake_service(3599, 503).await;
     let client = ApiClient::new(
-        reqwest::Client::new(),
+        build_client(Duration::from_secs(5), None, 2).expect("client"),
         cache(&base, Duration::from_secs(300)),
         Pacer::new(2),
         RetryPolicy {
@@ -254,7 +254,7 @@ async fn transient_statuses_are_retried_within_the_attempt_budget() {
 
 fn quick_client(base: &str) -> ApiClient {
     ApiClient::new(
-        reqwest::Client::new(),
+        build_client(Duration::from_secs(5), None, 2).expect("client"),
         cache(base, Duration::from_secs(300)),
         Pacer::new(2),
         RetryPolicy {
@@ -401,17 +401,111 @@ async fn a_redirect_is_an_error_and_the_token_never_follows_it() {
     tokio::spawn(async move {
         let _ = axum::serve(listener, redirecting).await;
     });
-    let client = ApiClient::new(
-        build_client(Duration::from_secs(5), None, 2).expect("client"),
-        cache(&base, Duration::from_secs(300)),
-        Pacer::new(2),
-        RetryPolicy::default(),
-    );
-    let answer = client
+    // Both ways out: the direct path, and reqwest's (taken when a proxy is configured).
+    for direct in [true, false] {
+        let http = build_client(Duration::from_secs(5), None, 2).expect("client");
+        let client = ApiClient::new(
+            if direct { http } else { http.through_reqwest() },
+            cache(&base, Duration::from_secs(300)),
+            Pacer::new(2),
+            RetryPolicy::default(),
+        );
+        let answer = client
+            .execute(Method::GET, &api, |request| request)
+            .await
+            .expect("the 302 itself is the answer");
+        assert_eq!(answer.status, StatusCode::FOUND);
+        assert!(answer.into_success("GET /api").is_err());
+        assert_eq!(elsewhere_calls.load(Ordering::SeqCst), 0);
+    }
+}
+
+/// A service whose `/api` answers after `stall` (status line and headers at once when
+/// `headers_first`, the body never finishing), with a working token endpoint.
+async fn stalling_service(headers_first: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (base, _, _) = fake_service(3599, 200).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}/api", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                if headers_first {
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":")
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    format!("{base} {api}")
+}
+
+#[tokio::test]
+async fn a_request_without_a_whole_answer_in_time_is_transient_and_says_so() {
+    for (headers_first, direct) in [(false, true), (true, true), (false, false), (true, false)] {
+        let both = stalling_service(headers_first).await;
+        let (base, api) = both.split_once(' ').expect("two addresses");
+        let http = build_client(Duration::from_millis(300), None, 2).expect("client");
+        let client = ApiClient::new(
+            if direct { http } else { http.through_reqwest() },
+            cache(base, Duration::from_secs(300)),
+            Pacer::new(2),
+            RetryPolicy {
+                max_attempts: 1,
+                base_delay: Duration::from_millis(1),
+                max_delay: Duration::from_millis(5),
+            },
+        );
+        let started = Instant::now();
+        let error = client
+            .execute(Method::GET, api, |request| request)
+            .await
+            .expect_err("no whole answer");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the timeout ended the call"
+        );
+        let ConnectorError::Transient { message, .. } = &error else {
+            panic!("a timeout is transient: {error:?}");
+        };
+        assert!(message.contains(&format!("GET {api}")), "{message}");
+        if direct && client_is_direct() {
+            assert!(
+                message.contains("no complete response within 300ms"),
+                "{message}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_transient_and_names_the_call() {
+    let (base, _, _) = fake_service(3599, 200).await;
+    // A port that was free a moment ago: nothing listens there now.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let api = format!("http://{closed}/api");
+    let error = quick_client(&base)
         .execute(Method::GET, &api, |request| request)
         .await
-        .expect("the 302 itself is the answer");
-    assert_eq!(answer.status, StatusCode::FOUND);
-    assert!(answer.into_success("GET /api").is_err());
-    assert_eq!(elsewhere_calls.load(Ordering::SeqCst), 0);
+        .expect_err("nothing listens");
+    let ConnectorError::Transient { message, .. } = &error else {
+        panic!("a refused connection is transient: {error:?}");
+    };
+    assert!(message.contains(&format!("GET {api} failed")), "{message}");
+}
+
+/// Whether this process's clients take the direct path (no proxy in the environment).
+fn client_is_direct() -> bool {
+    build_client(Duration::from_secs(1), None, 1)
+        .expect("client")
+        .is_direct()
 }
