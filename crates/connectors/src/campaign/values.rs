@@ -152,6 +152,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn encoded_values_read_back_as_their_json_and_text_is_not_copied() {
+        let values = [
+            (Value::Null, None),
+            (Value::Boolean(true), None),
+            (Value::Boolean(false), Some(FieldKind::Text)),
+            (Value::Integer(-42), None),
+            (Value::Integer(7), Some(FieldKind::Text)),
+            (Value::Decimal(0.1), None),
+            (Value::Decimal(1e300), Some(FieldKind::Text)),
+            (Value::Text("line\nbreak \"quoted\" \u{7f} é".into()), None),
+            (Value::Datetime("2018-05-16T23:08:13.006Z".into()), None),
+        ];
+        for (value, kind) in &values {
+            let json = campaign_json("f", value, kind.as_ref()).unwrap();
+            let encoded = serde_json::to_string(&json).unwrap();
+            let read: serde_json::Value = serde_json::from_str(&encoded).unwrap();
+            assert_eq!(
+                read,
+                to_campaign_json("f", value, kind.as_ref()).unwrap(),
+                "{value:?}"
+            );
+        }
+        let text = Value::Text("as it is".into());
+        assert!(matches!(
+            campaign_json("f", &text, None),
+            Ok(CampaignJson::Text(Cow::Borrowed("as it is")))
+        ));
+    }
+
+    #[test]
     fn datetimes_become_campaign_text_and_dates_keep_the_day() {
         let value = Value::Datetime("2018-05-16T23:08:13.006+00:00".into());
         assert_eq!(
