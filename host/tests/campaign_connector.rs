@@ -130,7 +130,7 @@ async fn a_body_holds_each_field_once_with_its_last_value_and_the_record_s_own_k
         ],
     );
     assert_eq!(
-        h.connector.write(&[record.clone()]).await,
+        h.connector.write(std::slice::from_ref(&record)).await,
         vec![WriteOutcome::Written]
     );
     assert!(h.sim.find("profile", "not-the-key").is_none());
