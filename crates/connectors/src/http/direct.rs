@@ -62,7 +62,8 @@ pub(super) enum SendFailure {
 }
 
 impl SendFailure {
-    fn failed(error: impl std::error::Error + Send + Sync + 'static) -> SendFailure {
+    /// A failure caused by `error`.
+    pub(super) fn failed(error: impl std::error::Error + Send + Sync + 'static) -> SendFailure {
         SendFailure::Failed(Box::new(error))
     }
 }

@@ -27,7 +27,8 @@ impl HttpClient {
     }
 
     /// Whether API calls take the direct path (no proxy configured).
-    pub fn is_direct(&self) -> bool {
+    #[cfg(test)]
+    pub(super) fn is_direct(&self) -> bool {
         self.direct.is_some()
     }
 
@@ -47,13 +48,10 @@ impl HttpClient {
             .reqwest
             .execute(request)
             .await
-            .map_err(|error| SendFailure::Failed(Box::new(error)))?;
+            .map_err(SendFailure::failed)?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|error| SendFailure::Failed(Box::new(error)))?;
+        let body = response.bytes().await.map_err(SendFailure::failed)?;
         Ok(Received {
             status,
             headers,
