@@ -747,6 +747,11 @@ fn enqueue(store: &Store, records: Vec<WriteRecord>) {
 /// delay is an hour: a deferred record is not retried while the test runs, and a writer that
 /// paused its whole queue would write nothing more.
 fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
+    spawn_writer_with(sink, drift::DriftGuard::default())
+}
+
+/// [`spawn_writer`] over any sink, with its schema-drift guard.
+fn spawn_writer_with(sink: Arc<dyn RecordSink>, drift: drift::DriftGuard) -> WriterRun {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
     let writer = writer::Writer {
@@ -763,7 +768,7 @@ fn spawn_writer(sink: Arc<FlakySink>) -> WriterRun {
             dynamics_records: None,
         },
         batch_size: 5,
-        drift: Arc::new(drift::DriftGuard::default()),
+        drift: Arc::new(drift),
         missing_record_wait: Duration::from_secs(3600),
     };
     let (stop, stopped) = watch::channel(false);
@@ -962,4 +967,75 @@ async fn the_writer_keeps_what_writes_teach_of_addresses_and_hands_it_back() {
     );
     // c0, c2 (kept through its failure) and c9; c1 forgotten.
     assert_eq!(store.location_count().unwrap(), 3);
+}
+
+/// A sink whose writes of `profile` wait until the test lets them go, and whose `describe` of
+/// the table `later` waits until those writes are done: while the writer's loop is describing
+/// `later` (before its batch is written), only the `profile` batch's own task can finish it.
+#[derive(Default)]
+struct GatedSink {
+    release_profiles: Notify,
+    profiles_written: Notify,
+    describing_later: Notify,
+    written: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl RecordSink for GatedSink {
+    async fn write(&self, records: &[WriteRecord]) -> Vec<WriteOutcome> {
+        let profiles = records.iter().all(|r| r.target.table == "profile");
+        if profiles {
+            self.release_profiles.notified().await;
+        }
+        self.written
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(|r| r.key.clone()));
+        if profiles {
+            self.profiles_written.notify_one();
+        }
+        vec![WriteOutcome::Written; records.len()]
+    }
+
+    async fn describe(&self, table: &str) -> Result<Vec<FieldInfo>, ConnectorError> {
+        if table == "later" {
+            self.describing_later.notify_one();
+            self.profiles_written.notified().await;
+        }
+        Ok(vec![FieldInfo {
+            name: "firstName".into(),
+            kind: FieldKind::Text,
+        }])
+    }
+
+    async fn check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_batch_being_written_goes_on_while_the_writer_prepares_the_next() {
+    let sink = Arc::new(GatedSink::default());
+    let mut drift = drift::DriftGuard::default();
+    drift.learn_on_first_write(System::Campaign);
+    let (_dir, store, _live, stop, task) = spawn_writer_with(sink.clone(), drift);
+    let mut records: Vec<_> = (0..5).map(|i| profile(&format!("p{i}"), "v1")).collect();
+    records.extend((0..5).map(|i| {
+        let mut record = profile(&format!("l{i}"), "v1");
+        record.target.table = "later".into();
+        record
+    }));
+    enqueue(&store, records);
+    // The profile batch is in flight; the loop has taken the next batch and is describing
+    // its table, which waits for the profile batch to be written.
+    tokio::time::timeout(Duration::from_secs(10), sink.describing_later.notified())
+        .await
+        .expect("the writer took the second batch while the first was in flight");
+    sink.release_profiles.notify_one();
+    wait_for("both batches written and committed", || {
+        sink.written.lock().unwrap().len() == 10 && store.backlog(WorkflowId::Ingress).unwrap() == 0
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
 }

@@ -1,7 +1,9 @@
 //! The writer stage: takes the oldest ready batch from the workflow's queue, writes it to the
 //! destination(s), and commits removals, dead letters and deferrals in one transaction per
 //! batch. A few batches are written at once, so that a slow straggler in one (a record whose
-//! connector is retrying) does not hold the rest of the queue.
+//! connector is retrying) does not hold the rest of the queue. Each batch is written by a task
+//! of its own: its calls go on while this loop takes the next batch and commits the last one
+//! (each a blocking store transaction), instead of waiting for the loop to poll them again.
 //!
 //! Progress is not failure: a record that failed transiently is deferred on its own (it stays
 //! queued with a "not before" time from its own attempt count, honouring `Retry-After`) and the
@@ -17,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use tokio::task::JoinSet;
 
 use conduit_connectors::{ConnectorError, Learnt, WriteOutcome};
 use conduit_model::{System, WorkflowId};
@@ -136,7 +137,7 @@ impl Writer {
         mut timing: RetryTiming,
     ) -> Result<(), StageError> {
         let mut in_flight = Arc::new(InFlight::default());
-        let mut writing = FuturesUnordered::new();
+        let mut writing = JoinSet::new();
         let scopes = Arc::new(Scopes::of(&self.services));
         // Records deferred because their record does not exist yet, with the latest reason.
         let mut waiting: HashMap<u64, String> = HashMap::new();
@@ -157,16 +158,14 @@ impl Writer {
                         return Err(StageError::Drift(reason));
                     }
                     Arc::make_mut(&mut in_flight).add(&ready.records);
-                    writing.push(write_batch(self.services.clone(), ready));
+                    writing.spawn(write_batch(self.services.clone(), ready));
                     continue;
                 }
                 next_due = next;
             }
-            let Some((batch, outcomes)) = (if writing.is_empty() {
-                None
-            } else {
-                writing.next().await
-            }) else {
+            // A batch's task ends only by returning or by panicking (the set is aborted only
+            // when this loop is dropped); a panic ends the stage, and its records stay queued.
+            let Some((batch, outcomes)) = writing.join_next().await.transpose()? else {
                 // Nothing being written: wait for new records, the next deferred one to fall
                 // due, the end of a pause, or Stop.
                 match pause_left {

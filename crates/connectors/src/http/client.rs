@@ -8,7 +8,6 @@ use serde::de::DeserializeOwned;
 use crate::ConnectorError;
 use conduit_base::retry::RetryPolicy;
 
-use super::direct::SendFailure;
 use super::{
     Bearer, HttpClient, Pacer, TokenCache, classify_status, parse_json, service_error_message,
     transport_error,
@@ -245,13 +244,7 @@ impl ApiClient {
             .client
             .send(request)
             .await
-            .map_err(|failure| match failure {
-                SendFailure::TimedOut(timeout) => ConnectorError::Transient {
-                    message: format!("{} failed: no complete response within {timeout:?}", what()),
-                    retry_after: None,
-                },
-                SendFailure::Failed(error) => transport_error(&*error, &what()),
-            })?;
+            .map_err(|failure| failure.into_connector_error(&what()))?;
         let status = received.status;
         if status.is_client_error() || status.is_server_error() {
             conduit_base::telemetry::record_http_error(self.service, status.as_u16());

@@ -15,14 +15,17 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+
+use super::transport_error;
+use crate::ConnectorError;
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 
 /// The environment variables through which reqwest (and curl) take a proxy.
 const PROXY_VARIABLES: [&str; 6] = [
@@ -42,6 +45,11 @@ pub(super) fn proxy_configured(variable: impl Fn(&str) -> Option<String>) -> boo
         .any(|name| variable(name).is_some_and(|value| !value.trim().is_empty()))
 }
 
+/// The most the host reads of one response body. A page of 5,000 wide Dataverse rows with
+/// their annotations is tens of megabytes; a service (or something posing as one) that sends
+/// more is refused rather than held in memory.
+pub(super) const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
 /// What came back for one request: status, headers and the whole body.
 pub(super) struct Received {
     /// The HTTP status.
@@ -57,6 +65,8 @@ pub(super) struct Received {
 pub(super) enum SendFailure {
     /// No complete response within the client's whole-request timeout.
     TimedOut(Duration),
+    /// The response body is longer than the client reads (the limit, in bytes).
+    TooLarge(usize),
     /// The request could not be made, sent or answered (its causes are chained).
     Failed(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
@@ -66,6 +76,32 @@ impl SendFailure {
     pub(super) fn failed(error: impl std::error::Error + Send + Sync + 'static) -> SendFailure {
         SendFailure::Failed(Box::new(error))
     }
+
+    /// The connector error of the call `what` (method and URL) failing this way.
+    pub(super) fn into_connector_error(self, what: &str) -> ConnectorError {
+        match self {
+            SendFailure::TimedOut(timeout) => ConnectorError::Transient {
+                message: format!("{what} failed: no complete response within {timeout:?}"),
+                retry_after: None,
+            },
+            SendFailure::TooLarge(limit) => ConnectorError::Permanent {
+                message: format!(
+                    "{what} failed: the response is longer than {}, the most the host reads of one response (for a page of records, a smaller page size makes it shorter)",
+                    size_text(limit)
+                ),
+            },
+            SendFailure::Failed(error) => transport_error(&*error, what),
+        }
+    }
+}
+
+/// A byte count as people read it: whole MiB when it is some, bytes otherwise.
+fn size_text(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
 }
 
 /// hyper's pooled HTTP/1 client over rustls (see the module doc).
@@ -73,16 +109,20 @@ impl SendFailure {
 pub(super) struct DirectClient {
     client: Client<HttpsConnector<HttpConnector>, reqwest::Body>,
     timeout: Duration,
+    /// The longest response body read (see [`MAX_RESPONSE_BYTES`]).
+    body_limit: usize,
 }
 
 impl DirectClient {
-    /// A client with `tls`, at most `idle_per_host` kept-alive connections per host, and
-    /// `timeout` for each whole request (connecting, sending, the whole body back).
+    /// A client with `tls`, at most `idle_per_host` kept-alive connections per host,
+    /// `timeout` for each whole request (connecting, sending, the whole body back), and bodies
+    /// of at most `body_limit` bytes.
     pub(super) fn new(
         tls: rustls::ClientConfig,
         timeout: Duration,
         connect_timeout: Duration,
         idle_per_host: usize,
+        body_limit: usize,
     ) -> DirectClient {
         let mut tcp = HttpConnector::new();
         // The scheme is checked by the TLS layer above, which also carries plain http.
@@ -98,7 +138,18 @@ impl DirectClient {
             .pool_max_idle_per_host(idle_per_host)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        DirectClient { client, timeout }
+        DirectClient {
+            client,
+            timeout,
+            body_limit,
+        }
+    }
+
+    /// The same client reading bodies of at most `limit` bytes.
+    #[cfg(test)]
+    pub(super) fn with_body_limit(mut self, limit: usize) -> DirectClient {
+        self.body_limit = limit;
+        self
     }
 
     /// Sends `request` and reads its whole response.
@@ -117,7 +168,19 @@ impl DirectClient {
                 .await
                 .map_err(SendFailure::failed)?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await.map_err(SendFailure::failed)?;
+            if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
+                return Err(SendFailure::TooLarge(self.body_limit));
+            }
+            let body = Limited::new(body, self.body_limit)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<LengthLimitError>() {
+                        SendFailure::TooLarge(self.body_limit)
+                    } else {
+                        SendFailure::Failed(error)
+                    }
+                })?;
             Ok(Received {
                 status: parts.status,
                 headers: parts.headers,
@@ -128,6 +191,34 @@ impl DirectClient {
             .await
             .map_err(|_| SendFailure::TimedOut(self.timeout))?
     }
+}
+
+/// The body length a response announces (`Content-Length`), when it announces one.
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads the whole body of a response reqwest received, refusing one longer than `limit`
+/// bytes as soon as it is announced or read.
+pub(super) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, SendFailure> {
+    // reqwest takes the announced length from `Content-Length` (the headers may be gone).
+    let announced = response
+        .content_length()
+        .and_then(|length| usize::try_from(length).ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(SendFailure::TooLarge(limit));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(SendFailure::failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(SendFailure::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use reqwest::header::HeaderValue;
 
 use crate::ConnectorError;
 
+use super::direct::{MAX_RESPONSE_BYTES, read_limited};
 use super::{Secret, classify_status, parse_json, transport_error};
 
 /// The OAuth2 client-credentials grant of one application.
@@ -153,10 +154,9 @@ impl TokenCache {
             .map_err(|error| transport_error(&error, &what))?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
+        let body = read_limited(response, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|error| transport_error(&error, &what))?;
+            .map_err(|failure| failure.into_connector_error(&what))?;
         if !status.is_success() {
             return Err(match classify_status(status, &headers, &body, &what) {
                 // Azure AD answers bad credentials with 400/401 (invalid_client): not retryable.

@@ -509,3 +509,83 @@ fn client_is_direct() -> bool {
         .expect("client")
         .is_direct()
 }
+
+/// A service answering every request with a body of `length` bytes, announced with
+/// `Content-Length` or sent chunked; returns its token base and API address.
+async fn sized_service(length: usize, announced: bool) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (base, _, _) = fake_service(3599, 200).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}/api", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let body = vec![b'x'; length];
+                let answer = if announced {
+                    let mut answer =
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n").into_bytes();
+                    answer.extend_from_slice(&body);
+                    answer
+                } else {
+                    // Chunks of 64 KiB, as a service streaming a page would send them.
+                    let mut answer =
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                    for chunk in body.chunks(64 << 10) {
+                        answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                        answer.extend_from_slice(chunk);
+                        answer.extend_from_slice(b"\r\n");
+                    }
+                    answer.extend_from_slice(b"0\r\n\r\n");
+                    answer
+                };
+                let _ = socket.write_all(&answer).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (base, api)
+}
+
+#[tokio::test]
+async fn a_response_longer_than_the_limit_is_refused_naming_the_limit_on_both_paths() {
+    const LIMIT: usize = 1 << 20;
+    for direct in [true, false] {
+        for announced in [true, false] {
+            for (length, fits) in [(LIMIT, true), (LIMIT + 1, false), (3 * LIMIT, false)] {
+                let (base, api) = sized_service(length, announced).await;
+                let http = build_client(Duration::from_secs(10), None, 2)
+                    .expect("client")
+                    .with_body_limit(LIMIT);
+                let client = ApiClient::new(
+                    if direct { http } else { http.through_reqwest() },
+                    cache(&base, Duration::from_secs(300)),
+                    Pacer::new(2),
+                    RetryPolicy {
+                        max_attempts: 3,
+                        base_delay: Duration::from_millis(1),
+                        max_delay: Duration::from_millis(5),
+                    },
+                );
+                let case = format!("direct {direct}, announced {announced}, {length} bytes");
+                let result = client.execute(Method::GET, &api, |request| request).await;
+                if fits {
+                    let response = result.unwrap_or_else(|error| panic!("{case}: {error:?}"));
+                    assert_eq!(response.body.len(), length, "{case}");
+                    continue;
+                }
+                let Err(ConnectorError::Permanent { message }) = result else {
+                    panic!("{case}: a body over the limit is a permanent error: {result:?}");
+                };
+                assert!(
+                    message.contains(&format!("GET {api} failed")),
+                    "{case}: {message}"
+                );
+                assert!(message.contains("longer than 1 MiB"), "{case}: {message}");
+            }
+        }
+    }
+}

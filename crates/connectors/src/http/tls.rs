@@ -8,7 +8,9 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::direct::{DirectClient, Received, SendFailure, proxy_configured};
+use super::direct::{
+    DirectClient, MAX_RESPONSE_BYTES, Received, SendFailure, proxy_configured, read_limited,
+};
 use crate::ConnectorError;
 
 /// The HTTP client of one connector: reqwest builds its requests (and fetches its tokens);
@@ -18,6 +20,8 @@ use crate::ConnectorError;
 pub struct HttpClient {
     reqwest: reqwest::Client,
     direct: Option<DirectClient>,
+    /// The longest response body read on the reqwest path (the direct path keeps its own).
+    body_limit: usize,
 }
 
 impl HttpClient {
@@ -39,7 +43,15 @@ impl HttpClient {
         self
     }
 
-    /// Sends `request` and reads its whole response.
+    /// The same client reading response bodies of at most `limit` bytes on both paths.
+    #[cfg(test)]
+    pub(super) fn with_body_limit(mut self, limit: usize) -> HttpClient {
+        self.direct = self.direct.map(|direct| direct.with_body_limit(limit));
+        self.body_limit = limit;
+        self
+    }
+
+    /// Sends `request` and reads its whole response (at most [`MAX_RESPONSE_BYTES`]).
     pub(super) async fn send(&self, request: reqwest::Request) -> Result<Received, SendFailure> {
         if let Some(direct) = &self.direct {
             return direct.send(request).await;
@@ -51,7 +63,7 @@ impl HttpClient {
             .map_err(SendFailure::failed)?;
         let status = response.status();
         let headers = std::mem::take(response.headers_mut());
-        let body = response.bytes().await.map_err(SendFailure::failed)?;
+        let body = read_limited(response, self.body_limit).await?;
         Ok(Received {
             status,
             headers,
@@ -104,9 +116,20 @@ pub fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| refuse(format!("cannot build the HTTP client: {error}")))?;
-    let direct = (!proxy_configured(|name| std::env::var(name).ok()))
-        .then(|| DirectClient::new(tls, timeout, connect_timeout, idle_per_host));
-    Ok(HttpClient { reqwest, direct })
+    let direct = (!proxy_configured(|name| std::env::var(name).ok())).then(|| {
+        DirectClient::new(
+            tls,
+            timeout,
+            connect_timeout,
+            idle_per_host,
+            MAX_RESPONSE_BYTES,
+        )
+    });
+    Ok(HttpClient {
+        reqwest,
+        direct,
+        body_limit: MAX_RESPONSE_BYTES,
+    })
 }
 
 /// Reads a `ca_file` and checks that it holds at least one PEM certificate, naming the file
