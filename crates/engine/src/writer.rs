@@ -33,8 +33,12 @@ use super::services::Services;
 use super::stage::{StageContext, StageError, StageRun};
 use conduit_base::retry::Backoff;
 
-/// Batches written at the same time (each at most `batch_size` records, disjoint keys).
-const IN_FLIGHT_BATCHES: usize = 3;
+/// Batches written at the same time (each at most `batch_size` records, disjoint keys). A
+/// batch lasts as long as its slowest record, and a record the connector retries waits out
+/// its backoff (a few hundred milliseconds): with three in flight, 2% of failing calls halved
+/// the drain rate; with eight the other batches keep the connector's concurrency busy
+/// meanwhile (BENCHMARKS.md, "Drain under faults").
+const IN_FLIGHT_BATCHES: usize = 8;
 /// The longest the writer sleeps with nothing to do before looking at the queue again.
 const IDLE: Duration = Duration::from_millis(500);
 

@@ -76,6 +76,16 @@ impl InFlight {
         self.hasher.hash_one((&record.target, &record.key))
     }
 
+    /// The last of the consecutive sequence numbers in flight from `seq` on (`seq` itself
+    /// when `seq + 1` is not in flight).
+    fn run_end(&self, seq: u64) -> u64 {
+        let mut end = seq;
+        while let Some(next) = end.checked_add(1).filter(|next| self.seqs.contains(next)) {
+            end = next;
+        }
+        end
+    }
+
     /// True when nothing is being written.
     pub fn is_empty(&self) -> bool {
         self.seqs.is_empty()
@@ -228,48 +238,70 @@ impl Store {
         // few of them at the head of the queue never shorten a batch.
         let mut passed = 0usize;
         let pass_limit = max.saturating_mul(4).max(DEFERRED_SCAN);
-        for entry in queue.range((wf, 0)..=(wf, u64::MAX))? {
-            if ready.records.len() >= max
-                || scanned >= max.saturating_mul(4)
-                || passed >= pass_limit
-            {
-                break;
+        // Where the scan (re)starts: after a run of records in flight it jumps past the run
+        // with a new range instead of stepping through it entry by entry. The batches in
+        // flight are the oldest records, mostly in runs of consecutive numbers, so with many
+        // of them the steps were most of a take's work.
+        let mut from = 0;
+        'scan: loop {
+            let mut jump_to = None;
+            for entry in queue.range((wf, from)..=(wf, u64::MAX))? {
+                if ready.records.len() >= max
+                    || scanned >= max.saturating_mul(4)
+                    || passed >= pass_limit
+                {
+                    break 'scan;
+                }
+                let (key, value) = entry?;
+                let seq = key.value().1;
+                head.get_or_insert(seq);
+                if in_flight.seqs.contains(&seq) {
+                    // Its key is in `in_flight.keys`: no need to decode it.
+                    let end = in_flight.run_end(seq);
+                    if end > seq {
+                        match end.checked_add(1) {
+                            Some(next) => {
+                                jump_to = Some(next);
+                                break;
+                            }
+                            None => break 'scan,
+                        }
+                    }
+                    continue;
+                }
+                let bytes = value.value();
+                let record = match recent.take(workflow, seq, bytes) {
+                    Some(kept) => kept,
+                    None => decode_queued(seq, bytes)?,
+                };
+                let identity = in_flight.identity(&record.record);
+                if record.not_before_ms > now_ms {
+                    ready.next_due_ms = Some(
+                        ready
+                            .next_due_ms
+                            .map_or(record.not_before_ms, |due| due.min(record.not_before_ms)),
+                    );
+                    // It keeps its place: later writes of its key wait behind it.
+                    blocked.insert(identity);
+                    passed += 1;
+                    continue;
+                }
+                scanned += 1;
+                if keys.contains(&identity)
+                    || blocked.contains(&identity)
+                    || in_flight.keys.contains(&identity)
+                {
+                    // A later write of a key already in the batch waits for the next batch.
+                    blocked.insert(identity);
+                    continue;
+                }
+                keys.insert(identity);
+                ready.records.push(record);
             }
-            let (key, value) = entry?;
-            let seq = key.value().1;
-            head.get_or_insert(seq);
-            if in_flight.seqs.contains(&seq) {
-                // Its key is in `in_flight.keys`: no need to decode it.
-                continue;
+            match jump_to {
+                Some(next) => from = next,
+                None => break,
             }
-            let bytes = value.value();
-            let record = match recent.take(workflow, seq, bytes) {
-                Some(kept) => kept,
-                None => decode_queued(seq, bytes)?,
-            };
-            let identity = in_flight.identity(&record.record);
-            if record.not_before_ms > now_ms {
-                ready.next_due_ms = Some(
-                    ready
-                        .next_due_ms
-                        .map_or(record.not_before_ms, |due| due.min(record.not_before_ms)),
-                );
-                // It keeps its place: later writes of its key wait behind it.
-                blocked.insert(identity);
-                passed += 1;
-                continue;
-            }
-            scanned += 1;
-            if keys.contains(&identity)
-                || blocked.contains(&identity)
-                || in_flight.keys.contains(&identity)
-            {
-                // A later write of a key already in the batch waits for the next batch.
-                blocked.insert(identity);
-                continue;
-            }
-            keys.insert(identity);
-            ready.records.push(record);
         }
         // The scan starts at the queue's head: what is kept below it has left the queue.
         if head.is_none() {
@@ -701,6 +733,47 @@ mod tests {
         assert_eq!(keys, ["b", "c"]);
         in_flight.remove(&first);
         assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn a_take_passes_by_runs_of_records_in_flight_and_only_them() {
+        let (_dir, store) = store();
+        let mut records: Vec<_> = (0..12).map(|i| record(&format!("k{i}"), "v1")).collect();
+        // A later write of a key in flight, after the runs.
+        records.push(record("k1", "v2"));
+        enqueue(&store, records);
+        let all = store.next_batch(WorkflowId::Ingress, 13).unwrap();
+        assert_eq!(all.len(), 12, "k1's second write waits behind its first");
+        // In flight: runs of 4 and 2, a single one, and the last record of the queue's
+        // first twelve (nothing after it but k1's second write).
+        let mut in_flight = InFlight::default();
+        for index in [0, 1, 2, 3, 5, 6, 9, 11] {
+            in_flight.add(std::slice::from_ref(&all[index]));
+        }
+        // A written record leaves a gap in the numbers inside a run.
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![all[2].seq],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        let ready = store
+            .ready_batch(WorkflowId::Ingress, 20, now_ms(), &in_flight)
+            .unwrap();
+        let keys: Vec<_> = ready
+            .records
+            .iter()
+            .map(|r| r.record.key.as_str())
+            .collect();
+        assert_eq!(keys, ["k4", "k7", "k8", "k10"]);
+        // With nothing in flight, every record comes back but k1's second write.
+        let none = store
+            .ready_batch(WorkflowId::Ingress, 20, now_ms(), &InFlight::default())
+            .unwrap();
+        assert_eq!(none.records.len(), 11);
     }
 
     #[test]
