@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use conduit_connectors::{ConnectorError, Learnt, WriteOutcome};
-use conduit_model::{System, WorkflowId};
+use conduit_model::{System, Target, WorkflowId, WriteRecord};
 use conduit_store::{
     Deferral, InFlight, Located, LocationChange, LocationKey, QueuedRecord, ReadyBatch, Store,
     WriteCommit, now_ms,
@@ -437,26 +437,48 @@ fn until_due(due_ms: Option<i64>) -> Duration {
     })
 }
 
+/// Takes `record` out of its place for a while, leaving an empty record of the same system
+/// and operation (nothing allocated) until it is put back.
+fn lend(record: &mut WriteRecord) -> WriteRecord {
+    let placeholder = WriteRecord {
+        target: Target {
+            system: record.target.system,
+            table: String::new(),
+            key_field: String::new(),
+        },
+        key: String::new(),
+        op: record.op,
+        fields: Vec::new(),
+    };
+    std::mem::replace(record, placeholder)
+}
+
 /// Writes a batch, each system's records through its sink (with their known addresses), and
 /// returns it with its outcomes in batch order.
-async fn write_batch(services: Services, batch: Batch) -> (Batch, Vec<(WriteOutcome, Learnt)>) {
-    let records = &batch.records;
-    let mut outcomes: Vec<Option<(WriteOutcome, Learnt)>> = vec![None; records.len()];
+async fn write_batch(services: Services, mut batch: Batch) -> (Batch, Vec<(WriteOutcome, Learnt)>) {
+    let mut outcomes: Vec<Option<(WriteOutcome, Learnt)>> = vec![None; batch.records.len()];
     for system in [System::Campaign, System::Dynamics] {
-        let positions: Vec<usize> = (0..records.len())
-            .filter(|&i| records[i].record.target.system == system)
+        let positions: Vec<usize> = (0..batch.records.len())
+            .filter(|&i| batch.records[i].record.target.system == system)
             .collect();
         if positions.is_empty() {
             continue;
         }
-        let to_write: Vec<_> = positions
+        // The records and their addresses are lent to the sink and put back after, not
+        // copied (a copy of every field of every record was ~5% of the host's work).
+        let to_write: Vec<WriteRecord> = positions
             .iter()
-            .map(|&i| records[i].record.clone())
+            .map(|&i| lend(&mut batch.records[i].record))
             .collect();
-        let known: Vec<_> = positions.iter().map(|&i| batch.known[i].clone()).collect();
+        let known: Vec<Option<String>> = positions.iter().map(|&i| batch.known[i].take()).collect();
         let results = services.sink(system).write_located(&to_write, &known).await;
-        for (slot, position) in positions.iter().enumerate() {
-            outcomes[*position] = Some(results.get(slot).cloned().unwrap_or_else(|| {
+        for ((record, address), &position) in to_write.into_iter().zip(known).zip(&positions) {
+            batch.records[position].record = record;
+            batch.known[position] = address;
+        }
+        let mut results = results.into_iter();
+        for position in &positions {
+            outcomes[*position] = Some(results.next().unwrap_or_else(|| {
                 let error = ConnectorError::Transient {
                     message: "the connector returned fewer results than records".into(),
                     retry_after: None,
