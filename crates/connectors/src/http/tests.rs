@@ -420,10 +420,14 @@ async fn a_redirect_is_an_error_and_the_token_never_follows_it() {
     }
 }
 
-/// A service whose `/api` answers after `stall` (status line and headers at once when
-/// `headers_first`, the body never finishing), with a working token endpoint.
-async fn stalling_service(headers_first: bool) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A working token endpoint and a raw HTTP/1 `/api`: for each connection, the request is read
+/// (up to 4 KiB) and `answer` writes what it likes; returns the token base and API address.
+async fn raw_service<F, Fut>(answer: F) -> (String, String)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
     let (base, _, _) = fake_service(3599, 200).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -431,18 +435,30 @@ async fn stalling_service(headers_first: bool) -> String {
     let api = format!("http://{}/api", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut request = [0u8; 4096];
                 let _ = socket.read(&mut request).await;
-                if headers_first {
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":")
-                        .await;
-                }
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                answer(socket).await;
             });
         }
     });
+    (base, api)
+}
+
+/// A service whose `/api` never finishes its answer (status line and headers at once when
+/// `headers_first`, the body never finishing), with a working token endpoint.
+async fn stalling_service(headers_first: bool) -> String {
+    use tokio::io::AsyncWriteExt;
+    let (base, api) = raw_service(move |mut socket| async move {
+        if headers_first {
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":")
+                .await;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
     format!("{base} {api}")
 }
 
@@ -513,41 +529,29 @@ fn client_is_direct() -> bool {
 /// A service answering every request with a body of `length` bytes, announced with
 /// `Content-Length` or sent chunked; returns its token base and API address.
 async fn sized_service(length: usize, announced: bool) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (base, _, _) = fake_service(3599, 200).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let api = format!("http://{}/api", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut request = [0u8; 4096];
-                let _ = socket.read(&mut request).await;
-                let body = vec![b'x'; length];
-                let answer = if announced {
-                    let mut answer =
-                        format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n").into_bytes();
-                    answer.extend_from_slice(&body);
-                    answer
-                } else {
-                    // Chunks of 64 KiB, as a service streaming a page would send them.
-                    let mut answer =
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-                    for chunk in body.chunks(64 << 10) {
-                        answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-                        answer.extend_from_slice(chunk);
-                        answer.extend_from_slice(b"\r\n");
-                    }
-                    answer.extend_from_slice(b"0\r\n\r\n");
-                    answer
-                };
-                let _ = socket.write_all(&answer).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    (base, api)
+    use tokio::io::AsyncWriteExt;
+    raw_service(move |mut socket| async move {
+        let body = vec![b'x'; length];
+        let answer = if announced {
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n").into_bytes();
+            answer.extend_from_slice(&body);
+            answer
+        } else {
+            // Chunks of 64 KiB, as a service streaming a page would send them.
+            let mut answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for chunk in body.chunks(64 << 10) {
+                answer.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                answer.extend_from_slice(chunk);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+            answer
+        };
+        let _ = socket.write_all(&answer).await;
+        let _ = socket.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test]
