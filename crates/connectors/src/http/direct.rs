@@ -109,20 +109,16 @@ fn size_text(bytes: usize) -> String {
 pub(super) struct DirectClient {
     client: Client<HttpsConnector<HttpConnector>, reqwest::Body>,
     timeout: Duration,
-    /// The longest response body read (see [`MAX_RESPONSE_BYTES`]).
-    body_limit: usize,
 }
 
 impl DirectClient {
-    /// A client with `tls`, at most `idle_per_host` kept-alive connections per host,
-    /// `timeout` for each whole request (connecting, sending, the whole body back), and bodies
-    /// of at most `body_limit` bytes.
+    /// A client with `tls`, at most `idle_per_host` kept-alive connections per host, and
+    /// `timeout` for each whole request (connecting, sending, the whole body back).
     pub(super) fn new(
         tls: rustls::ClientConfig,
         timeout: Duration,
         connect_timeout: Duration,
         idle_per_host: usize,
-        body_limit: usize,
     ) -> DirectClient {
         let mut tcp = HttpConnector::new();
         // The scheme is checked by the TLS layer above, which also carries plain http.
@@ -138,22 +134,16 @@ impl DirectClient {
             .pool_max_idle_per_host(idle_per_host)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        DirectClient {
-            client,
-            timeout,
-            body_limit,
-        }
+        DirectClient { client, timeout }
     }
 
-    /// The same client reading bodies of at most `limit` bytes.
-    #[cfg(test)]
-    pub(super) fn with_body_limit(mut self, limit: usize) -> DirectClient {
-        self.body_limit = limit;
-        self
-    }
-
-    /// Sends `request` and reads its whole response.
-    pub(super) async fn send(&self, request: reqwest::Request) -> Result<Received, SendFailure> {
+    /// Sends `request` and reads its whole response, refusing a body longer than `body_limit`
+    /// bytes as soon as it is announced or read.
+    pub(super) async fn send(
+        &self,
+        request: reqwest::Request,
+        body_limit: usize,
+    ) -> Result<Received, SendFailure> {
         let mut request =
             http::Request::<reqwest::Body>::try_from(request).map_err(SendFailure::failed)?;
         // reqwest's client adds this default; the services see the same request either way.
@@ -168,15 +158,15 @@ impl DirectClient {
                 .await
                 .map_err(SendFailure::failed)?;
             let (parts, body) = response.into_parts();
-            if declared_length(&parts.headers).is_some_and(|length| length > self.body_limit) {
-                return Err(SendFailure::TooLarge(self.body_limit));
+            if declared_length(&parts.headers).is_some_and(|length| length > body_limit) {
+                return Err(SendFailure::TooLarge(body_limit));
             }
-            let body = Limited::new(body, self.body_limit)
+            let body = Limited::new(body, body_limit)
                 .collect()
                 .await
                 .map_err(|error| {
                     if error.is::<LengthLimitError>() {
-                        SendFailure::TooLarge(self.body_limit)
+                        SendFailure::TooLarge(body_limit)
                     } else {
                         SendFailure::Failed(error)
                     }
@@ -194,7 +184,7 @@ impl DirectClient {
 }
 
 /// The body length a response announces (`Content-Length`), when it announces one.
-pub(super) fn declared_length(headers: &HeaderMap) -> Option<usize> {
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 

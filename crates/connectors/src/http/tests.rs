@@ -230,19 +230,29 @@ async fn persistent_401_refreshes_exactly_once_then_fails_with_auth() {
     assert_eq!(api_calls.load(Ordering::SeqCst), 2);
 }
 
+/// An API client over `http`, with tokens from `base`, two requests at a time and
+/// `max_attempts` tries a few milliseconds apart.
+fn api_over(http: HttpClient, base: &str, max_attempts: u32) -> ApiClient {
+    ApiClient::new(
+        http,
+        cache(base, Duration::from_secs(300)),
+        Pacer::new(2),
+        RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    )
+}
+
 #[tokio::test]
 async fn transient_statuses_are_retried_within_the_attempt_budget() {
     use std::sync::atomic::Ordering;
     let (base, _, api_calls) = fake_service(3599, 503).await;
-    let client = ApiClient::new(
+    let client = api_over(
         build_client(Duration::from_secs(5), None, 2).expect("client"),
-        cache(&base, Duration::from_secs(300)),
-        Pacer::new(2),
-        RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(5),
-        },
+        &base,
+        3,
     );
     let error = client
         .execute(Method::GET, &format!("{base}/api"), |request| request)
@@ -468,16 +478,7 @@ async fn a_request_without_a_whole_answer_in_time_is_transient_and_says_so() {
         let both = stalling_service(headers_first).await;
         let (base, api) = both.split_once(' ').expect("two addresses");
         let http = build_client(Duration::from_millis(300), None, 2).expect("client");
-        let client = ApiClient::new(
-            if direct { http } else { http.through_reqwest() },
-            cache(base, Duration::from_secs(300)),
-            Pacer::new(2),
-            RetryPolicy {
-                max_attempts: 1,
-                base_delay: Duration::from_millis(1),
-                max_delay: Duration::from_millis(5),
-            },
-        );
+        let client = api_over(if direct { http } else { http.through_reqwest() }, base, 1);
         let started = Instant::now();
         let error = client
             .execute(Method::GET, api, |request| request)
@@ -564,16 +565,7 @@ async fn a_response_longer_than_the_limit_is_refused_naming_the_limit_on_both_pa
                 let http = build_client(Duration::from_secs(10), None, 2)
                     .expect("client")
                     .with_body_limit(LIMIT);
-                let client = ApiClient::new(
-                    if direct { http } else { http.through_reqwest() },
-                    cache(&base, Duration::from_secs(300)),
-                    Pacer::new(2),
-                    RetryPolicy {
-                        max_attempts: 3,
-                        base_delay: Duration::from_millis(1),
-                        max_delay: Duration::from_millis(5),
-                    },
-                );
+                let client = api_over(if direct { http } else { http.through_reqwest() }, &base, 3);
                 let case = format!("direct {direct}, announced {announced}, {length} bytes");
                 let result = client.execute(Method::GET, &api, |request| request).await;
                 if fits {

@@ -20,7 +20,7 @@ use crate::ConnectorError;
 pub struct HttpClient {
     reqwest: reqwest::Client,
     direct: Option<DirectClient>,
-    /// The longest response body read on the reqwest path (the direct path keeps its own).
+    /// The longest response body read (see [`MAX_RESPONSE_BYTES`]).
     body_limit: usize,
 }
 
@@ -46,7 +46,6 @@ impl HttpClient {
     /// The same client reading response bodies of at most `limit` bytes on both paths.
     #[cfg(test)]
     pub(super) fn with_body_limit(mut self, limit: usize) -> HttpClient {
-        self.direct = self.direct.map(|direct| direct.with_body_limit(limit));
         self.body_limit = limit;
         self
     }
@@ -54,7 +53,7 @@ impl HttpClient {
     /// Sends `request` and reads its whole response (at most [`MAX_RESPONSE_BYTES`]).
     pub(super) async fn send(&self, request: reqwest::Request) -> Result<Received, SendFailure> {
         if let Some(direct) = &self.direct {
-            return direct.send(request).await;
+            return direct.send(request, self.body_limit).await;
         }
         let mut response = self
             .reqwest
@@ -116,15 +115,8 @@ pub fn build_client(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|error| refuse(format!("cannot build the HTTP client: {error}")))?;
-    let direct = (!proxy_configured(|name| std::env::var(name).ok())).then(|| {
-        DirectClient::new(
-            tls,
-            timeout,
-            connect_timeout,
-            idle_per_host,
-            MAX_RESPONSE_BYTES,
-        )
-    });
+    let direct = (!proxy_configured(|name| std::env::var(name).ok()))
+        .then(|| DirectClient::new(tls, timeout, connect_timeout, idle_per_host));
     Ok(HttpClient {
         reqwest,
         direct,
