@@ -304,11 +304,12 @@ impl Call<'_> {
     }
 
     fn get(&self, resource: &str, pkey: &str) -> Result<Response, RstError> {
-        let record = self
-            .shared
-            .store()
-            .get(resource, pkey, &self.collection_url(resource))?;
-        Ok(Json(record).into_response())
+        let collection = self.collection_url(resource);
+        let store = self.shared.store();
+        Ok(json_answer(
+            StatusCode::OK,
+            &store.rendered(resource, pkey, &collection)?,
+        ))
     }
 
     fn create(&self, resource: &str, body: &[u8]) -> Result<Response, RstError> {
@@ -316,8 +317,8 @@ impl Call<'_> {
         let collection = self.collection_url(resource);
         let mut store = self.shared.store();
         let pkey = store.create(resource, &body)?;
-        let record = store.get(resource, &pkey, &collection)?;
-        Ok((StatusCode::CREATED, Json(record)).into_response())
+        let record = store.rendered(resource, &pkey, &collection)?;
+        Ok(json_answer(StatusCode::CREATED, &record))
     }
 
     fn patch(&self, resource: &str, pkey: &str, body: &[u8]) -> Result<Response, RstError> {
@@ -333,6 +334,24 @@ impl Call<'_> {
     fn delete(&self, resource: &str, pkey: &str) -> Result<Response, RstError> {
         self.shared.store().delete(resource, pkey)?;
         Ok(StatusCode::OK.into_response())
+    }
+}
+
+/// A JSON answer written in one buffer: axum's `Json` writes through a growing `BytesMut`
+/// in many small steps, which a record's answer (one per write call) pays for twice.
+fn json_answer(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let mut bytes = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => rst(500, &format!("The answer cannot be written: {error}.")),
     }
 }
 

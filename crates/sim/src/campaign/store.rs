@@ -5,9 +5,11 @@
 //! It renders records as Campaign JSON but knows nothing of HTTP; errors carry the status and the
 //! RST detail text for the HTTP layer to wrap.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use super::optout::OptOutLog;
@@ -45,6 +47,9 @@ pub struct Resource {
     // The identification key index: `by<Key>` lookups must not scan (the benchmark writes 10^5 rows).
     seq_of_key: HashMap<String, u64>,
     next_seq: u64,
+    /// The order of a rendered record's members under the current schema (reset when the
+    /// schema is handed out for change).
+    member_order: OnceCell<Vec<Member>>,
 }
 
 impl Resource {
@@ -55,25 +60,47 @@ impl Resource {
             seq_of_pkey: HashMap::new(),
             seq_of_key: HashMap::new(),
             next_seq: 1,
+            member_order: OnceCell::new(),
         }
     }
 
+    /// A rendered record's members in JSON object order: by name, as serde_json's map orders
+    /// its keys (Campaign's own answers list them so too), a later member replacing an
+    /// earlier one of the same name.
+    fn member_order(&self) -> &[Member] {
+        self.member_order.get_or_init(|| {
+            let fields = &self.schema.fields;
+            let mut members: Vec<(&str, Member)> = Vec::with_capacity(fields.len() + 2);
+            members.push(("PKey", Member::PKey));
+            members.extend(
+                fields
+                    .iter()
+                    .enumerate()
+                    .map(|(at, field)| (field.name.as_str(), Member::Field(at))),
+            );
+            members.push(("href", Member::Href));
+            members.sort_by_key(|(name, _)| *name);
+            let mut order: Vec<Member> = Vec::with_capacity(members.len());
+            for (at, (name, member)) in members.iter().enumerate() {
+                if members.get(at + 1).is_none_or(|(next, _)| next != name) {
+                    order.push(*member);
+                }
+            }
+            order
+        })
+    }
+
     fn render(&self, row: &Row, collection_url: &str) -> Value {
-        let mut record = Map::new();
-        record.insert("PKey".into(), Value::String(row.pkey.clone()));
-        for field in &self.schema.fields {
-            let value = row
-                .fields
-                .get(&field.name)
-                .cloned()
-                .unwrap_or_else(|| field.empty_value());
-            record.insert(field.name.clone(), value);
+        // Serializing borrowed values into a `Value` cannot fail (its keys are strings).
+        serde_json::to_value(self.rendered(row, collection_url)).unwrap_or(Value::Null)
+    }
+
+    fn rendered<'a>(&'a self, row: &'a Row, collection_url: &'a str) -> Rendered<'a> {
+        Rendered {
+            resource: self,
+            row,
+            collection_url,
         }
-        record.insert(
-            "href".into(),
-            Value::String(format!("{collection_url}/{}", row.pkey)),
-        );
-        Value::Object(record)
     }
 
     fn matches(&self, row: &Row, filter: Option<&(String, String)>) -> bool {
@@ -116,6 +143,50 @@ impl Resource {
                 ),
             )
         })
+    }
+}
+
+/// A record as Campaign renders it (its PKey, every schema field, empty ones as the type's
+/// empty value, and its href), serialized straight from the stored values: the POST and GET
+/// answers are written without copying the record into a `Value` first.
+pub struct Rendered<'a> {
+    resource: &'a Resource,
+    row: &'a Row,
+    collection_url: &'a str,
+}
+
+/// One member of a rendered record.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    PKey,
+    /// The schema field at this position.
+    Field(usize),
+    Href,
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let order = self.resource.member_order();
+        let mut object = serializer.serialize_map(Some(order.len()))?;
+        for member in order {
+            match *member {
+                Member::PKey => object.serialize_entry("PKey", &self.row.pkey)?,
+                Member::Field(at) => {
+                    let Some(field) = self.resource.schema.fields.get(at) else {
+                        continue;
+                    };
+                    match self.row.fields.get(&field.name) {
+                        Some(value) => object.serialize_entry(&field.name, value)?,
+                        None => object.serialize_entry(&field.name, &field.empty_value())?,
+                    }
+                }
+                Member::Href => object.serialize_entry(
+                    "href",
+                    &format_args!("{}/{}", self.collection_url, self.row.pkey),
+                )?,
+            }
+        }
+        object.end()
     }
 }
 
@@ -167,15 +238,20 @@ impl Store {
         self.resources.keys().cloned().collect()
     }
 
-    /// One record by PKey.
-    pub fn get(&self, name: &str, pkey: &str, collection_url: &str) -> Result<Value, RstError> {
+    /// One record by PKey, ready to serialize (see [`Rendered`]).
+    pub fn rendered<'a>(
+        &'a self,
+        name: &str,
+        pkey: &str,
+        collection_url: &'a str,
+    ) -> Result<Rendered<'a>, RstError> {
         let resource = self.resource(name)?;
         let seq = resource.seq(pkey)?;
         let row = resource
             .rows
             .get(&seq)
             .ok_or_else(|| RstError::new(404, format!("Error rc=-2003 '{pkey}' was deleted.")))?;
-        Ok(resource.render(row, collection_url))
+        Ok(resource.rendered(row, collection_url))
     }
 
     /// The record whose identification key equals `key`.
@@ -245,10 +321,15 @@ impl Store {
             .filter(|(field, value)| is_opt_out_field(field) && value.as_bool() == Some(true))
             .map(|(field, _)| (field.clone(), true))
             .collect();
-        let crm_id = fields
-            .get(&key_field)
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        // Only opt-out writes are logged (with the profile's CRM ID, empty or not).
+        let crm_id = if opt_out_changes.is_empty() {
+            None
+        } else {
+            fields
+                .get(&key_field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let seq = resource.next_seq;
         resource.next_seq += 1;
         resource.seq_of_pkey.insert(pkey.clone(), seq);
@@ -373,7 +454,9 @@ impl Store {
 
     /// Replaces a resource's schema (schema-drift faults).
     pub fn schema_mut(&mut self, name: &str) -> Result<&mut Schema, RstError> {
-        Ok(&mut self.resource_mut(name)?.schema)
+        let resource = self.resource_mut(name)?;
+        resource.member_order = OnceCell::new();
+        Ok(&mut resource.schema)
     }
 
     fn log_opt_outs(&mut self, crm_id: Option<&str>, changes: Vec<(String, bool)>) {
@@ -386,10 +469,9 @@ impl Store {
     fn fresh_pkey(&mut self) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
         loop {
-            let body: String = (0..43)
-                .map(|_| char::from(ALPHABET[self.rng.usize(..ALPHABET.len())]))
-                .collect();
-            let pkey = format!("@{body}");
+            let mut pkey = String::with_capacity(44);
+            pkey.push('@');
+            pkey.extend((0..43).map(|_| char::from(ALPHABET[self.rng.usize(..ALPHABET.len())])));
             if self
                 .resources
                 .values()
@@ -443,7 +525,65 @@ fn checked_fields(schema: &Schema, body: &Value) -> Result<Map<String, Value>, R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::schema::{FieldDef, FieldType};
     use serde_json::json;
+
+    /// A record rendered as a JSON map is built: PKey, every schema field, then href.
+    fn rendered_through_a_map(resource: &Resource, row: &Row, collection_url: &str) -> String {
+        let mut record = Map::new();
+        record.insert("PKey".into(), Value::String(row.pkey.clone()));
+        for field in &resource.schema.fields {
+            let value = row.fields.get(&field.name).cloned();
+            record.insert(
+                field.name.clone(),
+                value.unwrap_or_else(|| field.empty_value()),
+            );
+        }
+        record.insert(
+            "href".into(),
+            Value::String(format!("{collection_url}/{}", row.pkey)),
+        );
+        Value::Object(record).to_string()
+    }
+
+    #[test]
+    fn a_record_is_written_as_the_map_of_its_members_would_be() {
+        let mut store = Store::new(7);
+        let bodies = [
+            json!({"externalId": "c-1", "firstName": "Ada", "email": "ada@example.com"}),
+            json!({"externalId": "c-\"2\"", "lastName": "Ünïcödé \n line", "gender": "female"}),
+            json!({}),
+        ];
+        let mut pkeys = Vec::new();
+        for body in &bodies {
+            pkeys.push(store.create("profile", body).unwrap());
+        }
+        // A schema that changed under the records, with members named as the fixed ones.
+        // Rendered once before the change, so a kept member order would show.
+        serde_json::to_string(&store.rendered("profile", &pkeys[0], "u").unwrap()).unwrap();
+        let schema = store.schema_mut("profile").unwrap();
+        for (name, field_type) in [
+            ("href", FieldType::String),
+            ("Aaa", FieldType::Long),
+            ("PKey", FieldType::Boolean),
+        ] {
+            schema.fields.push(FieldDef {
+                name: name.into(),
+                label: name.into(),
+                field_type,
+                length: None,
+                values: Vec::new(),
+                read_only: false,
+            });
+        }
+        let url = "http://127.0.0.1:1/ORG/campaign/profileAndServicesExt/profile";
+        let resource = store.resource("profile").unwrap();
+        for pkey in &pkeys {
+            let row = &resource.rows[&resource.seq(pkey).unwrap()];
+            let written = serde_json::to_string(&store.rendered("profile", pkey, url).unwrap());
+            assert_eq!(written.unwrap(), rendered_through_a_map(resource, row, url));
+        }
+    }
 
     #[test]
     fn create_then_find_by_key_and_patch() {
@@ -458,7 +598,7 @@ mod tests {
         store
             .patch("profile", &pkey, &json!({"lastName": "Lovelace"}))
             .unwrap();
-        let record = store.get("profile", &pkey, "u").unwrap();
+        let record = serde_json::to_value(store.rendered("profile", &pkey, "u").unwrap()).unwrap();
         assert_eq!(record["lastName"], "Lovelace");
         assert_eq!(record["firstName"], "Ada");
     }

@@ -83,7 +83,9 @@ impl ApiResponse {
                 ),
                 ("OData-Version".to_string(), "4.0".to_string()),
             ],
-            body: body.to_string(),
+            // `to_string` rather than `Display`, which writes through a formatter piece by
+            // piece (half a page's cost); a `Value` always serializes.
+            body: serde_json::to_string(body).unwrap_or_default(),
         }
     }
 
