@@ -264,6 +264,18 @@ proptest! {
     }
 
     #[test]
+    fn campaign_date_texts_are_written_as_chrono_writes_them(
+        seconds in -8_000_000_000_000i64..8_000_000_000_000,
+        nanos in 0u32..2_000_000_000,
+    ) {
+        // Any instant chrono can hold, signed years and leap seconds included.
+        if let Some(at) = DateTime::from_timestamp(seconds, nanos) {
+            prop_assert_eq!(campaign_datetime_text(at), at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string());
+            prop_assert_eq!(campaign_date_text(at), at.format("%Y-%m-%d").to_string());
+        }
+    }
+
+    #[test]
     fn campaign_date_text_reads_back_as_the_same_instant(at in instant()) {
         prop_assert_eq!(parse_instant(&campaign_datetime_text(at)), Some(at));
         let rfc3339 = rfc3339_from_campaign(&campaign_datetime_text(at));
