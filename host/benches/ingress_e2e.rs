@@ -54,10 +54,29 @@ struct Simulators {
 
 impl Drop for Simulators {
     fn drop(&mut self) {
+        // Ctrl-C first, as an operator stops them: a profiler running the simulators
+        // (callgrind with `--trace-children=yes`) then writes their counts on the way out.
+        // A kill after a grace period in any case.
+        let interrupted = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        if interrupted {
+            let deadline = Instant::now() + SIMULATORS_STOP_GRACE;
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long the simulators get to stop after Ctrl-C (a profiled run writes its counts then).
+const SIMULATORS_STOP_GRACE: Duration = Duration::from_secs(60);
 
 impl Simulators {
     fn start(contacts: usize) -> Simulators {
