@@ -3,7 +3,7 @@
 //! input never panics; generated responses and files read back to what was generated. `fuzz/`
 //! drives the same entry points (`campaign_json`, `journal_page`, `optout_csv`).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use serde_json::{Value as Json, json};
@@ -273,6 +273,16 @@ proptest! {
             prop_assert_eq!(campaign_datetime_text(at), at.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string());
             prop_assert_eq!(campaign_date_text(at), at.format("%Y-%m-%d").to_string());
         }
+    }
+
+    #[test]
+    fn a_plain_date_reads_as_chrono_reads_it(year in 0u32..10_000, month in 0u32..14, day in 0u32..33) {
+        let text = format!("{year:04}-{month:02}-{day:02}");
+        let by_chrono = NaiveDate::parse_from_str(&text, "%Y-%m-%d")
+            .ok()
+            .and_then(|date| date.and_hms_opt(0, 0, 0))
+            .map(|instant| instant.and_utc());
+        prop_assert_eq!(parse_instant(&text), by_chrono);
     }
 
     #[test]

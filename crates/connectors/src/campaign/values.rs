@@ -58,6 +58,9 @@ pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
 }
 
 fn read_instant(text: &str) -> Option<DateTime<Utc>> {
+    if let Some(date) = plain_date(text) {
+        return date.and_hms_opt(0, 0, 0).map(|instant| instant.and_utc());
+    }
     if let Ok(instant) = DateTime::parse_from_rfc3339(text) {
         return Some(instant.with_timezone(&Utc));
     }
@@ -70,6 +73,27 @@ fn read_instant(text: &str) -> Option<DateTime<Utc>> {
         return date.and_hms_opt(0, 0, 0).map(|instant| instant.and_utc());
     }
     None
+}
+
+/// A date written exactly as `YYYY-MM-DD`, read without chrono's format strings (a mapped date
+/// of every record written comes so; chrono's `%Y-%m-%d` costs ~1,200 instructions a read);
+/// `None` for any other text, which the general readers then take.
+fn plain_date(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = *bytes else {
+        return None;
+    };
+    let digits = [y0, y1, y2, y3, m0, m1, d0, d1];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let number = |digits: &[u8]| {
+        digits
+            .iter()
+            .fold(0u32, |number, digit| number * 10 + u32::from(digit - b'0'))
+    };
+    let year = i32::try_from(number(&digits[..4])).ok()?;
+    NaiveDate::from_ymd_opt(year, number(&digits[4..6]), number(&digits[6..]))
 }
 
 /// Converts Campaign date text (or RFC 3339) to RFC 3339 with milliseconds; `None` if unreadable.
