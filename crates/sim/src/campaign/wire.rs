@@ -19,7 +19,9 @@ pub fn datetime_text(instant: DateTime<Utc>) -> String {
         return instant.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string();
     }
     // Every record written stamps `created` and `lastModified`: a direct write costs a
-    // quarter of chrono's format-string interpretation.
+    // quarter of chrono's format-string interpretation. The connector writes these dates
+    // with code of its own on purpose: the simulator stands in for Campaign, so it does not
+    // share the client's encoding (a bug there would then pass here too).
     let mut text = String::with_capacity(24);
     let _ = write!(
         text,
