@@ -220,7 +220,7 @@ fn format_version(read: &ReadTransaction, path: &Path) -> Result<u32, BackupErro
         .map_err(|error| BackupError::Copy(error.into()))?;
     for handle in names {
         let name = redb::TableHandle::name(&handle);
-        if !tables::ALL.contains(&name) {
+        if !tables::ALL.contains(&name) && !tables::RETIRED.contains(&name) {
             return Err(BackupError::UnknownTable {
                 path: path.to_path_buf(),
                 table: name.to_string(),
@@ -374,6 +374,81 @@ mod tests {
         let error = restore(&other, &target, false).unwrap_err();
         assert!(matches!(error, BackupError::NotAStore { .. }), "{error}");
         assert!(!target.exists(), "nothing was written");
+    }
+
+    /// A file as format 3 left it: its addresses in the retired string-keyed table.
+    fn format_3_file(path: &Path) {
+        let database = Database::create(path).unwrap();
+        let write = database.begin_write().unwrap();
+        {
+            let mut meta = write.open_table(META).unwrap();
+            meta.insert(META_FORMAT_VERSION, 3u32.to_le_bytes().as_slice())
+                .unwrap();
+            tables::create_all(&write).unwrap();
+            write.delete_table(tables::LOCATIONS).unwrap();
+            let mut old = write.open_table(tables::RETIRED_LOCATIONS).unwrap();
+            old.insert(
+                ("campaign https://one/\u{1f}profile\u{1f}externalId", "c-1"),
+                "https://one/p/@1",
+            )
+            .unwrap();
+            // Not a destination this build ever wrote: dropped, not moved.
+            old.insert(("no separators", "c-2"), "https://one/p/@2")
+                .unwrap();
+        }
+        write.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_3_file_restores_and_upgrades_with_its_addresses_moved_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.redb");
+        format_3_file(&old);
+        assert_eq!(check_backup(&old).unwrap(), 3);
+        let restored = dir.path().join("data").join("conduit.redb");
+        restore(&old, &restored, false).unwrap();
+        let key = |scope: &str, key: &str| {
+            crate::LocationKey::new(
+                scope,
+                &conduit_model::WriteRecord {
+                    target: conduit_model::Target {
+                        system: conduit_model::System::Campaign,
+                        table: "profile".into(),
+                        key_field: "externalId".into(),
+                    },
+                    key: key.into(),
+                    op: conduit_model::Operation::Upsert,
+                    fields: vec![],
+                },
+            )
+        };
+        let moved = [key("campaign https://one/", "c-1")];
+        let store = Store::open(&restored).unwrap();
+        assert_eq!(store.location_count().unwrap(), 1);
+        assert_eq!(
+            store.locations(&moved).unwrap(),
+            [Some("https://one/p/@1".to_string())]
+        );
+        assert_eq!(
+            store
+                .locations(&[key("campaign https://two/", "c-1")])
+                .unwrap(),
+            [None]
+        );
+        drop(store);
+        let names = table_names(&restored);
+        assert!(!names.contains(&"locations".to_string()), "{names:?}");
+        assert!(names.contains(&"location_by_key".to_string()), "{names:?}");
+
+        // Opened in place, the file is upgraded the same way.
+        let store = Store::open(&old).unwrap();
+        assert_eq!(
+            store.locations(&moved).unwrap(),
+            [Some("https://one/p/@1".to_string())]
+        );
+        drop(store);
+        assert!(!table_names(&old).contains(&"locations".to_string()));
+        assert_eq!(check_backup(&old).unwrap(), FORMAT_VERSION);
     }
 
     #[test]

@@ -42,9 +42,12 @@ use tables::{META, META_FORMAT_VERSION};
 
 /// The on-disk format this build writes and understands. Version 2 added the ledger; version
 /// 3 queues records in a binary form (`codec.rs`; JSON entries of older builds still read) and
-/// keeps destination addresses (`locations.rs`). An older file is upgraded in place when
-/// opened; an older build refuses a newer file instead of misreading its queue.
-pub const FORMAT_VERSION: u32 = 3;
+/// keeps destination addresses (`locations.rs`); version 4 keys those addresses by a 16-byte
+/// digest instead of the scope and key strings (a third of the pages a write step dirties in
+/// that table; the version 3 addresses are moved over on upgrade).
+/// An older file is upgraded in place when opened; an older build refuses a newer file instead
+/// of misreading its queue.
+pub const FORMAT_VERSION: u32 = 4;
 
 /// redb's page cache. Its default (1 GiB) keeps every page touched in memory, so a large
 /// backlog would grow the host's RSS with the file; the queue is only ever read at its head
@@ -328,16 +331,20 @@ impl Store {
     /// synced records notes that its ledger does not know them.
     fn upgrade(&self, from: u32) -> Result<(), StoreError> {
         let write = self.begin_write()?;
+        let mut moved_addresses = 0;
         {
             tables::create_all(&write)?;
             let mut meta = write.open_table(META)?;
             if from < 2 {
                 meta.insert(tables::META_LEDGER_PARTIAL, [1u8].as_slice())?;
             }
+            if from < 4 {
+                moved_addresses = locations::upgrade_from_format_3(&write)?;
+            }
             meta.insert(META_FORMAT_VERSION, FORMAT_VERSION.to_le_bytes().as_slice())?;
         }
         write.commit()?;
-        tracing::info!(from, to = FORMAT_VERSION, path = %self.path.display(), "upgraded the data file");
+        tracing::info!(from, to = FORMAT_VERSION, moved_addresses, path = %self.path.display(), "upgraded the data file");
         Ok(())
     }
 }

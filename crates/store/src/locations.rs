@@ -8,36 +8,87 @@
 //! A crash between the write and that commit only loses the hint, never a record. Entries are
 //! scoped by the sink's own scope (e.g. the Campaign instance's API base), so repointing a
 //! workflow at another instance never reuses one instance's addresses on another.
+//!
+//! The table is keyed by a 16-byte digest (SHA-256, truncated) of the scope, the table, the key
+//! field and the key, not by those strings: a key is written at a random place of the table for
+//! every new record, and with ~120-byte string keys each branch page held ~30 of them, so a
+//! write step of 1,000 records dirtied ~800 branch pages besides its leaves. A collision would
+//! hand one record another's address; at 128 bits it is not expected in the life of any store,
+//! and SHA-256 keeps a crafted key from making one.
 
 use redb::{ReadTransaction, ReadableTableMetadata, Table};
+use sha2::{Digest, Sha256};
 
-use super::tables::LOCATIONS;
+use super::tables::{LOCATIONS, RETIRED_LOCATIONS};
 use super::{Store, StoreError};
 use conduit_model::WriteRecord;
 
 /// The longest address kept: anything longer is not an address we should trust or store.
 const MAX_ADDRESS_BYTES: usize = 2048;
 
-/// The store's key of one destination record: its sink's scope with its table and key field,
-/// and its key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// The store's key of one destination record: a digest of its sink's scope, its table and key
+/// field, and its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LocationKey {
-    destination: String,
-    key: String,
+    digest: u128,
 }
 
 impl LocationKey {
     /// The key of `record`'s destination record in the sink scope `scope`.
     pub fn new(scope: &str, record: &WriteRecord) -> LocationKey {
+        LocationKey::from_parts([
+            scope,
+            record.target.table.as_str(),
+            record.target.key_field.as_str(),
+            record.key.as_str(),
+        ])
+    }
+
+    /// The key of the record `key` of `table` (by `key_field`) in the sink scope `scope`, given
+    /// in that order.
+    fn from_parts(parts: [&str; 4]) -> LocationKey {
+        let mut hasher = Sha256::new();
+        // Each part is preceded by its length, so no two different sets of parts meet.
+        for part in parts {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let hash = hasher.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hash[..16]);
         LocationKey {
-            // The unit separator cannot occur in a URL, a table or a field name.
-            destination: format!(
-                "{scope}\u{1f}{}\u{1f}{}",
-                record.target.table, record.target.key_field
-            ),
-            key: record.key.clone(),
+            digest: u128::from_be_bytes(first),
         }
     }
+}
+
+/// Moves the addresses of format 3 (keyed by `"<scope>\u{1f}<table>\u{1f}<key field>"` and the
+/// key) into the digest-keyed table and deletes the old table; returns how many moved. An
+/// entry whose destination does not split into its three parts is dropped: it is only a hint.
+pub(super) fn upgrade_from_format_3(write: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let mut moved = 0;
+    {
+        let old = match write.open_table(RETIRED_LOCATIONS) {
+            Ok(old) => old,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(error) => return Err(error.into()),
+        };
+        let mut new = write.open_table(LOCATIONS)?;
+        for entry in redb::ReadableTable::iter(&old)? {
+            let (key, address) = entry?;
+            let (destination, record_key) = key.value();
+            let mut parts = destination.splitn(3, '\u{1f}');
+            if let (Some(scope), Some(table), Some(field)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                let digest = LocationKey::from_parts([scope, table, field, record_key]).digest;
+                new.insert(digest, address.value())?;
+                moved += 1;
+            }
+        }
+    }
+    write.delete_table(RETIRED_LOCATIONS)?;
+    Ok(moved)
 }
 
 /// What a write changes in a record's known address.
@@ -79,9 +130,8 @@ pub(super) fn read_in<K: std::borrow::Borrow<LocationKey>>(
     keys.iter()
         .map(|key| {
             let Some(key) = key else { return Ok(None) };
-            let key = key.borrow();
             Ok(table
-                .get((key.destination.as_str(), key.key.as_str()))?
+                .get(key.borrow().digest)?
                 .map(|address| address.value().to_owned()))
         })
         .collect()
@@ -89,11 +139,11 @@ pub(super) fn read_in<K: std::borrow::Borrow<LocationKey>>(
 
 /// Applies a write step's address changes inside its transaction.
 pub(super) fn apply(
-    table: &mut Table<(&str, &str), &str>,
+    table: &mut Table<u128, &str>,
     changes: &[(LocationKey, LocationChange)],
 ) -> Result<(), StoreError> {
     for (key, change) in changes {
-        let entry = (key.destination.as_str(), key.key.as_str());
+        let entry = key.digest;
         match change {
             LocationChange::Set(address) if address.len() <= MAX_ADDRESS_BYTES => {
                 // The writer sends only changed addresses: one traversal, no lookup first.
@@ -150,11 +200,11 @@ mod tests {
         commit(
             &store,
             vec![
-                (a.clone(), LocationChange::Set("https://one/p/@1".into())),
-                (b.clone(), LocationChange::Set("https://one/p/@2".into())),
+                (a, LocationChange::Set("https://one/p/@1".into())),
+                (b, LocationChange::Set("https://one/p/@2".into())),
             ],
         );
-        let all = [a.clone(), b.clone(), other_instance, other_table];
+        let all = [a, b, other_instance, other_table];
         assert_eq!(
             store.locations(&all).unwrap(),
             [
@@ -167,8 +217,8 @@ mod tests {
         commit(
             &store,
             vec![
-                (a.clone(), LocationChange::Set("https://one/p/@9".into())),
-                (b.clone(), LocationChange::Forget),
+                (a, LocationChange::Set("https://one/p/@9".into())),
+                (b, LocationChange::Forget),
             ],
         );
         drop(store);
@@ -181,16 +231,37 @@ mod tests {
     }
 
     #[test]
+    fn keys_differ_wherever_the_parts_differ_even_when_their_text_joins_the_same() {
+        let key = |scope: &str, table: &str, field: &str, key: &str| {
+            let mut record = record(table, key);
+            record.target.key_field = field.into();
+            LocationKey::new(scope, &record)
+        };
+        let base = key("s", "profile", "externalId", "c-1");
+        assert_eq!(base, key("s", "profile", "externalId", "c-1"));
+        for other in [
+            key("sp", "rofile", "externalId", "c-1"),
+            key("s", "profil", "eexternalId", "c-1"),
+            key("s", "profile", "externalI", "dc-1"),
+            key("s", "profile", "externalId", "c-2"),
+            key("t", "profile", "externalId", "c-1"),
+            key("s", "profile", "email", "c-1"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
     fn an_address_too_long_to_be_one_is_not_kept_and_drops_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
         let key = LocationKey::new("campaign https://one/", &record("profile", "c-1"));
         commit(
             &store,
-            vec![(key.clone(), LocationChange::Set("https://one/p/@1".into()))],
+            vec![(key, LocationChange::Set("https://one/p/@1".into()))],
         );
         let huge = format!("https://one/{}", "x".repeat(MAX_ADDRESS_BYTES));
-        commit(&store, vec![(key.clone(), LocationChange::Set(huge))]);
+        commit(&store, vec![(key, LocationChange::Set(huge))]);
         assert_eq!(store.locations(&[key]).unwrap(), [None]);
     }
 }

@@ -42,9 +42,18 @@ pub(super) const META_LEDGER_PARTIAL: &str = "ledger_partial";
 /// The audit trail: id -> JSON of an `AuditEntry`.
 pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
-/// Where destination records live, as their sinks last said: (sink scope, table and key
-/// field; key) -> address (see `locations.rs`).
-pub(super) const LOCATIONS: TableDefinition<(&str, &str), &str> = TableDefinition::new("locations");
+/// Where destination records live, as their sinks last said: digest of (sink scope, table,
+/// key field, key) -> address (see `locations.rs`).
+pub(super) const LOCATIONS: TableDefinition<u128, &str> = TableDefinition::new("location_by_key");
+
+/// The address table of format 3, keyed by the scope and key strings themselves: moved into
+/// [`LOCATIONS`] and deleted when a file is upgraded.
+pub(super) const RETIRED_LOCATIONS: TableDefinition<(&str, &str), &str> =
+    TableDefinition::new("locations");
+
+/// Tables of older formats: a backup may hold them, an upgrade deletes them, nothing copies
+/// them.
+pub(super) const RETIRED: [&str; 1] = ["locations"];
 
 /// Counter names.
 pub(super) mod counter {
@@ -97,7 +106,7 @@ pub(super) const ALL: [&str; 11] = [
     "ledger",
     "reread",
     "audit",
-    "locations",
+    "location_by_key",
 ];
 
 /// Copies every table of `read` into `write` (for backups and restores); returns the
@@ -116,7 +125,22 @@ pub(super) fn copy_all(
         + copy(read, write, LEDGER)?
         + copy(read, write, REREAD)?
         + copy(read, write, AUDIT)?
-        + copy(read, write, LOCATIONS)?)
+        + copy(read, write, LOCATIONS)?
+        + copy_retired(read, write, RETIRED_LOCATIONS)?)
+}
+
+/// Copies a table of an older format when `read` holds it (a backup of an older store), so that
+/// opening the copy upgrades it as it would have upgraded the original.
+fn copy_retired<K: redb::Key + 'static, V: redb::Value + 'static>(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<u64, crate::StoreError> {
+    match read.open_table(table) {
+        Ok(_) => copy(read, write, table),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Copies one table, entry by entry in key order; a table missing from `read` (an older
