@@ -5,8 +5,16 @@
 //! first load into a populated instance: the refused POST, the lookup and the PATCH).
 //!
 //! The simulator runs in a child process (this same binary, re-run with
-//! `CONDUIT_BENCH_ROLE=campaign-sim`) so that the CPU time measured here is the connector's alone.
-//! Run: `cargo bench -p conduit --bench campaign_sink` (optional `-- <records>`).
+//! `CONDUIT_BENCH_ROLE=campaign-sim`) so that the CPU time measured here is the connector's alone;
+//! the child's own CPU time per record is reported beside it.
+//!
+//! Last, the same number of POSTs is sent by a bare pooled hyper client (the client the
+//! connector is built on, with nothing of the connector around it) to a bare axum server in the
+//! same child process that answers every POST with a fixed `PKey` and `href`: the floor of one
+//! HTTP/1.1 call per record over loopback on this machine, for both ends. The connector's and
+//! the simulator's CPU per record are divided by it in the same run.
+//! Run: `cargo bench -p conduit --bench campaign_sink` (optional `-- <records>`, `limit=<n>` for
+//! one concurrency limit, `create-only` to skip the update passes).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -19,7 +27,7 @@ use conduit_model::{Operation, System, Target, Value, WriteRecord};
 use conduit_sim::campaign::{CampaignSim, CampaignSimOptions};
 
 mod support;
-use support::process_cpu_time;
+use support::{cpu_time_of, process_cpu_time};
 
 const ROLE_VARIABLE: &str = "CONDUIT_BENCH_ROLE";
 const BATCH: usize = 500;
@@ -33,6 +41,20 @@ fn main() {
         .skip(1)
         .find_map(|arg| arg.parse().ok())
         .unwrap_or(10_000);
+    // `limit=<n>` measures one concurrency limit only; `create-only` skips the update passes
+    // (for a profile of the create path against the floor).
+    let limits: Vec<usize> = match std::env::args().find_map(|arg| {
+        arg.strip_prefix("limit=")
+            .map(|limit| limit.parse().expect("limit=<number>"))
+    }) {
+        Some(limit) => vec![limit],
+        None => vec![1, 8, 32],
+    };
+    let labels: &[&str] = if std::env::args().any(|arg| arg == "create-only") {
+        &["create"]
+    } else {
+        &["create", "update", "update-nohref"]
+    };
     let executable = std::env::current_exe().expect("the bench knows its own path");
     let mut child = Command::new(executable)
         .env(ROLE_VARIABLE, "campaign-sim")
@@ -41,10 +63,15 @@ fn main() {
         .spawn()
         .expect("start the simulator process");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let origin = lines
-        .next()
-        .expect("the simulator prints its origin")
-        .expect("readable simulator output");
+    let mut next_line = || {
+        lines
+            .next()
+            .expect("the child prints its origins")
+            .expect("readable child output")
+    };
+    let origin = next_line();
+    let floor_origin = next_line();
+    let child_stat = format!("/proc/{}/stat", child.id());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -52,10 +79,11 @@ fn main() {
         .expect("tokio runtime");
     println!("Campaign sink: {records} records per run, batches of {BATCH}, simulator at {origin}");
     println!(
-        "{:<14} {:<8} {:>12} {:>16}",
-        "write", "limit", "records/s", "host CPU us/rec"
+        "{:<14} {:<8} {:>12} {:>16} {:>18}",
+        "write", "limit", "records/s", "host CPU us/rec", "server CPU us/rec"
     );
-    for (round, concurrency) in [1usize, 8, 32].into_iter().enumerate() {
+    let mut create_cpu = Vec::new();
+    for (round, concurrency) in limits.into_iter().enumerate() {
         let connector = connector(&origin, concurrency);
         runtime
             .block_on(connector.check())
@@ -63,7 +91,7 @@ fn main() {
         // Create the keys (learning their hrefs), update them at those hrefs, then update them
         // again as if the hrefs had never been learnt.
         let mut hrefs: Vec<Option<String>> = vec![None; records];
-        for label in ["create", "update", "update-nohref"] {
+        for &label in labels {
             let batch: Vec<WriteRecord> = (0..records)
                 .map(|index| record(round, index, label))
                 .collect();
@@ -72,6 +100,7 @@ fn main() {
                 _ => vec![None; records],
             };
             let cpu_before = process_cpu_time();
+            let server_before = cpu_time_of(&child_stat);
             let started = Instant::now();
             runtime.block_on(async {
                 for (chunk, (known, learnt)) in batch
@@ -89,22 +118,142 @@ fn main() {
                     }
                 }
             });
-            let elapsed = started.elapsed();
-            let cpu = process_cpu_time().saturating_sub(cpu_before);
-            println!(
-                "{:<14} {:<8} {:>12.0} {:>16.1}",
-                label,
-                concurrency,
-                records as f64 / elapsed.as_secs_f64(),
-                cpu.as_secs_f64() * 1e6 / records as f64
-            );
+            let pass = Pass::since(started, cpu_before, server_before, &child_stat, records);
+            pass.print(label, concurrency);
+            if label == "create" {
+                create_cpu.push((concurrency, pass));
+            }
         }
+    }
+    for (concurrency, create) in create_cpu {
+        let server_before = cpu_time_of(&child_stat);
+        let cpu_before = process_cpu_time();
+        let started = Instant::now();
+        runtime.block_on(bare_posts(&floor_origin, concurrency, records));
+        let floor = Pass::since(started, cpu_before, server_before, &child_stat, records);
+        floor.print("floor (bare)", concurrency);
+        println!(
+            "  create / floor at limit {concurrency}: client CPU {:.2}x, server CPU {:.2}x",
+            create.client_us / floor.client_us,
+            create.server_us / floor.server_us
+        );
     }
     if let Some(stdin) = child.stdin.as_mut() {
         let _ = stdin.write_all(b"stop\n");
     }
     drop(child.stdin.take());
     let _ = child.wait();
+}
+
+/// What one pass measured: its rate and both processes' CPU per record.
+struct Pass {
+    records_per_second: f64,
+    client_us: f64,
+    server_us: f64,
+}
+
+impl Pass {
+    fn since(
+        started: Instant,
+        cpu_before: Duration,
+        server_before: Duration,
+        child_stat: &str,
+        records: usize,
+    ) -> Pass {
+        let elapsed = started.elapsed();
+        let per_record = |cpu: Duration| cpu.as_secs_f64() * 1e6 / records as f64;
+        Pass {
+            records_per_second: records as f64 / elapsed.as_secs_f64(),
+            client_us: per_record(process_cpu_time().saturating_sub(cpu_before)),
+            server_us: per_record(cpu_time_of(child_stat).saturating_sub(server_before)),
+        }
+    }
+
+    fn print(&self, label: &str, concurrency: usize) {
+        println!(
+            "{:<14} {:<8} {:>12.0} {:>16.1} {:>18.1}",
+            label, concurrency, self.records_per_second, self.client_us, self.server_us
+        );
+    }
+}
+
+/// The floor: `records` POSTs of a profile-sized body from a bare pooled hyper client, at most
+/// `concurrency` at a time, each answer's `PKey` and `href` read as the connector reads them.
+async fn bare_posts(origin: &str, concurrency: usize, records: usize) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code, non_snake_case)]
+    struct Created<'a> {
+        PKey: &'a str,
+        href: &'a str,
+    }
+
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    let client: Client<HttpConnector, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .pool_timer(TokioTimer::new())
+        .build(tcp);
+    let uri: http::Uri = format!("{origin}/profile").parse().expect("floor URI");
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let uri = uri.clone();
+        workers.spawn(async move {
+            for index in (worker..records).step_by(concurrency) {
+                let body = format!(
+                    r#"{{"externalId":"floor-{index}","email":"p{index}@example.com","firstName":"floor{index}","birthDate":"1990-02-03","blackListEmail":{}}}"#,
+                    index.is_multiple_of(7)
+                );
+                let request = http::Request::post(uri.clone())
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .header(http::header::AUTHORIZATION, "Bearer floor-token")
+                    .header("x-api-key", "floor-client")
+                    .body(Full::new(bytes::Bytes::from(body)))
+                    .expect("floor request");
+                let response = client.request(request).await.expect("floor POST");
+                assert!(response.status().is_success(), "floor POST refused");
+                let body = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("floor answer")
+                    .to_bytes();
+                let created: Created<'_> =
+                    serde_json::from_slice(&body).expect("floor answer is JSON");
+                std::hint::black_box(created);
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("floor worker");
+    }
+}
+
+/// The floor's server: answers every POST with a fixed created profile, reading its body.
+async fn serve_floor() -> std::io::Result<(String, tokio::task::JoinHandle<()>)> {
+    const CREATED: &str = r#"{"PKey":"@floor-pkey","href":"http://127.0.0.1/profileAndServicesExt/profile/@floor-pkey"}"#;
+    let router = axum::Router::new().route(
+        "/profile",
+        axum::routing::post(|body: bytes::Bytes| async move {
+            std::hint::black_box(body);
+            (
+                axum::http::StatusCode::CREATED,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                CREATED,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://{}", listener.local_addr()?);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok((origin, task))
 }
 
 fn connector(origin: &str, concurrency: usize) -> CampaignConnector {
@@ -162,7 +311,9 @@ fn serve_simulator() {
             .serve("127.0.0.1:0".parse().expect("loopback address"))
             .await
             .expect("serve the simulator");
+        let (floor_origin, floor) = serve_floor().await.expect("serve the floor");
         println!("{}", server.origin());
+        println!("{floor_origin}");
         let _ = std::io::stdout().flush();
         // Serve until the parent closes our stdin.
         let _ = tokio::task::spawn_blocking(|| {
@@ -170,6 +321,7 @@ fn serve_simulator() {
             let _ = std::io::stdin().read_line(&mut line);
         })
         .await;
+        floor.abort();
         server.shutdown().await;
     });
 }

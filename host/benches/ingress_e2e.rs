@@ -308,6 +308,7 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
             assert!(reply.status().is_success(), "fault injection refused");
         }
         let host_cpu_before = process_cpu_time();
+        let host_writes_before = DiskWrites::of_this_process();
         let sims_cpu_before = sims.cpu_time();
         let started = Instant::now();
         let mut max_backlog = 0u64;
@@ -350,6 +351,7 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
         };
         let elapsed = started.elapsed();
         let host_cpu = process_cpu_time().saturating_sub(host_cpu_before);
+        let host_writes = DiskWrites::of_this_process().since(host_writes_before);
         let sims_cpu = sims.cpu_time().saturating_sub(sims_cpu_before);
         let data_file = runtime::store_path(&dir.path().join("data"));
         let file_mib = std::fs::metadata(&data_file)
@@ -387,6 +389,12 @@ fn run(scenario: Scenario, contacts: usize) -> f64 {
                     groups.steps,
                     groups.transactions,
                     groups.steps.saturating_sub(groups.transactions)
+                );
+                println!(
+                    "  writes per record: {:.2} write calls handed {:.1} KiB (HTTP included), {:.1} KiB sent to storage; data file {file_mib:.0} MiB",
+                    host_writes.calls as f64 / records,
+                    host_writes.handed as f64 / 1024.0 / records,
+                    host_writes.stored as f64 / 1024.0 / records
                 );
             }
             Scenario::Backlog => {
@@ -447,6 +455,47 @@ fn main() {
                     .expect("the bench re-runs itself");
                 assert!(status.success(), "the {name} scenario failed");
             }
+        }
+    }
+}
+
+/// What this process has written, from `/proc/self/io` (zero where it cannot be read).
+/// `write_bytes` depends on when the kernel writes dirty pages back (a page dirtied again
+/// before its writeback counts once), so builds are compared by the write calls and the
+/// bytes handed to them, which do not.
+#[derive(Debug, Clone, Copy, Default)]
+struct DiskWrites {
+    /// `syscw`: write-like system calls (files and sockets).
+    calls: u64,
+    /// `wchar`: bytes handed to those calls (the HTTP requests included).
+    handed: u64,
+    /// `write_bytes`: bytes this process caused to be sent to storage.
+    stored: u64,
+}
+
+impl DiskWrites {
+    /// This process's totals so far.
+    fn of_this_process() -> DiskWrites {
+        let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            io.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        DiskWrites {
+            calls: field("syscw"),
+            handed: field("wchar"),
+            stored: field("write_bytes"),
+        }
+    }
+
+    /// What was written between `earlier` and these totals.
+    fn since(self, earlier: DiskWrites) -> DiskWrites {
+        DiskWrites {
+            calls: self.calls.saturating_sub(earlier.calls),
+            handed: self.handed.saturating_sub(earlier.handed),
+            stored: self.stored.saturating_sub(earlier.stored),
         }
     }
 }
