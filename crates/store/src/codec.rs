@@ -2,10 +2,12 @@
 //! record is encoded once by the reader and decoded at least once by the writer, so its cost
 //! is paid per record on the hot path.
 //!
-//! A record is a version byte (`1`) then its fields in `postcard` (varints, length-prefixed
+//! A record is a version byte (`2`) then its fields in `postcard` (varints, length-prefixed
 //! strings, no field names), through a mirror of the model's types whose variant order is part
 //! of the format: new variants go last, and a change of shape takes a new version byte. The
-//! mirror borrows the record's strings when encoding, so nothing is copied twice.
+//! mirror borrows the record's strings when encoding, so nothing is copied twice. Version 2 is
+//! version 1 followed by the record's address slot (an optional varint); records of version 1
+//! read without one.
 //!
 //! Records queued by an older build are JSON; they start with `{`, which is never a version
 //! byte, and are decoded as before, so an upgrade with a backlog loses nothing.
@@ -18,8 +20,10 @@ use super::StoreError;
 use super::record::QueuedRecord;
 use conduit_model::{Operation, Phase, System, Target, Value, WriteRecord};
 
-/// The version byte of the current binary form.
+/// The version byte of the first binary form (format 3 and 4 stores).
 const BINARY_V1: u8 = 1;
+/// The version byte of the current binary form: version 1's fields, then the address slot.
+const BINARY_V2: u8 = 2;
 
 /// A queued record as decoded (`WireOut` writes the same bytes; the tests encode this too, to
 /// hold the two to one form).
@@ -152,10 +156,12 @@ pub(super) fn encode_queued(queued: &QueuedRecord) -> Vec<u8> {
         deferred_since_ms: queued.deferred_since_ms,
     };
     let mut bytes = Vec::with_capacity(ENCODED_GUESS);
-    bytes.push(BINARY_V1);
+    bytes.push(BINARY_V2);
     // Encoding plain data into a growing Vec cannot fail (postcard fails only on a full
     // fixed-size buffer or a sequence of unknown length, neither of which occurs here).
-    postcard::to_extend(&wire, bytes).unwrap_or_default()
+    postcard::to_extend(&wire, bytes)
+        .and_then(|bytes| postcard::to_extend(&queued.address_slot, bytes))
+        .unwrap_or_default()
 }
 
 impl QueuedRecord {
@@ -174,14 +180,17 @@ impl QueuedRecord {
 /// Decodes a queue entry: the binary form, or the JSON of a record queued by an older build.
 /// `seq` is the entry's key (not stored in the value).
 pub(super) fn decode_queued(seq: u64, bytes: &[u8]) -> Result<QueuedRecord, StoreError> {
+    let damaged = |source| StoreError::DecodeBinary {
+        what: "queued record",
+        source,
+    };
     let mut queued = match bytes.split_first() {
-        Some((&BINARY_V1, rest)) => {
-            let wire: Wire<'_> =
-                postcard::from_bytes(rest).map_err(|source| StoreError::DecodeBinary {
-                    what: "queued record",
-                    source,
-                })?;
-            from_wire(wire)
+        Some((&BINARY_V1, rest)) => from_wire(postcard::from_bytes(rest).map_err(damaged)?),
+        Some((&BINARY_V2, rest)) => {
+            let (wire, slot) = postcard::take_from_bytes::<Wire<'_>>(rest).map_err(damaged)?;
+            let mut queued = from_wire(wire);
+            queued.address_slot = postcard::from_bytes(slot).map_err(damaged)?;
+            queued
         }
         _ => super::decode_json::<QueuedRecord>("queued record", bytes)?,
     };
@@ -213,6 +222,7 @@ fn from_wire(wire: Wire<'_>) -> QueuedRecord {
         not_before_ms: wire.not_before_ms,
         last_reason: wire.last_reason.map(Cow::into_owned),
         deferred_since_ms: wire.deferred_since_ms,
+        address_slot: None,
     }
 }
 
@@ -263,12 +273,22 @@ mod tests {
                 any::<i64>(),
                 proptest::option::of(".*"),
                 proptest::option::of(any::<i64>()),
+                proptest::option::of(any::<u64>()),
             ),
         )
             .prop_map(
                 |(
                     (system, table, key, op, fields),
-                    (origin, attempts, queued_at_ms, phase, not_before_ms, last_reason, since),
+                    (
+                        origin,
+                        attempts,
+                        queued_at_ms,
+                        phase,
+                        not_before_ms,
+                        last_reason,
+                        since,
+                        slot,
+                    ),
                 )| QueuedRecord {
                     seq: 0,
                     record: WriteRecord {
@@ -288,12 +308,20 @@ mod tests {
                     not_before_ms,
                     last_reason,
                     deferred_since_ms: since,
+                    address_slot: slot,
                 },
             )
     }
 
-    /// The record encoded through `Wire`, the decoder's own mirror.
+    /// The record encoded through `Wire`, the decoder's own mirror, as version 2.
     fn mirror_bytes(queued: &QueuedRecord) -> Vec<u8> {
+        let mut bytes = mirror_v1_bytes(queued);
+        bytes[0] = BINARY_V2;
+        postcard::to_extend(&queued.address_slot, bytes).unwrap()
+    }
+
+    /// The record as a format 3 or 4 store queued it (version 1, no slot).
+    fn mirror_v1_bytes(queued: &QueuedRecord) -> Vec<u8> {
         let record = &queued.record;
         let wire = Wire {
             system: record.target.system,
@@ -331,13 +359,18 @@ mod tests {
             prop_assert_eq!(encode_queued(&record), mirror_bytes(&record));
             let json = serde_json::to_vec(&record).unwrap();
             prop_assert_eq!(&decode_queued(seq, &json).unwrap(), &expected);
+            // A record queued by a format 3 or 4 store reads as itself without a slot.
+            expected.address_slot = None;
+            prop_assert_eq!(&decode_queued(seq, &mirror_v1_bytes(&record)).unwrap(), &expected);
         }
 
         #[test]
         fn damaged_entries_are_errors_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let mut damaged = vec![BINARY_V1];
-            damaged.extend(bytes);
-            let _ = decode_queued(1, &damaged);
+            for version in [BINARY_V1, BINARY_V2] {
+                let mut damaged = vec![version];
+                damaged.extend(&bytes);
+                let _ = decode_queued(1, &damaged);
+            }
         }
     }
 

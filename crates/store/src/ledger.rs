@@ -12,6 +12,13 @@
 //!
 //! Hashes, not values, are kept: the ledger must not hold a second copy of personal data, and
 //! a hash that changes meaning after an upgrade only costs one extra write, never a lost one.
+//!
+//! Each entry also holds the record's *address slot*: a number the reader gives a key the first
+//! time it queues it, from a counter that only grows. The queued record carries it to the
+//! writer, which keeps the record's destination address under it (`locations.rs`). Keys come
+//! from the source in no useful order, so an address table keyed by them takes every new
+//! record at a random place; slots are handed out in reading order, so the writer's new
+//! addresses land at the end of their table.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -36,8 +43,9 @@ pub enum LedgerPolicy {
 /// What the ledger decided about one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Decision {
-    /// Queue it.
-    Queue,
+    /// Queue it, with the address slot of its key (none when the ledger is off, or for a
+    /// delete of a key the ledger never knew).
+    Queue(Option<u64>),
     /// Every field is as last sent.
     Unchanged,
     /// A delete of a record Conduit never wrote.
@@ -58,15 +66,17 @@ pub(super) fn destination_name(system: System, table: &str) -> String {
     format!("{system}/{table}")
 }
 
-/// Decides about one record and updates its ledger entry to match.
+/// Decides about one record and updates its ledger entry to match. A key queued for the
+/// first time (or whose entry predates slots) takes `next_slot`, which then moves on.
 pub(super) fn decide(
     ledger: &mut Table<(&str, &str), &[u8]>,
     record: &WriteRecord,
     policy: LedgerPolicy,
     deletes_need_ownership: bool,
+    next_slot: &mut u64,
 ) -> Result<Decision, StoreError> {
     if policy == LedgerPolicy::Off {
-        return Ok(Decision::Queue);
+        return Ok(Decision::Queue(None));
     }
     let destination = destination(record);
     let stored = ledger
@@ -77,9 +87,13 @@ pub(super) fn decide(
             return Ok(Decision::NotOwned);
         }
         ledger.remove((destination.as_str(), record.key.as_str()))?;
-        return Ok(Decision::Queue);
+        // The writer forgets the address kept under the slot; the key's next life takes a new one.
+        return Ok(Decision::Queue(stored.and_then(|entry| entry.slot)));
     }
-    let mut entry = stored.unwrap_or_default();
+    let Entry {
+        slot,
+        fields: mut entry,
+    } = stored.unwrap_or_default();
     let fields: Vec<(u64, u64)> = record
         .fields
         .iter()
@@ -99,11 +113,16 @@ pub(super) fn decide(
             Err(at) => entry.insert(at, (name, value)),
         }
     }
+    let slot = slot.unwrap_or_else(|| {
+        let given = *next_slot;
+        *next_slot = next_slot.saturating_add(1);
+        given
+    });
     ledger.insert(
         (destination.as_str(), record.key.as_str()),
-        encode(&entry).as_slice(),
+        encode(Some(slot), &entry).as_slice(),
     )?;
-    Ok(Decision::Queue)
+    Ok(Decision::Queue(Some(slot)))
 }
 
 /// Forgets the field values sent for a record whose write was refused, so that its next
@@ -115,9 +134,11 @@ pub(super) fn forget_values(
 ) -> Result<(), StoreError> {
     let destination = destination(record);
     let key = (destination.as_str(), record.key.as_str());
-    if ledger.get(key)?.is_some() {
-        ledger.insert(key, encode(&[UNKNOWN_VALUES]).as_slice())?;
-    }
+    let slot = match ledger.get(key)? {
+        Some(bytes) => decode(bytes.value()).slot,
+        None => return Ok(()),
+    };
+    ledger.insert(key, encode(slot, &[UNKNOWN_VALUES]).as_slice())?;
     Ok(())
 }
 
@@ -148,10 +169,24 @@ fn hash_value(value: &Value) -> u64 {
     hasher.finish()
 }
 
-/// Entries are sorted `(name hash, value hash)` pairs, 16 bytes each, little-endian.
-fn encode(entry: &[(u64, u64)]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(entry.len() * 16);
-    for (name, value) in entry {
+/// One ledger entry as decoded.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Entry {
+    /// The key's address slot (none in an entry written before format 5).
+    slot: Option<u64>,
+    /// Sorted `(name hash, value hash)` pairs.
+    fields: Vec<(u64, u64)>,
+}
+
+/// An entry is its slot (8 bytes, little-endian), then sorted `(name hash, value hash)` pairs,
+/// 16 bytes each. Entries of format 4 and older hold the pairs alone: their length is a
+/// multiple of 16, where a slot makes it 8 more.
+fn encode(slot: Option<u64>, fields: &[(u64, u64)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + fields.len() * 16);
+    if let Some(slot) = slot {
+        bytes.extend_from_slice(&slot.to_le_bytes());
+    }
+    for (name, value) in fields {
         bytes.extend_from_slice(&name.to_le_bytes());
         bytes.extend_from_slice(&value.to_le_bytes());
     }
@@ -159,8 +194,15 @@ fn encode(entry: &[(u64, u64)]) -> Vec<u8> {
 }
 
 /// A malformed entry decodes as far as it is whole: at worst one record is written again.
-fn decode(bytes: &[u8]) -> Vec<(u64, u64)> {
-    let mut entry: Vec<(u64, u64)> = bytes
+fn decode(bytes: &[u8]) -> Entry {
+    let (slot, pairs) = match bytes.len() % 16 {
+        8 => {
+            let (slot, pairs) = bytes.split_at(8);
+            (slot.try_into().ok().map(u64::from_le_bytes), pairs)
+        }
+        _ => (None, bytes),
+    };
+    let mut fields: Vec<(u64, u64)> = pairs
         .chunks_exact(16)
         .filter_map(|chunk| {
             let name = u64::from_le_bytes(chunk[..8].try_into().ok()?);
@@ -168,8 +210,8 @@ fn decode(bytes: &[u8]) -> Vec<(u64, u64)> {
             Some((name, value))
         })
         .collect();
-    entry.sort_unstable();
-    entry
+    fields.sort_unstable();
+    Entry { slot, fields }
 }
 
 #[cfg(test)]
@@ -178,8 +220,30 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_values_of_different_types_hash_apart() {
-        let entry = vec![(1, 2), (3, 4)];
-        assert_eq!(decode(&encode(&entry)), entry);
+        let fields = vec![(1, 2), (3, 4)];
+        for slot in [None, Some(0), Some(u64::MAX)] {
+            let entry = decode(&encode(slot, &fields));
+            assert_eq!(
+                entry,
+                Entry {
+                    slot,
+                    fields: fields.clone()
+                }
+            );
+        }
+        // An entry of format 4 (pairs only) reads without a slot.
+        let mut old = Vec::new();
+        for (name, value) in &fields {
+            old.extend_from_slice(&name.to_le_bytes());
+            old.extend_from_slice(&value.to_le_bytes());
+        }
+        assert_eq!(
+            decode(&old),
+            Entry {
+                slot: None,
+                fields: fields.clone()
+            }
+        );
         assert_ne!(
             hash_value(&Value::Text("1".into())),
             hash_value(&Value::Integer(1))

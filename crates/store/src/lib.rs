@@ -45,10 +45,12 @@ use tables::{META, META_FORMAT_VERSION};
 /// keeps destination addresses (`locations.rs`); version 4 keys those addresses by a 16-byte
 /// digest instead of the scope and key strings (0.91x the write calls and 0.85x the bytes the
 /// host sent to storage over a 1M-record initial load; the version 3 addresses are moved over
-/// on upgrade).
+/// on upgrade); version 5 gives each Ingress key an address slot in its ledger entry and
+/// queued record, and keeps the addresses of such keys by slot (`locations.rs`; addresses kept
+/// by digest are still read, and move to their slot when they next change).
 /// An older file is upgraded in place when opened; an older build refuses a newer file instead
 /// of misreading its queue.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// redb's page cache. Its default (1 GiB) keeps every page touched in memory, so a large
 /// backlog would grow the host's RSS with the file; the queue is only ever read at its head

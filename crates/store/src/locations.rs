@@ -16,11 +16,20 @@
 //! collision would
 //! hand one record another's address; at 128 bits it is not expected in the life of any store,
 //! and SHA-256 keeps a crafted key from making one.
+//!
+//! Even so, a random place per new record meant a 1,000-record write step rewrote ~1,000
+//! leaves of a large table. So a record whose key has an *address slot* (Ingress: the ledger
+//! gives each key a number in reading order, see `ledger.rs`) keeps its address in a second
+//! table keyed by that slot, where new records land at the end. Its entry holds the digest too,
+//! and an address is only handed out when the digest matches, so a slot can never lend one
+//! record's address to another (a key that changed its scope or key field, a slot reused by a
+//! later life of the key). Records without a slot (Egress, Opt-in/out) and addresses kept
+//! before format 5 stay in the digest table, which is read when the slot's entry has nothing.
 
-use redb::{ReadTransaction, ReadableTableMetadata, Table};
+use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table};
 use sha2::{Digest, Sha256};
 
-use super::tables::{LOCATIONS, RETIRED_LOCATIONS};
+use super::tables::{LOCATIONS, RETIRED_LOCATIONS, SLOT_LOCATIONS};
 use super::{Store, StoreError};
 use conduit_model::WriteRecord;
 
@@ -28,10 +37,11 @@ use conduit_model::WriteRecord;
 const MAX_ADDRESS_BYTES: usize = 2048;
 
 /// The store's key of one destination record: a digest of its sink's scope, its table and key
-/// field, and its key.
+/// field, and its key; and the key's address slot, when it has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LocationKey {
     digest: u128,
+    slot: Option<u64>,
 }
 
 impl LocationKey {
@@ -59,8 +69,29 @@ impl LocationKey {
         first.copy_from_slice(&hash[..16]);
         LocationKey {
             digest: u128::from_be_bytes(first),
+            slot: None,
         }
     }
+
+    /// The same key, kept under the address slot `slot` (see the module doc).
+    pub(super) fn in_slot(self, slot: Option<u64>) -> LocationKey {
+        LocationKey { slot, ..self }
+    }
+}
+
+/// A slot table entry: the key's digest (big-endian), then the address.
+fn slot_entry(digest: u128, address: &str) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(16 + address.len());
+    entry.extend_from_slice(&digest.to_be_bytes());
+    entry.extend_from_slice(address.as_bytes());
+    entry
+}
+
+/// The address in a slot table entry, when the entry is whole and belongs to `digest`.
+fn slot_address(entry: &[u8], digest: u128) -> Option<&str> {
+    let (owner, address) = entry.split_at_checked(16)?;
+    let owner = u128::from_be_bytes(owner.try_into().ok()?);
+    (owner == digest).then(|| std::str::from_utf8(address).ok())?
 }
 
 /// Moves the addresses of format 3 (keyed by `"<scope>\u{1f}<table>\u{1f}<key field>"` and the
@@ -112,10 +143,10 @@ impl Store {
         read_in(&read, &keys)
     }
 
-    /// How many addresses are known (for checks and sizing).
+    /// How many addresses are kept, in both tables (for checks and sizing).
     pub fn location_count(&self) -> Result<u64, StoreError> {
         let read = self.begin_read()?;
-        Ok(read.open_table(LOCATIONS)?.len()?)
+        Ok(read.open_table(LOCATIONS)?.len()? + read.open_table(SLOT_LOCATIONS)?.len()?)
     }
 }
 
@@ -127,32 +158,61 @@ pub(super) fn read_in<K: std::borrow::Borrow<LocationKey>>(
     if keys.iter().all(Option::is_none) {
         return Ok(vec![None; keys.len()]);
     }
-    let table = read.open_table(LOCATIONS)?;
+    let by_digest = read.open_table(LOCATIONS)?;
+    let by_slot = read.open_table(SLOT_LOCATIONS)?;
     keys.iter()
         .map(|key| {
             let Some(key) = key else { return Ok(None) };
-            Ok(table
-                .get(key.borrow().digest)?
+            let key = key.borrow();
+            if let Some(slot) = key.slot
+                && let Some(entry) = by_slot.get(slot)?
+                && let Some(address) = slot_address(entry.value(), key.digest)
+            {
+                return Ok(Some(address.to_owned()));
+            }
+            Ok(by_digest
+                .get(key.digest)?
                 .map(|address| address.value().to_owned()))
         })
         .collect()
 }
 
-/// Applies a write step's address changes inside its transaction.
+/// Applies a write step's address changes inside its transaction. A key with a slot keeps its
+/// address only under the slot: an entry of its digest (kept before it had one) is removed.
 pub(super) fn apply(
-    table: &mut Table<u128, &str>,
+    by_digest: &mut Table<u128, &str>,
+    by_slot: &mut Table<u64, &[u8]>,
     changes: &[(LocationKey, LocationChange)],
 ) -> Result<(), StoreError> {
+    // Only a store that kept addresses by digest for these keys has any to remove: a lookup
+    // in an empty table is skipped altogether.
+    let digest_entries = !by_digest.is_empty()?;
     for (key, change) in changes {
-        let entry = key.digest;
-        match change {
+        let address = match change {
             LocationChange::Set(address) if address.len() <= MAX_ADDRESS_BYTES => {
+                Some(address.as_str())
+            }
+            LocationChange::Set(_) | LocationChange::Forget => None,
+        };
+        match (key.slot, address) {
+            (Some(slot), Some(address)) => {
                 // The writer sends only changed addresses: one traversal, no lookup first.
-                table.insert(entry, address.as_str())?;
+                by_slot.insert(slot, slot_entry(key.digest, address).as_slice())?;
             }
-            LocationChange::Set(_) | LocationChange::Forget => {
-                table.remove(entry)?;
+            (Some(slot), None) => {
+                by_slot.remove(slot)?;
             }
+            (None, Some(address)) => {
+                by_digest.insert(key.digest, address)?;
+                continue;
+            }
+            (None, None) => {
+                by_digest.remove(key.digest)?;
+                continue;
+            }
+        }
+        if digest_entries && by_digest.get(key.digest)?.is_some() {
+            by_digest.remove(key.digest)?;
         }
     }
     Ok(())
@@ -250,6 +310,159 @@ mod tests {
         ] {
             assert_ne!(base, other);
         }
+    }
+
+    /// Queues `records` as Ingress's reader does with its ledger on.
+    fn queue_through_ledger(store: &Store, records: Vec<WriteRecord>) {
+        store
+            .commit_read(
+                WorkflowId::Ingress,
+                crate::ReadCommit {
+                    source: "contacts".into(),
+                    records: records
+                        .into_iter()
+                        .map(|r| ("contacts".into(), r))
+                        .collect(),
+                    ledger: crate::LedgerPolicy::Record,
+                    ..crate::ReadCommit::default()
+                },
+            )
+            .unwrap();
+    }
+
+    /// Takes the whole ready batch as the writer does: records with their keys and addresses.
+    fn take(store: &Store, scope: &str) -> (Vec<crate::QueuedRecord>, crate::Located) {
+        let (ready, located) = store
+            .ready_batch_located(
+                WorkflowId::Ingress,
+                100,
+                crate::now_ms(),
+                &crate::InFlight::default(),
+                |record| Some(LocationKey::new(scope, record)),
+            )
+            .unwrap();
+        (ready.records, located)
+    }
+
+    fn slots(records: &[crate::QueuedRecord]) -> Vec<Option<u64>> {
+        records.iter().map(|queued| queued.address_slot).collect()
+    }
+
+    #[test]
+    fn ledger_keys_get_slots_in_reading_order_and_their_addresses_are_kept_under_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conduit.redb");
+        let store = Store::open(&path).unwrap();
+        let scope = "campaign https://one/";
+        // Keys in no order: slots follow the reading order, not the keys.
+        queue_through_ledger(&store, vec![record("profile", "m"), record("profile", "c")]);
+        let (records, located) = take(&store, scope);
+        assert_eq!(slots(&records), [Some(0), Some(1)]);
+        assert_eq!(located.known, [None, None]);
+        let written = records.iter().map(|queued| queued.seq).collect();
+        let learnt = located
+            .keys
+            .iter()
+            .zip(["https://one/p/@m", "https://one/p/@c"])
+            .map(|(key, address)| (key.unwrap(), LocationChange::Set(address.into())))
+            .collect();
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written,
+                    locations: learnt,
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        drop(store);
+
+        // After a reopen: a known key keeps its slot and address, a new key takes the next slot.
+        let store = Store::open(&path).unwrap();
+        queue_through_ledger(&store, vec![record("profile", "c"), record("profile", "a")]);
+        let (records, located) = take(&store, scope);
+        assert_eq!(slots(&records), [Some(1), Some(2)]);
+        assert_eq!(located.known, [Some("https://one/p/@c".to_string()), None]);
+        // Nothing was kept by digest, and the slot's entry serves only its own key: the same
+        // slot asked for with another scope (another Campaign instance) knows nothing.
+        let read = store.begin_read().unwrap();
+        assert_eq!(read.open_table(LOCATIONS).unwrap().len().unwrap(), 0);
+        assert_eq!(read.open_table(SLOT_LOCATIONS).unwrap().len().unwrap(), 2);
+        let elsewhere = LocationKey::new("campaign https://two/", &record("profile", "c"));
+        assert_eq!(
+            read_in(&read, &[Some(elsewhere.in_slot(Some(1)))]).unwrap(),
+            [None]
+        );
+        drop(read);
+
+        // A delete carries the key's slot, so its address is forgotten; the key's next life
+        // takes a new slot.
+        // A refused write forgets what was sent, not the slot: the key keeps its place.
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![records[0].seq],
+                    refused: vec![(records[1].clone(), "refused".into())],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        let mut delete = record("profile", "m");
+        delete.op = Operation::Delete;
+        queue_through_ledger(&store, vec![record("profile", "a"), delete]);
+        let (records, located) = take(&store, scope);
+        assert_eq!(slots(&records), [Some(2), Some(0)]);
+        assert_eq!(located.known, [None, Some("https://one/p/@m".to_string())]);
+        commit(
+            &store,
+            vec![(located.keys[1].unwrap(), LocationChange::Forget)],
+        );
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: records.iter().map(|queued| queued.seq).collect(),
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+        queue_through_ledger(&store, vec![record("profile", "m")]);
+        let (records, located) = take(&store, scope);
+        assert_eq!(slots(&records), [Some(3)]);
+        assert_eq!(located.known, [None]);
+        assert_eq!(store.location_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn an_address_kept_by_digest_is_read_for_a_slotted_key_and_moves_to_its_slot_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+        let key = LocationKey::new("campaign https://one/", &record("profile", "c-1"));
+        // As a format 4 store kept it.
+        commit(
+            &store,
+            vec![(key, LocationChange::Set("https://one/p/@1".into()))],
+        );
+        let slotted = key.in_slot(Some(7));
+        assert_eq!(
+            store.locations(&[slotted]).unwrap(),
+            [Some("https://one/p/@1".to_string())]
+        );
+        commit(
+            &store,
+            vec![(slotted, LocationChange::Set("https://one/p/@2".into()))],
+        );
+        let read = store.begin_read().unwrap();
+        assert_eq!(read.open_table(LOCATIONS).unwrap().len().unwrap(), 0);
+        drop(read);
+        assert_eq!(
+            store.locations(&[slotted, key]).unwrap(),
+            [Some("https://one/p/@2".to_string()), None]
+        );
+        commit(&store, vec![(slotted, LocationChange::Forget)]);
+        assert_eq!(store.location_count().unwrap(), 0);
     }
 
     #[test]

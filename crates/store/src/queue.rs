@@ -21,8 +21,8 @@ use super::locations::{self, LocationChange, LocationKey};
 use super::record::{QueuedRecord, now_ms};
 use super::state::{CursorState, OptOutSnapshot};
 use super::tables::{
-    CURSORS, DEAD_LETTERS, LEDGER, LOCATIONS, META, META_LEDGER_PARTIAL, OPT_OUT_STATE, QUEUE,
-    REREAD, counter,
+    CURSORS, DEAD_LETTERS, LEDGER, LOCATIONS, META, META_LEDGER_PARTIAL, META_NEXT_ADDRESS_SLOT,
+    OPT_OUT_STATE, QUEUE, REREAD, SLOT_LOCATIONS, counter,
 };
 use super::{Store, StoreError, encode_json};
 use conduit_model::{Phase, WorkflowId, WriteRecord};
@@ -210,7 +210,7 @@ impl Store {
         let keys: Vec<Option<LocationKey>> = ready
             .records
             .iter()
-            .map(|queued| locate(&queued.record))
+            .map(|queued| locate(&queued.record).map(|key| key.in_slot(queued.address_slot)))
             .collect();
         let known = locations::read_in(&read, &keys)?;
         Ok((ready, Located { keys, known }))
@@ -397,15 +397,25 @@ fn apply_read(
         // are, so it keeps deleting by key as it always did.
         let deletes_need_ownership = commit.ledger != LedgerPolicy::Off
             && write.open_table(META)?.get(META_LEDGER_PARTIAL)?.is_none();
+        let first_slot = if commit.ledger == LedgerPolicy::Off {
+            0
+        } else {
+            next_address_slot(write)?
+        };
+        let mut next_slot = first_slot;
         let (mut queued, mut unchanged, mut not_owned) = (0u64, 0u64, 0u64);
         for (origin, record) in commit.records {
-            match ledger::decide(
+            let slot = match ledger::decide(
                 &mut ledger_table,
                 &record,
                 commit.ledger,
                 deletes_need_ownership,
+                &mut next_slot,
             )? {
-                Decision::Queue => queued += 1,
+                Decision::Queue(slot) => {
+                    queued += 1;
+                    slot
+                }
                 Decision::Unchanged => {
                     unchanged += 1;
                     continue;
@@ -420,15 +430,21 @@ fn apply_read(
                     not_owned += 1;
                     continue;
                 }
-            }
+            };
             let mut body = QueuedRecord::new(seq, record, origin, now);
             body.phase = commit.phase;
+            body.address_slot = slot;
             let bytes = encode_queued(&body);
             queue.insert((wf, seq), bytes.as_slice())?;
             committed.push((bytes, body));
             seq += 1;
         }
         counter_set(write, wf, counter::NEXT_SEQ, seq)?;
+        if next_slot != first_slot {
+            write
+                .open_table(META)?
+                .insert(META_NEXT_ADDRESS_SLOT, next_slot.to_le_bytes().as_slice())?;
+        }
         counter_add(write, wf, counter::QUEUED, queued as i64)?;
         counter_add(write, wf, counter::READ, commit.read as i64)?;
         counter_add(
@@ -479,6 +495,15 @@ fn apply_read(
     Ok(committed)
 }
 
+/// The next address slot to give (see `ledger.rs`); 0 in a store that never gave one.
+fn next_address_slot(write: &WriteTransaction) -> Result<u64, StoreError> {
+    let meta = write.open_table(META)?;
+    let stored = meta.get(META_NEXT_ADDRESS_SLOT)?;
+    Ok(stored
+        .and_then(|bytes| bytes.value().try_into().ok().map(u64::from_le_bytes))
+        .unwrap_or(0))
+}
+
 /// A writer step's work inside a write transaction: removes what was written, dead-letters
 /// what was refused and defers the rest.
 fn apply_write(
@@ -526,8 +551,9 @@ fn apply_write(
         drop(queue);
         drop(ledger_table);
         if !commit.locations.is_empty() {
-            let mut locations = write.open_table(LOCATIONS)?;
-            crate::locations::apply(&mut locations, &commit.locations)?;
+            let mut by_digest = write.open_table(LOCATIONS)?;
+            let mut by_slot = write.open_table(SLOT_LOCATIONS)?;
+            locations::apply(&mut by_digest, &mut by_slot, &commit.locations)?;
         }
         counter_add(write, wf, counter::QUEUED, -removed)?;
         counter_add(write, wf, counter::WRITTEN, written)?;

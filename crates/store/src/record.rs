@@ -34,6 +34,9 @@ pub struct QueuedRecord {
     /// When it was first deferred (ms since the Unix epoch): the start of a bounded wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred_since_ms: Option<i64>,
+    /// Its key's address slot, given by the ledger (Ingress; see the store's `ledger.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_slot: Option<u64>,
 }
 
 fn is_zero(value: &i64) -> bool {
@@ -53,6 +56,7 @@ impl QueuedRecord {
             last_reason: None,
             deferred_since_ms: None,
             phase: None,
+            address_slot: None,
         }
     }
 

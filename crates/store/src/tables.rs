@@ -46,6 +46,15 @@ pub(super) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audi
 /// key field, key) -> address (see `locations.rs`).
 pub(super) const LOCATIONS: TableDefinition<u128, &str> = TableDefinition::new("location_by_key");
 
+/// Addresses of the records whose key has an address slot (Ingress, through its ledger): slot
+/// -> the 16-byte digest of [`LOCATIONS`]' key (checked on every read), then the address (see
+/// `locations.rs`). Slots grow in reading order, so new entries land at the table's end.
+pub(super) const SLOT_LOCATIONS: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("location_by_slot");
+
+/// The key in [`META`] of the next address slot to give (8 bytes, little-endian).
+pub(super) const META_NEXT_ADDRESS_SLOT: &str = "next_address_slot";
+
 /// The address table of format 3, keyed by the scope and key strings themselves: moved into
 /// [`LOCATIONS`] and deleted when a file is upgraded.
 pub(super) const RETIRED_LOCATIONS: TableDefinition<(&str, &str), &str> =
@@ -91,11 +100,12 @@ pub(super) fn create_all(write: &WriteTransaction) -> Result<(), redb::TableErro
     write.open_table(REREAD)?;
     write.open_table(AUDIT)?;
     write.open_table(LOCATIONS)?;
+    write.open_table(SLOT_LOCATIONS)?;
     Ok(())
 }
 
 /// The name of every table, [`META`] included: a backup holding any other is refused.
-pub(super) const ALL: [&str; 11] = [
+pub(super) const ALL: [&str; 12] = [
     "meta",
     "queue",
     "dead_letters",
@@ -107,6 +117,7 @@ pub(super) const ALL: [&str; 11] = [
     "reread",
     "audit",
     "location_by_key",
+    "location_by_slot",
 ];
 
 /// Copies every table of `read` into `write` (for backups and restores); returns the
@@ -126,6 +137,7 @@ pub(super) fn copy_all(
         + copy(read, write, REREAD)?
         + copy(read, write, AUDIT)?
         + copy(read, write, LOCATIONS)?
+        + copy(read, write, SLOT_LOCATIONS)?
         + copy_retired(read, write, RETIRED_LOCATIONS)?)
 }
 
