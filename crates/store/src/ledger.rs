@@ -66,6 +66,19 @@ pub(super) fn destination_name(system: System, table: &str) -> String {
     format!("{system}/{table}")
 }
 
+/// The address slot the ledger holds for `record`'s destination record, if any: how a write
+/// queued without one (Opt-in/out updating a profile Ingress created) still finds the
+/// address Ingress's writes taught.
+pub(super) fn slot_of(
+    ledger: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    record: &WriteRecord,
+) -> Result<Option<u64>, StoreError> {
+    let destination = destination(record);
+    Ok(ledger
+        .get((destination.as_str(), record.key.as_str()))?
+        .and_then(|bytes| decode(bytes.value()).slot))
+}
+
 /// Decides about one record and updates its ledger entry to match. A key queued for the
 /// first time (or whose entry predates slots) takes `next_slot`, which then moves on.
 pub(super) fn decide(

@@ -21,10 +21,12 @@
 //! leaves of a large table. So a record whose key has an *address slot* (Ingress: the ledger
 //! gives each key a number in reading order, see `ledger.rs`) keeps its address in a second
 //! table keyed by that slot, where new records land at the end. Its entry holds the digest too,
-//! and an address is only handed out when the digest matches, so a slot can never lend one
-//! record's address to another (a key that changed its scope or key field, a slot reused by a
-//! later life of the key). Records without a slot (Egress, Opt-in/out) and addresses kept
-//! before format 5 stay in the digest table, which is read when the slot's entry has nothing.
+//! and an address is only handed out when the digest matches, so a slot never lends one
+//! record's address to another (the same destination key written under another scope or key
+//! field). A write queued without a slot (Opt-in/out's updates of profiles) takes its key's
+//! slot from the ledger when the writer takes it, so it finds what Ingress's writes taught.
+//! Keys the ledger does not know, and addresses kept before format 5, stay in the digest
+//! table, which is read when the slot's entry has nothing.
 
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, Table};
 use sha2::{Digest, Sha256};
@@ -433,6 +435,69 @@ mod tests {
         assert_eq!(slots(&records), [Some(3)]);
         assert_eq!(located.known, [None]);
         assert_eq!(store.location_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_write_queued_without_a_slot_finds_the_address_ingress_kept_under_its_keys_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
+        let scope = "campaign https://one/";
+        queue_through_ledger(&store, vec![record("profile", "c")]);
+        let (records, located) = take(&store, scope);
+        store
+            .commit_write(
+                WorkflowId::Ingress,
+                WriteCommit {
+                    written: vec![records[0].seq],
+                    locations: vec![(
+                        located.keys[0].unwrap(),
+                        LocationChange::Set("https://one/p/@c".into()),
+                    )],
+                    ..WriteCommit::default()
+                },
+            )
+            .unwrap();
+
+        // Opt-in/out queues its update of the same profile without the ledger, so without a
+        // slot; its take still finds the href, and what its write teaches goes under the slot.
+        let mut update = record("profile", "c");
+        update.op = Operation::Update;
+        store
+            .commit_read(
+                WorkflowId::OptInOut,
+                crate::ReadCommit {
+                    source: "opt-outs".into(),
+                    records: vec![("opt-out".into(), update)],
+                    ..crate::ReadCommit::default()
+                },
+            )
+            .unwrap();
+        let (ready, located) = store
+            .ready_batch_located(
+                WorkflowId::OptInOut,
+                10,
+                crate::now_ms(),
+                &crate::InFlight::default(),
+                |record| Some(LocationKey::new(scope, record)),
+            )
+            .unwrap();
+        assert_eq!(ready.records[0].address_slot, None);
+        assert_eq!(located.known, [Some("https://one/p/@c".to_string())]);
+        commit(
+            &store,
+            vec![(
+                located.keys[0].unwrap(),
+                LocationChange::Set("https://one/p/@c2".into()),
+            )],
+        );
+        let read = store.begin_read().unwrap();
+        assert_eq!(read.open_table(LOCATIONS).unwrap().len().unwrap(), 0);
+        drop(read);
+        let (_, located) = take(&store, scope);
+        assert!(located.known.is_empty());
+        queue_through_ledger(&store, vec![record("profile", "c")]);
+        let (_, located) = take(&store, scope);
+        assert_eq!(located.known, [Some("https://one/p/@c2".to_string())]);
     }
 
     #[test]

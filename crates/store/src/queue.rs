@@ -207,11 +207,23 @@ impl Store {
     ) -> Result<(ReadyBatch, Located), StoreError> {
         let read = self.begin_read()?;
         let ready = self.ready_in(&read, workflow, max, now_ms, in_flight)?;
-        let keys: Vec<Option<LocationKey>> = ready
+        let ledger_table = read.open_table(LEDGER)?;
+        let keys = ready
             .records
             .iter()
-            .map(|queued| locate(&queued.record).map(|key| key.in_slot(queued.address_slot)))
-            .collect();
+            .map(|queued| {
+                let Some(key) = locate(&queued.record) else {
+                    return Ok(None);
+                };
+                // A record queued without a slot (Opt-in/out, or by a format 4 store) takes
+                // its key's slot from the ledger, where Ingress keeps the key's address.
+                let slot = match queued.address_slot {
+                    Some(slot) => Some(slot),
+                    None => ledger::slot_of(&ledger_table, &queued.record)?,
+                };
+                Ok(Some(key.in_slot(slot)))
+            })
+            .collect::<Result<Vec<Option<LocationKey>>, StoreError>>()?;
         let known = locations::read_in(&read, &keys)?;
         Ok((ready, Located { keys, known }))
     }
