@@ -332,11 +332,21 @@ mod tests {
             .unwrap();
     }
 
-    /// Takes the whole ready batch as the writer does: records with their keys and addresses.
+    /// Takes Ingress's whole ready batch as the writer does.
     fn take(store: &Store, scope: &str) -> (Vec<crate::QueuedRecord>, crate::Located) {
+        take_of(store, WorkflowId::Ingress, scope)
+    }
+
+    /// Takes `workflow`'s whole ready batch as the writer does: records with their keys and
+    /// addresses.
+    fn take_of(
+        store: &Store,
+        workflow: WorkflowId,
+        scope: &str,
+    ) -> (Vec<crate::QueuedRecord>, crate::Located) {
         let (ready, located) = store
             .ready_batch_located(
-                WorkflowId::Ingress,
+                workflow,
                 100,
                 crate::now_ms(),
                 &crate::InFlight::default(),
@@ -472,16 +482,8 @@ mod tests {
                 },
             )
             .unwrap();
-        let (ready, located) = store
-            .ready_batch_located(
-                WorkflowId::OptInOut,
-                10,
-                crate::now_ms(),
-                &crate::InFlight::default(),
-                |record| Some(LocationKey::new(scope, record)),
-            )
-            .unwrap();
-        assert_eq!(ready.records[0].address_slot, None);
+        let (records, located) = take_of(&store, WorkflowId::OptInOut, scope);
+        assert_eq!(records[0].address_slot, None);
         assert_eq!(located.known, [Some("https://one/p/@c".to_string())]);
         commit(
             &store,
@@ -500,16 +502,22 @@ mod tests {
         assert_eq!(located.known, [Some("https://one/p/@c2".to_string())]);
     }
 
-    #[test]
-    fn an_address_kept_by_digest_is_read_for_a_slotted_key_and_moves_to_its_slot_when_it_changes() {
+    /// A store keeping `https://one/p/@1` for profile `c-1` by digest, and that key.
+    fn store_with_one_address() -> (tempfile::TempDir, Store, LocationKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
         let key = LocationKey::new("campaign https://one/", &record("profile", "c-1"));
-        // As a format 4 store kept it.
         commit(
             &store,
             vec![(key, LocationChange::Set("https://one/p/@1".into()))],
         );
+        (dir, store, key)
+    }
+
+    #[test]
+    fn an_address_kept_by_digest_is_read_for_a_slotted_key_and_moves_to_its_slot_when_it_changes() {
+        // As a format 4 store kept it.
+        let (_dir, store, key) = store_with_one_address();
         let slotted = key.in_slot(Some(7));
         assert_eq!(
             store.locations(&[slotted]).unwrap(),
@@ -532,13 +540,7 @@ mod tests {
 
     #[test]
     fn an_address_too_long_to_be_one_is_not_kept_and_drops_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("conduit.redb")).unwrap();
-        let key = LocationKey::new("campaign https://one/", &record("profile", "c-1"));
-        commit(
-            &store,
-            vec![(key, LocationChange::Set("https://one/p/@1".into()))],
-        );
+        let (_dir, store, key) = store_with_one_address();
         let huge = format!("https://one/{}", "x".repeat(MAX_ADDRESS_BYTES));
         commit(&store, vec![(key, LocationChange::Set(huge))]);
         assert_eq!(store.locations(&[key]).unwrap(), [None]);
