@@ -202,7 +202,14 @@ pub(super) fn apply(
                 by_slot.insert(slot, slot_entry(key.digest, address).as_slice())?;
             }
             (Some(slot), None) => {
-                by_slot.remove(slot)?;
+                // Only this key's own entry: another key's address under the slot stays.
+                let owned = match by_slot.get(slot)? {
+                    Some(entry) => slot_address(entry.value(), key.digest).is_some(),
+                    None => false,
+                };
+                if owned {
+                    by_slot.remove(slot)?;
+                }
             }
             (None, Some(address)) => {
                 by_digest.insert(key.digest, address)?;
@@ -407,6 +414,12 @@ mod tests {
             [None]
         );
         drop(read);
+        // Nor does forgetting under it remove the slot's entry of the other key.
+        commit(
+            &store,
+            vec![(elsewhere.in_slot(Some(1)), LocationChange::Forget)],
+        );
+        assert_eq!(store.location_count().unwrap(), 2);
 
         // A delete carries the key's slot, so its address is forgotten; the key's next life
         // takes a new slot.
