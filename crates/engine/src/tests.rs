@@ -728,6 +728,11 @@ fn profile(key: &str, name: &str) -> WriteRecord {
 }
 
 fn enqueue(store: &Store, records: Vec<WriteRecord>) {
+    enqueue_checked(store, records, conduit_store::LedgerPolicy::Off);
+}
+
+/// Queues `records` as Ingress's reader does, checked against the ledger by `ledger`.
+fn enqueue_checked(store: &Store, records: Vec<WriteRecord>, ledger: conduit_store::LedgerPolicy) {
     store
         .commit_read(
             WorkflowId::Ingress,
@@ -737,6 +742,7 @@ fn enqueue(store: &Store, records: Vec<WriteRecord>) {
                     .into_iter()
                     .map(|r| ("contacts".to_string(), r))
                     .collect(),
+                ledger,
                 ..ReadCommit::default()
             },
         )
@@ -918,14 +924,25 @@ async fn a_panic_while_configuring_the_plugin_is_an_error_with_the_reason_and_a_
 
 #[tokio::test]
 async fn the_writer_keeps_what_writes_teach_of_addresses_and_hands_it_back() {
+    writer_keeps_addresses(conduit_store::LedgerPolicy::Off).await;
+}
+
+/// The same with the ledger on, as Ingress's reader queues: addresses kept by address slot.
+#[tokio::test]
+async fn the_writer_keeps_addresses_by_slot_for_records_the_ledger_checked() {
+    writer_keeps_addresses(conduit_store::LedgerPolicy::Record).await;
+}
+
+async fn writer_keeps_addresses(ledger: conduit_store::LedgerPolicy) {
     let sink = Arc::new(FlakySink {
         addresses: true,
         ..FlakySink::default()
     });
     let (_dir, store, _live, stop, task) = spawn_writer(sink.clone());
-    enqueue(
+    enqueue_checked(
         &store,
         (0..3).map(|i| profile(&format!("c{i}"), "v1")).collect(),
+        ledger,
     );
     wait_for("the first writes committed", || {
         store.backlog(WorkflowId::Ingress).unwrap() == 0
@@ -937,7 +954,7 @@ async fn the_writer_keeps_what_writes_teach_of_addresses_and_hands_it_back() {
     sink.fail_once.lock().unwrap().insert("c2".to_string());
     let mut delete = profile("c1", "gone");
     delete.op = Operation::Delete;
-    enqueue(
+    enqueue_checked(
         &store,
         vec![
             profile("c0", "v2"),
@@ -945,6 +962,7 @@ async fn the_writer_keeps_what_writes_teach_of_addresses_and_hands_it_back() {
             profile("c2", "v2"),
             profile("c9", "v1"),
         ],
+        ledger,
     );
     wait_for("the second writes committed", || {
         store.backlog(WorkflowId::Ingress).unwrap() == 1
