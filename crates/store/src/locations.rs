@@ -196,28 +196,26 @@ pub(super) fn apply(
             }
             LocationChange::Set(_) | LocationChange::Forget => None,
         };
-        match (key.slot, address) {
-            (Some(slot), Some(address)) => {
-                // The writer sends only changed addresses: one traversal, no lookup first.
+        let Some(slot) = key.slot else {
+            match address {
+                Some(address) => by_digest.insert(key.digest, address)?,
+                None => by_digest.remove(key.digest)?,
+            };
+            continue;
+        };
+        match address {
+            // The writer sends only changed addresses: one traversal, no lookup first.
+            Some(address) => {
                 by_slot.insert(slot, slot_entry(key.digest, address).as_slice())?;
             }
-            (Some(slot), None) => {
-                // Only this key's own entry: another key's address under the slot stays.
-                let owned = match by_slot.get(slot)? {
-                    Some(entry) => slot_address(entry.value(), key.digest).is_some(),
-                    None => false,
-                };
+            // Only this key's own entry: another key's address under the slot stays.
+            None => {
+                let owned = by_slot
+                    .get(slot)?
+                    .is_some_and(|entry| slot_address(entry.value(), key.digest).is_some());
                 if owned {
                     by_slot.remove(slot)?;
                 }
-            }
-            (None, Some(address)) => {
-                by_digest.insert(key.digest, address)?;
-                continue;
-            }
-            (None, None) => {
-                by_digest.remove(key.digest)?;
-                continue;
             }
         }
         if digest_entries && by_digest.get(key.digest)?.is_some() {
