@@ -116,6 +116,9 @@ pub enum StoreError {
     /// Reading or writing inside a transaction failed.
     #[error("the data store failed: {0}")]
     Storage(#[source] redb::StorageError),
+    /// Inserting through a table cursor failed.
+    #[error("the data store failed: {0}")]
+    Cursor(#[source] redb::CursorError),
     /// The disk refused a write (full, read-only, I/O error). Nothing of the transaction was kept.
     #[error(
         "the data store could not commit: {0}; nothing of this step was kept, it will be retried"
@@ -151,6 +154,16 @@ pub enum StoreError {
     /// The stored format version is not a 4-byte number.
     #[error("a stored format version could not be decoded: not a 4-byte number")]
     BadFormatVersion,
+    /// The queue holds an entry at or past the number its sequence counter gives the next one.
+    #[error(
+        "the data store is damaged: the {workflow} queue already holds a record numbered {seq} or later, past its sequence counter; restore the data file from a backup (`conduit restore`)"
+    )]
+    QueueOrder {
+        /// The workflow whose queue it is.
+        workflow: String,
+        /// The number the next record was to take.
+        seq: u64,
+    },
     /// A requested item does not exist.
     #[error("{0}")]
     NotFound(String),
