@@ -21,7 +21,7 @@ use serde::ser::{SerializeMap, Serializer as _};
 use url::Url;
 
 use super::values::campaign_json;
-use super::{CampaignConnector, FieldKinds};
+use super::{CampaignConnector, FieldKinds, ResourceWrites};
 use crate::http::parse_json;
 use crate::{
     ConnectorError, FieldInfo, FieldKind, Learnt, ProfileOptOutPage, ProfileOptOutSource,
@@ -129,33 +129,44 @@ impl CampaignConnector {
         let url = self.api_url(&["profileAndServicesExt", "resourceType", resource]);
         let reply = self.transport.send(Method::GET, &url, None).await?;
         let fields = read_resource_fields(&reply.body, url.as_str(), resource)?;
-        let kinds: FieldKinds = fields
-            .iter()
-            .map(|field| (field.name.clone(), field.kind.clone()))
-            .collect();
+        let writes = self.resource_writes_from(
+            resource,
+            fields
+                .iter()
+                .map(|field| (field.name.clone(), field.kind.clone()))
+                .collect(),
+        );
         if let Ok(mut cache) = self.metadata.lock() {
-            cache.insert(resource.to_owned(), Arc::new(kinds));
+            cache.insert(resource.to_owned(), writes);
         }
         Ok(fields)
     }
 
-    /// The resource's field kinds, read once and shared by every write of it.
-    async fn field_kinds(&self, resource: &str) -> Result<Arc<FieldKinds>, ConnectorError> {
+    /// What the writes of `resource` share, read once and shared by every write of it.
+    async fn resource_writes(&self, resource: &str) -> Result<Arc<ResourceWrites>, ConnectorError> {
         let cached = self
             .metadata
             .lock()
             .ok()
             .and_then(|cache| cache.get(resource).cloned());
-        if let Some(kinds) = cached {
-            return Ok(kinds);
+        if let Some(writes) = cached {
+            return Ok(writes);
         }
         let fields = self.describe_resource(resource).await?;
-        Ok(Arc::new(
+        Ok(self.resource_writes_from(
+            resource,
             fields
                 .into_iter()
                 .map(|field| (field.name, field.kind))
                 .collect(),
         ))
+    }
+
+    fn resource_writes_from(&self, resource: &str, kinds: FieldKinds) -> Arc<ResourceWrites> {
+        Arc::new(ResourceWrites {
+            kinds,
+            collection: self.api_url(&["profileAndServicesExt", resource]),
+        })
     }
 
     /// Resolves an href from the service, refusing any other origin: our bearer token must only
@@ -276,7 +287,8 @@ impl CampaignConnector {
                 self.write_after_lookup(record).await
             }
             (Some(url), _) => {
-                let body = self.write_body(record, false).await?;
+                let writes = self.resource_writes(&record.target.table).await?;
+                let body = write_body(record, &writes.kinds, false)?;
                 let reply = self
                     .transport
                     .send_tolerating(Method::PATCH, &url, Some(body), &[StatusCode::NOT_FOUND])
@@ -300,49 +312,14 @@ impl CampaignConnector {
         }
     }
 
-    /// A PATCH or POST body in Campaign's JSON, encoded straight from the record: its fields
-    /// (the key field left out, and a field named twice with its last value, as a JSON object
-    /// built field by field would hold it), then the key when `with_key` (a POST's).
-    async fn write_body(
-        &self,
-        record: &WriteRecord,
-        with_key: bool,
-    ) -> Result<bytes::Bytes, ConnectorError> {
-        let kinds = self.field_kinds(&record.target.table).await?;
-        let key_field = &record.target.key_field;
-        let encoding = |error: serde_json::Error| ConnectorError::Permanent {
-            message: format!("cannot encode the body of {}: {error}", record.key),
-        };
-        let mut body = Vec::with_capacity(64 + 48 * record.fields.len());
-        let mut serializer = serde_json::Serializer::new(&mut body);
-        let mut object = serializer.serialize_map(None).map_err(encoding)?;
-        for (index, (field, value)) in record.fields.iter().enumerate() {
-            let named_again = record.fields[index + 1..]
-                .iter()
-                .any(|(later, _)| later == field);
-            if field == key_field || named_again {
-                continue;
-            }
-            let json = campaign_json(field, value, kinds.get(field))
-                .map_err(|message| ConnectorError::Permanent { message })?;
-            object.serialize_entry(field, &json).map_err(encoding)?;
-        }
-        if with_key {
-            object
-                .serialize_entry(key_field, &record.key)
-                .map_err(encoding)?;
-        }
-        SerializeMap::end(object).map_err(encoding)?;
-        Ok(bytes::Bytes::from(body))
-    }
-
     /// POSTs a new record with its key. A failure that may hide a created record is
     /// [`Attempt::UncertainCreate`]; Campaign refusing the key as a duplicate is
     /// [`Created::KeyExists`].
     async fn create(&self, record: &WriteRecord) -> Result<Created, Attempt> {
         let resource = &record.target.table;
-        let body = self.write_body(record, true).await?;
-        let url = self.api_url(&["profileAndServicesExt", resource]);
+        let writes = self.resource_writes(resource).await?;
+        let body = write_body(record, &writes.kinds, true)?;
+        let url = &writes.collection;
         let uncertain = |error| match error {
             ConnectorError::Transient {
                 retry_after: None, ..
@@ -351,7 +328,7 @@ impl CampaignConnector {
         };
         let reply = self
             .transport
-            .send_tolerating(Method::POST, &url, Some(body), DUPLICATE_STATUSES)
+            .send_tolerating(Method::POST, url, Some(body), DUPLICATE_STATUSES)
             .await
             .map_err(uncertain)?;
         if DUPLICATE_STATUSES.contains(&reply.status) && says_key_exists(&reply.body) {
@@ -385,7 +362,8 @@ impl CampaignConnector {
         }
         match (self.find(record).await?, record.op) {
             (Some(found), _) => {
-                let body = self.write_body(record, false).await?;
+                let writes = self.resource_writes(resource).await?;
+                let body = write_body(record, &writes.kinds, false)?;
                 let reply = self
                     .transport
                     .send(Method::PATCH, &found.url, Some(body))
@@ -578,6 +556,41 @@ impl RecordSink for CampaignConnector {
         reply.json::<ListPage>(url.as_str(), "a list with `content`")?;
         Ok(())
     }
+}
+
+/// A PATCH or POST body in Campaign's JSON, encoded straight from the record: its fields
+/// (the key field left out, and a field named twice with its last value, as a JSON object
+/// built field by field would hold it), then the key when `with_key` (a POST's).
+fn write_body(
+    record: &WriteRecord,
+    kinds: &FieldKinds,
+    with_key: bool,
+) -> Result<bytes::Bytes, ConnectorError> {
+    let key_field = &record.target.key_field;
+    let encoding = |error: serde_json::Error| ConnectorError::Permanent {
+        message: format!("cannot encode the body of {}: {error}", record.key),
+    };
+    let mut body = Vec::with_capacity(64 + 48 * record.fields.len());
+    let mut serializer = serde_json::Serializer::new(&mut body);
+    let mut object = serializer.serialize_map(None).map_err(encoding)?;
+    for (index, (field, value)) in record.fields.iter().enumerate() {
+        let named_again = record.fields[index + 1..]
+            .iter()
+            .any(|(later, _)| later == field);
+        if field == key_field || named_again {
+            continue;
+        }
+        let json = campaign_json(field, value, kinds.get(field))
+            .map_err(|message| ConnectorError::Permanent { message })?;
+        object.serialize_entry(field, &json).map_err(encoding)?;
+    }
+    if with_key {
+        object
+            .serialize_entry(key_field, &record.key)
+            .map_err(encoding)?;
+    }
+    SerializeMap::end(object).map_err(encoding)?;
+    Ok(bytes::Bytes::from(body))
 }
 
 /// Where a key lookup found its record: the href it gave, or its PKey when it gave none.
