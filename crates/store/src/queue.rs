@@ -661,9 +661,13 @@ mod tests {
     }
 
     fn enqueue(store: &Store, records: Vec<WriteRecord>) {
+        enqueue_to(store, WorkflowId::Ingress, records);
+    }
+
+    fn enqueue_to(store: &Store, workflow: WorkflowId, records: Vec<WriteRecord>) {
         store
             .commit_read(
-                WorkflowId::Ingress,
+                workflow,
                 ReadCommit {
                     source: "contacts".into(),
                     read: records.len() as u64,
@@ -949,22 +953,6 @@ mod tests {
             .collect()
     }
 
-    fn enqueue_to(store: &Store, workflow: WorkflowId, count: usize) {
-        store
-            .commit_read(
-                workflow,
-                ReadCommit {
-                    source: "contacts".into(),
-                    read: count as u64,
-                    records: (0..count)
-                        .map(|i| ("contacts".into(), record(&i.to_string(), "x")))
-                        .collect(),
-                    ..ReadCommit::default()
-                },
-            )
-            .unwrap();
-    }
-
     #[test]
     fn a_queue_entry_past_the_sequence_counter_stops_the_reader_with_a_damage_error() {
         let (_dir, store) = store();
@@ -1093,9 +1081,10 @@ mod tests {
             ) {
                 let (_dir, store) = store();
                 // The other workflows' queues sit on both sides of Ingress's in the table.
-                enqueue_to(&store, WorkflowId::Egress, 50);
-                enqueue_to(&store, WorkflowId::Ingress, len);
-                enqueue_to(&store, WorkflowId::OptInOut, 50);
+                let records = |count: usize| (0..count).map(|i| record(&i.to_string(), "x")).collect();
+                enqueue_to(&store, WorkflowId::Egress, records(50));
+                enqueue_to(&store, WorkflowId::Ingress, records(len));
+                enqueue_to(&store, WorkflowId::OptInOut, records(50));
                 let queued = store.counters(WorkflowId::Ingress).unwrap().queued;
                 let commit = WriteCommit { written: written.clone(), ..WriteCommit::default() };
                 store.commit_write(WorkflowId::Ingress, commit).unwrap();
