@@ -196,7 +196,7 @@ impl Call<'_> {
     }
 
     fn collection_url(&self, resource: &str) -> String {
-        format!("{}/{}/{resource}", self.shared.api_root(), self.namespace)
+        self.shared.collection_url(self.namespace, resource)
     }
 
     fn custom_resources(&self) -> Response {
@@ -316,14 +316,14 @@ impl Call<'_> {
         let body = parse_body(body)?;
         let collection = self.collection_url(resource);
         let mut store = self.shared.store();
-        let pkey = store.create(resource, &body)?;
+        let pkey = store.create(resource, body)?;
         let record = store.rendered(resource, &pkey, &collection)?;
         Ok(json_answer(StatusCode::CREATED, &record))
     }
 
     fn patch(&self, resource: &str, pkey: &str, body: &[u8]) -> Result<Response, RstError> {
         let body = parse_body(body)?;
-        self.shared.store().patch(resource, pkey, &body)?;
+        self.shared.store().patch(resource, pkey, body)?;
         Ok(Json(json!({
             "PKey": pkey,
             "href": format!("{}/{pkey}", self.collection_url(resource)),

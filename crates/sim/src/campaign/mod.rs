@@ -180,6 +180,27 @@ impl Shared {
         format!("{}/{}/campaign", self.origin(), self.org)
     }
 
+    /// `<api root>/<namespace>/<resource>`, written in one buffer under one read of the origin:
+    /// every POST's answer holds it, so it is made once per record.
+    fn collection_url(&self, namespace: &str, resource: &str) -> String {
+        let origin = self
+            .origin
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let parts = [
+            origin.as_str(),
+            "/",
+            &self.org,
+            "/campaign/",
+            namespace,
+            "/",
+            resource,
+        ];
+        let mut url = String::with_capacity(parts.iter().map(|part| part.len()).sum());
+        parts.iter().for_each(|part| url.push_str(part));
+        url
+    }
+
     fn journal_url(&self) -> String {
         format!(
             "{}{}",
@@ -363,7 +384,7 @@ impl CampaignSim {
 
     /// Creates a record directly (seeding), with the same validation as a POST; returns its PKey.
     pub fn insert(&self, resource: &str, fields: &Value) -> Result<String, SimError> {
-        Ok(self.shared.store().create(resource, fields)?)
+        Ok(self.shared.store().create(resource, fields.clone())?)
     }
 
     /// Appends an email event to the journal.
@@ -394,7 +415,7 @@ impl CampaignSim {
         }
         let mut store = self.shared.store();
         let pkey = store.pkey_of("profile", crm_id)?;
-        store.patch("profile", &pkey, &serde_json::json!({ attribute: value }))?;
+        store.patch("profile", &pkey, serde_json::json!({ attribute: value }))?;
         Ok(())
     }
 

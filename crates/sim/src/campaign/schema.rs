@@ -114,7 +114,8 @@ impl FieldDef {
     }
 
     /// Checks a written value and returns what is stored; the error is the RST detail text.
-    pub fn accept(&self, value: &Value) -> Result<Value, String> {
+    /// Text already in its stored form is kept as it came, not copied.
+    pub fn accept(&self, value: Value) -> Result<Value, String> {
         if self.read_only {
             return Err(format!(
                 "Cannot update the '{}' property that is read-only.",
@@ -124,7 +125,7 @@ impl FieldDef {
         if value.is_null() {
             return Ok(self.empty_value());
         }
-        let invalid = || {
+        let invalid = |value: &Value| {
             format!(
                 "XTK-170006 Invalid value '{value}' for field '{}' of type '{}'.",
                 self.name,
@@ -133,7 +134,7 @@ impl FieldDef {
         };
         match self.field_type {
             FieldType::String => {
-                let text = value.as_str().ok_or_else(invalid)?;
+                let text = value.as_str().ok_or_else(|| invalid(&value))?;
                 let length = text.chars().count();
                 if let Some(maximum) = self.length
                     && length > maximum
@@ -143,30 +144,30 @@ impl FieldDef {
                         self.name
                     ));
                 }
-                Ok(json!(text))
+                Ok(value)
             }
             FieldType::Long => {
-                let number = value.as_i64().ok_or_else(invalid)?;
-                i32::try_from(number).map_err(|_| invalid())?;
+                let number = value.as_i64().ok_or_else(|| invalid(&value))?;
+                i32::try_from(number).map_err(|_| invalid(&value))?;
                 Ok(json!(number))
             }
-            FieldType::Double => Ok(json!(value.as_f64().ok_or_else(invalid)?)),
-            FieldType::Boolean => Ok(json!(value.as_bool().ok_or_else(invalid)?)),
+            FieldType::Double => Ok(json!(value.as_f64().ok_or_else(|| invalid(&value))?)),
+            FieldType::Boolean => Ok(json!(value.as_bool().ok_or_else(|| invalid(&value))?)),
             FieldType::Date => {
-                let text = value.as_str().ok_or_else(invalid)?;
+                let text = value.as_str().ok_or_else(|| invalid(&value))?;
                 let day = text.get(..10).unwrap_or(text);
-                chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| invalid())?;
+                chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|_| invalid(&value))?;
                 Ok(json!(day))
             }
             FieldType::Datetime => {
-                let text = value.as_str().ok_or_else(invalid)?;
-                let instant = parse_datetime(text).ok_or_else(invalid)?;
+                let text = value.as_str().ok_or_else(|| invalid(&value))?;
+                let instant = parse_datetime(text).ok_or_else(|| invalid(&value))?;
                 Ok(json!(datetime_text(instant)))
             }
             FieldType::Enumeration => {
-                let name = value.as_str().ok_or_else(invalid)?;
+                let name = value.as_str().ok_or_else(|| invalid(&value))?;
                 if self.values.iter().any(|allowed| allowed == name) {
-                    Ok(json!(name))
+                    Ok(value)
                 } else {
                     Err(format!(
                         "XTK-170006 Value '{name}' is not part of the enumeration of field '{}' ({}).",
@@ -307,8 +308,8 @@ mod tests {
     fn first_name_longer_than_30_is_refused() {
         let schema = profile_schema();
         let first_name = schema.field("firstName").unwrap();
-        assert!(first_name.accept(&json!("a".repeat(30))).is_ok());
-        let error = first_name.accept(&json!("a".repeat(31))).unwrap_err();
+        assert!(first_name.accept(json!("a".repeat(30))).is_ok());
+        let error = first_name.accept(json!("a".repeat(31))).unwrap_err();
         assert!(error.contains("maximum 30"), "{error}");
     }
 
@@ -316,15 +317,15 @@ mod tests {
     fn enumerations_dates_and_read_only_fields_are_checked() {
         let schema = profile_schema();
         let gender = schema.field("gender").unwrap();
-        assert_eq!(gender.accept(&json!("female")).unwrap(), "female");
-        assert!(gender.accept(&json!("other")).is_err());
+        assert_eq!(gender.accept(json!("female")).unwrap(), "female");
+        assert!(gender.accept(json!("other")).is_err());
         let birth = schema.field("birthDate").unwrap();
-        assert_eq!(birth.accept(&json!("1990-02-03")).unwrap(), "1990-02-03");
-        assert!(birth.accept(&json!("03/02/1990")).is_err());
+        assert_eq!(birth.accept(json!("1990-02-03")).unwrap(), "1990-02-03");
+        assert!(birth.accept(json!("03/02/1990")).is_err());
         let created = schema.field("created").unwrap();
         assert!(
             created
-                .accept(&json!("2020-01-01"))
+                .accept(json!("2020-01-01"))
                 .unwrap_err()
                 .contains("read-only")
         );

@@ -192,10 +192,15 @@ impl AttributeDef {
 
     /// The JSON key of this attribute's value in entity bodies (`_x_value` for lookups).
     pub fn wire_name(&self) -> String {
+        self.wire().into_owned()
+    }
+
+    /// [`AttributeDef::wire_name`], borrowed from the logical name where it is that.
+    pub fn wire(&self) -> std::borrow::Cow<'_, str> {
         if self.kind == AttributeType::Lookup {
-            format!("_{}_value", self.logical_name)
+            std::borrow::Cow::Owned(format!("_{}_value", self.logical_name))
         } else {
-            self.logical_name.clone()
+            std::borrow::Cow::Borrowed(&self.logical_name)
         }
     }
 
