@@ -98,11 +98,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<bool> {
         .serve(loopback)
         .await
         .context("cannot start the Dynamics 365 simulator")?;
-    let contact_ids: Vec<String> = dynamics
-        .rows("contact")
-        .iter()
-        .filter_map(|row| row["contactid"].as_str().map(str::to_string))
-        .collect();
+    let contact_ids: Vec<String> = dynamics.ids("contact");
     let events = email_events(&contact_ids, args.events);
     let campaign = CampaignSim::new(CampaignSimOptions {
         client_id: ACS_CLIENT.into(),

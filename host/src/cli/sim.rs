@@ -127,11 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         outln!("  Web API:    {}api/data/v9.2/", server.base_url());
         outln!("  control:    {}", server.control_url());
         outln!("  contacts:   {}", sim.count("contact"));
-        contact_ids = sim
-            .rows("contact")
-            .iter()
-            .filter_map(|row| row["contactid"].as_str().map(str::to_string))
-            .collect();
+        contact_ids = sim.ids("contact");
         dynamics_server = Some(server);
     }
     let mut campaign_server = None;

@@ -162,6 +162,7 @@ impl CampaignConnector {
         ))
     }
 
+    /// The shared part of `resource`'s writes, from its field kinds.
     fn resource_writes_from(&self, resource: &str, kinds: FieldKinds) -> Arc<ResourceWrites> {
         Arc::new(ResourceWrites {
             kinds,

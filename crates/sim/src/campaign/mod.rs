@@ -177,27 +177,36 @@ impl Shared {
     }
 
     fn api_root(&self) -> String {
-        format!("{}/{}/campaign", self.origin(), self.org)
+        self.api_url(&[])
     }
 
-    /// `<api root>/<namespace>/<resource>`, written in one buffer under one read of the origin:
-    /// every POST's answer holds it, so it is made once per record.
+    /// `<api root>/<namespace>/<resource>`: every POST's answer holds it.
     fn collection_url(&self, namespace: &str, resource: &str) -> String {
+        self.api_url(&[namespace, resource])
+    }
+
+    /// `<origin>/<org>/campaign`, then `/<segment>` for each of `segments`, written in one
+    /// buffer under one read of the origin (it is made once per record written).
+    fn api_url(&self, segments: &[&str]) -> String {
         let origin = self
             .origin
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let parts = [
-            origin.as_str(),
-            "/",
-            &self.org,
-            "/campaign/",
-            namespace,
-            "/",
-            resource,
-        ];
-        let mut url = String::with_capacity(parts.iter().map(|part| part.len()).sum());
-        parts.iter().for_each(|part| url.push_str(part));
+        let length = origin.len()
+            + self.org.len()
+            + "//campaign".len()
+            + segments
+                .iter()
+                .map(|segment| segment.len() + 1)
+                .sum::<usize>();
+        let mut url = String::with_capacity(length);
+        for part in [origin.as_str(), "/", &self.org, "/campaign"] {
+            url.push_str(part);
+        }
+        for segment in segments {
+            url.push('/');
+            url.push_str(segment);
+        }
         url
     }
 

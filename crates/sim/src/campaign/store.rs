@@ -490,9 +490,9 @@ fn unknown_resource(name: &str) -> RstError {
     )
 }
 
-/// Checks every field of a write body against the schema; returns the values to store.
-/// The body's fields checked against the schema, in their stored form; the body is taken so
-/// that its field names move into the record instead of being copied (one POST per record).
+/// Checks every field of a write body against the schema; returns the values to store. The
+/// body is taken so that its field names move into the record instead of being copied (one
+/// POST per record).
 fn checked_fields(schema: &Schema, body: Value) -> Result<Map<String, Value>, RstError> {
     let Value::Object(body) = body else {
         return Err(RstError::new(

@@ -1031,12 +1031,31 @@ impl Serialize for PageBody<'_, '_> {
     }
 }
 
+/// The ids of `table`'s rows, oldest change first (empty for unknown tables): what
+/// [`all_rows`] lists, without rendering a row.
+pub fn all_ids(store: &Store, logical: &str) -> Vec<String> {
+    current_rows(store, logical)
+        .into_iter()
+        .map(|(_, id, _)| id.to_string())
+        .collect()
+}
+
 /// Every row of `table` rendered with all columns and no annotations (empty for unknown tables).
 pub fn all_rows(store: &Store, logical: &str) -> Vec<Json> {
+    current_rows(store, logical)
+        .into_iter()
+        .map(|(table, _, row)| render_row(store, table, row, &RenderOptions::PLAIN))
+        .collect()
+}
+
+/// The rows of `table` that exist now, oldest change first, with their table and id.
+fn current_rows<'s>(
+    store: &'s Store,
+    logical: &str,
+) -> Vec<(&'s TableState, &'s str, &'s StoredRow)> {
     let Some(table) = store.table(logical) else {
         return Vec::new();
     };
-    let options = RenderOptions::PLAIN;
     let start = ListPosition {
         in_deletes: false,
         after: 0,
@@ -1045,7 +1064,7 @@ pub fn all_rows(store: &Store, logical: &str) -> Vec<Json> {
     changes
         .into_iter()
         .filter_map(|change| match change {
-            Change::Upsert(_, row) => Some(render_row(store, table, row, &options)),
+            Change::Upsert(id, row) => Some((table, id, row)),
             Change::Delete(_) => None,
         })
         .collect()
@@ -1572,6 +1591,23 @@ fn delete(store: &mut Store, logical: &str, key: &EntityKey) -> Result<ApiRespon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_the_listed_rows_ids_in_their_order() {
+        let mut store = store();
+        super::super::seed::seed(&mut store, 30, 5).expect("seed");
+        store
+            .delete("contact", "00000000-0000-4000-8000-000000000002")
+            .expect("delete");
+        let ids = all_ids(&store, "contact");
+        let listed: Vec<String> = all_rows(&store, "contact")
+            .iter()
+            .map(|row| row["contactid"].as_str().expect("contactid").to_string())
+            .collect();
+        assert_eq!(ids.len(), 32);
+        assert_eq!(ids, listed);
+        assert!(all_ids(&store, "nosuch").is_empty());
+    }
 
     #[test]
     fn members_take_a_json_objects_order_and_its_last_value_of_a_name() {

@@ -251,6 +251,12 @@ impl DynamicsSim {
         api::all_rows(&self.store(), table)
     }
 
+    /// The ids of the rows of `table`, in the order [`DynamicsSim::rows`] lists them, without
+    /// rendering any (the simulator's start-up takes the contacts' ids this way).
+    pub fn ids(&self, table: &str) -> Vec<String> {
+        api::all_ids(&self.store(), table)
+    }
+
     /// The number of rows of `table` (0 for an unknown table).
     pub fn count(&self, table: &str) -> usize {
         self.store()
